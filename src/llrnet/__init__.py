@@ -1,0 +1,20 @@
+"""llrnet: DeepMind's LLR bird-or-bicycle classifier and the Unrestricted
+Adversarial Examples evaluation kit, in modern PyTorch.
+
+Images are float tensors in [0, 1], NCHW; models return logits [N, C].
+"""
+
+from __future__ import annotations
+
+from llrnet.errors import InputError, LlrnetError, RunError, UsageError, WeightsError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InputError",
+    "LlrnetError",
+    "RunError",
+    "UsageError",
+    "WeightsError",
+    "__version__",
+]

@@ -1,0 +1,28 @@
+"""Exceptions raised by llrnet's library code.
+
+Library code raises these (or standard ``ValueError``/``FileNotFoundError``) with
+actionable text; only :mod:`llrnet.cli` turns them into one stderr line and an
+exit code (2 for bad usage or input, 1 for a failed run).
+"""
+
+from __future__ import annotations
+
+
+class LlrnetError(Exception):
+    """Base class of every error llrnet raises on purpose."""
+
+
+class UsageError(LlrnetError, ValueError):
+    """The caller asked for something invalid (unknown name, bad argument)."""
+
+
+class InputError(LlrnetError, ValueError):
+    """An input (file, array, tensor) does not satisfy its contract."""
+
+
+class WeightsError(LlrnetError):
+    """A weights file is missing, corrupt, or does not match its architecture."""
+
+
+class RunError(LlrnetError):
+    """A long job (training, evaluation, download) failed; the message says why."""

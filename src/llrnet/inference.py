@@ -1,0 +1,112 @@
+"""Scoring image files with a bird-or-bicycle classifier (``llrnet predict``).
+
+Images are decoded with Pillow, converted to RGB, resized so the shorter side is
+224 (bilinear, antialiased), center-cropped to 224x224 and scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import functional as TF
+
+from llrnet.errors import InputError
+from llrnet.models.classifier import BirdOrBicycleClassifier
+
+IMAGE_SIZE = 224
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's score.
+
+    Attributes:
+        path: the image file.
+        bird_probability: sigmoid of the bird logit, in [0, 1].
+        label: ``"bird"`` or ``"bicycle"`` (a zero logit is a tie: bicycle).
+        confidence: the challenge confidence ``max(relu(-l), relu(l)) = |l|``.
+        bird_logit: the raw logit ``l``.
+    """
+
+    path: str
+    bird_probability: float
+    label: str
+    confidence: float
+    bird_logit: float
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def load_image(path: str | os.PathLike[str], size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Decode ``path`` to a float tensor [3, size, size] in [0, 1].
+
+    Raises:
+        InputError: the file is missing, not an image, or truncated.
+    """
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise InputError(f"{path}: cannot decode image ({error})") from None
+    tensor = TF.pil_to_tensor(image)
+    tensor = TF.resize(tensor, size, interpolation=TF.InterpolationMode.BILINEAR,
+                       antialias=True)
+    tensor = TF.center_crop(tensor, [size, size])
+    return tensor.float().div_(255.0)
+
+
+def predict_images(
+    model: BirdOrBicycleClassifier,
+    paths: list[str | os.PathLike[str]],
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> tuple[list[Prediction], dict[str, str]]:
+    """Score every readable image in ``paths``.
+
+    Returns the predictions (in input order, readable files only) and a mapping
+    from each unreadable path to the reason.
+    """
+    if not isinstance(model, BirdOrBicycleClassifier):
+        raise InputError(
+            f"predict needs a bird-or-bicycle classifier, got {type(model).__name__}"
+        )
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    model = model.to(device).eval()
+    failures: dict[str, str] = {}
+    readable: list[tuple[str, torch.Tensor]] = []
+    for path in paths:
+        try:
+            readable.append((str(path), load_image(path)))
+        except InputError as error:
+            failures[str(path)] = str(error)
+    predictions: list[Prediction] = []
+    with torch.inference_mode():
+        for start in range(0, len(readable), batch_size):
+            chunk = readable[start : start + batch_size]
+            batch = torch.stack([image for _, image in chunk]).to(device)
+            logits = model.bird_logit(batch).float().cpu().numpy()
+            for (path, _), logit in zip(chunk, logits):
+                predictions.append(_prediction(path, float(logit)))
+    return predictions, failures
+
+
+def _prediction(path: str, logit: float) -> Prediction:
+    probability = float(1.0 / (1.0 + np.exp(-logit)))
+    return Prediction(
+        path=Path(path).as_posix(),
+        bird_probability=probability,
+        label="bird" if logit > 0 else "bicycle",
+        confidence=abs(logit),
+        bird_logit=logit,
+    )

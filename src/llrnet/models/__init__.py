@@ -1,0 +1,50 @@
+"""Models: the registry, ResNet v2, Wide-ResNet, the bird-or-bicycle classifier,
+adapters to the hub/challenge conventions, and safetensors weights."""
+
+from __future__ import annotations
+
+from llrnet.models import zoo as _zoo  # noqa: F401  (registers the models)
+from llrnet.models.adapters import as_model_fn, latents_module, linear_module
+from llrnet.models.classifier import (
+    BICYCLE,
+    BIRD,
+    BirdOrBicycleClassifier,
+    ChallengeView,
+    ImageNetClassifier,
+    two_class_from_bird_logit,
+)
+from llrnet.models.layers import Conv2dSame, MaxPool2dSame, Normalize, same_padding
+from llrnet.models.preprocessing import CropResizeScale, tf1_central_crop, tf1_resize_bilinear
+from llrnet.models.registry import create_model, list_models, model_arguments, register_model
+from llrnet.models.resnet_v2 import ResNetV2
+from llrnet.models.weights import load_state_strict, load_weights, read_metadata, save_weights
+from llrnet.models.wide_resnet import WideResNet
+
+__all__ = [
+    "BICYCLE",
+    "BIRD",
+    "BirdOrBicycleClassifier",
+    "ChallengeView",
+    "Conv2dSame",
+    "CropResizeScale",
+    "ImageNetClassifier",
+    "MaxPool2dSame",
+    "Normalize",
+    "ResNetV2",
+    "WideResNet",
+    "as_model_fn",
+    "create_model",
+    "latents_module",
+    "linear_module",
+    "list_models",
+    "load_state_strict",
+    "load_weights",
+    "model_arguments",
+    "read_metadata",
+    "register_model",
+    "same_padding",
+    "save_weights",
+    "tf1_central_crop",
+    "tf1_resize_bilinear",
+    "two_class_from_bird_logit",
+]

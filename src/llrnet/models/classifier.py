@@ -1,0 +1,113 @@
+"""Classifiers built on a trunk: the bird-or-bicycle model and the ImageNet model.
+
+``BirdOrBicycleClassifier`` reproduces DeepMind's submission: preprocessing ->
+latents (ResNet trunk, [N, 2048, 1, 1]) -> linear (1x1 convolution 2048 -> 2).
+Only channel 1 of the head (the bird logit ``l``) is meaningful; it is read
+through a sigmoid, and the challenge sees ``[relu(-l), relu(l)]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llrnet.models.layers import ScaleToSymmetric
+from llrnet.models.preprocessing import CropResizeScale
+
+BICYCLE = 0
+"""Challenge label of bicycles (column 0 of the two-class logits)."""
+BIRD = 1
+"""Challenge label of birds (column 1 of the two-class logits)."""
+
+
+class BirdOrBicycleClassifier(nn.Module):
+    """Images [N, 3, H, W] in [0, 1] -> raw head logits [N, 2].
+
+    Args:
+        trunk: maps preprocessed images to latents [N, latent_dim, 1, 1].
+        latent_dim: channels of the latents (2048 for ResNet-152).
+        preprocess: apply the submission's crop/resize/``2x - 1``; False for
+            callers that feed already-preprocessed inputs in [-1, 1].
+        crop_fraction: central crop kept per side.
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        latent_dim: int,
+        *,
+        preprocess: bool = True,
+        crop_fraction: float = 0.875,
+    ) -> None:
+        super().__init__()
+        self.preprocess = CropResizeScale(crop_fraction, enabled=preprocess)
+        self.trunk = trunk
+        self.linear = nn.Conv2d(latent_dim, 2, kernel_size=1, bias=True)
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> latents [N, latent_dim, 1, 1]."""
+        return self.trunk(self.preprocess(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> raw logits [N, 2] (only column 1 is meaningful)."""
+        return self.linear(self.latents(x)).flatten(1)
+
+    def bird_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """The bird logit ``l`` [N]; ``sigmoid(l)`` is the bird probability."""
+        return self.forward(x)[:, BIRD]
+
+    def bird_probability(self, x: torch.Tensor) -> torch.Tensor:
+        """P(bird) [N] in [0, 1]."""
+        return torch.sigmoid(self.bird_logit(x))
+
+    def two_class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The challenge view [N, 2]: ``[relu(-l), relu(l)]`` (0 bicycle, 1 bird)."""
+        return two_class_from_bird_logit(self.bird_logit(x))
+
+
+def two_class_from_bird_logit(logit: torch.Tensor) -> torch.Tensor:
+    """[N] bird logits -> [N, 2] challenge logits ``[relu(-l), relu(l)]``.
+
+    The confidence (max logit) is ``|l|`` and a zero logit is a tie, which the
+    challenge scores as bicycle.
+    """
+    return torch.stack([F.relu(-logit), F.relu(logit)], dim=1)
+
+
+class ChallengeView(nn.Module):
+    """Wraps a :class:`BirdOrBicycleClassifier` so ``forward`` is the challenge view.
+
+    Attacks and the evaluation runner take any ``model(x) -> logits [N, 2]``;
+    this module gives them ``two_class_logits`` under that contract.
+    """
+
+    def __init__(self, model: BirdOrBicycleClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> [N, 2] two-class logits."""
+        return self.model.two_class_logits(x)
+
+
+class ImageNetClassifier(nn.Module):
+    """Images [N, 3, H, W] in [0, 1] -> logits [N, num_classes] via ``2x - 1``.
+
+    The sibling module ``local-linearity/imagenet/1``: trunk on ``2x - 1``, then a
+    linear layer on the pooled latents.
+    """
+
+    def __init__(self, trunk: nn.Module, latent_dim: int, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.scale = ScaleToSymmetric()
+        self.trunk = trunk
+        self.fc = nn.Linear(latent_dim, num_classes)
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> latents [N, latent_dim, 1, 1]."""
+        return self.trunk(self.scale(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> logits [N, num_classes]."""
+        return self.fc(self.latents(x).flatten(1))

@@ -1,0 +1,130 @@
+"""Building blocks shared by the architectures: TF-"SAME" convolutions and pooling.
+
+TensorFlow's "SAME" padding pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)``
+pixels with ``total // 2`` before and the rest after. For a stride-2 3x3
+convolution on an even input that is 0 before and 1 after, where PyTorch's
+``padding=1`` pads 1 on both sides: the two disagree by a one-pixel shift, so a
+port of a TF model must pad like TF.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Padding = Literal["same", "symmetric"]
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF "SAME" padding ``(before, after)`` for one spatial dimension of ``size``."""
+    effective = (kernel - 1) * dilation + 1
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
+    top, bottom = same_padding(x.shape[-2], kernel, stride)
+    left, right = same_padding(x.shape[-1], kernel, stride)
+    if top == bottom and left == right and value == 0.0:
+        return x  # symmetric: handled by the caller's built-in padding
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` whose padding follows TF "SAME" for any input size.
+
+    Input [N, C_in, H, W] -> output [N, C_out, ceil(H / s), ceil(W / s)].
+    Symmetric cases use the fast built-in padding; asymmetric ones an explicit
+    ``F.pad`` (zeros) first.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=bias)
+        self._k = kernel_size
+        self._s = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = same_padding(x.shape[-2], self._k, self._s)
+        left, right = same_padding(x.shape[-1], self._k, self._s)
+        if top == bottom and left == right:
+            return F.conv2d(x, self.weight, self.bias, self._s, (top, left))
+        x = F.pad(x, (left, right, top, bottom))
+        return F.conv2d(x, self.weight, self.bias, self._s, 0)
+
+
+class MaxPool2dSame(nn.Module):
+    """Max-pool with TF "SAME" padding (padded cells never win: they are -inf)."""
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
+        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
+def conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    bias: bool = False,
+    padding: Padding = "same",
+) -> nn.Conv2d:
+    """A convolution padded TF-style (``"same"``) or PyTorch-style (``"symmetric"``)."""
+    if padding == "same":
+        return Conv2dSame(in_channels, out_channels, kernel_size, stride, bias=bias)
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=bias
+    )
+
+
+def max_pool(kernel_size: int, stride: int, padding: Padding = "same") -> nn.Module:
+    """Max-pool padded TF-style (``"same"``) or PyTorch-style (``"symmetric"``)."""
+    if padding == "same":
+        return MaxPool2dSame(kernel_size, stride)
+    return nn.MaxPool2d(kernel_size, stride, padding=kernel_size // 2)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, with mean/std as buffers (saved in weights).
+
+    Input [N, C, H, W] in [0, 1]; output the same shape.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ScaleToSymmetric(nn.Module):
+    """``2x - 1``: maps [0, 1] images to [-1, 1] (the LLR ImageNet modules' input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 - 1.0

@@ -1,0 +1,152 @@
+"""Pre-activation ResNet (v2, He et al. 2016) with bottleneck blocks.
+
+The trunk mirrors the LLR ImageNet modules (``resnet_v2`` scope): a 7x7/2 stem
+convolution (no batch norm after it, as in v2), a 3x3/2 max-pool, four stages of
+bottleneck units ``BN-ReLU -> 1x1 -> BN-ReLU -> 3x3 (stride) -> BN-ReLU -> 1x1``,
+the v2 final batch norm + ReLU, and a global average pool with kept dimensions.
+
+Options a faithful port needs are explicit constructor arguments:
+
+* ``padding``: ``"same"`` pads like TF "SAME" (asymmetric on strided layers);
+  ``"symmetric"`` pads like PyTorch (``k // 2`` on both sides).
+* ``bn_eps``, ``bn_momentum``: batch-norm epsilon and moving-average rate (the
+  hub modules' ``decay_rate``; PyTorch momentum 0.1 == decay_rate 0.1).
+* ``stride_in``: whether each stage's stride sits in its ``"first"`` unit
+  (torchvision, Haiku) or its ``"last"`` unit (TF-slim; strides (2, 2, 2, 1)).
+* ``stem_bias`` / ``out_bias``: biases on the stem convolution and on the
+  un-normalized convolutions (each unit's last 1x1 and projection shortcut), as
+  TF-slim's v2 has them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llrnet.models.layers import Padding, conv2d, max_pool
+
+StrideIn = Literal["first", "last"]
+
+STAGE_UNITS: dict[int, tuple[int, int, int, int]] = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+"""Bottleneck units per stage for each standard depth."""
+
+STANDARD_WIDTHS = (64, 128, 256, 512)
+"""Bottleneck widths per stage; each stage outputs 4x its width."""
+
+
+class BottleneckV2(nn.Module):
+    """One pre-activation bottleneck unit. [N, C_in, H, W] -> [N, 4w, H/s, W/s]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        *,
+        padding: Padding,
+        bn_eps: float,
+        bn_momentum: float,
+        out_bias: bool,
+    ) -> None:
+        super().__init__()
+        out_channels = 4 * width
+        self.stride = stride
+        self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
+        self.conv1 = conv2d(in_channels, width, 1, padding=padding)
+        self.bn2 = nn.BatchNorm2d(width, eps=bn_eps, momentum=bn_momentum)
+        self.conv2 = conv2d(width, width, 3, stride=stride, padding=padding)
+        self.bn3 = nn.BatchNorm2d(width, eps=bn_eps, momentum=bn_momentum)
+        self.conv3 = conv2d(width, out_channels, 1, padding=padding, bias=out_bias)
+        self.shortcut: nn.Module | None = None
+        if in_channels != out_channels:
+            self.shortcut = conv2d(
+                in_channels, out_channels, 1, stride=stride, padding=padding, bias=out_bias
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        preact = F.relu(self.bn1(x))
+        if self.shortcut is not None:
+            shortcut = self.shortcut(preact)
+        elif self.stride > 1:
+            shortcut = x[:, :, :: self.stride, :: self.stride]  # TF-slim's subsample
+        else:
+            shortcut = x
+        out = self.conv1(preact)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + shortcut
+
+
+class ResNetV2(nn.Module):
+    """Pre-activation ResNet trunk: images -> latents [N, 4 * widths[-1], 1, 1].
+
+    The input is whatever the first convolution expects (for the LLR modules,
+    ``2x - 1`` of a [0, 1] image); preprocessing lives in the wrapping model.
+
+    Args:
+        units: bottleneck units per stage, e.g. ``(3, 8, 36, 3)`` for ResNet-152.
+        widths: bottleneck width per stage (outputs are 4x).
+        in_channels: image channels.
+        stem_width: channels of the stem convolution.
+        padding, bn_eps, bn_momentum, stride_in, stem_bias, out_bias: see module doc.
+    """
+
+    def __init__(
+        self,
+        *,
+        units: tuple[int, ...] = STAGE_UNITS[152],
+        widths: tuple[int, ...] = STANDARD_WIDTHS,
+        in_channels: int = 3,
+        stem_width: int = 64,
+        padding: Padding = "same",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        stride_in: StrideIn = "first",
+        stem_bias: bool = False,
+        out_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(units) != len(widths):
+            raise ValueError(f"units {units} and widths {widths} differ in length")
+        if stride_in not in ("first", "last"):
+            raise ValueError(f"stride_in must be 'first' or 'last', got {stride_in!r}")
+        if padding not in ("same", "symmetric"):
+            raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+        self.stem_conv = conv2d(in_channels, stem_width, 7, stride=2, padding=padding,
+                                bias=stem_bias)
+        self.stem_pool = max_pool(3, 2, padding)
+        stages: list[nn.Sequential] = []
+        channels = stem_width
+        n_stages = len(units)
+        for index, (count, width) in enumerate(zip(units, widths)):
+            if stride_in == "first":
+                stage_stride = 1 if index == 0 else 2
+                strides = [stage_stride] + [1] * (count - 1)
+            else:
+                stage_stride = 1 if index == n_stages - 1 else 2
+                strides = [1] * (count - 1) + [stage_stride]
+            blocks = []
+            for stride in strides:
+                blocks.append(
+                    BottleneckV2(channels, width, stride, padding=padding, bn_eps=bn_eps,
+                                 bn_momentum=bn_momentum, out_bias=out_bias)
+                )
+                channels = 4 * width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.final_bn = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+        self.num_features = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] -> latents [N, num_features, 1, 1] (global average pool)."""
+        x = self.stem_pool(self.stem_conv(x))
+        x = self.stages(x)
+        x = F.relu(self.final_bn(x))
+        return x.mean(dim=(2, 3), keepdim=True)

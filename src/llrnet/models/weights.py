@@ -1,0 +1,170 @@
+"""Weights files: safetensors tensors + a JSON metadata record. Never pickle.
+
+The record (stored under the safetensors metadata key ``"llrnet"``) holds what
+rebuilds the model (``architecture``, ``kwargs``) and what makes it trustworthy
+(``sha256`` of the tensors, ``source``, ``recipe``, ``metrics``,
+``preprocessing``, ``llrnet_version``). Loading is strict: a missing, extra or
+mis-shaped tensor, or a hash mismatch, is an error that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from llrnet.errors import WeightsError
+from llrnet.models.registry import create_model
+
+METADATA_KEY = "llrnet"
+FORMAT_VERSION = 1
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``tensors`` in sorted order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _describe(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    architecture = getattr(model, "llrnet_architecture", None)
+    kwargs = getattr(model, "llrnet_kwargs", None)
+    if architecture is None or kwargs is None:
+        raise WeightsError(
+            "model was not built with llrnet.models.create_model, so its architecture "
+            "cannot be recorded; build it with create_model(name, **kwargs)"
+        )
+    return str(architecture), dict(kwargs)
+
+
+def save_weights(
+    model: nn.Module, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``model``'s state to ``path`` (safetensors) with a metadata record.
+
+    ``metadata`` may hold ``recipe``, ``metrics``, ``source``, ``preprocessing``
+    and any other JSON-serializable fields; ``architecture``, ``kwargs``,
+    ``sha256``, ``llrnet_version`` and ``format_version`` are filled in. The
+    file is written to a temporary name and renamed, so a crash never leaves a
+    half-written file under ``path``. Returns the record written.
+    """
+    from llrnet import __version__
+
+    architecture, kwargs = _describe(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    record: dict[str, Any] = dict(metadata or {})
+    record.update(
+        format_version=FORMAT_VERSION,
+        architecture=architecture,
+        kwargs=kwargs,
+        llrnet_version=__version__,
+        sha256=tensors_sha256(tensors),
+    )
+    preprocessing = getattr(model, "preprocess", None)
+    if "preprocessing" not in record and preprocessing is not None:
+        record["preprocessing"] = repr(preprocessing)
+    try:
+        text = json.dumps(record, sort_keys=True)
+    except TypeError as error:
+        raise WeightsError(f"metadata is not JSON-serializable: {error}") from None
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={METADATA_KEY: text})
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return record
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata record of a weights file (no tensors are read)."""
+    with _open(path) as handle:
+        return _record(handle.metadata(), path)
+
+
+def _open(path: str | os.PathLike[str]) -> Any:
+    if not Path(path).is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{path} is not a valid safetensors file: {error}") from None
+
+
+def _record(raw: Mapping[str, str] | None, path: str | os.PathLike[str]) -> dict[str, Any]:
+    if not raw or METADATA_KEY not in raw:
+        raise WeightsError(f"{path} has no llrnet metadata record")
+    try:
+        record = json.loads(raw[METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{path}: metadata record is not valid JSON ({error})") from None
+    if not isinstance(record, dict) or "architecture" not in record:
+        raise WeightsError(f"{path}: metadata record lacks 'architecture'")
+    return record
+
+
+def load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor],
+                      *, source: str = "weights") -> None:
+    """Copy ``tensors`` into ``model``; every key must match in name and shape.
+
+    Raises:
+        WeightsError: listing missing, unexpected and mis-shaped tensors.
+    """
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(tensors)
+        if tuple(tensors[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing: {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected: {', '.join(extra)}")
+    if shapes:
+        problems.append(f"wrong shape: {', '.join(shapes)}")
+    if problems:
+        raise WeightsError(f"{source} does not match the model; " + "; ".join(problems))
+    model.load_state_dict(dict(tensors), strict=True)
+
+
+def load_weights(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the model recorded in ``path`` and load its tensors (strict, hashed).
+
+    The returned model is in eval mode on ``device``; its record is attached as
+    ``model.llrnet_metadata``.
+    """
+    with _open(path) as handle:
+        record = _record(handle.metadata(), path)
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    digest = tensors_sha256(tensors)
+    if record.get("sha256") != digest:
+        raise WeightsError(
+            f"{path}: tensor sha256 {digest[:16]}... does not match the record "
+            f"{str(record.get('sha256'))[:16]}...; the file is corrupt or was modified"
+        )
+    model = create_model(record["architecture"], **record.get("kwargs", {}))
+    load_state_strict(model, tensors, source=str(path))
+    model.llrnet_metadata = record  # type: ignore[assignment]
+    return model.to(device).eval()

@@ -1,0 +1,133 @@
+"""Pre-activation Wide-ResNet (Zagoruyko & Komodakis 2016) as in the LLR paper.
+
+WRN-d-k: a 3x3 stem convolution with 16 channels, three groups of
+``(d - 4) / 6`` pre-activation basic blocks with widths 16k, 32k, 64k and strides
+1, 2, 2, then the final batch norm + activation, global average pool and a linear
+layer. The activation is ``softplus`` (the LLR paper's CIFAR-10 models) or ``relu``.
+Input normalization ``(x - mean) / std`` lives inside the model, so the model
+takes [0, 1] images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llrnet.models.layers import Normalize, Padding, conv2d
+
+Activation = Literal["softplus", "relu"]
+
+CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softplus": F.softplus,
+    "relu": F.relu,
+}
+
+
+class BasicBlockV2(nn.Module):
+    """Pre-activation basic block. [N, C_in, H, W] -> [N, C_out, H/s, W/s]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        *,
+        activation: Activation,
+        padding: Padding,
+        bn_eps: float,
+        bn_momentum: float,
+    ) -> None:
+        super().__init__()
+        self.act = _ACTIVATIONS[activation]
+        self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
+        self.conv1 = conv2d(in_channels, out_channels, 3, stride=stride, padding=padding)
+        self.bn2 = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.conv2 = conv2d(out_channels, out_channels, 3, padding=padding)
+        self.shortcut: nn.Module | None = None
+        if in_channels != out_channels or stride != 1:
+            self.shortcut = conv2d(in_channels, out_channels, 1, stride=stride, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        preact = self.act(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(preact)
+        out = self.conv1(preact)
+        out = self.conv2(self.act(self.bn2(out)))
+        return out + shortcut
+
+
+class WideResNet(nn.Module):
+    """Pre-activation WRN: [N, C, H, W] images in [0, 1] -> logits [N, num_classes].
+
+    Args:
+        depth: total depth d with (d - 4) divisible by 6 (10, 16, 28, 40, ...).
+        width: widening factor k.
+        num_classes: output logits.
+        in_channels: image channels.
+        activation: ``"softplus"`` or ``"relu"``.
+        mean, std: per-channel input normalization, applied inside the model.
+        padding: ``"same"`` (TF) or ``"symmetric"`` (PyTorch).
+        bn_eps, bn_momentum: batch-norm epsilon and moving-average rate.
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int = 28,
+        width: int = 8,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        activation: Activation = "softplus",
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+        padding: Padding = "same",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if (depth - 4) % 6 != 0 or depth < 10:
+            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
+        if len(mean) != in_channels:
+            raise ValueError(f"mean/std need {in_channels} values, got {len(mean)}")
+        blocks_per_group = (depth - 4) // 6
+        self.normalize = Normalize(mean, std)
+        self.stem_conv = conv2d(in_channels, 16, 3, padding=padding)
+        groups = []
+        channels = 16
+        for group, stride in enumerate((1, 2, 2)):
+            out_channels = 16 * width * 2**group
+            blocks = []
+            for index in range(blocks_per_group):
+                blocks.append(
+                    BasicBlockV2(channels, out_channels, stride if index == 0 else 1,
+                                 activation=activation, padding=padding, bn_eps=bn_eps,
+                                 bn_momentum=bn_momentum)
+                )
+                channels = out_channels
+            groups.append(nn.Sequential(*blocks))
+        self.groups = nn.Sequential(*groups)
+        self.final_bn = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+        self.act = _ACTIVATIONS[activation]
+        self.fc = nn.Linear(channels, num_classes)
+        self.num_features = channels
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] in [0, 1] -> pooled features [N, num_features]."""
+        x = self.stem_conv(self.normalize(x))
+        x = self.groups(x)
+        x = self.act(self.final_bn(x))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] in [0, 1] -> logits [N, num_classes]."""
+        return self.fc(self.forward_features(x))

@@ -1,0 +1,155 @@
+"""The registered models. ``list_models()`` names them; ``create_model`` builds them.
+
+Full-size architectures:
+
+* ``llr_pretrain_adv``: DeepMind's bird-or-bicycle classifier (ResNet-152 v2
+  trunk + 1x1 linear head, submission preprocessing).
+* ``resnet{50,101,152}_v2_imagenet``: ImageNet classifiers on ``2x - 1``
+  (``resnet152_v2_imagenet`` is ``local-linearity/imagenet/1``).
+* ``wrn_28_8_softplus``, ``wrn_40_8_softplus``: CIFAR-10 Wide-ResNets of the LLR
+  paper (``wrn_40_8_softplus`` is ``local-linearity/cifar10/1``).
+
+Small variants for tests and the demo train in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
+from llrnet.models.layers import Padding
+from llrnet.models.registry import register_model
+from llrnet.models.resnet_v2 import STAGE_UNITS, STANDARD_WIDTHS, ResNetV2, StrideIn
+from llrnet.models.wide_resnet import CIFAR10_MEAN, CIFAR10_STD, Activation, WideResNet
+
+TINY_UNITS = (1, 1, 1, 1)
+TINY_WIDTHS = (4, 8, 16, 32)
+
+
+def _bird_or_bicycle(trunk: ResNetV2, preprocess: bool, crop_fraction: float
+                     ) -> BirdOrBicycleClassifier:
+    return BirdOrBicycleClassifier(trunk, trunk.num_features, preprocess=preprocess,
+                                   crop_fraction=crop_fraction)
+
+
+@register_model("llr_pretrain_adv")
+def llr_pretrain_adv(
+    *,
+    depth: int = 152,
+    padding: Padding = "same",
+    bn_eps: float = 1e-5,
+    stride_in: StrideIn = "first",
+    stem_bias: bool = False,
+    out_bias: bool = False,
+    preprocess: bool = True,
+    crop_fraction: float = 0.875,
+) -> BirdOrBicycleClassifier:
+    """DeepMind's ``llr-pretrain-adv``: ResNet-``depth`` v2 latents + linear head."""
+    trunk = ResNetV2(units=STAGE_UNITS[depth], padding=padding, bn_eps=bn_eps,
+                     stride_in=stride_in, stem_bias=stem_bias, out_bias=out_bias)
+    return _bird_or_bicycle(trunk, preprocess, crop_fraction)
+
+
+@register_model("llr_pretrain_adv_tiny")
+def llr_pretrain_adv_tiny(
+    *,
+    units: tuple[int, ...] = TINY_UNITS,
+    widths: tuple[int, ...] = TINY_WIDTHS,
+    stem_width: int = 8,
+    padding: Padding = "same",
+    bn_eps: float = 1e-5,
+    stride_in: StrideIn = "first",
+    stem_bias: bool = False,
+    out_bias: bool = False,
+    preprocess: bool = True,
+    crop_fraction: float = 0.875,
+) -> BirdOrBicycleClassifier:
+    """A tiny bird-or-bicycle classifier with the same structure (tests, fixtures)."""
+    trunk = ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
+                     padding=padding, bn_eps=bn_eps, stride_in=stride_in,
+                     stem_bias=stem_bias, out_bias=out_bias)
+    return _bird_or_bicycle(trunk, preprocess, crop_fraction)
+
+
+def _imagenet(units: tuple[int, ...], widths: tuple[int, ...], stem_width: int,
+              num_classes: int, padding: Padding, bn_eps: float, stride_in: StrideIn,
+              stem_bias: bool, out_bias: bool) -> ImageNetClassifier:
+    trunk = ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
+                     padding=padding, bn_eps=bn_eps, stride_in=stride_in,
+                     stem_bias=stem_bias, out_bias=out_bias)
+    return ImageNetClassifier(trunk, trunk.num_features, num_classes)
+
+
+def _register_imagenet(depth: int) -> None:
+    @register_model(f"resnet{depth}_v2_imagenet")
+    def build(
+        *,
+        num_classes: int = 1000,
+        padding: Padding = "same",
+        bn_eps: float = 1e-5,
+        stride_in: StrideIn = "first",
+        stem_bias: bool = False,
+        out_bias: bool = False,
+    ) -> ImageNetClassifier:
+        return _imagenet(STAGE_UNITS[depth], STANDARD_WIDTHS, 64, num_classes, padding,
+                         bn_eps, stride_in, stem_bias, out_bias)
+
+    build.__doc__ = f"ResNet-{depth} v2 ImageNet classifier on ``2x - 1`` inputs."
+
+
+for _depth in sorted(STAGE_UNITS):
+    _register_imagenet(_depth)
+
+
+@register_model("resnet_v2_tiny_imagenet")
+def resnet_v2_tiny_imagenet(
+    *,
+    num_classes: int = 10,
+    units: tuple[int, ...] = TINY_UNITS,
+    widths: tuple[int, ...] = TINY_WIDTHS,
+    stem_width: int = 8,
+    padding: Padding = "same",
+    bn_eps: float = 1e-5,
+    stride_in: StrideIn = "first",
+    stem_bias: bool = False,
+    out_bias: bool = False,
+) -> ImageNetClassifier:
+    """A tiny ImageNet-style ResNet v2 classifier (tests, fixtures)."""
+    return _imagenet(units, widths, stem_width, num_classes, padding, bn_eps, stride_in,
+                     stem_bias, out_bias)
+
+
+def _register_wrn(name: str, depth: int, width: int, activation: Activation) -> None:
+    @register_model(name)
+    def build(
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+        padding: Padding = "same",
+        bn_eps: float = 1e-5,
+    ) -> WideResNet:
+        return WideResNet(depth=depth, width=width, num_classes=num_classes,
+                          in_channels=in_channels, activation=activation,
+                          mean=tuple(mean), std=tuple(std), padding=padding, bn_eps=bn_eps)
+
+    build.__doc__ = f"Pre-activation WRN-{depth}-{width} with {activation} (CIFAR-10)."
+
+
+_register_wrn("wrn_28_8_softplus", 28, 8, "softplus")
+_register_wrn("wrn_40_8_softplus", 40, 8, "softplus")
+_register_wrn("wrn_28_10_relu", 28, 10, "relu")
+_register_wrn("wrn_16_2_softplus", 16, 2, "softplus")
+_register_wrn("wrn_10_1_softplus", 10, 1, "softplus")
+
+
+@register_model("digits_wrn")
+def digits_wrn(
+    *,
+    depth: int = 10,
+    width: int = 2,
+    num_classes: int = 2,
+    activation: Activation = "softplus",
+) -> WideResNet:
+    """A small WRN for the bundled grayscale digits (28x28, 1 channel, [0, 1])."""
+    return WideResNet(depth=depth, width=width, num_classes=num_classes, in_channels=1,
+                      activation=activation, mean=(0.5,), std=(0.5,), padding="same")
