@@ -39,7 +39,7 @@ def test_load_image_resizes_shorter_side_and_center_crops(tmp_path: Path) -> Non
     tensor = load_image(_image(tmp_path / "wide.png", (448, 300)))
     assert tensor.shape == (3, 224, 224)
     assert tensor.dtype == torch.float32
-    assert 0.0 <= tensor.min() and tensor.max() <= 1.0
+    assert tensor.min() >= 0.0 and tensor.max() <= 1.0
     # Left half has red 255, right half 120: the crop keeps both, split in the middle.
     assert tensor[0, 100, 10].item() == pytest.approx(1.0)
     assert tensor[0, 100, 213].item() == pytest.approx(120 / 255, abs=1e-6)

@@ -78,7 +78,7 @@ def test_tampered_tensor_fails_hash_check(tmp_path: Path) -> None:
     _rewrite(path, lambda t: t["linear.bias"].add_(1.0))
     from llrnet.errors import WeightsError
 
-    with pytest.raises(WeightsError, match="sha256 .* does not match"):
+    with pytest.raises(WeightsError, match=r"sha256 .* does not match"):
         load_weights(path)
 
 
