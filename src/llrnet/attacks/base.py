@@ -1,0 +1,249 @@
+"""The attack base class: a final ``__call__`` around a subclass's search.
+
+Like foolbox 3, the public ``__call__`` is final: it validates the input, puts
+the model in eval mode (and restores whatever mode it found), counts model
+evaluations, derives per-image random streams from ``seeds``, runs the
+subclass's ``_run``, and enforces the threat model (the subclass's ball and
+[0, 1]). Subclasses implement only the search.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, final
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.attacks.parts import ImageRng, project_l2, project_linf
+from llrnet.errors import InputError, UsageError
+
+Pool = tuple[Tensor, Tensor]
+
+
+class CountingModel(nn.Module):
+    """Wraps a model: counts forwarded images and checks the logits' shape.
+
+    ``evaluations`` is the total number of images passed through ``forward``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.evaluations = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+            shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise InputError(
+                f"model must map [N, C, H, W] images to logits [N, K]; got {shape} "
+                f"for {x.shape[0]} images"
+            )
+        if logits.shape[1] < 2:
+            raise InputError(
+                f"model must return at least 2 logits per image, got {logits.shape[1]}"
+            )
+        self.evaluations += int(x.shape[0])
+        return logits
+
+
+def resolve_seeds(seeds: Tensor | int | None, n: int) -> Tensor:
+    """Per-image seeds [n] int64 from the contract's ``seeds`` argument.
+
+    None -> 0..n-1; an int s -> s + i; a 1-D integer tensor of length n as is.
+    """
+    if seeds is None:
+        return torch.arange(n, dtype=torch.int64)
+    if isinstance(seeds, bool):
+        raise InputError("seeds must be an int, a 1-D int64 tensor or None, got a bool")
+    if isinstance(seeds, int):
+        return torch.arange(n, dtype=torch.int64) + seeds
+    if isinstance(seeds, Tensor):
+        if seeds.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise InputError(f"seeds must be an integer tensor, got dtype {seeds.dtype}")
+        if seeds.dim() != 1 or seeds.shape[0] != n:
+            raise InputError(
+                f"seeds must have shape [{n}] (one per image), got {list(seeds.shape)}"
+            )
+        return seeds.detach().to("cpu", torch.int64)
+    raise InputError(
+        f"seeds must be an int, a 1-D int64 tensor or None, got {type(seeds).__name__}"
+    )
+
+
+def _check_images(x: Any, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise InputError(f"{name} must be [N, C, H, W], got shape {list(x.shape)}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains NaN or infinite values")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise InputError(
+            f"{name} must lie in [0, 1], got range [{float(x.min()):.4g}, {float(x.max()):.4g}]"
+        )
+    return x
+
+
+def _check_labels(y: Any, n: int, device: torch.device, name: str) -> Tensor:
+    if not isinstance(y, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise InputError(f"{name} must be int64 class indices, got dtype {y.dtype}")
+    if y.dim() != 1 or y.shape[0] != n:
+        raise InputError(f"{name} must have shape [{n}], got {list(y.shape)}")
+    if y.device != device:
+        raise InputError(f"{name} is on {y.device} but the images are on {device}")
+    if n and int(y.min()) < 0:
+        raise InputError(f"{name} must be non-negative class indices")
+    return y
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
+    return None
+
+
+class Attack:
+    """Base class of every attack: ``attack(model, x, y, seeds=..., pool=...) -> x_adv``.
+
+    ``x``: float [N, C, H, W] in [0, 1] on the model's device; ``y``: int64 [N].
+    Returns ``x_adv`` of the same shape and dtype, in [0, 1] and inside the
+    attack's threat model. The result for image i depends only on the model,
+    ``x[i]``, ``y[i]``, ``seeds[i]``, the attack's parameters and ``pool``.
+
+    After a call, ``last_stats`` holds at least ``model_evaluations`` (images
+    forwarded through the model, total), plus ``images`` and ``seconds``.
+
+    Subclasses implement ``_run(model, x, y, rng, pool)`` (``model`` is a
+    :class:`CountingModel` in eval mode; ``rng`` an :class:`ImageRng`) and, if
+    they have a norm ball, set ``norm`` ("linf"/"l2") and ``eps``.
+    """
+
+    name: str = "attack"
+    #: The ball the base class clips to after ``_run`` ("linf", "l2" or None).
+    norm: str | None = None
+    eps: float = 0.0
+    #: True for attacks that need ``pool`` (Boundary).
+    needs_pool: bool = False
+
+    def __init__(self) -> None:
+        self.last_stats: dict[str, float] = {}
+
+    @final
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        seeds: Tensor | int | None = None,
+        pool: Pool | None = None,
+    ) -> Tensor:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        x = _check_images(x, "x")
+        y = _check_labels(y, x.shape[0], x.device, "y")
+        device = _model_device(model)
+        if device is not None and device != x.device:
+            raise InputError(f"x is on {x.device} but the model is on {device}; move one of them")
+        seed_tensor = resolve_seeds(seeds, x.shape[0])
+        pool = self._check_pool(pool, x)
+
+        counting = model if isinstance(model, CountingModel) else CountingModel(model)
+        before = counting.evaluations
+        was_training = model.training
+        start = time.perf_counter()
+        model.eval()
+        try:
+            if x.shape[0] == 0:
+                x_adv = x.clone()
+            else:
+                x_adv = self._run(counting, x.detach(), y, ImageRng(seed_tensor), pool)
+        finally:
+            model.train(was_training)
+        x_adv = self._enforce(x.detach(), x_adv.detach()).to(x.dtype)
+        self.last_stats = {
+            "model_evaluations": float(counting.evaluations - before),
+            "images": float(x.shape[0]),
+            "seconds": time.perf_counter() - start,
+        }
+        return x_adv
+
+    def _check_pool(self, pool: Pool | None, x: Tensor) -> Pool | None:
+        if pool is None:
+            if self.needs_pool:
+                raise UsageError(
+                    f"{self.name} needs pool=(images, labels) of clean reference images "
+                    "(other-class starting points)"
+                )
+            return None
+        if not isinstance(pool, tuple) or len(pool) != 2:
+            raise InputError("pool must be a tuple (images [M, C, H, W], labels [M])")
+        images = _check_images(pool[0], "pool images")
+        if images.shape[1:] != x.shape[1:]:
+            raise InputError(
+                f"pool images must have the shape of x per image, {list(x.shape[1:])}, "
+                f"got {list(images.shape[1:])}"
+            )
+        if images.device != x.device:
+            raise InputError(f"pool images are on {images.device} but x is on {x.device}")
+        labels = _check_labels(pool[1], images.shape[0], x.device, "pool labels")
+        return images, labels
+
+    def _enforce(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Clip ``x_adv`` to the attack's ball around ``x`` and to [0, 1]."""
+        if x_adv.shape != x.shape:
+            raise RuntimeError(
+                f"{self.name} returned shape {list(x_adv.shape)} for {list(x.shape)}"
+            )
+        if self.norm == "linf":
+            return x + project_linf(x_adv - x, x, self.eps)
+        if self.norm == "l2":
+            # 1e-6 relative slack so a point exactly on the sphere is not rescaled by float noise.
+            return x + project_l2(x_adv - x, x, self.eps * (1 + 1e-6))
+        return x_adv.clamp(0.0, 1.0)
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Identity(Attack):
+    """The clean "attack": returns the input unchanged (no model evaluations)."""
+
+    name = "clean"
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
+    ) -> Tensor:
+        return x.clone()
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """``value`` as a float, or a UsageError if it is not positive (or >= 0)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number, got {value!r}") from None
+    if v != v or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UsageError(f"{name} must be {bound}, got {value!r}")
+    return v
+
+
+def check_count(value: int, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or a UsageError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value

@@ -1,0 +1,246 @@
+"""Small attack parts shared by PGD, SPSA, the LLR inner loop and training.
+
+Everything here is a plain function on tensors with *per-example* state, so the
+training code (PGD adversarial training, the LLR inner loop) and the evaluation
+attacks (PGD, SPSA) differ only in loss and schedule (DeepMind's
+adversarial_robustness style: optimizer x initialization x projection x loss).
+
+Conventions: ``x`` is the clean (center) image batch [N, C, H, W] in [0, 1];
+``delta`` a perturbation of the same shape; ``eps`` a float or a per-example
+tensor [N]. Projections return the projected *perturbation*, such that
+``x + delta`` lies in the eps-ball around ``x`` and in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from llrnet.errors import UsageError
+
+Eps = float | Tensor
+GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
+
+__all__ = [
+    "AdamState",
+    "ImageRng",
+    "adam_step",
+    "cross_entropy_per_example",
+    "draw_uniform",
+    "margin_loss",
+    "project_l2",
+    "project_linf",
+    "random_init_l2",
+    "random_init_linf",
+    "wrong_class_margin",
+]
+
+
+def _per_example(value: Eps, like: Tensor) -> Tensor | float:
+    """``value`` broadcastable against ``like`` [N, ...] (a float stays a float)."""
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            return float(value)
+        return value.to(like).reshape(-1, *([1] * (like.dim() - 1)))
+    return float(value)
+
+
+def project_linf(delta: Tensor, x: Tensor, eps: Eps) -> Tensor:
+    """Project ``delta`` onto the L-inf ball of radius ``eps`` and keep ``x + delta`` in [0, 1].
+
+    Exactly cleverhans' ``project_perturbation``: clip to [-eps, eps], then clip
+    ``x + delta`` to [0, 1] and return the difference.
+    """
+    e = _per_example(eps, delta)
+    if isinstance(e, float):
+        delta = delta.clamp(-e, e)
+    else:
+        delta = torch.maximum(torch.minimum(delta, e), -e)
+    return (x + delta).clamp(0.0, 1.0) - x
+
+
+def _l2_norm(t: Tensor) -> Tensor:
+    """Per-example L2 norm [N] of a batch [N, ...]."""
+    return t.flatten(1).norm(p=2, dim=1)
+
+
+def project_l2(delta: Tensor, x: Tensor, eps: Eps) -> Tensor:
+    """Project ``delta`` onto the L2 ball of radius ``eps`` and keep ``x + delta`` in [0, 1].
+
+    The norm is scaled down first, then ``x + delta`` is clipped to [0, 1];
+    clipping only shrinks components, so the norm bound still holds.
+    """
+    e = eps if isinstance(eps, Tensor) else torch.tensor(float(eps))
+    e = e.to(delta).expand(delta.shape[0])
+    norm = _l2_norm(delta)
+    factor = torch.where(norm > e, e / norm.clamp_min(1e-12), torch.ones_like(norm))
+    delta = delta * factor.reshape(-1, *([1] * (delta.dim() - 1)))
+    return (x + delta).clamp(0.0, 1.0) - x
+
+
+def draw_uniform(shape: Sequence[int], generator: GeneratorLike, device: torch.device) -> Tensor:
+    """U[0, 1) samples of ``shape`` ([N, ...]) on ``device``.
+
+    ``generator`` may be one ``torch.Generator`` (drawn on the generator's
+    device), a sequence of N generators (row i drawn from generator i on the
+    CPU: per-example randomness independent of batch-mates and of the device),
+    or None (the global generator).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
+    if len(generator) != shape[0]:
+        raise UsageError(f"need one generator per example: {len(generator)} for {shape[0]}")
+    rows = [torch.rand(tuple(shape[1:]), generator=g) for g in generator]
+    return torch.stack(rows).to(device) if rows else torch.empty(tuple(shape), device=device)
+
+
+def random_init_linf(x: Tensor, eps: Eps, generator: GeneratorLike = None) -> Tensor:
+    """A uniform random perturbation in the L-inf ball (then projected into [0, 1])."""
+    u = draw_uniform(x.shape, generator, x.device).to(x.dtype)
+    e = _per_example(eps, x)
+    return project_linf((2.0 * u - 1.0) * e, x, eps)
+
+
+def random_init_l2(x: Tensor, eps: Eps, generator: GeneratorLike = None) -> Tensor:
+    """A uniform random perturbation in the L2 ball (then projected into [0, 1]).
+
+    Direction from a Gaussian (Box-Muller on uniform draws, so per-example
+    generators work), radius ``eps * u ** (1 / d)``.
+    """
+    n = x.shape[0]
+    d = x[0].numel()
+    u = draw_uniform((n, 2 * d + 1), generator, x.device).to(x.dtype)
+    u1 = u[:, :d].clamp_min(1e-12)
+    u2 = u[:, d : 2 * d]
+    gauss = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
+    direction = gauss / _l2_norm(gauss).clamp_min(1e-12)[:, None]
+    e = eps if isinstance(eps, Tensor) else torch.tensor(float(eps))
+    radius = e.to(x).expand(n) * u[:, 2 * d] ** (1.0 / d)
+    return project_l2((direction * radius[:, None]).reshape(x.shape), x, eps)
+
+
+@dataclass
+class AdamState:
+    """Per-example Adam state for a perturbation: moments ``m``, ``v`` (shape of
+    the parameter) and step count ``t`` [N] (float)."""
+
+    m: Tensor
+    v: Tensor
+    t: Tensor
+
+    @classmethod
+    def zeros_like(cls, param: Tensor) -> AdamState:
+        """Fresh state (cleverhans' ``init_state``: zeros, t = 0)."""
+        zeros = torch.zeros_like(param)
+        return cls(zeros, zeros.clone(), torch.zeros(param.shape[0], device=param.device))
+
+    def select(self, index: Tensor) -> AdamState:
+        """The state of the examples ``index`` (bool mask or int indices)."""
+        return AdamState(self.m[index], self.v[index], self.t[index])
+
+
+def adam_step(
+    param: Tensor,
+    grad: Tensor,
+    state: AdamState,
+    *,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-9,
+) -> tuple[Tensor, AdamState]:
+    """One bias-corrected Adam step that *minimizes*; returns ``(new_param, new_state)``.
+
+    Exactly cleverhans 2.1's ``TensorAdam._apply_gradients``::
+
+        t += 1; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2
+        param -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    ``eps`` defaults to cleverhans' 1e-9 (not torch's 1e-8). Functional: the
+    inputs are not modified.
+    """
+    t = state.t + 1.0
+    m = beta1 * state.m + (1.0 - beta1) * grad
+    v = beta2 * state.v + (1.0 - beta2) * grad * grad
+    shape = (-1, *([1] * (param.dim() - 1)))
+    m_hat = m / (1.0 - beta1**t).reshape(shape)
+    v_hat = v / (1.0 - beta2**t).reshape(shape)
+    new_param = param - lr * m_hat / (torch.sqrt(v_hat) + eps)
+    return new_param, AdamState(m, v, t)
+
+
+def cross_entropy_per_example(logits: Tensor, y: Tensor) -> Tensor:
+    """Softmax cross-entropy per example [N] (to be maximized by an attack)."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """``logit[y] - max_{k != y} logit[k]`` per example [N]; negative means misclassified.
+
+    cleverhans' ``margin_logit_loss`` (SPSA minimizes it).
+    """
+    true = logits.gather(1, y[:, None])[:, 0]
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return true - others.amax(dim=1)
+
+
+def wrong_class_margin(logits: Tensor, y: Tensor) -> Tensor:
+    """``max_{k != y} logit[k] - logit[y]`` per example [N] (= ``-margin_loss``)."""
+    return -margin_loss(logits, y)
+
+
+class ImageRng:
+    """Per-image random streams: image i draws only from ``torch.Generator(seed_i)``.
+
+    This is what makes every attack batch-invariant: an image's random numbers
+    do not depend on its batch-mates. Draws happen on the CPU (so CPU and CUDA
+    runs see the same numbers) and are moved to the requested device.
+    """
+
+    def __init__(self, seeds: Tensor | Sequence[int], *, salt: int = 0) -> None:
+        values = seeds.tolist() if isinstance(seeds, Tensor) else list(seeds)
+        self.seeds: list[int] = [int(s) for s in values]
+        self.generators: list[torch.Generator] = []
+        for s in self.seeds:
+            g = torch.Generator()
+            # Mix the salt in so different stages of a composite attack draw independent streams.
+            g.manual_seed((int(s) * 1_000_003 + salt) % (2**63))
+            self.generators.append(g)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def subset(self, index: Sequence[int] | Tensor) -> ImageRng:
+        """The streams of the images ``index`` (sharing generator state with ``self``)."""
+        idx = index.tolist() if isinstance(index, Tensor) else list(index)
+        out = ImageRng([])
+        out.seeds = [self.seeds[i] for i in idx]
+        out.generators = [self.generators[i] for i in idx]
+        return out
+
+    def uniform(self, shape: Sequence[int], device: torch.device) -> Tensor:
+        """[N, *shape] samples from U[0, 1), row i from image i's stream."""
+        return draw_uniform((len(self), *shape), self.generators, device)
+
+    def rademacher(self, shape: Sequence[int], device: torch.device) -> Tensor:
+        """[N, *shape] random signs (+1/-1) as float32."""
+        rows = [torch.randint(0, 2, tuple(shape), generator=g) for g in self.generators]
+        if not rows:
+            return torch.empty((0, *shape), device=device)
+        return (torch.stack(rows).to(device=device, dtype=torch.float32) * 2.0) - 1.0
+
+    def normal(self, shape: Sequence[int], device: torch.device) -> Tensor:
+        """[N, *shape] standard normal samples."""
+        rows = [torch.randn(tuple(shape), generator=g) for g in self.generators]
+        if not rows:
+            return torch.empty((0, *shape), device=device)
+        return torch.stack(rows).to(device)
+
+    def integers(self, high: int) -> list[int]:
+        """One integer in [0, high) per image."""
+        return [int(torch.randint(0, high, (1,), generator=g)) for g in self.generators]

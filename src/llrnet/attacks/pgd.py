@@ -1,0 +1,268 @@
+"""Projected gradient descent (Madry et al.), L-inf and L2, and its multi-targeted form.
+
+* :func:`pgd_perturb`: the functional form for training. It does not touch the
+  model's mode (call it with the model in train mode if that is what the
+  recipe wants: batch-norm then uses batch statistics and updates its running
+  averages), and takes gradients with respect to the input only (parameters'
+  ``.grad`` is never written).
+* :class:`PGD`: the evaluation attack (eval mode, per-image seeds, restarts
+  keeping each image's worst case).
+* :class:`MultiTargetedPGD`: Gowal et al.'s multi-targeted attack: one PGD run
+  per target class (``logit[t] - logit[y]`` maximized), worst case kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.parts import (
+    GeneratorLike,
+    ImageRng,
+    cross_entropy_per_example,
+    project_l2,
+    project_linf,
+    random_init_l2,
+    random_init_linf,
+    wrong_class_margin,
+)
+from llrnet.errors import UsageError
+
+#: A loss to MAXIMIZE: (logits [N, K], labels [N]) -> [N].
+Objective = Callable[[Tensor, Tensor], Tensor]
+
+NORMS = ("linf", "l2")
+LOSSES: dict[str, Objective] = {"ce": cross_entropy_per_example, "margin": wrong_class_margin}
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise UsageError(f"norm must be one of {list(NORMS)}, got {norm!r}")
+    return norm
+
+
+def _objective(loss: str) -> Objective:
+    if loss not in LOSSES:
+        raise UsageError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    return LOSSES[loss]
+
+
+def _project(norm: str, delta: Tensor, x: Tensor, eps: float) -> Tensor:
+    return project_linf(delta, x, eps) if norm == "linf" else project_l2(delta, x, eps)
+
+
+def _random_init(norm: str, x: Tensor, eps: float, generator: GeneratorLike) -> Tensor:
+    if norm == "linf":
+        return random_init_linf(x, eps, generator)
+    return random_init_l2(x, eps, generator)
+
+
+def pgd_steps(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    delta: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float,
+    norm: str,
+    objective: Objective,
+) -> Tensor:
+    """Run ``steps`` PGD ascent steps on ``objective`` from ``delta``; returns ``x + delta``.
+
+    L-inf: ``delta += step_size * sign(grad)``; L2: ``delta += step_size *
+    grad / ||grad||``; both followed by the projection onto the eps-ball and
+    [0, 1]. Gradients are taken with respect to ``delta`` only.
+    """
+    delta = delta.detach()
+    with torch.enable_grad():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            value = objective(model(x + delta), y).sum()
+            (grad,) = torch.autograd.grad(value, [delta])
+            with torch.no_grad():
+                if norm == "linf":
+                    step = grad.sign()
+                else:
+                    gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+                    step = grad / gnorm.reshape(-1, *([1] * (grad.dim() - 1)))
+                delta = _project(norm, delta + step_size * step, x, eps)
+            delta = delta.detach()
+    return (x + delta).detach()
+
+
+def pgd_perturb(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float,
+    norm: str = "linf",
+    loss: str = "ce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """PGD adversarial examples for training: ``x_adv`` [N, C, H, W] in [0, 1], detached.
+
+    No mode switch (the caller decides train/eval mode), gradients with
+    respect to the input only. ``loss`` "ce" (cross-entropy) or "margin"
+    (``max_{k != y} logit[k] - logit[y]``) is maximized. ``generator`` draws the
+    random start (None: torch's global generator).
+
+    Example::
+
+        x_adv = pgd_perturb(model, x, y, eps=8/255, steps=10, step_size=2/255)
+    """
+    _check_norm(norm)
+    objective = _objective(loss)
+    check_positive(eps, "eps", allow_zero=True)
+    check_count(steps, "steps", minimum=0)
+    check_positive(step_size, "step_size", allow_zero=True)
+    x = x.detach()
+    delta = _random_init(norm, x, eps, generator) if random_start else torch.zeros_like(x)
+    return pgd_steps(
+        model, x, y, delta, eps=eps, steps=steps, step_size=step_size, norm=norm,
+        objective=objective,
+    )
+
+
+def _keep_worst(
+    model: nn.Module, x_adv: Tensor, y: Tensor, best: Tensor | None, best_score: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Keep per image the candidate with the largest wrong-class margin (strict >: first wins)."""
+    with torch.no_grad():
+        score = wrong_class_margin(model(x_adv), y)
+    if best is None or best_score is None:
+        return x_adv, score
+    better = score > best_score
+    best = torch.where(better.reshape(-1, 1, 1, 1), x_adv, best)
+    return best, torch.where(better, score, best_score)
+
+
+class PGD(Attack):
+    """PGD with random start and restarts, L-inf or L2, cross-entropy or margin loss.
+
+    Per image, the restart whose final point has the largest wrong-class
+    margin ``max_{k != y} logit[k] - logit[y]`` is kept (ties: the first
+    restart). Each restart costs ``steps`` forward+backward passes; selecting
+    among restarts costs one extra forward per restart (only when restarts > 1).
+
+    Args:
+        eps: radius of the ball (L-inf: per pixel, e.g. 8/255; L2: Euclidean).
+        steps: ascent steps per restart.
+        step_size: L-inf: per-step change per pixel; L2: per-step L2 length.
+        norm: "linf" or "l2".
+        loss: "ce" or "margin".
+        random_start: start uniformly in the ball (else at ``x``).
+        restarts: independent runs per image.
+    """
+
+    name = "pgd"
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int,
+        step_size: float,
+        *,
+        norm: str = "linf",
+        loss: str = "ce",
+        random_start: bool = True,
+        restarts: int = 1,
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(eps, "eps", allow_zero=True)
+        self.steps = check_count(steps, "steps", minimum=0)
+        self.step_size = check_positive(step_size, "step_size", allow_zero=True)
+        self._norm = _check_norm(norm)
+        self.norm = self._norm
+        self.loss = loss
+        self._objective = _objective(loss)
+        self.random_start = bool(random_start)
+        self.restarts = check_count(restarts, "restarts")
+
+    def _start(self, x: Tensor, rng: ImageRng) -> Tensor:
+        if not self.random_start:
+            return torch.zeros_like(x)
+        return _random_init(self._norm, x, self.eps, rng.generators)
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
+    ) -> Tensor:
+        best: Tensor | None = None
+        best_score: Tensor | None = None
+        for _ in range(self.restarts):
+            x_adv = pgd_steps(
+                model, x, y, self._start(x, rng), eps=self.eps, steps=self.steps,
+                step_size=self.step_size, norm=self._norm, objective=self._objective,
+            )
+            if self.restarts == 1:
+                return x_adv
+            best, best_score = _keep_worst(model, x_adv, y, best, best_score)
+        assert best is not None
+        return best
+
+
+class MultiTargetedPGD(PGD):
+    """Multi-targeted PGD (Gowal et al. 2019): one run per target class, worst kept.
+
+    For each image, the targets are its other classes ordered by the clean
+    logits (largest first); ``num_targets`` limits how many are tried (None:
+    all K - 1). Run j maximizes ``logit[t_j] - logit[y]`` with ``restarts``
+    random starts; per image the point with the largest wrong-class margin
+    over all runs is kept (ties: the earliest run). With K = 2 this is PGD on
+    the margin loss.
+    """
+
+    name = "multi_targeted_pgd"
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int,
+        step_size: float,
+        *,
+        norm: str = "linf",
+        num_targets: int | None = None,
+        random_start: bool = True,
+        restarts: int = 1,
+    ) -> None:
+        super().__init__(
+            eps, steps, step_size, norm=norm, loss="margin", random_start=random_start,
+            restarts=restarts,
+        )
+        if num_targets is not None:
+            check_count(num_targets, "num_targets")
+        self.num_targets = num_targets
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
+    ) -> Tensor:
+        with torch.no_grad():
+            clean = model(x)
+        k = clean.shape[1]
+        order = clean.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
+        count = k - 1 if self.num_targets is None else min(self.num_targets, k - 1)
+        best: Tensor | None = None
+        best_score: Tensor | None = None
+        for j in range(count):
+            target = order[:, j]
+
+            def objective(logits: Tensor, labels: Tensor, target: Tensor = target) -> Tensor:
+                wrong = logits.gather(1, target[:, None])[:, 0]
+                return wrong - logits.gather(1, labels[:, None])[:, 0]
+
+            for _ in range(self.restarts):
+                x_adv = pgd_steps(
+                    model, x, y, self._start(x, rng), eps=self.eps, steps=self.steps,
+                    step_size=self.step_size, norm=self._norm, objective=objective,
+                )
+                best, best_score = _keep_worst(model, x_adv, y, best, best_score)
+        assert best is not None
+        return best

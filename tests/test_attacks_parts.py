@@ -1,0 +1,101 @@
+"""Attack parts: projections, random init, Adam step, losses, per-image streams."""
+
+from __future__ import annotations
+
+import torch
+
+from llrnet.attacks.parts import (
+    AdamState,
+    ImageRng,
+    adam_step,
+    cross_entropy_per_example,
+    margin_loss,
+    project_l2,
+    project_linf,
+    random_init_l2,
+    random_init_linf,
+    wrong_class_margin,
+)
+
+
+def test_project_linf_bounds_and_box() -> None:
+    x = torch.rand(5, 3, 4, 4)
+    delta = torch.randn(5, 3, 4, 4)
+    out = project_linf(delta, x, 0.1)
+    assert out.abs().max() <= 0.1 + 1e-7
+    assert (x + out).min() >= 0 and (x + out).max() <= 1
+    # Idempotent, and exactly cleverhans' clip-then-clip.
+    torch.testing.assert_close(project_linf(out, x, 0.1), out)
+    expected = (x + delta.clamp(-0.1, 0.1)).clamp(0, 1) - x
+    torch.testing.assert_close(out, expected)
+
+
+def test_project_linf_per_example_eps() -> None:
+    x = torch.full((2, 1, 2, 2), 0.5)
+    delta = torch.ones(2, 1, 2, 2)
+    out = project_linf(delta, x, torch.tensor([0.1, 0.3]))
+    torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([0.1, 0.3]))
+
+
+def test_project_l2_norm_and_inside_untouched() -> None:
+    x = torch.full((4, 1, 3, 3), 0.5)
+    delta = torch.randn(4, 1, 3, 3)
+    out = project_l2(delta, x, 0.2)
+    assert (out.flatten(1).norm(dim=1) <= 0.2 + 1e-6).all()
+    small = delta / delta.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1) * 0.05
+    torch.testing.assert_close(project_l2(small, x, 0.2), small)
+
+
+def test_random_init_in_balls_and_reproducible() -> None:
+    x = torch.rand(6, 3, 5, 5)
+    gens = ImageRng(torch.arange(6)).generators
+    d1 = random_init_linf(x, 0.2, gens)
+    assert d1.abs().max() <= 0.2 + 1e-7 and (x + d1).min() >= 0 and (x + d1).max() <= 1
+    assert d1.abs().max() > 0.1  # actually spreads over the ball
+    d2 = random_init_linf(x, 0.2, ImageRng(torch.arange(6)).generators)
+    torch.testing.assert_close(d1, d2)
+    l2 = random_init_l2(x, 0.5, ImageRng(torch.arange(6)).generators)
+    assert (l2.flatten(1).norm(dim=1) <= 0.5 + 1e-6).all()
+
+
+def test_image_rng_is_per_image() -> None:
+    """Image i's draws do not depend on the other images in the batch."""
+    full = ImageRng(torch.tensor([3, 7, 11])).uniform((4,), torch.device("cpu"))
+    alone = ImageRng(torch.tensor([7])).uniform((4,), torch.device("cpu"))
+    torch.testing.assert_close(full[1:2], alone)
+    signs = ImageRng([1, 2]).rademacher((100,), torch.device("cpu"))
+    assert set(signs.unique().tolist()) == {-1.0, 1.0}
+
+
+def test_adam_step_matches_torch_adam() -> None:
+    torch.manual_seed(1)
+    p0 = torch.randn(3, 4)
+    grads = [torch.randn(3, 4) for _ in range(5)]
+    param = p0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=0.01, betas=(0.9, 0.999), eps=1e-9)
+    ours = p0.clone()
+    state = AdamState.zeros_like(ours)
+    for g in grads:
+        opt.zero_grad()
+        param.grad = g.clone()
+        opt.step()
+        ours, state = adam_step(ours, g, state, lr=0.01)
+    torch.testing.assert_close(ours, param.detach(), rtol=1e-5, atol=1e-6)
+    assert state.t.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_adam_state_select_keeps_rows() -> None:
+    state = AdamState.zeros_like(torch.zeros(4, 2))
+    _, state = adam_step(torch.zeros(4, 2), torch.arange(8.0).reshape(4, 2), state, lr=0.1)
+    sub = state.select(torch.tensor([False, True, False, True]))
+    torch.testing.assert_close(sub.m, state.m[[1, 3]])
+    assert sub.t.shape == (2,)
+
+
+def test_losses_on_hand_made_logits() -> None:
+    logits = torch.tensor([[2.0, 1.0, -1.0], [0.0, 3.0, 5.0]])
+    y = torch.tensor([0, 1])
+    torch.testing.assert_close(margin_loss(logits, y), torch.tensor([1.0, -2.0]))
+    torch.testing.assert_close(wrong_class_margin(logits, y), torch.tensor([-1.0, 2.0]))
+    expected_ce = -torch.log_softmax(logits, dim=1)[[0, 1], [0, 1]]
+    torch.testing.assert_close(cross_entropy_per_example(logits, y), expected_ce)
