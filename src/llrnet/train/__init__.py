@@ -1,0 +1,1 @@
+"""Training: tasks (standard, PGD, TRADES, LLR), the LLR regularizer, the loop."""

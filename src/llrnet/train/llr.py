@@ -1,0 +1,217 @@
+"""The Local Linearity Regularizer (Qin et al. 2019), as DeepMind's official code computes it.
+
+For a batch ``x`` with labels ``y`` and per-example cross-entropy ``l``::
+
+    G        = grad_x l(x)                      (create_graph=True: double backprop)
+    g(d; x)  = | l(x + d) - l(x) - d . G |      (per example; the deviation from linearity)
+    d_LLR    = argmax over the L-inf ball of radius eps, intersected with [0, 1], of g
+    R        = mean_i ( g(d_LLR,i; x_i) + mu * | d_LLR,i . G_i | )
+
+``d_LLR`` comes from ``steps`` Adam ascent steps (lr 0.1, betas (0.9, 0.999),
+epsilon 1e-9 added to sqrt(v_hat), bias-corrected, fresh state per batch) from a
+uniform start in the ball, projected onto the ball and the image box after every
+step; in the inner objective the ``d`` of the linear term is held constant (the
+official code stops its gradient), so the ascent direction is
+``sign(diff_i) * grad l(x_i + d_i)``. Every perturbed pass normalizes batch norm
+with the clean pass's statistics (:mod:`llrnet.train.bn_replay`): detached in the
+inner loop, attached in the regularizer; no perturbed pass touches running averages.
+
+:func:`llr_regularizer` is the public entry point for people who bring their own
+loop; :class:`llrnet.train.tasks.LLRTask` adds the nominal cross-entropy, the
+weights and the eps warm-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.attacks.parts import (
+    AdamState,
+    adam_step,
+    cross_entropy_per_example,
+    project_linf,
+    random_init_linf,
+)
+from llrnet.train.bn_replay import BatchNormReplay
+from llrnet.train.unwrap import unwrap_ddp
+
+__all__ = [
+    "LLRTerms",
+    "LossFn",
+    "linear_warmup",
+    "llr_regularizer",
+    "maximize_deviation",
+]
+
+#: ``loss_fn(logits [N, K], labels [N]) -> per-example losses [N]``.
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def linear_warmup(value: float, step: int, warmup_steps: int) -> float:
+    """``value * min(1, step / warmup_steps)``: linear from 0 at step 0 to ``value``.
+
+    ``step`` counts optimizer steps from 0 (the ``step`` argument of a task);
+    ``warmup_steps <= 0`` means no warm-up. The official CIFAR-10 configuration
+    warms eps up over 500 steps.
+    """
+    if warmup_steps <= 0:
+        return float(value)
+    return float(value) * min(1.0, max(int(step), 0) / warmup_steps)
+
+
+@dataclass(frozen=True)
+class LLRTerms:
+    """What :func:`llr_regularizer` computed for one batch.
+
+    Attributes:
+        regularizer: scalar ``R = mean_i(deviation_i + mu * grad_term_i)``,
+            differentiable in the parameters (through G: double backprop).
+        deviation: [N] ``|l(x + d) - l(x) - d . G|`` at ``d = delta`` (gamma's estimate).
+        grad_term: [N] ``|d . G|`` at ``d = delta``.
+        delta: [N, C, H, W] the maximizer ``d_LLR`` (detached), in the eps-ball
+            and with ``x + delta`` in [0, 1].
+        clean_loss: [N] per-example loss at ``x``, attached (LLRTask uses it as
+            the nominal loss: the nominal and clean passes share one forward).
+        clean_logits: [N, K] logits of the clean pass, attached.
+    """
+
+    regularizer: Tensor
+    deviation: Tensor
+    grad_term: Tensor
+    delta: Tensor
+    clean_loss: Tensor
+    clean_logits: Tensor
+
+
+def _check_inputs(x: Tensor, y: Tensor, eps: float, steps: int) -> None:
+    if x.dim() < 2 or not x.is_floating_point():
+        raise ValueError(f"x must be a float batch [N, ...], got {x.dtype} {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
+    if not eps >= 0.0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-example dot product: [N, ...] x [N, ...] -> [N] (never an N x N matrix)."""
+    return (a * b).flatten(1).sum(dim=1)
+
+
+def maximize_deviation(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    clean_loss: Tensor,
+    clean_grad: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    lr: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-9,
+    loss_fn: LossFn = cross_entropy_per_example,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """LLR's inner loop: Adam ascent on ``mean_i |l(x_i + d_i) - l(x_i) - d_i . G_i|``.
+
+    Runs the model as it is (call it inside ``BatchNormReplay.replay(detach=True)``
+    to get the official batch-norm behaviour); gradients are taken wrt ``d``
+    only. ``clean_loss`` [N] and ``clean_grad`` [N, ...] are used as constants.
+
+    Returns:
+        ``d_LLR`` [N, C, H, W], detached, ``|d|_inf <= eps`` and ``x + d`` in [0, 1].
+    """
+    x = x.detach()
+    clean_loss = clean_loss.detach()
+    clean_grad = clean_grad.detach()
+    # Uniform start in the ball, projected into [0, 1] (official: U(-eps, eps), then projected).
+    delta = random_init_linf(x, eps, generator)
+    state = AdamState.zeros_like(delta)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        perturbed = loss_fn(model(x + delta), y)
+        # The linear term's d is a constant here, as in the official code.
+        diff = perturbed - clean_loss - _dot(delta.detach(), clean_grad)
+        (grad,) = torch.autograd.grad(diff.abs().mean(), delta)
+        with torch.no_grad():
+            # Ascent: the shared Adam step minimizes, so give it the negated gradient.
+            delta, state = adam_step(delta.detach(), -grad, state, lr=lr, beta1=betas[0],
+                                     beta2=betas[1], eps=adam_eps)
+            delta = project_linf(delta, x, eps)
+    return delta.detach()
+
+
+def llr_regularizer(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int = 10,
+    mu: float = 0.3,
+    lr: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.999),
+    adam_eps: float = 1e-9,
+    loss_fn: LossFn = cross_entropy_per_example,
+    generator: torch.Generator | None = None,
+    update_running_stats: bool = False,
+) -> LLRTerms:
+    """The LLR regularizer of one batch, differentiable in the model's parameters.
+
+    Args:
+        model: ``model(x) -> logits [N, K]``, usually in training mode.
+        x: images [N, C, H, W] in [0, 1]. y: int64 labels [N].
+        eps: L-inf radius of the ball (e.g. 8/255; pass a warmed-up value).
+        steps: inner Adam steps (official: 10).
+        mu: weight of ``|d . G|`` (official: 0.3 relative to lambda).
+        lr, betas, adam_eps: the inner Adam (official: 0.1, (0.9, 0.999), 1e-9).
+        loss_fn: per-example loss ``(logits, y) -> [N]`` (official: cross-entropy).
+        generator: randomness of the uniform start (default: torch's global RNG).
+        update_running_stats: whether the clean pass updates batch-norm running
+            averages. Keep ``False`` when you run your own nominal pass; LLRTask
+            shares the nominal and clean passes and passes ``True``.
+
+    Returns:
+        :class:`LLRTerms`; add ``lambda * terms.regularizer`` to your loss.
+        The cost is about ``steps + 3`` forward-backward passes plus the
+        double-backprop term.
+
+    Example:
+        >>> terms = llr_regularizer(model, x, y, eps=8 / 255, steps=10)
+        >>> loss = 2.0 * ce + 4.0 * terms.regularizer  # doctest: +SKIP
+    """
+    _check_inputs(x, y, eps, steps)
+    replay = BatchNormReplay(model)
+    x_clean = x.detach()
+    x_var = x_clean.clone().requires_grad_(True)
+    with replay.record(update_running_stats=update_running_stats):
+        logits = model(x_var)
+    clean_loss = loss_fn(logits, y)
+    # create_graph: the regularizer back-propagates through G (double backprop).
+    (clean_grad,) = torch.autograd.grad(clean_loss.sum(), x_var, create_graph=True)
+    inner = unwrap_ddp(model)  # one wrapper forward per step (see unwrap_ddp)
+    with replay.replay(detach=True):
+        delta = maximize_deviation(
+            inner, x_clean, y, clean_loss, clean_grad, eps=eps, steps=steps, lr=lr,
+            betas=betas, adam_eps=adam_eps, loss_fn=loss_fn, generator=generator,
+        )
+    with replay.replay(detach=False):
+        perturbed = loss_fn(inner(x_clean + delta), y)
+    linear = _dot(delta, clean_grad)
+    deviation = (perturbed - clean_loss - linear).abs()
+    grad_term = linear.abs()
+    regularizer = (deviation + mu * grad_term).mean()
+    return LLRTerms(
+        regularizer=regularizer,
+        deviation=deviation,
+        grad_term=grad_term,
+        delta=delta,
+        clean_loss=clean_loss,
+        clean_logits=logits,
+    )

@@ -1,0 +1,29 @@
+"""Training tasks: ``task(model, batch, step) -> {"loss": ..., **logged terms}``.
+
+A task owns the forward passes and the loss of one batch; the loop
+(:mod:`llrnet.train.loop`) owns everything else. ``batch = (x, y)`` with ``x``
+float [N, C, H, W] in [0, 1] and ``y`` int64 [N]; ``step`` is the optimizer step
+counted from 0 (warm-up schedules read it). The returned ``"loss"`` is the
+scalar to back-propagate; every other entry is a detached scalar for logging.
+"""
+
+from __future__ import annotations
+
+from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
+from llrnet.train.tasks.common import (
+    BirdLogitView,
+    Task,
+    binary_cross_entropy_per_example,
+)
+from llrnet.train.tasks.llr_task import LLRTask
+from llrnet.train.tasks.standard import StandardTask
+
+__all__ = [
+    "BirdLogitView",
+    "LLRTask",
+    "PGDTask",
+    "StandardTask",
+    "TRADESTask",
+    "Task",
+    "binary_cross_entropy_per_example",
+]

@@ -1,0 +1,197 @@
+"""Adversarial-training baselines: Madry PGD and TRADES, on the PGD code of ``llrnet.attacks``.
+
+Batch norm during the attack (a decision; both tasks, option ``attack_bn``):
+``"batch"`` (default) runs the attack's passes in training mode with each
+pass's own batch statistics but WITHOUT updating the running averages
+(:func:`llrnet.train.bn_replay.frozen_batch_norm`). That is what Madry et al.'s
+TF1 code did (the attack ran in the training graph; the moving-average update
+ops ran only with the train op), so the attack sees the same function the
+training step then optimizes, and the running averages see each batch once,
+like in standard training. ``"eval"`` uses the running averages during the
+attack (TRADES' official code switches to ``model.eval()``; early in training
+the running averages are poor, which weakens the attack). Neither costs an
+extra pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llrnet.attacks.parts import project_linf
+from llrnet.attacks.pgd import pgd_perturb, pgd_steps
+from llrnet.train.bn_replay import frozen_batch_norm
+from llrnet.train.llr import linear_warmup
+from llrnet.train.tasks.common import (
+    BirdLogitView,
+    accuracy,
+    binary_cross_entropy_per_example,
+    check_batch,
+)
+from llrnet.train.unwrap import unwrap_ddp
+
+__all__ = ["PGDTask", "TRADESTask"]
+
+AttackBN = Literal["batch", "eval"]
+
+
+def _check_common(eps: float, steps: int, step_size: float, attack_bn: str) -> None:
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not step_size >= 0:
+        raise ValueError(f"step_size must be >= 0, got {step_size}")
+    if attack_bn not in ("batch", "eval"):
+        raise ValueError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
+
+
+@dataclass(frozen=True)
+class PGDTask:
+    """Madry et al. adversarial training: CE of ``model(PGD(x))``, L-inf.
+
+    Args:
+        eps: L-inf radius after warm-up (8/255, the CIFAR-10 setting).
+        steps: PGD steps K (10). K = 0 with ``random_start`` is training on
+            uniform noise in the ball.
+        step_size: per-step change per pixel (2/255); scaled with eps during warm-up.
+        random_start: start uniformly in the ball (Madry et al.: yes).
+        loss: the attack's loss, "ce" or "margin".
+        attack_bn: batch-norm statistics during the attack, "batch" or "eval"
+            (see the module docstring).
+        warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
+        binary: BCE on the bird logit (sigmoid head) for training and attack.
+
+    Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}``. Cost: K + 1
+    forward-backward passes (the attack's backward passes skip weight gradients).
+    """
+
+    eps: float = 8 / 255
+    steps: int = 10
+    step_size: float = 2 / 255
+    random_start: bool = True
+    loss: Literal["ce", "margin"] = "ce"
+    attack_bn: AttackBN = "batch"
+    warmup_steps: int = 0
+    binary: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
+
+    def eps_at(self, step: int) -> float:
+        """The warmed-up radius used at optimizer step ``step``."""
+        return linear_warmup(self.eps, step, self.warmup_steps)
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
+                 ) -> dict[str, Tensor]:
+        x, y = check_batch(batch)
+        eps = self.eps_at(step)
+        step_size = self.step_size * (eps / self.eps if self.eps > 0 else 0.0)
+        inner = unwrap_ddp(model)
+        attacked = BirdLogitView(inner) if self.binary else inner
+        with frozen_batch_norm(inner, mode=self.attack_bn):
+            x_adv = pgd_perturb(attacked, x, y, eps=eps, steps=self.steps, step_size=step_size,
+                                norm="linf", loss=self.loss, random_start=self.random_start)
+        logits = model(x_adv)
+        if self.binary:
+            adv_ce = binary_cross_entropy_per_example(logits, y).mean()
+        else:
+            adv_ce = F.cross_entropy(logits, y)
+        return {
+            "loss": adv_ce,
+            "adv_ce": adv_ce.detach(),
+            "adv_accuracy": accuracy(logits, y, binary=self.binary),
+            "eps": torch.tensor(eps, device=x.device),
+        }
+
+
+def _log_probs(logits: Tensor, binary: bool) -> Tensor:
+    """Log class probabilities [N, K] (binary: of the sigmoid head, [N, 2])."""
+    if binary:
+        z = logits[:, 1]
+        return torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], dim=1)
+    return F.log_softmax(logits, dim=1)
+
+
+@dataclass(frozen=True)
+class TRADESTask:
+    """TRADES (Zhang et al. 2019): ``CE(x) + beta * KL(p(x) || p(x_adv))``.
+
+    ``x_adv`` maximizes the KL by L-inf PGD (sign steps, projection every step)
+    from ``x + 0.001 * N(0, 1)`` (the official start); the KL is summed over
+    classes and averaged over the batch, and gradients flow through both
+    ``p(x)`` and ``p(x_adv)`` as in the official code.
+
+    Args:
+        eps, steps, step_size: the attack (official CIFAR-10: 8/255, 10, 0.007 ~ 2/255).
+        beta: weight of the KL term (6.0, the official CIFAR-10 value).
+        attack_bn: batch-norm statistics during the attack, "batch" or "eval"
+            (the official code uses eval mode; see the module docstring).
+        warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
+        binary: the sigmoid head (BCE on the bird logit, KL of Bernoullis).
+
+    Order of the passes: the clean training-mode forward first (updates the
+    running averages; its detached probabilities are the attack's target),
+    then the attack, then the training-mode forward of ``x_adv`` (updates them
+    again, as in the official code). Cost: K + 2 forward-backward passes.
+
+    Returns ``{"loss", "ce", "kl", "accuracy", "eps"}``.
+    """
+
+    eps: float = 8 / 255
+    steps: int = 10
+    step_size: float = 2 / 255
+    beta: float = 6.0
+    attack_bn: AttackBN = "batch"
+    warmup_steps: int = 0
+    binary: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    def eps_at(self, step: int) -> float:
+        """The warmed-up radius used at optimizer step ``step``."""
+        return linear_warmup(self.eps, step, self.warmup_steps)
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
+                 ) -> dict[str, Tensor]:
+        x, y = check_batch(batch)
+        eps = self.eps_at(step)
+        step_size = self.step_size * (eps / self.eps if self.eps > 0 else 0.0)
+        inner = unwrap_ddp(model)
+        binary = self.binary
+
+        logits = model(x)
+        log_p_clean = _log_probs(logits, binary)
+        target = log_p_clean.detach()
+
+        def kl_to_clean(adv_logits: Tensor, _labels: Tensor) -> Tensor:
+            log_q = _log_probs(adv_logits, binary)
+            return (target.exp() * (target - log_q)).sum(dim=1)
+
+        x = x.detach()
+        start = project_linf(0.001 * torch.randn_like(x), x, eps)
+        with frozen_batch_norm(inner, mode=self.attack_bn):
+            x_adv = pgd_steps(inner, x, y, start, eps=eps, steps=self.steps,
+                              step_size=step_size, norm="linf", objective=kl_to_clean)
+        adv_logits = inner(x_adv)
+        log_q = _log_probs(adv_logits, binary)
+        kl = (log_p_clean.exp() * (log_p_clean - log_q)).sum(dim=1).mean()
+        if binary:
+            ce = binary_cross_entropy_per_example(logits, y).mean()
+        else:
+            ce = F.cross_entropy(logits, y)
+        loss = ce + self.beta * kl
+        return {
+            "loss": loss,
+            "ce": ce.detach(),
+            "kl": kl.detach(),
+            "accuracy": accuracy(logits, y, binary=binary),
+            "eps": torch.tensor(eps, device=x.device),
+        }
