@@ -1,0 +1,96 @@
+"""Uniform access to the images under evaluation: a Dataset or an (images, labels) pair.
+
+The runner reads images by global index, a batch at a time, so a dataset
+backed by JPEG files (bird-or-bicycle) is decoded lazily and only the images a
+rank evaluates are loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from llrnet.errors import InputError
+
+
+class ImageSource:
+    """The first ``count`` images of a dataset, addressable by index.
+
+    ``dataset`` is a ``torch.utils.data.Dataset`` yielding ``(image [C, H, W]
+    float in [0, 1], label int)`` or a tuple ``(images [N, C, H, W], labels
+    [N])`` of tensors. ``max_images`` keeps the first ``max_images`` only.
+    """
+
+    def __init__(self, dataset: Any, max_images: int | None = None) -> None:
+        if max_images is not None and max_images < 1:
+            raise InputError(f"max_images must be >= 1, got {max_images}")
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        self._dataset: Any = None
+        if isinstance(dataset, tuple | list) and len(dataset) == 2:
+            images, labels = (torch.as_tensor(dataset[0]), torch.as_tensor(dataset[1]))
+            if images.dim() != 4:
+                raise InputError(f"images must be [N, C, H, W], got shape {list(images.shape)}")
+            if labels.dim() != 1 or len(labels) != len(images):
+                raise InputError(
+                    f"labels must be [{len(images)}] to match the images, got {list(labels.shape)}"
+                )
+            self._images, self._labels = images, labels.long()
+            total = len(images)
+        elif isinstance(dataset, Dataset) and hasattr(dataset, "__len__"):
+            self._dataset = dataset
+            total = len(dataset)
+        else:
+            raise InputError(
+                "dataset must be a torch Dataset of (image, label) or an (images, labels) "
+                f"tuple of tensors, got {type(dataset).__name__}"
+            )
+        if total == 0:
+            raise InputError("the dataset is empty")
+        self.total = total
+        self.count = total if max_images is None else min(total, max_images)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [n, C, H, W] float32, labels [n] int64) at ``indices`` (on the CPU)."""
+        for index in indices:
+            if not 0 <= index < self.total:
+                raise IndexError(f"image index {index} out of range [0, {self.total})")
+        if self._images is not None and self._labels is not None:
+            rows = torch.as_tensor(list(indices), dtype=torch.long)
+            return self._images[rows].float(), self._labels[rows]
+        images, labels = [], []
+        for index in indices:
+            image, label = self._dataset[index]
+            images.append(torch.as_tensor(image, dtype=torch.float32))
+            labels.append(int(label))
+        if len({tuple(image.shape) for image in images}) > 1:
+            raise InputError("the dataset's images have different shapes; resize them first")
+        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+    def pool(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``size`` images of the whole dataset (ignoring ``max_images``).
+
+        The clean reference pool of attacks that start from other images
+        (Boundary). It does not depend on ``max_images``, so an image's result
+        does not either.
+        """
+        return self.get(range(min(size, self.total)))
+
+    def fingerprint(self, batch_size: int) -> str:
+        """sha256 over the count and the first batch (images and labels).
+
+        Cheap enough to compute before any work, and it catches the usual resume
+        mistakes: another data folder, another split, another preprocessing.
+        """
+        images, labels = self.get(range(min(batch_size, self.count)))
+        digest = hashlib.sha256(str(self.count).encode())
+        digest.update(images.contiguous().numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
+        return digest.hexdigest()

@@ -1,0 +1,185 @@
+"""Results of an evaluation: per-attack summaries, the terminal table, plots, JSON.
+
+Files written into the output folder (by rank 0):
+
+* ``results.json``: per attack accuracy@80, accuracy@100, image count, error
+  indices, wall time, model evaluations and the risk-coverage curve;
+* ``risk_coverage.png``: one risk-coverage curve per attack;
+* ``examples.png``: the first images, clean and after each attack, with the
+  model's prediction and confidence;
+* ``config.json``: the resolved configuration (suite with every attack
+  parameter, seed, batch size, device, processes, data and model fingerprints).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llrnet.eval.metrics import accuracy_at_coverage, coverage_curve, predictions
+from llrnet.fileio import atomic_path, atomic_write_json
+
+RESULTS = "results.json"
+CONFIG = "config.json"
+RISK_COVERAGE = "risk_coverage.png"
+EXAMPLES = "examples.png"
+
+
+def error_indices(logits: np.ndarray, labels: np.ndarray, indices: np.ndarray,
+                  coverage: float) -> list[int]:
+    """Global indices of covered, misclassified images at ``coverage`` (spec section 3)."""
+    conf = logits.max(axis=1)
+    ordered = np.sort(conf)[::-1]
+    threshold = ordered[int(coverage * len(conf)) - 1]
+    wrong = (conf >= threshold) & (predictions(logits) != labels)
+    return sorted(int(i) for i in indices[wrong])
+
+
+def summarize_attack(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    kind: str,
+    model_evaluations: float | None,
+    wall_time: float,
+) -> dict[str, Any]:
+    """The results.json record of one attack.
+
+    ``logits`` [n, K] on the attack's final images, ``labels`` and global
+    ``indices`` [n], both in index order.
+    """
+    count = len(labels)
+    curve = coverage_curve(logits, labels)
+    record: dict[str, Any] = {
+        "kind": kind,
+        "images": count,
+        "accuracy@80": accuracy_at_coverage(logits, labels, 0.8),
+        "accuracy@100": accuracy_at_coverage(logits, labels, 1.0),
+        "error_indices": error_indices(logits, labels, indices, 1.0),
+        "error_indices@80": error_indices(logits, labels, indices, 0.8),
+        "wall_time": wall_time,
+        "model_evaluations": model_evaluations,
+        "model_evaluations_per_image": (
+            None if model_evaluations is None else model_evaluations / count
+        ),
+        "coverage_curve": curve.as_dict(),
+    }
+    return record
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
+    """A leaderboard-style table (one row per attack, accuracy in percent)."""
+    header = ("attack", "acc@80%", "acc@100%", "images", "evals/img", "time")
+    rows = [header]
+    for name, record in attacks.items():
+        rows.append((
+            name,
+            _fmt(100 * record["accuracy@80"], ".1f"),
+            _fmt(100 * record["accuracy@100"], ".1f"),
+            str(record["images"]),
+            _fmt(record.get("model_evaluations_per_image"), ".1f"),
+            _fmt(record.get("wall_time"), ".1f") + "s",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        return "  ".join(cells)
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_risk_coverage(attacks: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Risk (errors / (N * coverage)) against coverage, one curve per attack."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for name, record in attacks.items():
+        curve = record["coverage_curve"]
+        axis.plot(curve["coverage"], curve["risk"], label=name)
+    axis.axvline(0.8, color="grey", linestyle=":", linewidth=1)
+    axis.set_xlabel("coverage")
+    axis.set_ylabel("risk (errors / (N x coverage))")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def _show(image: torch.Tensor) -> np.ndarray:
+    array = image.detach().cpu().float().clamp(0, 1).numpy()
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+def plot_examples(
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    rows: Mapping[str, tuple[torch.Tensor, np.ndarray]],
+    path: Path,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """A grid: one row per attack (first row usually clean), one column per image.
+
+    ``clean`` [m, C, H, W] and ``labels`` [m] are the first images; ``rows`` maps
+    attack name -> (its images [m', C, H, W], its logits [m', K]). Titles show
+    prediction and confidence, green when right, red when wrong.
+    """
+    plt = _pyplot()
+    columns = len(clean)
+    figure, axes = plt.subplots(len(rows) + 1, columns, squeeze=False,
+                                figsize=(1.8 * columns, 1.9 * (len(rows) + 1)))
+
+    def name(c: int) -> str:
+        return class_names[c] if class_names and c < len(class_names) else str(c)
+
+    for j in range(columns):
+        axes[0][j].imshow(_show(clean[j]), cmap="gray", vmin=0, vmax=1)
+        axes[0][j].set_title(f"input, true {name(int(labels[j]))}", fontsize=7)
+    for i, (attack, (images, logits)) in enumerate(rows.items(), start=1):
+        predicted = predictions(logits)
+        for j in range(columns):
+            axis = axes[i][j]
+            if j < len(images):
+                axis.imshow(_show(images[j]), cmap="gray", vmin=0, vmax=1)
+                ok = int(predicted[j]) == int(labels[j])
+                axis.set_title(f"{attack}\n{name(int(predicted[j]))} ({logits[j].max():.2f})",
+                               fontsize=6, color="green" if ok else "red")
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+
+
+def write_results(out_dir: Path, summary: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Write ``results.json``, ``config.json`` and the risk-coverage plot."""
+    atomic_write_json(out_dir / RESULTS, summary)
+    atomic_write_json(out_dir / CONFIG, config)
+    plot_risk_coverage(summary["attacks"], out_dir / RISK_COVERAGE)

@@ -1,0 +1,355 @@
+"""``evaluate``: run a suite of attacks on a model, resumably, on one or many processes.
+
+The unit of work is a *chunk*: ``batch_size`` consecutive images (in the global
+image order) under one attack. Chunk ``k`` of every attack goes to rank
+``k % world_size``; its result (logits on the attacked images, labels, model
+evaluations, time) is written atomically to ``out_dir/state`` as soon as it is
+done, and a rerun skips chunks already on disk. Randomness is keyed on
+``(seed, attack name, global image index)``, so neither batching across ranks
+nor resuming changes an image's result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from llrnet import __version__, distributed
+from llrnet.errors import InputError, RunError, UsageError
+from llrnet.eval import checks
+from llrnet.eval.images import ImageSource
+from llrnet.eval.model_fn import ModelFnModule, check_module_output
+from llrnet.eval.report import (
+    EXAMPLES,
+    format_table,
+    plot_examples,
+    summarize_attack,
+    write_results,
+)
+from llrnet.eval.seeds import image_seeds
+from llrnet.eval.state import ChunkResult, RunState
+from llrnet.eval.suites import Suite, SuiteEntry, get_suite
+
+logger = logging.getLogger(__name__)
+
+POOL_SIZE = 250
+"""Clean reference images offered to attacks that need them (Boundary): the first
+250 images of the dataset, i.e. the whole bird-or-bicycle test split."""
+
+EXAMPLE_COUNT = 6
+"""Images shown per attack in ``examples.png``."""
+
+
+@dataclass
+class _Run:
+    """Everything a chunk needs, resolved once."""
+
+    model: nn.Module
+    source: ImageSource
+    device: torch.device
+    seed: int
+    batch_size: int
+    save_adversarial: bool
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _resolve_suite(suite: str | Suite | Sequence[Any]) -> Suite:
+    if isinstance(suite, Suite):
+        return suite
+    if isinstance(suite, str):
+        return get_suite(suite)
+    if isinstance(suite, Sequence) and suite:
+        return Suite.custom(list(suite))
+    raise UsageError(
+        f"suite must be a suite name, a Suite or a list of attacks, got {type(suite).__name__}"
+    )
+
+
+def _fingerprint_module(model: nn.Module) -> str:
+    digest = hashlib.sha256(type(model).__name__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+                      .tobytes())
+    return digest.hexdigest()
+
+
+def _fingerprint_outputs(logits: torch.Tensor) -> str:
+    rounded = np.round(logits.detach().cpu().double().numpy(), 3)
+    return hashlib.sha256(rounded.tobytes()).hexdigest()
+
+
+def _prepare_model(model_or_fn: Any, device: torch.device) -> tuple[nn.Module, bool]:
+    if isinstance(model_or_fn, nn.Module):
+        return model_or_fn.to(device), False
+    if callable(model_or_fn):
+        return ModelFnModule(model_or_fn), True
+    raise UsageError(
+        "model must be a torch.nn.Module or a numpy model_fn (NHWC float32 images -> "
+        f"(N, 2) float32 logits), got {type(model_or_fn).__name__}"
+    )
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+def _validate_first_batch(run: _Run, is_model_fn: bool) -> tuple[torch.Tensor, list[str]]:
+    """Forward the first batch twice; raise InputError on bad outputs; sanity warnings."""
+    x, y = run.source.get(range(min(run.batch_size, run.source.count)))
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise InputError(f"images must lie in [0, 1], got [{float(x.min()):.4g}, "
+                         f"{float(x.max()):.4g}]; convert with x / 255")
+    if int(y.min()) < 0:
+        raise InputError("labels must be non-negative class indices")
+    x = x.to(run.device)
+    first = _forward(run.model, x)  # ModelFnModule validates its own outputs
+    if not is_model_fn:
+        check_module_output(first, len(x), int(y.max()) + 1)
+    second = _forward(run.model, x)
+    return first, checks.check_outputs(first, second)
+
+
+def _chunk_indices(chunk: int, batch_size: int, count: int) -> list[int]:
+    return list(range(chunk * batch_size, min((chunk + 1) * batch_size, count)))
+
+
+def _valid(result: ChunkResult | None, indices: list[int]) -> bool:
+    return result is not None and result.indices.tolist() == indices
+
+
+def _run_chunk(run: _Run, entry: SuiteEntry, chunk: int, indices: list[int]) -> ChunkResult:
+    x, y = run.source.get(indices)
+    x, y = x.to(run.device), y.to(run.device)
+    seeds = image_seeds(run.seed, entry.name, indices)
+    start = time.perf_counter()
+    if entry.needs_pool:
+        x_adv = entry.attack(run.model, x, y, seeds=seeds, pool=run.pool)
+    else:
+        x_adv = entry.attack(run.model, x, y, seeds=seeds)
+    stats = getattr(entry.attack, "last_stats", None) or {}
+    logits = check_module_output(_forward(run.model, x_adv), len(indices), int(y.max()) + 1)
+    wall = time.perf_counter() - start
+    keep = x_adv if run.save_adversarial else (x_adv[:EXAMPLE_COUNT] if chunk == 0 else None)
+    evaluations = stats.get("model_evaluations")
+    return ChunkResult(
+        indices=torch.tensor(indices, dtype=torch.int64),
+        labels=y.cpu(),
+        logits=logits.detach().float().cpu(),
+        model_evaluations=float("nan") if evaluations is None else float(evaluations),
+        wall_time=wall,
+        adversarial=None if keep is None else keep.detach().cpu(),
+    )
+
+
+def _run_entry(run: _Run, entry: SuiteEntry, state: RunState, progress: bool
+               ) -> dict[int, ChunkResult]:
+    """This rank's chunks of ``entry``, loaded or computed; then every rank's, gathered."""
+    count = run.source.count if entry.max_images is None else min(run.source.count,
+                                                                    entry.max_images)
+    chunks = list(range(math.ceil(count / run.batch_size)))
+    mine = chunks[distributed.rank()::distributed.world_size()]
+    results: dict[int, ChunkResult] = {}
+    todo: list[int] = []
+    for chunk in mine:
+        saved = state.load_chunk(entry.name, chunk)
+        if saved is not None and _valid(saved, _chunk_indices(chunk, run.batch_size, count)):
+            results[chunk] = saved
+        else:
+            todo.append(chunk)
+    total = sum(len(_chunk_indices(c, run.batch_size, count)) for c in mine)
+    bar = tqdm(total=total, initial=total - sum(len(_chunk_indices(c, run.batch_size, count))
+                                                for c in todo),
+               desc=entry.name, unit="img", disable=not progress or distributed.rank() != 0,
+               dynamic_ncols=True)
+    try:
+        for chunk in todo:
+            indices = _chunk_indices(chunk, run.batch_size, count)
+            result = _run_chunk(run, entry, chunk, indices)
+            state.save_chunk(entry.name, chunk, result)
+            results[chunk] = result
+            bar.update(len(indices))
+    finally:
+        bar.close()
+    merged: dict[int, ChunkResult] = {}
+    for part in distributed.all_gather_objects(results):
+        merged.update(part)
+    if sorted(merged) != chunks:
+        raise RunError(f"{entry.name}: chunks {sorted(set(chunks) - set(merged))} are missing "
+                       "after gathering the processes' results")
+    return merged
+
+
+def _merge(chunks: dict[int, ChunkResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ordered = [chunks[k] for k in sorted(chunks)]
+    logits = torch.cat([c.logits for c in ordered]).numpy()
+    labels = torch.cat([c.labels for c in ordered]).numpy()
+    indices = torch.cat([c.indices for c in ordered]).numpy()
+    return logits, labels, indices
+
+
+def _evaluations(chunks: dict[int, ChunkResult]) -> float | None:
+    values = [c.model_evaluations for c in chunks.values()]
+    return None if any(math.isnan(v) for v in values) else float(sum(values))
+
+
+def evaluate(
+    model_or_model_fn: nn.Module | Callable[[np.ndarray], np.ndarray],
+    suite: str | Suite | Sequence[Any],
+    dataset: Any,
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+    max_images: int | None = None,
+    attacks: Sequence[str] | None = None,
+    save_adversarial: bool = False,
+    progress: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate a classifier under a suite of attacks and write a report to ``out_dir``.
+
+    Args:
+        model_or_model_fn: an ``nn.Module`` mapping float [N, C, H, W] images in
+            [0, 1] to logits [N, K] (the fast path; for a bird-or-bicycle
+            classifier pass ``ChallengeView(model)``), or the challenge's numpy
+            ``model_fn`` (NHWC float32 -> (N, 2) float32). A model_fn only
+            supports attacks that need no gradients.
+        suite: a suite name (:func:`list_suites`), a :class:`Suite`, or a list
+            of attacks (a custom suite).
+        dataset: a ``Dataset`` of ``(image [C, H, W] in [0, 1], label)`` or a
+            tuple ``(images [N, C, H, W], labels [N])``.
+        out_dir: folder for the report and the resumable state.
+        seed: the run's seed; image i under attack a uses a seed derived from
+            ``(seed, a, i)``.
+        device: where the model runs (under torchrun CUDA gets ``LOCAL_RANK``).
+        batch_size: images per chunk (default: the suite's).
+        max_images: evaluate the first ``max_images`` only.
+        attacks: names of the suite's attacks to run (default all).
+        save_adversarial: keep every adversarial image in the state files
+            (otherwise only the first few, for ``examples.png``).
+        progress: show a progress bar per attack (rank 0 only).
+        class_names: names for ``examples.png`` titles.
+
+    Returns:
+        attack name -> record with ``accuracy@80``, ``accuracy@100``, ``images``,
+        ``error_indices``, ``error_indices@80``, ``wall_time`` (s),
+        ``model_evaluations`` (images the attack forwarded), ``kind`` and
+        ``coverage_curve`` (the same on every rank).
+
+    Raises:
+        InputError: the model's output on the first batch is not [N, K] finite
+            float logits (model_fn: float32 (N, 2)), or the data is malformed.
+        UsageError: unknown suite or attack names, a white-box attack on a
+            model_fn, or ``out_dir`` holding a run with different arguments.
+    """
+    distributed.init_from_env(device)
+    target = distributed.local_device(device)
+    resolved = _resolve_suite(suite).select(attacks)
+    size = resolved.batch_size if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    source = ImageSource(dataset, max_images)
+    model, is_model_fn = _prepare_model(model_or_model_fn, target)
+    if is_model_fn:
+        white_box = [entry.name for entry in resolved.entries if entry.needs_gradients]
+        if white_box:
+            raise UsageError(
+                f"attack(s) {', '.join(white_box)} need gradients, which a numpy model_fn "
+                "does not have; pass an nn.Module or choose other attacks"
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        run = _Run(model=model, source=source, device=target, seed=int(seed), batch_size=size,
+                   save_adversarial=save_adversarial)
+        first_logits, found = _validate_first_batch(run, is_model_fn)
+        manifest = {
+            "suite": resolved.describe(),
+            "seed": int(seed),
+            "batch_size": size,
+            "images": source.count,
+            "data": source.fingerprint(size),
+            "model": _fingerprint_outputs(first_logits) if is_model_fn
+            else _fingerprint_module(model),
+            "save_adversarial": bool(save_adversarial),
+        }
+        out = Path(out_dir)
+        state = RunState(out)
+        resumed = state.check_manifest(manifest)
+        distributed.barrier()
+        if distributed.rank() == 0 and not resumed:
+            state.write_manifest(manifest)
+        if resumed:
+            logger.info("resuming the evaluation in %s", out)
+        if any(entry.needs_pool for entry in resolved.entries):
+            images, labels = source.pool(POOL_SIZE)
+            run.pool = (images.to(target), labels.to(target))
+        per_attack = {entry.name: _run_entry(run, entry, state, progress)
+                      for entry in resolved.entries}
+    finally:
+        model.train(was_training)
+
+    attack_records: dict[str, dict[str, Any]] = {}
+    for entry in resolved.entries:
+        merged_logits, merged_labels, merged_indices = _merge(per_attack[entry.name])
+        attack_records[entry.name] = summarize_attack(
+            merged_logits, merged_labels, merged_indices, kind=entry.kind,
+            model_evaluations=_evaluations(per_attack[entry.name]),
+            wall_time=float(sum(c.wall_time for c in per_attack[entry.name].values())),
+        )
+    found += checks.check_attack_strengths(
+        {entry.name: entry.kind for entry in resolved.entries},
+        {name: record["accuracy@80"] for name, record in attack_records.items()},
+    )
+    if distributed.rank() == 0:
+        summary = {
+            "suite": resolved.name,
+            "seed": int(seed),
+            "images": source.count,
+            "attacks": attack_records,
+            "order": resolved.names,
+            "warnings": found,
+        }
+        config = {
+            **manifest,
+            "device": str(target),
+            "processes": distributed.world_size(),
+            "max_images": max_images,
+            "model_class": "model_fn" if is_model_fn else type(model).__name__,
+            "llrnet_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        write_results(out, summary, config)
+        _write_examples(out, source, per_attack, class_names)
+        logger.info("evaluation written to %s\n%s", out, format_table(attack_records))
+    distributed.barrier()
+    return attack_records
+
+
+def _write_examples(out: Path, source: ImageSource, per_attack: dict[str, dict[int, ChunkResult]],
+                    class_names: Sequence[str] | None) -> None:
+    rows: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    for name, chunks in per_attack.items():
+        first = chunks.get(0)
+        if first is not None and first.adversarial is not None:
+            shown = min(EXAMPLE_COUNT, len(first.adversarial))
+            rows[name] = (first.adversarial[:shown], first.logits[:shown].numpy())
+    if not rows:
+        return
+    clean, labels = source.get(range(min(EXAMPLE_COUNT, source.count)))
+    plot_examples(clean, labels, rows, out / EXAMPLES, class_names)

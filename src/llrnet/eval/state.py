@@ -1,0 +1,140 @@
+"""The resumable state of an evaluation: a manifest plus one file per finished batch.
+
+Layout under ``<out_dir>/state/``::
+
+    manifest.json                       # the arguments that determine the results
+    <attack>/chunk_00000.safetensors    # logits, labels, indices (+ adversarial images)
+
+A chunk is a fixed slice of the *global* image order (``batch_size`` images), so
+chunk files from runs with different numbers of processes are interchangeable.
+Each file is written atomically (temporary file + rename): a chunk file exists
+only once its batch is complete. Nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from llrnet.errors import UsageError
+from llrnet.fileio import atomic_path, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ChunkResult:
+    """One finished batch of one attack.
+
+    ``indices`` int64 [n] global image indices; ``labels`` int64 [n];
+    ``logits`` float32 [n, K] of the model on the attack's final images;
+    ``model_evaluations``: images the attack forwarded (its own count);
+    ``wall_time`` seconds; ``adversarial`` float32 [m, C, H, W] (the first m
+    adversarial images of the batch) or None.
+    """
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    model_evaluations: float
+    wall_time: float
+    adversarial: torch.Tensor | None = None
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    found = []
+    for key in keys:
+        if saved.get(key) != current.get(key):
+            old = json.dumps(saved.get(key), sort_keys=True)
+            new = json.dumps(current.get(key), sort_keys=True)
+            found.append(f"{key}: saved {old[:80]} != now {new[:80]}")
+    return found
+
+
+class RunState:
+    """Reads and writes the state folder of one evaluation output directory."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.root = Path(out_dir) / "state"
+
+    def check_manifest(self, manifest: dict[str, Any]) -> bool:
+        """Compare ``manifest`` with the saved one. Returns True if one was saved.
+
+        Raises :class:`UsageError` naming the differing arguments when the saved
+        state belongs to a different evaluation.
+        """
+        path = self.root / MANIFEST
+        if not path.exists():
+            return False
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"{path} is unreadable ({error}); delete {self.root} to start over") \
+                from error
+        current = json.loads(json.dumps(manifest, sort_keys=True))
+        differences = _differences(saved, current)
+        if differences:
+            raise UsageError(
+                f"{self.root.parent} holds an evaluation with different arguments "
+                f"({'; '.join(differences[:3])}); use another output folder or delete "
+                f"{self.root}"
+            )
+        return True
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Save ``manifest`` (atomically)."""
+        atomic_write_json(self.root / MANIFEST, manifest)
+
+    def chunk_path(self, attack: str, chunk: int) -> Path:
+        """The file of ``chunk`` of ``attack``."""
+        return self.root / attack / f"chunk_{chunk:05d}.safetensors"
+
+    def load_chunk(self, attack: str, chunk: int) -> ChunkResult | None:
+        """The saved chunk, or None if it is missing (or unreadable, then it is redone)."""
+        path = self.chunk_path(attack, chunk)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            return ChunkResult(
+                indices=tensors["indices"],
+                labels=tensors["labels"],
+                logits=tensors["logits"],
+                model_evaluations=float(meta["model_evaluations"]),
+                wall_time=float(meta["wall_time"]),
+                adversarial=tensors.get("adversarial"),
+            )
+        except (SafetensorError, OSError, KeyError, ValueError) as error:
+            logger.warning("ignoring unreadable state file %s (%s); redoing that batch", path,
+                           error)
+            return None
+
+    def save_chunk(self, attack: str, chunk: int, result: ChunkResult) -> None:
+        """Write ``result`` atomically."""
+        tensors = {
+            "indices": result.indices.detach().cpu().to(torch.int64).contiguous(),
+            "labels": result.labels.detach().cpu().to(torch.int64).contiguous(),
+            "logits": result.logits.detach().cpu().to(torch.float32).contiguous(),
+        }
+        if result.adversarial is not None:
+            tensors["adversarial"] = result.adversarial.detach().cpu().float().contiguous()
+        metadata = {
+            "attack": attack,
+            "chunk": str(chunk),
+            "model_evaluations": repr(float(result.model_evaluations)),
+            "wall_time": repr(float(result.wall_time)),
+        }
+        with atomic_path(self.chunk_path(attack, chunk)) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
