@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmark scripts: machine description, section writing.
+
+Each script owns one section of ``docs/benchmarks.md``, delimited by HTML comment
+markers, and replaces only that section when it runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine_description() -> str:
+    """One line naming the machine and software the numbers come from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads"
+    )
+
+
+def write_section(name: str, markdown: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section ``name`` of ``docs/benchmarks.md``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)

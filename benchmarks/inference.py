@@ -1,0 +1,125 @@
+"""Inference speed of ``llr_pretrain_adv`` against torchvision's ResNet-152, one run.
+
+Measures images/s at batch 1, 8 and 32 on this CPU for:
+
+* torchvision ``resnet152`` (fp32 eager): the reference;
+* ``llr_pretrain_adv`` fp32 eager (our default path, preprocessing included);
+* fast paths: channels_last, bf16 autocast, torch.compile (each also reported as
+  max abs logit difference against fp32 eager).
+
+The two models are timed interleaved (reference, ours, reference, ours, ...) on
+the same inputs so machine noise hits both alike; the ratio is the result.
+
+Usage::
+
+    .venv/bin/python benchmarks/inference.py [--batch-sizes 1,8,32] [--repeats 3]
+        [--no-compile] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torchvision
+from common import machine_description, write_section
+
+from llrnet.models import create_model
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _time(forward: Forward, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        forward(x)
+    return time.perf_counter() - start
+
+
+def _paths(model: torch.nn.Module, compile_model: bool) -> dict[str, Forward]:
+    def channels_last(x: torch.Tensor) -> torch.Tensor:
+        return model_cl(x.contiguous(memory_format=torch.channels_last))
+
+    def bf16(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x).float()
+
+    model_cl = model.to(memory_format=torch.channels_last)
+    paths: dict[str, Forward] = {"channels_last": channels_last, "bf16 autocast": bf16}
+    if compile_model:
+        paths["torch.compile"] = torch.compile(model)  # type: ignore[assignment]
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    ours = create_model("llr_pretrain_adv").eval()
+    reference = torchvision.models.resnet152().eval()
+    rows = []
+    fast_rows = []
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        x = torch.rand(batch, 3, 224, 224)
+        _time(reference, x)  # warm-up
+        _time(ours, x)
+        ref_times, our_times = [], []
+        for _ in range(args.repeats):
+            ref_times.append(_time(reference, x))
+            our_times.append(_time(ours, x))
+        ref_speed = batch / statistics.median(ref_times)
+        our_speed = batch / statistics.median(our_times)
+        ratio = our_speed / ref_speed
+        rows.append(f"| {batch} | {ref_speed:.2f} | {our_speed:.2f} | {ratio:.3f}x |")
+        print(rows[-1], flush=True)
+        with torch.inference_mode():
+            exact = ours(x)
+        fresh = create_model("llr_pretrain_adv").eval()
+        fresh.load_state_dict(ours.state_dict())
+        for name, forward in _paths(fresh, not args.no_compile).items():
+            _time(forward, x)  # warm-up (compiles)
+            times = [_time(forward, x) for _ in range(args.repeats)]
+            with torch.inference_mode():
+                diff = (forward(x).float() - exact).abs().max().item()
+            speed = batch / statistics.median(times)
+            fast_rows.append(
+                f"| {batch} | {name} | {speed:.2f} | {speed / our_speed:.3f}x | {diff:.2e} |"
+            )
+            print(fast_rows[-1], flush=True)
+    command = "`.venv/bin/python benchmarks/inference.py " + (
+        f"--batch-sizes {args.batch_sizes} --repeats {args.repeats}"
+        + (" --no-compile" if args.no_compile else "") + " --write`"
+    )
+    text = "\n".join([
+        "## Inference (`llr_pretrain_adv` vs torchvision ResNet-152)",
+        "",
+        f"Machine: {machine_description()}. Command: {command}.",
+        "Images/s, median of the repeats, fp32 eager, 224x224 inputs, both models timed "
+        "interleaved on the same inputs. Ours includes the submission preprocessing "
+        "(central crop + TF1 resize + 2x-1) and TF-SAME padding.",
+        "",
+        "| batch | torchvision resnet152 (img/s) | llr_pretrain_adv (img/s) | ours / torchvision |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "Fast paths of `llr_pretrain_adv` (speed relative to our fp32 eager path; accuracy as "
+        "max abs logit difference against fp32 eager on random weights):",
+        "",
+        "| batch | path | img/s | vs fp32 eager | max abs logit diff |",
+        "|---|---|---|---|---|",
+        *fast_rows,
+    ])
+    print(text)
+    if args.write:
+        write_section("inference", text)
+
+
+if __name__ == "__main__":
+    main()
