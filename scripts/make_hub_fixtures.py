@@ -1,0 +1,417 @@
+"""Write the TF-Hub test fixtures with TensorFlow (run with the optional ``tf`` extra).
+
+    .venv-tf/bin/python scripts/make_hub_fixtures.py [--out tests/fixtures/hub]
+    .venv-tf/bin/python scripts/make_hub_fixtures.py --resnet152 /tmp/r152  # benchmark module
+
+Writes, under ``--out``:
+
+* ``latents/``, ``linear/``: a tiny ``llr-pretrain-adv`` pair in TF1 Hub layout
+  (``tfhub_module.pb``, ``saved_model.pb`` with tag sets {} and {"train"},
+  ``variables/``). Latents: a pre-activation ResNet v2 under a ``resnet_v2``
+  scope with Sonnet-style names (``conv2d/w``, ``batch_norm/beta``,
+  ``moving_mean``...), TF "SAME" padding, unfused batch norm with offset only
+  (Sonnet's default) and moving averages updated at ``decay_rate`` in the
+  "train" graph, stride in the *last* unit of a stage with a 1x1 max-pool
+  subsample shortcut (TF-slim's convention), biases on the stem and on the
+  un-normalized convolutions. Signature ``default``: ``inputs`` [N,H,W,3],
+  ``decay_rate`` -> [N,1,1,C]; linear: ``inputs`` [N,1,1,C] -> [N,1,1,2]
+  (a 1x1 convolution).
+* ``imagenet/``: a tiny ResNet v2 classifier like ``local-linearity/imagenet/1``
+  (inputs ``x``, ``decay_rate``; a ``use_global_pool`` op; stride in the
+  *first* unit; no conv biases; batch norm with scale; dense head).
+* ``cifar10/``: a tiny softplus WRN like ``local-linearity/cifar10/1`` (inputs
+  ``x``, ``decay_rate``, ``count``; fused batch norm, epsilon 1e-3, resource
+  variables).
+* ``golden_*.npz``: inputs and TensorFlow's outputs (no pickles).
+* ``checkpoints/``: bundles written by TF's SaveV2 covering every dtype,
+  scalars, strings, a partitioned variable, many variables (several index data
+  blocks) and several data shards, with ``golden.npz`` / ``golden_strings.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+v1 = tf.compat.v1
+v1.disable_resource_variables()  # TF1 Hub modules hold ref variables (VariableV2)
+SEED = 20190601
+MODULE_DEF = b"\x08\x01"  # ModuleDef { format: FORMAT_V3 }
+
+
+class Builder:
+    """Creates Sonnet-style variables with random, non-trivial values."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.updates: list[tf.Operation] = []
+        self.values: list[tuple[object, np.ndarray]] = []
+
+    def var(self, name, value, trainable=True):
+        # Zeros initializer + a load after init keeps the values out of the graph.
+        value = np.asarray(value, np.float32)
+        variable = v1.get_variable(name, shape=value.shape, initializer=v1.zeros_initializer(),
+                                   trainable=trainable)
+        self.values.append((variable, value))
+        return variable
+
+    def load(self, session) -> None:
+        for variable, value in self.values:
+            variable.load(value, session)
+
+    def conv(self, x, out_ch, k, stride, name, *, bias, padding="SAME"):
+        in_ch = int(x.shape[-1])
+        with v1.variable_scope(name):
+            w = self.var("w", self.rng.normal(0, math.sqrt(2.0 / (k * k * in_ch)),
+                                              (k, k, in_ch, out_ch)))
+            y = tf.nn.conv2d(x, w, [1, stride, stride, 1], padding)
+            if bias:
+                y = tf.nn.bias_add(y, self.var("b", self.rng.normal(0, 0.1, out_ch)))
+        return y
+
+    def batch_norm(self, x, name, *, training, decay_rate, eps, scale, fused=False):
+        c = int(x.shape[-1])
+        with v1.variable_scope(name):
+            beta = self.var("beta", self.rng.normal(0, 0.2, c))
+            gamma = self.var("gamma", 1 + self.rng.normal(0, 0.2, c)) if scale else None
+            mean = self.var("moving_mean", self.rng.normal(0, 0.2, c), trainable=False)
+            variance = self.var("moving_variance", self.rng.uniform(0.5, 1.5, c),
+                                trainable=False)
+            if training:
+                batch_mean, batch_var = tf.nn.moments(x, [0, 1, 2])
+                self.updates.append(v1.assign_sub(mean, (mean - batch_mean) * decay_rate))
+                self.updates.append(v1.assign_sub(variance, (variance - batch_var) * decay_rate))
+                return tf.nn.batch_normalization(x, batch_mean, batch_var, beta, gamma, eps)
+            if fused:
+                if gamma is None:
+                    gamma = tf.ones([c])
+                y, _, _ = v1.nn.fused_batch_norm(x, gamma, beta, mean=mean, variance=variance,
+                                                 epsilon=eps, is_training=False)
+                return y
+            return tf.nn.batch_normalization(x, mean, variance, beta, gamma, eps)
+
+
+def resnet_v2(b: Builder, x, *, units, widths, stem_width, stride_in, training, decay_rate,
+              eps, scale, conv_bias):
+    with v1.variable_scope("resnet_v2"):
+        net = b.conv(x, stem_width, 7, 2, "conv2d", bias=conv_bias)
+        net = tf.nn.max_pool2d(net, 3, 2, "SAME", name="max_pool")
+        for stage, (count, width) in enumerate(zip(units, widths)):
+            with v1.variable_scope(f"block_group_{stage}"):
+                for unit in range(count):
+                    if stride_in == "first":
+                        stride = 2 if (unit == 0 and stage > 0) else 1
+                    else:
+                        stride = 2 if (unit == count - 1 and stage < len(units) - 1) else 1
+                    with v1.variable_scope(f"block_{unit}"):
+                        net = _bottleneck(b, net, width, stride, training, decay_rate, eps,
+                                          scale, conv_bias)
+        net = b.batch_norm(net, "batch_norm", training=training, decay_rate=decay_rate,
+                           eps=eps, scale=scale)
+        net = tf.nn.relu(net)
+        use_global_pool = tf.constant(True, name="use_global_pool")
+        del use_global_pool
+        return tf.reduce_mean(net, [1, 2], keepdims=True, name="global_pool")
+
+
+def _bottleneck(b, x, width, stride, training, decay_rate, eps, scale, conv_bias):
+    in_ch = int(x.shape[-1])
+    bn = dict(training=training, decay_rate=decay_rate, eps=eps, scale=scale)
+    preact = tf.nn.relu(b.batch_norm(x, "batch_norm_0", **bn))
+    if in_ch != 4 * width:
+        shortcut = b.conv(preact, 4 * width, 1, stride, "shortcut_conv", bias=conv_bias)
+    elif stride > 1:
+        shortcut = tf.nn.max_pool2d(x, 1, stride, "SAME", name="subsample")
+    else:
+        shortcut = x
+    net = b.conv(preact, width, 1, 1, "conv_0", bias=False)
+    net = tf.nn.relu(b.batch_norm(net, "batch_norm_1", **bn))
+    net = b.conv(net, width, 3, stride, "conv_1", bias=False)
+    net = tf.nn.relu(b.batch_norm(net, "batch_norm_2", **bn))
+    net = b.conv(net, 4 * width, 1, 1, "conv_2", bias=conv_bias)
+    return net + shortcut
+
+
+def wide_resnet(b: Builder, x, *, depth, width, num_classes, training, decay_rate, eps):
+    n = (depth - 4) // 6
+    bn = dict(training=training, decay_rate=decay_rate, eps=eps, scale=True, fused=True)
+    with v1.variable_scope("wide_resnet", use_resource=True):
+        net = b.conv(x, 16, 3, 1, "conv2d", bias=False)
+        channels = 16
+        for group, stride in enumerate((1, 2, 2)):
+            out = 16 * width * 2**group
+            with v1.variable_scope(f"block_group_{group}"):
+                for unit in range(n):
+                    s = stride if unit == 0 else 1
+                    with v1.variable_scope(f"block_{unit}"):
+                        preact = tf.nn.softplus(b.batch_norm(net, "batch_norm_0", **bn))
+                        if channels != out or s != 1:
+                            shortcut = b.conv(preact, out, 1, s, "shortcut_conv", bias=False)
+                        else:
+                            shortcut = net
+                        y = b.conv(preact, out, 3, s, "conv_0", bias=False)
+                        y = tf.nn.softplus(b.batch_norm(y, "batch_norm_1", **bn))
+                        y = b.conv(y, out, 3, 1, "conv_1", bias=False)
+                        net = y + shortcut
+                    channels = out
+        net = tf.nn.softplus(b.batch_norm(net, "batch_norm", **bn))
+        net = tf.reduce_mean(net, [1, 2])
+        with v1.variable_scope("linear"):
+            w = b.var("w", b.rng.normal(0, 1 / math.sqrt(channels), (channels, num_classes)))
+            bias = b.var("b", b.rng.normal(0, 0.1, num_classes))
+            return tf.matmul(net, w) + bias
+
+
+def dense_head(b: Builder, latents, num_classes, scope):
+    channels = int(latents.shape[-1])
+    with v1.variable_scope(scope):
+        flat = tf.reshape(latents, [-1, channels])
+        w = b.var("w", b.rng.normal(0, 1 / math.sqrt(channels), (channels, num_classes)))
+        bias = b.var("b", b.rng.normal(0, 0.1, num_classes))
+        return tf.matmul(flat, w) + bias
+
+
+def export_module(out: Path, build, seed: int) -> dict[str, np.ndarray]:
+    """Build ``build(builder, training) -> (inputs, outputs)`` per tag set; export; run."""
+    if out.exists():
+        shutil.rmtree(out)
+    tmp = Path(tempfile.mkdtemp()) / "export"
+    saver_builder = v1.saved_model.Builder(str(tmp))
+    goldens: dict[str, np.ndarray] = {}
+    graphs = {}
+    for tags in ([], ["train"]):
+        graph = tf.Graph()
+        with graph.as_default():
+            b = Builder(np.random.default_rng(seed))
+            inputs, outputs, feed = build(b, bool(tags))
+            signature = v1.saved_model.signature_def_utils.build_signature_def(
+                inputs={k: v1.saved_model.utils.build_tensor_info(v) for k, v in inputs.items()},
+                outputs={k: v1.saved_model.utils.build_tensor_info(v)
+                         for k, v in outputs.items()},
+                method_name="")
+            if b.updates:
+                v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, tf.group(*b.updates))
+            with v1.Session(graph=graph) as session:
+                session.run(v1.global_variables_initializer())
+                b.load(session)
+                if not tags:
+                    saver_builder.add_meta_graph_and_variables(
+                        session, tags, signature_def_map={"default": signature},
+                        strip_default_attrs=True)
+                    values = session.run(outputs, {inputs[k]: v for k, v in feed.items()})
+                    goldens.update({f"in_{k}": np.asarray(v) for k, v in feed.items()})
+                    goldens.update({f"out_{k}": v for k, v in values.items()})
+                else:
+                    saver_builder.add_meta_graph(tags, signature_def_map={"default": signature},
+                                                 strip_default_attrs=True)
+            graphs[tuple(tags)] = graph
+    saver_builder.save()
+    shutil.copytree(tmp, out)
+    (out / "tfhub_module.pb").write_bytes(MODULE_DEF)
+    return goldens
+
+
+def latents_fixture(out: Path, *, units=(2, 1, 1, 1), widths=(4, 8, 16, 32), stem_width=8,
+                    size=32, batch=3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(SEED + 1)
+    images = rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32)
+    preprocessed = _preprocess_eager(images)
+
+    def build(b, training):
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="inputs")
+        decay = v1.placeholder_with_default(tf.constant(0.1), [], name="decay_rate")
+        latents = resnet_v2(b, x, units=units, widths=widths, stem_width=stem_width,
+                            stride_in="last", training=training, decay_rate=decay, eps=1e-5,
+                            scale=False, conv_bias=True)
+        return ({"inputs": x, "decay_rate": decay}, {"default": latents},
+                {"inputs": preprocessed, "decay_rate": np.float32(0.1)})
+
+    goldens = export_module(out / "latents", build, SEED)
+    latents = goldens["out_default"]
+
+    def build_linear(b, training):
+        x = v1.placeholder(tf.float32, [None, 1, 1, latents.shape[-1]], name="inputs")
+        logits = b.conv(x, 2, 1, 1, "linear", bias=True)
+        return {"inputs": x}, {"default": logits}, {"inputs": latents}
+
+    linear = export_module(out / "linear", build_linear, SEED + 7)
+    return {
+        "images": images,  # [0, 1] NHWC, before the submission's preprocessing
+        "preprocessed": preprocessed,
+        "latents": latents,
+        "logits": linear["out_default"],
+        "bird_logit": linear["out_default"][:, 0, 0, 1],
+    }
+
+
+def _preprocess_eager(images: np.ndarray) -> np.ndarray:
+    """challenge.md section 6: central crop 0.875, TF1 bilinear resize back, 2x - 1."""
+    size = images.shape[1:3]
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.constant(images)
+        x = tf.image.central_crop(x, 0.875)
+        x = v1.image.resize_bilinear(x, size, align_corners=False)
+        x = (x - 0.5) * 2
+        with v1.Session(graph=graph) as session:
+            return session.run(x)
+
+
+def imagenet_fixture(out: Path, *, units=(1, 2, 1, 1), widths=(4, 8, 16, 32), stem_width=8,
+                     num_classes=10, size=32, batch=3, name="imagenet") -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(SEED + 2)
+    images = rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32)
+
+    def build(b, training):
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="x")
+        decay = v1.placeholder_with_default(tf.constant(0.1), [], name="decay_rate")
+        latents = resnet_v2(b, x, units=units, widths=widths, stem_width=stem_width,
+                            stride_in="first", training=training, decay_rate=decay, eps=1e-5,
+                            scale=True, conv_bias=False)
+        logits = dense_head(b, latents, num_classes, "logits")
+        return ({"x": x, "decay_rate": decay}, {"default": logits},
+                {"x": images * 2 - 1, "decay_rate": np.float32(0.1)})
+
+    goldens = export_module(out / name, build, SEED + 3)
+    return {"images": images, "logits": goldens["out_default"]}
+
+
+def cifar10_fixture(out: Path, *, depth=10, width=1, num_classes=10, size=16,
+                    batch=3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(SEED + 4)
+    images = rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32)
+    mean = np.array([125.3, 123.0, 113.9], np.float32) / 255
+    std = np.array([63.0, 62.1, 66.7], np.float32) / 255
+
+    def build(b, training):
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="x")
+        decay = v1.placeholder_with_default(tf.constant(0.1), [], name="decay_rate")
+        count = v1.placeholder_with_default(tf.constant(0, tf.int64), [], name="count")
+        logits = wide_resnet(b, x, depth=depth, width=width, num_classes=num_classes,
+                             training=training, decay_rate=decay, eps=1e-3)
+        return ({"x": x, "decay_rate": decay, "count": count}, {"default": logits},
+                {"x": (images - mean) / std, "decay_rate": np.float32(0.1),
+                 "count": np.int64(0)})
+
+    goldens = export_module(out / "cifar10", build, SEED + 5)
+    return {"images": images, "logits": goldens["out_default"]}
+
+
+MANY = 2000
+
+
+def many_name(i: int) -> str:
+    """Names of the many-variables checkpoint (value of variable i: i / 2)."""
+    return f"model/layer_{i:04d}/" + "a_very_long_sonnet_style_scope_name_" * 4 + "variable"
+
+
+def checkpoint_fixtures(out: Path) -> None:
+    """Bundles written by TF's SaveV2 (the same writer Saver uses) plus their goldens."""
+    rng = np.random.default_rng(SEED + 6)
+    folder = out / "checkpoints"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    numeric = {
+        "f32": rng.normal(size=(3, 4)).astype(np.float32),
+        "f64": rng.normal(size=(5,)).astype(np.float64),
+        "f16": rng.normal(size=(2, 3)).astype(np.float16),
+        "i8": rng.integers(-128, 128, (7,)).astype(np.int8),
+        "i16": rng.integers(-2**15, 2**15, (2, 2)).astype(np.int16),
+        "i32": rng.integers(-2**31, 2**31, (4,)).astype(np.int32),
+        "i64": rng.integers(-2**62, 2**62, (3,)).astype(np.int64),
+        "u8": rng.integers(0, 256, (2, 3, 4)).astype(np.uint8),
+        "u16": rng.integers(0, 2**16, (5,)).astype(np.uint16),
+        "bool": rng.integers(0, 2, (6,)).astype(bool),
+        "scalar_f32": np.float32(3.25),
+        "scalar_i64": np.int64(-7),
+        "empty": np.zeros((0, 3), np.float32),
+        "global_step": np.int64(123456),
+        "scope/with/slashes/w": rng.normal(size=(2, 2, 3, 4)).astype(np.float32),
+    }
+    bf16_source = rng.normal(size=(4, 3)).astype(np.float32)
+    strings = {"str_vector": [b"hello", b"", b"\x00\xff bytes", "ünïcode".encode()],
+               "str_scalar": [b"a scalar string"], "str_matrix": [b"a", b"bb", b"ccc", b"dddd"]}
+    string_shapes = {"str_vector": [4], "str_scalar": [], "str_matrix": [2, 2]}
+    partitioned = rng.normal(size=(6, 4)).astype(np.float32)
+
+    names, specs, tensors = [], [], []
+    for name, value in numeric.items():
+        names.append(name)
+        specs.append("")
+        tensors.append(tf.constant(value))
+    bf16 = tf.cast(tf.constant(bf16_source), tf.bfloat16)
+    names.append("bf16")
+    specs.append("")
+    tensors.append(bf16)
+    for name, value in strings.items():
+        names.append(name)
+        specs.append("")
+        tensors.append(tf.reshape(tf.constant(value), string_shapes[name]))
+    for start, length in ((0, 2), (2, 3), (5, 1)):
+        names.append("partitioned")
+        specs.append(f"6 4 {start},{length}:-")
+        tensors.append(tf.constant(partitioned[start : start + length]))
+    tf.raw_ops.SaveV2(prefix=str(folder / "dtypes" / "ckpt"), tensor_names=names,
+                      shape_and_slices=specs, tensors=tensors)
+    golden = dict(numeric)
+    golden["bf16"] = tf.cast(bf16, tf.float32).numpy()
+    golden["partitioned"] = partitioned
+    np.savez(folder / "dtypes" / "golden.npz", **golden)
+    (folder / "dtypes" / "golden_strings.json").write_text(json.dumps(
+        {k: {"shape": string_shapes[k], "hex": [s.hex() for s in v]}
+         for k, v in strings.items()}, indent=1))
+
+    # Many variables: the index outgrows one 256 KiB data block.
+    many = {many_name(i): np.float32(i * 0.5) for i in range(MANY)}
+    tf.raw_ops.SaveV2(prefix=str(folder / "many" / "ckpt"), tensor_names=list(many),
+                      shape_and_slices=[""] * len(many),
+                      tensors=[tf.constant(v) for v in many.values()])
+
+    # Three data shards, merged into one index (what a sharded Saver writes).
+    sharded = {f"shard_var_{i}": rng.normal(size=(i + 1, 3)).astype(np.float32)
+               for i in range(6)}
+    prefixes = []
+    items = list(sharded.items())
+    for shard in range(3):
+        prefix = str(folder / "sharded" / f"tmp_{shard}")
+        part = items[shard::3]
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=[k for k, _ in part],
+                          shape_and_slices=[""] * len(part),
+                          tensors=[tf.constant(v) for _, v in part])
+        prefixes.append(prefix)
+    tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=prefixes,
+                                  destination_prefix=str(folder / "sharded" / "ckpt"))
+    np.savez(folder / "sharded" / "golden.npz", **sharded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("tests/fixtures/hub"))
+    parser.add_argument("--resnet152", type=Path, default=None,
+                        help="instead: write a full-size ResNet-152 v2 module here (benchmark)")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.resnet152 is not None:
+        goldens = imagenet_fixture(args.resnet152, units=(3, 8, 36, 3),
+                                   widths=(64, 128, 256, 512), stem_width=64,
+                                   num_classes=1000, size=64, batch=2, name="module")
+        np.savez(args.resnet152 / "golden.npz", **goldens)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out / "golden_latents.npz", **latents_fixture(args.out))
+    np.savez(args.out / "golden_imagenet.npz", **imagenet_fixture(args.out))
+    np.savez(args.out / "golden_cifar10.npz", **cifar10_fixture(args.out))
+    checkpoint_fixtures(args.out)
+
+
+if __name__ == "__main__":
+    main()
