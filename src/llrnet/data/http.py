@@ -1,0 +1,112 @@
+"""HTTP GET with timeouts, bounded retries and exponential backoff.
+
+Used by the dataset downloaders. Nothing here swallows a failure: after the last
+attempt :class:`FetchError` carries a one-line reason that ends up in the
+download report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import requests
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Client errors that will not go away by asking again.
+_PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one URL.
+
+    Attributes:
+        timeout: seconds allowed to connect, and between two received bytes.
+        attempts: total tries per URL (>= 1).
+        backoff: seconds before the 2nd try; doubles after each failure.
+        max_backoff: cap on one wait, in seconds.
+    """
+
+    timeout: float = 30.0
+    attempts: int = 4
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("backoff and max_backoff must be >= 0 seconds")
+
+    def wait(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed attempts (1, 2, ...)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** (failures - 1)))
+
+
+class FetchError(Exception):
+    """A URL could not be fetched (and, if given, processed) after all attempts."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class ContentError(ValueError):
+    """The response body is not what was expected (raise from ``process``)."""
+
+
+def fetch(
+    url: str,
+    *,
+    policy: RetryPolicy,
+    session: requests.Session | None = None,
+    process: Callable[[bytes], T],
+) -> T:
+    """GET ``url`` and return ``process(body)`` (pass ``bytes`` for the raw body).
+
+    Retries connection errors, timeouts, 5xx/408/429 responses and bodies that
+    ``process`` rejects with :class:`ContentError` (a truncated transfer is the
+    usual cause). 4xx errors such as 404 fail at once.
+
+    Raises:
+        FetchError: with the last reason, after ``policy.attempts`` tries.
+    """
+    session = session or requests.Session()
+    reason = "not attempted"
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            response = session.get(url, timeout=policy.timeout)
+            status = response.status_code
+            if status in _PERMANENT_STATUS:
+                raise FetchError(url, f"HTTP {status}")
+            if status >= 400:
+                reason = f"HTTP {status}"
+            else:
+                body = response.content
+                return process(body)
+        except requests.Timeout:
+            reason = f"timed out (timeout {policy.timeout:g} s)"
+        except requests.RequestException as error:
+            reason = f"{type(error).__name__}: {_first_line(error)}"
+        except ContentError as error:
+            reason = str(error)
+        if attempt < policy.attempts:
+            delay = policy.wait(attempt)
+            log.debug("retrying %s in %.2f s after: %s", url, delay, reason)
+            time.sleep(delay)
+    raise FetchError(url, f"{reason} (after {policy.attempts} attempts)")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
