@@ -10,6 +10,7 @@ subclass's ``_run``, and enforces the threat model (the subclass's ball and
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any, final
 
 import torch
@@ -165,7 +166,9 @@ class Attack:
             if x.shape[0] == 0:
                 x_adv = x.clone()
             else:
-                x_adv = self._run(counting, x.detach(), y, ImageRng(seed_tensor), pool)
+                # Salted by the attack's name: the stages of a Chain draw independent streams.
+                rng = ImageRng(seed_tensor, salt=zlib.crc32(self.name.encode()))
+                x_adv = self._run(counting, x.detach(), y, rng, pool)
         finally:
             model.train(was_training)
         x_adv = self._enforce(x.detach(), x_adv.detach()).to(x.dtype)
