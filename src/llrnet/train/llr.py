@@ -133,17 +133,18 @@ def maximize_deviation(
     # Uniform start in the ball, projected into [0, 1] (official: U(-eps, eps), then projected).
     delta = random_init_linf(x, eps, generator)
     state = AdamState.zeros_like(delta)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        perturbed = loss_fn(model(x + delta), y)
-        # The linear term's d is a constant here, as in the official code.
-        diff = perturbed - clean_loss - _dot(delta.detach(), clean_grad)
-        (grad,) = torch.autograd.grad(diff.abs().mean(), delta)
-        with torch.no_grad():
-            # Ascent: the shared Adam step minimizes, so give it the negated gradient.
-            delta, state = adam_step(delta.detach(), -grad, state, lr=lr, beta1=betas[0],
-                                     beta2=betas[1], eps=adam_eps)
-            delta = project_linf(delta, x, eps)
+    with torch.enable_grad():
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            perturbed = loss_fn(model(x + delta), y)
+            # The linear term's d is a constant here, as in the official code.
+            diff = perturbed - clean_loss - _dot(delta.detach(), clean_grad)
+            (grad,) = torch.autograd.grad(diff.abs().mean(), delta)
+            with torch.no_grad():
+                # Ascent: the shared Adam step minimizes, so give it the negated gradient.
+                delta, state = adam_step(delta.detach(), -grad, state, lr=lr, beta1=betas[0],
+                                         beta2=betas[1], eps=adam_eps)
+                delta = project_linf(delta, x, eps)
     return delta.detach()
 
 
@@ -187,6 +188,27 @@ def llr_regularizer(
         >>> loss = 2.0 * ce + 4.0 * terms.regularizer  # doctest: +SKIP
     """
     _check_inputs(x, y, eps, steps)
+    with torch.enable_grad():  # works inside torch.no_grad() too (e.g. to measure gamma)
+        return _llr_terms(model, x, y, eps=eps, steps=steps, mu=mu, lr=lr, betas=betas,
+                          adam_eps=adam_eps, loss_fn=loss_fn, generator=generator,
+                          update_running_stats=update_running_stats)
+
+
+def _llr_terms(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    mu: float,
+    lr: float,
+    betas: tuple[float, float],
+    adam_eps: float,
+    loss_fn: LossFn,
+    generator: torch.Generator | None,
+    update_running_stats: bool,
+) -> LLRTerms:
     replay = BatchNormReplay(model)
     x_clean = x.detach()
     x_var = x_clean.clone().requires_grad_(True)

@@ -1,0 +1,185 @@
+"""Training tasks: the dict contract, a backward step, the losses each one defines,
+the warm-up, running-average updates, and the bird-logit (sigmoid head) option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llrnet.train.tasks import (
+    BirdLogitView,
+    LLRTask,
+    PGDTask,
+    StandardTask,
+    TRADESTask,
+    binary_cross_entropy_per_example,
+)
+
+
+def _net(classes: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, classes),
+    ).train()
+
+
+def _batch(n: int = 8, classes: int = 3) -> tuple[Tensor, Tensor]:
+    return torch.rand(n, 1, 8, 8), torch.arange(n) % classes
+
+
+TASKS = {
+    "standard": StandardTask(),
+    "pgd": PGDTask(eps=0.1, steps=2, step_size=0.05),
+    "trades": TRADESTask(eps=0.1, steps=2, step_size=0.05),
+    "llr": LLRTask(eps=0.1, steps=2, warmup_steps=0),
+}
+TERMS = {
+    "standard": {"loss", "ce", "accuracy"},
+    "pgd": {"loss", "adv_ce", "adv_accuracy", "eps"},
+    "trades": {"loss", "ce", "kl", "accuracy", "eps"},
+    "llr": {"loss", "ce", "gamma", "grad_term", "regularizer", "accuracy", "eps"},
+}
+#: How many times each task updates batch-norm running averages per step.
+RUNNING_UPDATES = {"standard": 1, "pgd": 1, "trades": 2, "llr": 1}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_returns_loss_and_detached_terms_and_trains(name: str) -> None:
+    model = _net()
+    x, y = _batch()
+    out = TASKS[name](model, (x, y), 0)
+    assert set(out) == TERMS[name]
+    assert out["loss"].dim() == 0 and out["loss"].requires_grad
+    for key, value in out.items():
+        assert value.dim() == 0 and torch.isfinite(value)
+        if key != "loss":
+            assert not value.requires_grad, key
+    out["loss"].backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, pname
+    # One SGD step on this batch lowers the task's loss.
+    before = float(out["loss"].detach())
+    with torch.no_grad():
+        for param in model.parameters():
+            param -= 0.05 * param.grad  # type: ignore[operator]
+    torch.manual_seed(1)
+    assert float(TASKS[name](model, (x, y), 0)["loss"]) < before
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_running_averages_are_updated_only_by_the_training_passes(name: str) -> None:
+    model = _net()
+    TASKS[name](model, _batch(), 0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert int(module.num_batches_tracked) == RUNNING_UPDATES[name]
+
+
+def test_llr_task_nominal_pass_updates_running_averages_like_a_plain_pass() -> None:
+    model, reference = _net(), _net()
+    x, y = _batch()
+    LLRTask(eps=0.1, steps=2, warmup_steps=0)(model, (x, y), 0)
+    reference(x)
+    for ours, theirs in zip(model.modules(), reference.modules(), strict=True):
+        if isinstance(ours, nn.BatchNorm2d):
+            torch.testing.assert_close(ours.running_mean, theirs.running_mean)
+            torch.testing.assert_close(ours.running_var, theirs.running_var)
+
+
+def test_llr_task_combines_the_terms_with_its_weights() -> None:
+    model = _net()
+    x, y = _batch()
+    task = LLRTask(eps=0.1, steps=1, lam=3.0, mu=0.5, nominal_weight=1.5, warmup_steps=0)
+    out = task(model, (x, y), 0)
+    torch.testing.assert_close(out["loss"].detach(), 1.5 * out["ce"] + 3.0 * out["regularizer"])
+    torch.testing.assert_close(out["regularizer"], out["gamma"] + 0.5 * out["grad_term"])
+    torch.testing.assert_close(out["ce"], F.cross_entropy(_net()(x), y).detach())
+    assert out["gamma"] > 0 and out["grad_term"] > 0
+
+
+def test_defaults_are_the_official_cifar10_configuration() -> None:
+    task = LLRTask()
+    assert (task.eps, task.steps, task.lam, task.mu, task.nominal_weight) == (
+        8 / 255, 10, 4.0, 0.3, 2.0)
+    assert (task.warmup_steps, task.lr, task.betas, task.adam_eps) == (
+        500, 0.1, (0.9, 0.999), 1e-9)
+
+
+def test_eps_warmup_reaches_the_inner_loop() -> None:
+    task = LLRTask(eps=0.2, steps=2, warmup_steps=10)
+    assert [task.eps_at(s) for s in (0, 5, 10, 50)] == pytest.approx([0.0, 0.1, 0.2, 0.2])
+    model = _net()
+    seen: list[Tensor] = []
+    x, y = _batch()
+    model[0].register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
+    out = task(model, (x, y), 5)
+    assert float(out["eps"]) == pytest.approx(0.1)
+    radius = max(float((p - x).abs().max()) for p in seen)
+    assert 0.09 < radius <= 0.1 + 1e-6
+    seen.clear()
+    assert float(task(model, (x, y), 0)["regularizer"]) < 1e-5
+    assert max(float((p - x).abs().max()) for p in seen) == 0.0
+
+
+def test_pgd_task_trains_on_points_inside_the_ball_and_warms_up() -> None:
+    task = PGDTask(eps=0.1, steps=3, step_size=0.04, warmup_steps=4)
+    model = _net()
+    seen: list[Tensor] = []
+    x, y = _batch()
+    x[:, :, :2] = 1.0
+    model[0].register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
+    out = task(model, (x, y), 2)
+    assert float(out["eps"]) == pytest.approx(0.05)
+    assert len(seen) == 3 + 1
+    for point in seen:
+        assert float(point.min()) >= 0.0 and float(point.max()) <= 1.0
+        assert float((point - x).abs().max()) <= 0.05 + 1e-6
+    # The attacked loss is above the clean loss.
+    clean = StandardTask()(_net(), (x, y), 0)["ce"]
+    assert out["adv_ce"] > clean
+
+
+def test_pgd_task_without_attack_is_standard_training() -> None:
+    x, y = _batch()
+    pgd = PGDTask(eps=0.1, steps=0, random_start=False)(_net(), (x, y), 0)
+    std = StandardTask()(_net(), (x, y), 0)
+    torch.testing.assert_close(pgd["loss"], std["loss"])
+
+
+def test_trades_kl_term_vanishes_without_perturbation_and_grows_with_it() -> None:
+    x, y = _batch()
+    none = TRADESTask(eps=0.0, steps=2, step_size=0.0)(_net(), (x, y), 0)
+    assert float(none["kl"]) < 1e-6
+    torch.testing.assert_close(none["loss"], none["ce"] + 6.0 * none["kl"], rtol=0, atol=1e-5)
+    some = TRADESTask(eps=0.2, steps=3, step_size=0.1, beta=2.0)(_net(), (x, y), 0)
+    assert float(some["kl"]) > 1e-4
+    torch.testing.assert_close(some["loss"].detach(), some["ce"] + 2.0 * some["kl"])
+
+
+def test_binary_option_is_bce_on_the_bird_logit() -> None:
+    x, y = _batch(classes=2)
+    logits = _net(2)(x)
+    expected = F.binary_cross_entropy_with_logits(logits[:, 1], y.float())
+    out = StandardTask(binary=True)(_net(2), (x, y), 0)
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(binary_cross_entropy_per_example(logits, y).mean(), expected)
+    # Softmax CE of the view [0, z] is the same BCE, so CE attacks attack the sigmoid head.
+    view = BirdLogitView(_net(2))
+    torch.testing.assert_close(F.cross_entropy(view(x), y), expected)
+    for task in (PGDTask(eps=0.1, steps=1, binary=True),
+                 TRADESTask(eps=0.1, steps=1, binary=True),
+                 LLRTask(eps=0.1, steps=1, binary=True, warmup_steps=0)):
+        result = task(_net(2), (x, y), 0)
+        result["loss"].backward()
+        assert torch.isfinite(result["loss"])
+
+
+def test_llr_binary_uses_bce_as_the_nominal_loss() -> None:
+    x, y = _batch(classes=2)
+    out = LLRTask(eps=0.05, steps=1, binary=True, warmup_steps=0)(_net(2), (x, y), 0)
+    expected = F.binary_cross_entropy_with_logits(_net(2)(x)[:, 1], y.float())
+    torch.testing.assert_close(out["ce"], expected.detach())
