@@ -1,0 +1,157 @@
+"""SPSA (Uesato et al. 2018) with cleverhans 2.1 semantics, batched across images.
+
+Per image (spec 4.4)::
+
+    loss(x) = logit[y] - max_{k != y} logit[k]            # minimized
+    p = project(U(-eps, eps))                              # random start
+    repeat up to `steps` times:
+        v = delta * Rademacher(samples / 2);  V = [v, -v]
+        g = mean over the probes of loss(x0 + p + V) * V / delta
+        p_new = Adam step on p with g (lr, betas, eps_hat = 1e-9, bias-corrected)
+        cur = loss(x0 + p)                  # evaluated BEFORE the update
+        p = project(p_new)
+        if cur < threshold: stop after this step
+    return x0 + p                           # the post-update point
+
+Many images run together, each with its own Adam state, random stream and
+early stop; the probes of all active images go through the model in chunks
+of at most ``max_batch`` images. Probe inputs are not clipped (they may lie up
+to ``delta`` outside [0, 1], as in cleverhans). Each step costs
+``samples + 1`` model evaluations per active image.
+
+cleverhans 4.0's PyTorch ``spsa`` evaluates the gradient at the wrong point
+(cleverhans issue #1249); this module does not depend on it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss, project_linf
+from llrnet.errors import UsageError
+
+
+def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -> Tensor:
+    """``margin_loss`` of ``images`` [M, C, H, W], forwarded in chunks of ``max_batch``."""
+    out = [
+        margin_loss(model(images[s : s + max_batch]), labels[s : s + max_batch])
+        for s in range(0, images.shape[0], max_batch)
+    ]
+    return torch.cat(out) if out else images.new_zeros(0)
+
+
+class SPSA(Attack):
+    """L-inf SPSA, cleverhans 2.1 (the challenge's ``spsa`` stage).
+
+    Args:
+        eps: L-inf radius (challenge: 16/255).
+        steps: maximum iterations (challenge: 200).
+        samples: probes per step, an even number: ``samples / 2`` antithetic
+            Rademacher pairs (challenge: 64).
+        delta: probe scale (0.01).
+        lr: Adam learning rate (0.01); ``beta1``, ``beta2``, ``adam_eps`` as
+            cleverhans' TensorAdam (0.9, 0.999, 1e-9).
+        early_stop_loss_threshold: stop an image once its margin loss,
+            evaluated before the step's update, is below this (-1.0); None
+            disables early stopping.
+        random_start: start uniformly in the ball (cleverhans always does).
+        max_batch: most images forwarded through the model at once; bounds
+            memory, does not change results (beyond float noise).
+    """
+
+    name = "spsa"
+
+    def __init__(
+        self,
+        eps: float = 16 / 255,
+        steps: int = 200,
+        *,
+        samples: int = 64,
+        delta: float = 0.01,
+        lr: float = 0.01,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        adam_eps: float = 1e-9,
+        early_stop_loss_threshold: float | None = -1.0,
+        random_start: bool = True,
+        max_batch: int = 256,
+    ) -> None:
+        super().__init__()
+        self.norm = "linf"
+        self.eps = check_positive(eps, "eps", allow_zero=True)
+        self.steps = check_count(steps, "steps", minimum=0)
+        self.samples = check_count(samples, "samples", minimum=2)
+        if samples % 2:
+            raise UsageError(f"samples must be even (antithetic pairs), got {samples}")
+        self.delta = check_positive(delta, "delta")
+        self.lr = check_positive(lr, "lr")
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        for name, beta in (("beta1", self.beta1), ("beta2", self.beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise UsageError(f"{name} must be in [0, 1), got {beta}")
+        self.adam_eps = check_positive(adam_eps, "adam_eps")
+        self.threshold = None if early_stop_loss_threshold is None else float(
+            early_stop_loss_threshold
+        )
+        self.random_start = bool(random_start)
+        self.max_batch = check_count(max_batch, "max_batch")
+
+    def _gradient(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng
+    ) -> Tensor:
+        """SPSA gradient estimate at ``x`` [n, C, H, W] (``x0 + p``), per image."""
+        n = x.shape[0]
+        pairs = self.samples // 2
+        shape = x.shape[1:]
+        signs = rng.rademacher((pairs, *shape), x.device).to(x.dtype)  # [n, pairs, C, H, W]
+        # Probe rows in (image, probe) order: image i's +v_k at 2*pairs*i + k,
+        # its -v_k at 2*pairs*i + pairs + k.
+        total = n * self.samples
+        labels = y.repeat_interleave(self.samples)
+        losses = torch.empty(total, device=x.device, dtype=x.dtype)
+        for start in range(0, total, self.max_batch):
+            rows = torch.arange(start, min(start + self.max_batch, total), device=x.device)
+            image, probe = rows // self.samples, rows % self.samples
+            sign = torch.where(probe < pairs, 1.0, -1.0).to(x.dtype).reshape(-1, 1, 1, 1)
+            v = self.delta * sign * signs[image, probe % pairs]
+            losses[start : start + rows.shape[0]] = margin_loss(model(x[image] + v), labels[rows])
+        losses = losses.reshape(n, self.samples)
+        # mean_j loss_j * V_j / delta with V = [v, -v], v = delta * s:
+        #   = sum_k (loss+_k - loss-_k) * s_k / samples
+        diff = (losses[:, :pairs] - losses[:, pairs:]).reshape(n, pairs, *([1] * len(shape)))
+        return (diff * signs).sum(dim=1) / self.samples
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
+    ) -> Tensor:
+        x0 = x
+        n = x0.shape[0]
+        if self.random_start:
+            u = rng.uniform(x0.shape[1:], x0.device).to(x0.dtype)
+            p = project_linf((2.0 * u - 1.0) * self.eps, x0, self.eps)
+        else:
+            p = torch.zeros_like(x0)
+        state = AdamState.zeros_like(p)
+        active = torch.arange(n, device=x0.device)
+        with torch.no_grad():
+            for _ in range(self.steps):
+                if active.numel() == 0:
+                    break
+                sub_rng = rng.subset(active.cpu())
+                xa, ya, pa = x0[active], y[active], p[active]
+                grad = self._gradient(model, xa + pa, ya, sub_rng)
+                new_p, new_state = adam_step(
+                    pa, grad, state.select(active), lr=self.lr, beta1=self.beta1,
+                    beta2=self.beta2, eps=self.adam_eps,
+                )
+                current = _margins(model, xa + pa, ya, self.max_batch)
+                p[active] = project_linf(new_p, xa, self.eps)
+                state.m[active], state.v[active], state.t[active] = (
+                    new_state.m, new_state.v, new_state.t,
+                )
+                if self.threshold is not None:
+                    active = active[~(current < self.threshold)]
+        return x0 + p
