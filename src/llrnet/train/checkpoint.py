@@ -1,0 +1,168 @@
+"""Training checkpoints: atomic, checksummed, never unpickled.
+
+A checkpoint is two files in the run's ``checkpoints/`` folder:
+
+* ``step-00000100.pt``: ``torch.save`` of a dict of tensors and plain Python
+  values (model, optimizer, scheduler, EMA, RNG states, data position, step),
+  read back with ``torch.load(weights_only=True)`` only;
+* ``step-00000100.json``: its manifest, written after it: step, byte size and
+  the sha256 of the ``.pt`` file.
+
+Both are written to a temporary name and renamed, so a job killed mid-write
+leaves the previous checkpoint as the newest complete one. When loading, the
+newest checkpoint whose size and sha256 match its manifest is used; a truncated
+or corrupt one (or a ``.pt`` without a manifest) is reported with a warning and
+skipped in favour of the previous good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llrnet.errors import RunError
+from llrnet.fileio import atomic_write_bytes, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step-(\d{8,})\.(pt|json)$")
+
+
+def _stem(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any],
+                    *, keep: int = 3) -> Path:
+    """Write ``state`` as the checkpoint of ``step``; keep only the newest ``keep``.
+
+    ``state`` must hold only tensors, numbers, strings, None, and lists/tuples/dicts
+    of them (what ``torch.load(weights_only=True)`` accepts). Returns the ``.pt`` path.
+    """
+    folder = Path(directory)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    path = folder / f"{_stem(step)}.pt"
+    atomic_write_bytes(path, data)
+    atomic_write_json(folder / f"{_stem(step)}.json", {
+        "step": step, "file": path.name, "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    })
+    _prune(folder, keep)
+    return path
+
+
+def _steps(folder: Path) -> list[int]:
+    found = set()
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            match = _NAME.match(entry.name)
+            if match:
+                found.add(int(match.group(1)))
+    return sorted(found)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    for step in _steps(folder)[:-keep] if keep > 0 else []:
+        for suffix in (".pt", ".json"):
+            (folder / f"{_stem(step)}{suffix}").unlink(missing_ok=True)
+
+
+def _verify(folder: Path, step: int) -> tuple[bytes | None, str]:
+    """The checkpoint's bytes if it is complete and intact, else ``(None, reason)``."""
+    manifest_path = folder / f"{_stem(step)}.json"
+    path = folder / f"{_stem(step)}.pt"
+    if not path.is_file():
+        return None, "its .pt file is missing"
+    if not manifest_path.is_file():
+        return None, "it has no manifest (the job was probably killed while writing it)"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        expected, size = str(manifest["sha256"]), int(manifest["bytes"])
+    except (ValueError, KeyError, TypeError):
+        return None, "its manifest is unreadable"
+    data = path.read_bytes()
+    if len(data) != size:
+        return None, f"it is truncated ({len(data)} of {size} bytes)"
+    if hashlib.sha256(data).hexdigest() != expected:
+        return None, "its sha256 does not match the manifest (corrupt)"
+    return data, ""
+
+
+def latest_checkpoint(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
+    """``(step, state)`` of the newest intact checkpoint in ``directory``, or None.
+
+    Damaged checkpoints are reported with a :class:`RuntimeWarning` (and the log)
+    and skipped; the previous good one is returned.
+    """
+    folder = Path(directory)
+    for step in reversed(_steps(folder)):
+        data, reason = _verify(folder, step)
+        if data is None:
+            message = f"checkpoint {folder / _stem(step)}.pt is unusable: {reason}; " \
+                      "falling back to the previous one"
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            continue
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as error:  # a matching hash but unloadable content: report, go on
+            message = f"checkpoint {folder / _stem(step)}.pt cannot be read ({error}); " \
+                      "falling back to the previous one"
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            continue
+        return step, state
+    return None
+
+
+def has_checkpoints(directory: str | Path) -> bool:
+    """True when ``directory`` holds any checkpoint file (intact or not)."""
+    return bool(_steps(Path(directory)))
+
+
+# --- random number generator states --------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and Python RNG states, as loadable tensors/values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore states saved by :func:`rng_state`."""
+    try:
+        torch.set_rng_state(state["torch"])
+        numpy_state = state["numpy"]
+        np.random.set_state((numpy_state["kind"],
+                             numpy_state["keys"].numpy().astype(np.uint32),
+                             numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached"]))
+        python = state["python"]
+        random.setstate((python["version"], tuple(int(v) for v in python["internal"].tolist()),
+                         python["gauss"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise RunError(f"checkpoint RNG state is malformed: {error}") from None
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

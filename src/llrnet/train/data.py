@@ -1,0 +1,160 @@
+"""Training data: datasets by name, and a deterministic sharded batch order.
+
+The batch order is a pure function of ``(seed, step)``: epoch ``e`` visits the
+training set in the permutation drawn from ``seed + e``, cut into global
+batches of ``batch_size`` (the last incomplete batch of each epoch is dropped).
+Rank ``r`` of ``K`` processes takes the ``r``-th contiguous ``batch_size / K``
+slice of each global batch. So the data position of a run is just its step: a
+resumed run, or a run on K processes, sees exactly the same global batches.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from llrnet.errors import RunError, UsageError
+from llrnet.train.config import DataConfig
+
+TrainEval = tuple[Dataset[Any], Dataset[Any]]
+
+
+def _digits2(config: DataConfig) -> TrainEval:
+    from llrnet.data import two_class_digits
+
+    return (two_class_digits("train", size=config.size),
+            two_class_digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
+
+
+def _digits10(config: DataConfig) -> TrainEval:
+    from llrnet.data import digits
+
+    return (digits("train", size=config.size),
+            digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
+
+
+def _library_dataset(function: str, config: DataConfig, train_splits: tuple[str, ...]
+                     ) -> TrainEval:
+    """``llrnet.data.<function>(root, split)`` for each split, if the data area provides it."""
+    data = importlib.import_module("llrnet.data")
+    builder = getattr(data, function, None)
+    if builder is None:
+        raise RunError(
+            f"dataset {config.name!r} needs llrnet.data.{function}, which this version of "
+            "llrnet does not provide; train on digits2 or digits10 instead"
+        )
+    if config.root is None:
+        root = getattr(data, "DEFAULT_ROOT", None)
+        if root is None:
+            raise UsageError(f"dataset {config.name!r} needs data.root (its folder)")
+    else:
+        root = config.root
+    parts = [builder(root, split) for split in train_splits]
+    train: Dataset[Any] = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+    return train, builder(root, config.eval_split)
+
+
+def _cifar10(config: DataConfig) -> TrainEval:
+    return _library_dataset("cifar10", config, ("train",))
+
+
+def _imagenet(config: DataConfig) -> TrainEval:
+    return _library_dataset("imagenet", config, ("train",))
+
+
+def _bird_or_bicycle(config: DataConfig) -> TrainEval:
+    splits = ("train", "extras") if config.extras else ("train",)
+    return _library_dataset("BirdOrBicycle", config, splits)
+
+
+DATASETS: dict[str, Callable[[DataConfig], TrainEval]] = {
+    "digits2": _digits2,
+    "digits10": _digits10,
+    "cifar10": _cifar10,
+    "imagenet": _imagenet,
+    "bird_or_bicycle": _bird_or_bicycle,
+}
+
+
+def build_datasets(config: DataConfig) -> TrainEval:
+    """``(train, held_out)`` datasets of ``(image [C, H, W] in [0, 1], label)``."""
+    builder = DATASETS.get(config.name)
+    if builder is None:
+        raise UsageError(f"unknown dataset {config.name!r}; choose one of: {', '.join(DATASETS)}")
+    return builder(config)
+
+
+def in_memory(dataset: Dataset[Any]) -> tuple[Tensor, Tensor] | None:
+    """``(images, labels)`` tensors when the dataset holds them (the digits), else None."""
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if isinstance(images, Tensor) and isinstance(labels, Tensor):
+        return images, labels
+    return None
+
+
+def global_batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tensor:
+    """Indices of the global batch of optimizer step ``step`` (0-based), int64 [batch_size]."""
+    per_epoch = n // batch_size
+    if per_epoch < 1:
+        raise UsageError(f"batch_size {batch_size} is larger than the training set ({n} images)")
+    epoch, offset = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator)
+    return order[offset * batch_size:(offset + 1) * batch_size]
+
+
+def shard(indices: Tensor, rank: int, world: int) -> Tensor:
+    """Rank ``rank``'s contiguous slice of a global batch (``len`` divisible by ``world``)."""
+    if len(indices) % world:
+        raise UsageError(f"batch_size {len(indices)} is not divisible by the {world} processes")
+    per_rank = len(indices) // world
+    return indices[rank * per_rank:(rank + 1) * per_rank]
+
+
+class ShardedBatches:
+    """Batch sampler: this rank's indices for steps ``start, start + 1, ..., stop - 1``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            indices = global_batch_indices(self.n, self.batch_size, self.seed, step)
+            yield shard(indices, self.rank, self.world).tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def batches(dataset: Dataset[Any], sampler: ShardedBatches, num_workers: int = 0
+            ) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x [n, C, H, W] float, y int64 [n])`` CPU batches in the sampler's order."""
+    memory = in_memory(dataset)
+    if memory is not None and num_workers == 0:
+        images, labels = memory
+        for indices in sampler:
+            index = torch.tensor(indices, dtype=torch.int64)
+            yield images[index], labels[index]
+        return
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                        persistent_workers=False)
+    for x, y in loader:
+        yield x.float(), torch.as_tensor(y, dtype=torch.int64)
+
+
+def held_out(dataset: Dataset[Any], count: int) -> tuple[Tensor, Tensor]:
+    """The first ``count`` images of ``dataset`` as ``(images, labels)`` tensors."""
+    memory = in_memory(dataset)
+    n = min(count, len(dataset))  # type: ignore[arg-type]
+    if memory is not None:
+        return memory[0][:n], memory[1][:n]
+    items = [dataset[i] for i in range(n)]
+    return (torch.stack([torch.as_tensor(x) for x, _ in items]).float(),
+            torch.tensor([int(y) for _, y in items], dtype=torch.int64))

@@ -1,0 +1,50 @@
+"""Periodic evaluation during training: clean and L-inf PGD accuracy on held-out images."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.train.config import EvalConfig
+
+
+def _challenge_view(model: nn.Module) -> nn.Module:
+    """The two-class view of a bird-or-bicycle classifier (whose raw head is a sigmoid)."""
+    from llrnet.models import BirdOrBicycleClassifier, ChallengeView
+
+    return ChallengeView(model) if isinstance(model, BirdOrBicycleClassifier) else model
+
+
+def robust_accuracy(model: nn.Module, images: Tensor, labels: Tensor, config: EvalConfig,
+                    *, device: torch.device) -> dict[str, float]:
+    """``{"clean_accuracy", "pgd_accuracy"}`` of ``model`` on ``images`` (in [0, 1]).
+
+    PGD: ``config.steps`` L-inf steps of size ``config.step_size`` (default
+    ``2.5 * eps / steps``) with random start, seeded per image (seed = index).
+    The model's train/eval mode is restored afterwards.
+    """
+    from llrnet.attacks import PGD
+
+    view = _challenge_view(model)
+    was_training = model.training
+    model.eval()
+    step_size = config.step_size if config.step_size is not None else (
+        2.5 * config.eps / max(config.steps, 1))
+    attack = PGD(eps=config.eps, steps=config.steps, step_size=step_size, loss=config.loss)
+    clean = robust = 0
+    try:
+        for start in range(0, len(labels), config.batch_size):
+            x = images[start:start + config.batch_size].to(device)
+            y = labels[start:start + config.batch_size].to(device)
+            with torch.no_grad():
+                clean += int((view(x).argmax(1) == y).sum())
+            if config.eps > 0 and config.steps > 0:
+                x_adv = attack(view, x, y, seeds=start)
+                with torch.no_grad():
+                    robust += int((view(x_adv).argmax(1) == y).sum())
+            else:
+                robust = clean
+    finally:
+        model.train(was_training)
+    n = max(len(labels), 1)
+    return {"clean_accuracy": clean / n, "pgd_accuracy": robust / n}

@@ -1,0 +1,89 @@
+"""Training metrics: a JSONL file (one record per logged step) and TensorBoard.
+
+``metrics.jsonl`` holds ``{"step": int, "time": seconds since the run began,
+<name>: float, ...}`` per line; names are the task's terms (``loss``, ``ce``,
+``gamma``, ...) plus ``lr``, ``images_per_second`` and the periodic evaluation's
+``eval/clean_accuracy`` and ``eval/pgd_accuracy``. Only rank 0 writes. On
+resume, records after the checkpoint's step are dropped, so the file describes
+one consistent history.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llrnet.fileio import atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (a run folder or the file itself)."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / METRICS_FILE
+    if not target.is_file():
+        return []
+    records = []
+    for line in target.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: ignore it
+            continue
+    return records
+
+
+class MetricsLogger:
+    """Writes metrics to ``out_dir/metrics.jsonl`` and (optionally) ``out_dir/tensorboard``.
+
+    Args:
+        out_dir: the run folder.
+        enabled: False on ranks other than 0 (nothing is written).
+        tensorboard: also write TensorBoard event files.
+        resume_step: when resuming, drop records with ``step > resume_step``.
+    """
+
+    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = Path(out_dir) / METRICS_FILE
+        self._writer: Any = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        elif self.path.exists():
+            self.path.unlink()
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"),
+                                         purge_step=resume_step + 1 if resume_step else None)
+
+    def log(self, step: int, values: Mapping[str, float]) -> None:
+        """Append one record for ``step`` (non-finite values are written as null)."""
+        if not self.enabled:
+            return
+        record: dict[str, Any] = {"step": step}
+        for name, value in values.items():
+            number = float(value)
+            record[name] = number if math.isfinite(number) else None
+            if self._writer is not None and math.isfinite(number):
+                self._writer.add_scalar(name, number, step)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        """Flush and close TensorBoard."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
