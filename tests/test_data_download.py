@@ -209,6 +209,8 @@ def test_download_reports_faults_then_resumes(
     assert cli_download(root, served) == 0
     image_hits = {p for p in served.hits if p.startswith("/bucket/")}
     assert image_hits == set(faults) | {image_path("bird", 20)}
+    # The verified id lists were reused from <root>/0.0.4/metadata.
+    assert not any(p.startswith("/lists/") for p in served.hits)
     report = json.loads((base / "download_report.json").read_text())
     assert report["complete"] is True and report["failed"] == []
     assert report["downloaded"] == len(faults) + 1

@@ -1,11 +1,60 @@
-"""Datasets: the bundled digits, bird-or-bicycle, ImageNet and CIFAR-10 folders.
+"""Datasets: the bundled digits, bird-or-bicycle, ImageNet and CIFAR-10.
 
 All datasets yield ``(image, label)`` with images as float tensors in [0, 1]
-(CHW); normalization lives inside the models.
+(CHW); normalization lives inside the models. See ``docs/data.md``.
+
+Example::
+
+    from llrnet.data import BirdOrBicycle, two_class_digits
+    digits = two_class_digits("test")               # no download needed
+    birds = BirdOrBicycle(split="test")             # after `llrnet data download`
 """
 
 from __future__ import annotations
 
+from llrnet.data.bird_or_bicycle import (
+    DEFAULT_ROOT,
+    BirdOrBicycle,
+    DownloadReport,
+    ExtrasRule,
+    Sources,
+    VerifyReport,
+    download,
+    evaluation_loader,
+    verify,
+)
 from llrnet.data.digits import DigitsDataset, digits, two_class_digits
+from llrnet.data.folders import CIFAR10, ImageFolderDataset, imagenet
+from llrnet.data.loaders import loader_settings
+from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
+from llrnet.data.transforms import (
+    challenge_eval_transform,
+    cifar_train_transform,
+    imagenet_eval_transform,
+    imagenet_train_transform,
+)
 
-__all__ = ["DigitsDataset", "digits", "two_class_digits"]
+__all__ = [
+    "CIFAR10",
+    "DEFAULT_ROOT",
+    "BirdOrBicycle",
+    "CorruptImageWarning",
+    "DigitsDataset",
+    "DownloadReport",
+    "ExtrasRule",
+    "ImageFileDataset",
+    "ImageFolderDataset",
+    "Sources",
+    "VerifyReport",
+    "challenge_eval_transform",
+    "cifar_train_transform",
+    "digits",
+    "download",
+    "evaluation_loader",
+    "imagenet",
+    "imagenet_eval_transform",
+    "imagenet_train_transform",
+    "loader_settings",
+    "two_class_digits",
+    "verify",
+]

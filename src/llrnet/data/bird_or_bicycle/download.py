@@ -182,7 +182,8 @@ def download(
     sessions = _Sessions()
 
     # 1. Id lists, checked before anything is written.
-    raw_lists = fetch_id_lists(sources, policy=policy, session=sessions.get())
+    raw_lists = fetch_id_lists(sources, policy=policy, session=sessions.get(),
+                               cache=base / "metadata")
     id_lists = {name: parse_id_list(data, name) for name, data in raw_lists.items()}
     for name, data in raw_lists.items():
         atomic_write_bytes(base / "metadata" / f"{name}_image_ids.csv", data)
@@ -281,22 +282,26 @@ def _run_jobs(
             return job, "failed", f"could not write {job.path}: {error}"
         return job, "downloaded", ""
 
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(jobs), unit="img", desc="bird-or-bicycle", disable=not progress
-    ) as bar:
-        futures = [pool.submit(one, job) for job in jobs]
-        for future in as_completed(futures):
-            job, outcome, reason = future.result()
-            bar.update(1)
-            if outcome == "skipped":
-                report.skipped += 1
-            elif outcome == "downloaded":
-                report.downloaded += 1
-            else:
-                log.warning("failed %s/%s/%s: %s", job.split, job.class_name, job.image_id,
-                            reason)
-                report.failed.append({
-                    "split": job.split, "class": job.class_name, "id": job.image_id,
-                    "url": sources.image_url(job.image_id), "reason": reason,
-                })
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        with tqdm(total=len(jobs), unit="img", desc="bird-or-bicycle",
+                  disable=not progress) as bar:
+            futures = [pool.submit(one, job) for job in jobs]
+            for future in as_completed(futures):
+                job, outcome, reason = future.result()
+                bar.update(1)
+                if outcome == "skipped":
+                    report.skipped += 1
+                elif outcome == "downloaded":
+                    report.downloaded += 1
+                else:
+                    log.warning("failed %s/%s/%s: %s", job.split, job.class_name, job.image_id,
+                                reason)
+                    report.failed.append({
+                        "split": job.split, "class": job.class_name, "id": job.image_id,
+                        "url": sources.image_url(job.image_id), "reason": reason,
+                    })
+    finally:
+        # On Ctrl-C or an unexpected error, do not wait for the queued downloads.
+        pool.shutdown(wait=True, cancel_futures=True)
     report.failed.sort(key=lambda f: (f["split"], f["class"], f["id"]))
