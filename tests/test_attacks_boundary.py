@@ -1,0 +1,114 @@
+"""Boundary attack: starting points, threshold, give-up paths, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from llrnet.attacks.boundary import Boundary
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: thread start-up dominates on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def linear_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with torch.no_grad():
+        model[1].weight.mul_(4)
+    return model
+
+
+def data(model: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        return x, model(x).argmax(1)
+
+
+def test_starting_points_are_pool_images_of_the_other_class() -> None:
+    model = linear_model()
+    x, y = data(model, 6, 0)
+    pool = data(model, 20, 1)
+    attack = Boundary(threshold=100.0, iterations=0)
+    out = attack(model, x, y, seeds=0, pool=pool)
+    for i in range(6):
+        match = (pool[0] == out[i]).flatten(1).all(dim=1)
+        assert match.sum() == 1
+        assert int(pool[1][match.nonzero()[0, 0]]) != int(y[i])
+    assert attack.last_stats["model_evaluations"] == 12  # clean check + starting points
+
+
+def test_final_distance_within_threshold_and_adversarial() -> None:
+    model = linear_model()
+    x, y = data(model, 8, 2)
+    pool = data(model, 30, 3)
+    w = model[1].weight.detach()
+    with torch.no_grad():
+        logits = model(x)
+    # Minimal L2 distance to the boundary of a linear model: |margin| / ||w0 - w1||.
+    minimal = (logits[:, 0] - logits[:, 1]).abs() / (w[0] - w[1]).norm()
+    threshold = float(minimal.max()) * 1.5
+    attack = Boundary(threshold=threshold, iterations=400)
+    out = attack(model, x, y, seeds=0, pool=pool)
+    dist = (out - x).flatten(1).norm(dim=1)
+    assert (dist <= threshold * (1 + 1e-5)).all()
+    assert out.min() >= 0 and out.max() <= 1
+    with torch.no_grad():
+        fooled = model(out).argmax(1) != y
+    assert fooled.float().mean() >= 0.75  # the walk got inside the threshold for most images
+    assert attack.last_stats["model_evaluations"] < 8 * 400 * 25
+
+
+def test_unreachable_threshold_is_projected_onto_the_sphere() -> None:
+    model = linear_model()
+    x, y = data(model, 3, 4)
+    pool = data(model, 10, 5)
+    w = model[1].weight.detach()
+    with torch.no_grad():
+        logits = model(x)
+    minimal = (logits[:, 0] - logits[:, 1]).abs() / (w[0] - w[1]).norm()
+    threshold = float(minimal.min()) * 0.5  # no adversarial point this close exists
+    attack = Boundary(threshold=threshold, iterations=100)
+    out = attack(model, x, y, seeds=0, pool=pool)
+    dist = (out - x).flatten(1).norm(dim=1)
+    torch.testing.assert_close(dist, torch.full_like(dist, threshold), rtol=1e-5, atol=0)
+    with torch.no_grad():
+        assert (model(out).argmax(1) == y).all()  # projected, class not re-checked
+    # No early stop: every iteration spent (plus the clean and starting-point checks).
+    assert attack.last_stats["model_evaluations"] >= 3 * 100 + 6
+
+
+def test_invalid_starting_point_and_misclassified_input_return_the_input() -> None:
+    model = linear_model()
+    x, y = data(model, 4, 6)
+    images, predicted = data(model, 12, 7)
+    lying_pool = (images, 1 - predicted)  # labels say "other class", the model disagrees
+    attack = Boundary(threshold=0.1, iterations=50)
+    torch.testing.assert_close(attack(model, x, y, pool=lying_pool), x)
+    assert attack.last_stats["model_evaluations"] == 8
+    wrong = 1 - y  # already misclassified
+    torch.testing.assert_close(attack(model, x, wrong, pool=(images, predicted)), x)
+    assert attack.last_stats["model_evaluations"] == 4
+
+
+def test_boundary_is_batch_invariant() -> None:
+    model = linear_model()
+    x, y = data(model, 4, 8)
+    pool = data(model, 16, 9)
+    seeds = torch.tensor([3, 1, 4, 1])
+    attack = Boundary(threshold=0.3, iterations=60, directions_per_batch=4, max_batch=8)
+    full = attack(model, x, y, seeds=seeds, pool=pool)
+    alone = attack(model, x[2:3], y[2:3], seeds=seeds[2:3], pool=pool)
+    torch.testing.assert_close(full[2:3], alone)
+    other_chunks = Boundary(threshold=0.3, iterations=60, directions_per_batch=4, max_batch=1000)
+    torch.testing.assert_close(other_chunks(model, x, y, seeds=seeds, pool=pool), full)
