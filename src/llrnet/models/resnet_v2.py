@@ -16,6 +16,8 @@ Options a faithful port needs are explicit constructor arguments:
 * ``stem_bias`` / ``out_bias``: biases on the stem convolution and on the
   un-normalized convolutions (each unit's last 1x1 and projection shortcut), as
   TF-slim's v2 has them.
+* ``bn_scale``: batch norm with a learned scale (gamma, default) or, if False,
+  offset only (Sonnet's default ``scale=False``; :class:`OffsetBatchNorm2d`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,28 @@ STANDARD_WIDTHS = (64, 128, 256, 512)
 """Bottleneck widths per stage; each stage outputs 4x its width."""
 
 
+class OffsetBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm with a learned offset (``bias``) but no scale: ``x_hat + bias``.
+
+    Running statistics, momentum and epsilon behave exactly as in
+    ``nn.BatchNorm2d``; the state has ``bias``, ``running_mean``,
+    ``running_var`` and ``num_batches_tracked`` (no ``weight``).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=False)
+        # ``_BatchNorm.forward`` passes ``self.weight`` (None) and ``self.bias`` to
+        # ``F.batch_norm``, which then adds the offset without scaling.
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+
+def batch_norm(channels: int, *, eps: float, momentum: float, scale: bool = True) -> nn.Module:
+    """``nn.BatchNorm2d`` (``scale=True``) or :class:`OffsetBatchNorm2d` (``scale=False``)."""
+    if scale:
+        return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+    return OffsetBatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
 class BottleneckV2(nn.Module):
     """One pre-activation bottleneck unit. [N, C_in, H, W] -> [N, 4w, H/s, W/s]."""
 
@@ -54,15 +78,19 @@ class BottleneckV2(nn.Module):
         bn_eps: float,
         bn_momentum: float,
         out_bias: bool,
+        bn_scale: bool = True,
     ) -> None:
         super().__init__()
         out_channels = 4 * width
         self.stride = stride
-        self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
+        def bn(channels: int) -> nn.Module:
+            return batch_norm(channels, eps=bn_eps, momentum=bn_momentum, scale=bn_scale)
+
+        self.bn1 = bn(in_channels)
         self.conv1 = conv2d(in_channels, width, 1, padding=padding)
-        self.bn2 = nn.BatchNorm2d(width, eps=bn_eps, momentum=bn_momentum)
+        self.bn2 = bn(width)
         self.conv2 = conv2d(width, width, 3, stride=stride, padding=padding)
-        self.bn3 = nn.BatchNorm2d(width, eps=bn_eps, momentum=bn_momentum)
+        self.bn3 = bn(width)
         self.conv3 = conv2d(width, out_channels, 1, padding=padding, bias=out_bias)
         self.shortcut: nn.Module | None = None
         if in_channels != out_channels:
@@ -95,7 +123,8 @@ class ResNetV2(nn.Module):
         widths: bottleneck width per stage (outputs are 4x).
         in_channels: image channels.
         stem_width: channels of the stem convolution.
-        padding, bn_eps, bn_momentum, stride_in, stem_bias, out_bias: see module doc.
+        padding, bn_eps, bn_momentum, stride_in, stem_bias, out_bias, bn_scale: see
+            module doc.
     """
 
     def __init__(
@@ -111,6 +140,7 @@ class ResNetV2(nn.Module):
         stride_in: StrideIn = "first",
         stem_bias: bool = False,
         out_bias: bool = False,
+        bn_scale: bool = True,
     ) -> None:
         super().__init__()
         if len(units) != len(widths):
@@ -136,12 +166,13 @@ class ResNetV2(nn.Module):
             for stride in strides:
                 blocks.append(
                     BottleneckV2(channels, width, stride, padding=padding, bn_eps=bn_eps,
-                                 bn_momentum=bn_momentum, out_bias=out_bias)
+                                 bn_momentum=bn_momentum, out_bias=out_bias,
+                                 bn_scale=bn_scale)
                 )
                 channels = 4 * width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.final_bn = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+        self.final_bn = batch_norm(channels, eps=bn_eps, momentum=bn_momentum, scale=bn_scale)
         self.num_features = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,12 +39,14 @@ def llr_pretrain_adv(
     stride_in: StrideIn = "first",
     stem_bias: bool = False,
     out_bias: bool = False,
+    bn_scale: bool = True,
     preprocess: bool = True,
     crop_fraction: float = 0.875,
 ) -> BirdOrBicycleClassifier:
     """DeepMind's ``llr-pretrain-adv``: ResNet-``depth`` v2 latents + linear head."""
     trunk = ResNetV2(units=STAGE_UNITS[depth], padding=padding, bn_eps=bn_eps,
-                     stride_in=stride_in, stem_bias=stem_bias, out_bias=out_bias)
+                     stride_in=stride_in, stem_bias=stem_bias, out_bias=out_bias,
+                     bn_scale=bn_scale)
     return _bird_or_bicycle(trunk, preprocess, crop_fraction)
 
 
@@ -59,22 +61,23 @@ def llr_pretrain_adv_tiny(
     stride_in: StrideIn = "first",
     stem_bias: bool = False,
     out_bias: bool = False,
+    bn_scale: bool = True,
     preprocess: bool = True,
     crop_fraction: float = 0.875,
 ) -> BirdOrBicycleClassifier:
     """A tiny bird-or-bicycle classifier with the same structure (tests, fixtures)."""
     trunk = ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
                      padding=padding, bn_eps=bn_eps, stride_in=stride_in,
-                     stem_bias=stem_bias, out_bias=out_bias)
+                     stem_bias=stem_bias, out_bias=out_bias, bn_scale=bn_scale)
     return _bird_or_bicycle(trunk, preprocess, crop_fraction)
 
 
 def _imagenet(units: tuple[int, ...], widths: tuple[int, ...], stem_width: int,
               num_classes: int, padding: Padding, bn_eps: float, stride_in: StrideIn,
-              stem_bias: bool, out_bias: bool) -> ImageNetClassifier:
+              stem_bias: bool, out_bias: bool, bn_scale: bool = True) -> ImageNetClassifier:
     trunk = ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
                      padding=padding, bn_eps=bn_eps, stride_in=stride_in,
-                     stem_bias=stem_bias, out_bias=out_bias)
+                     stem_bias=stem_bias, out_bias=out_bias, bn_scale=bn_scale)
     return ImageNetClassifier(trunk, trunk.num_features, num_classes)
 
 
@@ -88,9 +91,10 @@ def _register_imagenet(depth: int) -> None:
         stride_in: StrideIn = "first",
         stem_bias: bool = False,
         out_bias: bool = False,
+        bn_scale: bool = True,
     ) -> ImageNetClassifier:
         return _imagenet(STAGE_UNITS[depth], STANDARD_WIDTHS, 64, num_classes, padding,
-                         bn_eps, stride_in, stem_bias, out_bias)
+                         bn_eps, stride_in, stem_bias, out_bias, bn_scale)
 
     build.__doc__ = f"ResNet-{depth} v2 ImageNet classifier on ``2x - 1`` inputs."
 
@@ -111,10 +115,11 @@ def resnet_v2_tiny_imagenet(
     stride_in: StrideIn = "first",
     stem_bias: bool = False,
     out_bias: bool = False,
+    bn_scale: bool = True,
 ) -> ImageNetClassifier:
     """A tiny ImageNet-style ResNet v2 classifier (tests, fixtures)."""
     return _imagenet(units, widths, stem_width, num_classes, padding, bn_eps, stride_in,
-                     stem_bias, out_bias)
+                     stem_bias, out_bias, bn_scale)
 
 
 def _register_wrn(name: str, depth: int, width: int, activation: Activation) -> None:
