@@ -269,3 +269,26 @@ def test_extras_download_uses_box_csv_and_caches_selection(
     report = download(root, "extras", **kwargs)  # type: ignore[arg-type]
     assert served.hits["/boxes.csv"] == 0  # the selection came from the cache
     assert report.skipped == 4 and report.downloaded == 0
+
+
+def test_sources_precedence_argument_over_environment_over_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LLRNET_BOB_IMAGE_URL", raising=False)
+    monkeypatch.delenv("LLRNET_BOB_ID_LIST_URL", raising=False)
+    default = Sources()
+    assert default.image_url("0123456789abcdef") == \
+        "https://open-images-dataset.s3.amazonaws.com/train/0123456789abcdef.jpg"
+    assert default.id_list_url("bird") == (
+        "https://raw.githubusercontent.com/google/unrestricted-adversarial-examples/"
+        "7285875bfec2639be8e9867ea746407e061c653b/bird-or-bicycle/bird_or_bicycle/"
+        "metadata/0.0.4/bird_image_ids.csv")
+    monkeypatch.setenv("LLRNET_BOB_IMAGE_URL", "http://env.example/bucket/")
+    assert Sources().image_url("x") == "http://env.example/bucket/train/x.jpg"
+    assert Sources(image_base="http://arg.example").image_url("x") == \
+        "http://arg.example/train/x.jpg"
+
+
+def test_retry_backoff_doubles_and_is_capped() -> None:
+    policy = RetryPolicy(backoff=0.5, max_backoff=3.0)
+    assert [policy.wait(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
