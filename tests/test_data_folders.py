@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from llrnet.data.folders import CIFAR10, imagenet
+from llrnet.data.folders import CIFAR10, cifar10, imagenet
 from llrnet.data.loaders import available_cpus, loader_settings
 from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
 from llrnet.data.transforms import cifar_train_transform
@@ -113,8 +113,9 @@ def test_cifar10_binary_records_and_augmentation(tmp_path: Path) -> None:
     image, label = test[2]
     assert label == int(truth["test"][0][2])
     torch.testing.assert_close(image, torch.from_numpy(truth["test"][1][2]).float() / 255)
-    train = CIFAR10(tmp_path, "train")
+    train = cifar10(tmp_path, "train")
     assert len(train) == 15 and train.transform is not None
+    assert train.targets.tolist() == truth["train"][0].tolist()
     plain = CIFAR10(tmp_path, "train", augment=False)
     torch.testing.assert_close(plain[14][0], torch.from_numpy(truth["train"][1][14]).float() / 255)
 

@@ -24,7 +24,7 @@ from llrnet.data.bird_or_bicycle import (
     verify,
 )
 from llrnet.data.digits import DigitsDataset, digits, two_class_digits
-from llrnet.data.folders import CIFAR10, ImageFolderDataset, imagenet
+from llrnet.data.folders import CIFAR10, ImageFolderDataset, cifar10, imagenet
 from llrnet.data.loaders import loader_settings
 from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
 from llrnet.data.transforms import (
@@ -47,6 +47,7 @@ __all__ = [
     "Sources",
     "VerifyReport",
     "challenge_eval_transform",
+    "cifar10",
     "cifar_train_transform",
     "digits",
     "download",

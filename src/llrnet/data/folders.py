@@ -105,7 +105,9 @@ class CIFAR10(Dataset[tuple[Tensor, int]]):
         url, md5: where to fetch it from and its checksum (mirrors, tests).
 
     Attributes:
-        images: uint8 ``[N, 3, 32, 32]``; labels: int64 ``[N]``.
+        pixels: uint8 ``[N, 3, 32, 32]`` (deliberately not named ``images``: they
+            are not float images in [0, 1]; use ``dataset[i]``).
+        targets: int64 ``[N]``.
     """
 
     classes = CIFAR10_CLASSES
@@ -125,20 +127,29 @@ class CIFAR10(Dataset[tuple[Tensor, int]]):
         root = Path(root).expanduser()
         folder = _locate_cifar(root, download=download, url=url, md5=md5)
         arrays = [_read_cifar_file(folder / name) for name in _CIFAR_FILES[split]]
-        self.images = torch.from_numpy(np.concatenate([a[0] for a in arrays]))
-        self.labels = torch.from_numpy(np.concatenate([a[1] for a in arrays]))
+        self.pixels = torch.from_numpy(np.concatenate([a[0] for a in arrays]))
+        self.targets = torch.from_numpy(np.concatenate([a[1] for a in arrays]))
         self.split = split
         augment = split == "train" if augment is None else augment
         self.transform = cifar_train_transform() if augment else None
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.targets.shape[0])
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image = self.images[index].to(torch.float32) / 255.0
+        """``(image [3, 32, 32] float in [0, 1], label)``, augmented if enabled."""
+        image = self.pixels[index].to(torch.float32) / 255.0
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(self.labels[index])
+        return image, int(self.targets[index])
+
+
+def cifar10(
+    root: str | Path, split: str = "train", *, augment: bool | None = None,
+    download: bool = False,
+) -> CIFAR10:
+    """``CIFAR10(root, split, ...)`` as a function, like :func:`imagenet`."""
+    return CIFAR10(root, split, augment=augment, download=download)
 
 
 def _locate_cifar(root: Path, *, download: bool, url: str, md5: str) -> Path:
