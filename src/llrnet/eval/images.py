@@ -18,14 +18,19 @@ from llrnet.errors import InputError
 
 
 class ImageSource:
-    """The first ``count`` images of a dataset, addressable by index.
+    """The images under evaluation, in evaluation order, addressable by dataset index.
 
     ``dataset`` is a ``torch.utils.data.Dataset`` yielding ``(image [C, H, W]
     float in [0, 1], label int)`` or a tuple ``(images [N, C, H, W], labels
-    [N])`` of tensors. ``max_images`` keeps the first ``max_images`` only.
+    [N])`` of tensors. ``order`` lists the dataset indices in evaluation order:
+    the dataset's own order, or with ``shuffle_seed`` the permutation a
+    ``DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed))``
+    visits (``llrnet.data.evaluation_loader``'s order). ``max_images`` keeps the
+    first ``max_images`` of that order.
     """
 
-    def __init__(self, dataset: Any, max_images: int | None = None) -> None:
+    def __init__(self, dataset: Any, max_images: int | None = None,
+                 shuffle_seed: int | None = None) -> None:
         if max_images is not None and max_images < 1:
             raise InputError(f"max_images must be >= 1, got {max_images}")
         self._images: torch.Tensor | None = None
@@ -53,12 +58,17 @@ class ImageSource:
             raise InputError("the dataset is empty")
         self.total = total
         self.count = total if max_images is None else min(total, max_images)
+        if shuffle_seed is None:
+            self.order = list(range(self.count))
+        else:
+            generator = torch.Generator().manual_seed(shuffle_seed)
+            self.order = torch.randperm(total, generator=generator)[: self.count].tolist()
 
     def __len__(self) -> int:
         return self.count
 
     def get(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images [n, C, H, W] float32, labels [n] int64) at ``indices`` (on the CPU)."""
+        """(images [n, C, H, W] float32, labels [n] int64) at dataset ``indices`` (CPU)."""
         for index in indices:
             if not 0 <= index < self.total:
                 raise IndexError(f"image index {index} out of range [0, {self.total})")
@@ -89,7 +99,7 @@ class ImageSource:
         Cheap enough to compute before any work, and it catches the usual resume
         mistakes: another data folder, another split, another preprocessing.
         """
-        images, labels = self.get(range(min(batch_size, self.count)))
+        images, labels = self.get(self.order[:batch_size])
         digest = hashlib.sha256(str(self.count).encode())
         digest.update(images.contiguous().numpy().tobytes())
         digest.update(labels.numpy().tobytes())

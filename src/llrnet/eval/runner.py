@@ -109,7 +109,7 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _validate_first_batch(run: _Run, is_model_fn: bool) -> tuple[torch.Tensor, list[str]]:
     """Forward the first batch twice; raise InputError on bad outputs; sanity warnings."""
-    x, y = run.source.get(range(min(run.batch_size, run.source.count)))
+    x, y = run.source.get(run.source.order[: run.batch_size])
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise InputError(f"images must lie in [0, 1], got [{float(x.min()):.4g}, "
                          f"{float(x.max()):.4g}]; convert with x / 255")
@@ -123,12 +123,9 @@ def _validate_first_batch(run: _Run, is_model_fn: bool) -> tuple[torch.Tensor, l
     return first, checks.check_outputs(first, second)
 
 
-def _chunk_indices(chunk: int, batch_size: int, count: int) -> list[int]:
-    return list(range(chunk * batch_size, min((chunk + 1) * batch_size, count)))
-
-
-def _valid(result: ChunkResult | None, indices: list[int]) -> bool:
-    return result is not None and result.indices.tolist() == indices
+def _chunk_indices(order: list[int], chunk: int, batch_size: int, count: int) -> list[int]:
+    """Dataset indices of ``chunk``: positions [chunk * B, (chunk + 1) * B) of ``order``."""
+    return order[chunk * batch_size: min((chunk + 1) * batch_size, count)]
 
 
 def _run_chunk(run: _Run, entry: SuiteEntry, chunk: int, indices: list[int]) -> ChunkResult:
@@ -162,26 +159,23 @@ def _run_entry(run: _Run, entry: SuiteEntry, state: RunState, progress: bool
                                                                     entry.max_images)
     chunks = list(range(math.ceil(count / run.batch_size)))
     mine = chunks[distributed.rank()::distributed.world_size()]
+    members = {c: _chunk_indices(run.source.order, c, run.batch_size, count) for c in mine}
     results: dict[int, ChunkResult] = {}
-    todo: list[int] = []
     for chunk in mine:
         saved = state.load_chunk(entry.name, chunk)
-        if saved is not None and _valid(saved, _chunk_indices(chunk, run.batch_size, count)):
+        if saved is not None and saved.indices.tolist() == members[chunk]:
             results[chunk] = saved
-        else:
-            todo.append(chunk)
-    total = sum(len(_chunk_indices(c, run.batch_size, count)) for c in mine)
-    bar = tqdm(total=total, initial=total - sum(len(_chunk_indices(c, run.batch_size, count))
-                                                for c in todo),
+    todo = [chunk for chunk in mine if chunk not in results]
+    total = sum(len(members[c]) for c in mine)
+    bar = tqdm(total=total, initial=total - sum(len(members[c]) for c in todo),
                desc=entry.name, unit="img", disable=not progress or distributed.rank() != 0,
                dynamic_ncols=True)
     try:
         for chunk in todo:
-            indices = _chunk_indices(chunk, run.batch_size, count)
-            result = _run_chunk(run, entry, chunk, indices)
+            result = _run_chunk(run, entry, chunk, members[chunk])
             state.save_chunk(entry.name, chunk, result)
             results[chunk] = result
-            bar.update(len(indices))
+            bar.update(len(members[chunk]))
     finally:
         bar.close()
     merged: dict[int, ChunkResult] = {}
@@ -217,6 +211,7 @@ def evaluate(
     batch_size: int | None = None,
     max_images: int | None = None,
     attacks: Sequence[str] | None = None,
+    shuffle: bool | None = None,
     save_adversarial: bool = False,
     progress: bool = True,
     class_names: Sequence[str] | None = None,
@@ -240,6 +235,11 @@ def evaluate(
         batch_size: images per chunk (default: the suite's).
         max_images: evaluate the first ``max_images`` only.
         attacks: names of the suite's attacks to run (default all).
+        shuffle: evaluate in the seeded shuffled order of
+            ``llrnet.data.evaluation_loader`` (default: the suite's choice;
+            ``bird_or_bicycle`` shuffles, as the reference did, so that the
+            first 100 images of Boundary hold both classes). Results always
+            refer to dataset indices.
         save_adversarial: keep every adversarial image in the state files
             (otherwise only the first few, for ``examples.png``).
         progress: show a progress bar per attack (rank 0 only).
@@ -263,7 +263,8 @@ def evaluate(
     size = resolved.batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    source = ImageSource(dataset, max_images)
+    shuffled = resolved.shuffle if shuffle is None else shuffle
+    source = ImageSource(dataset, max_images, shuffle_seed=int(seed) if shuffled else None)
     model, is_model_fn = _prepare_model(model_or_model_fn, target)
     if is_model_fn:
         white_box = [entry.name for entry in resolved.entries if entry.needs_gradients]
@@ -283,6 +284,7 @@ def evaluate(
             "seed": int(seed),
             "batch_size": size,
             "images": source.count,
+            "shuffle": bool(shuffled),
             "data": source.fingerprint(size),
             "model": _fingerprint_outputs(first_logits) if is_model_fn
             else _fingerprint_module(model),
@@ -351,5 +353,5 @@ def _write_examples(out: Path, source: ImageSource, per_attack: dict[str, dict[i
             rows[name] = (first.adversarial[:shown], first.logits[:shown].numpy())
     if not rows:
         return
-    clean, labels = source.get(range(min(EXAMPLE_COUNT, source.count)))
+    clean, labels = source.get(source.order[:EXAMPLE_COUNT])
     plot_examples(clean, labels, rows, out / EXAMPLES, class_names)

@@ -133,12 +133,18 @@ def _needs_pool(attack: Any) -> bool:
 
 @dataclass(frozen=True)
 class Suite:
-    """An ordered list of attacks to run, with the options that built it."""
+    """An ordered list of attacks to run, with the options that built it.
+
+    ``batch_size`` is the default number of images per chunk; ``shuffle`` whether
+    images are evaluated in a seeded shuffled order by default (see
+    :func:`llrnet.eval.evaluate`).
+    """
 
     name: str
     entries: tuple[SuiteEntry, ...]
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
+    shuffle: bool = False
 
     def __post_init__(self) -> None:
         names = [entry.name for entry in self.entries]
