@@ -99,3 +99,62 @@ def test_bad_pgd_perturb_and_multi_targeted() -> None:
         pgd_perturb(model(), X, Y, eps=0.1, steps=1, step_size=0.1, norm="linf2")
     with pytest.raises(UsageError, match="num_targets must be"):
         MultiTargetedPGD(eps=0.1, steps=1, step_size=0.1, num_targets=0)
+
+
+def test_bad_other_attack_configuration() -> None:
+    from llrnet.attacks import (
+        SPSA,
+        Boundary,
+        Chain,
+        CommonCorruptions,
+        RandomSpatial,
+        SpatialGrid,
+    )
+
+    with pytest.raises(UsageError, match="grid must be one of"):
+        SpatialGrid(grid="diagonal")
+    with pytest.raises(UsageError, match=r"\[T, 3\] table"):
+        SpatialGrid(grid=[[1.0, 2.0]])
+    with pytest.raises(UsageError, match=r"border_fraction must be < 0\.5"):
+        SpatialGrid(border_fraction=0.5)
+    with pytest.raises(UsageError, match="samples must be even"):
+        SPSA(samples=7)
+    with pytest.raises(UsageError, match="max_batch must be"):
+        SPSA(max_batch=0)
+    with pytest.raises(UsageError, match="threshold must be > 0"):
+        Boundary(threshold=0.0)
+    with pytest.raises(UsageError, match=r"unknown corruptions.*valid names"):
+        CommonCorruptions(("gaussian_noise", "rain"))
+    with pytest.raises(UsageError, match="severity must be"):
+        CommonCorruptions(severity=6)
+    with pytest.raises(UsageError, match="at least one stage"):
+        Chain()
+    with pytest.raises(UsageError, match="border 8 is too large"):
+        RandomSpatial(border=8)(model(), torch.rand(1, 1, 4, 4), torch.tensor([0]))
+
+
+def test_boundary_pool_errors() -> None:
+    from llrnet.attacks import Boundary, Chain, RandomSpatial
+
+    with pytest.raises(UsageError, match="needs pool"):
+        Boundary()(model(), X, Y)
+    with pytest.raises(UsageError, match="needs pool"):
+        Chain(RandomSpatial(border=0), Boundary())(model(), X, Y)
+    constant = model()
+    nn.init.zeros_(constant[1].weight)
+    nn.init.zeros_(constant[1].bias)  # predicts class 0 (ties go to class 0)
+    zeros = torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(InputError, match="no image of a class other than 0"):
+        Boundary()(constant, X, zeros, pool=(X, zeros))
+
+
+def test_corruptions_reject_two_channel_images() -> None:
+    from llrnet.attacks import CommonCorruptions
+
+    with pytest.raises(UsageError, match="1- or 3-channel"):
+        CommonCorruptions(("contrast",), workers=0)(model2(), torch.rand(1, 2, 4, 4),
+                                                     torch.tensor([0]))
+
+
+def model2() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(32, 2))

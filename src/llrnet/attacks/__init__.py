@@ -1,6 +1,6 @@
 """Adversarial attacks on float NCHW images in [0, 1]: ``attack(model, x, y) -> x_adv``.
 
-Contract (``/work/briefs/contracts.md``), kept exactly::
+Contract (cross-area contracts), kept exactly::
 
     attack = PGD(eps=8/255, steps=10, step_size=2/255)
     x_adv = attack(model, x, y, seeds=0)       # seeds: int s -> image i uses s + i
@@ -12,28 +12,54 @@ evaluations, draws each image's randomness from its own seed (results do not
 depend on batch-mates) and enforces the threat model (the attack's ball and
 [0, 1]).
 
-Compatible extensions of the contract (documented here as the brief asks):
+Attacks: :class:`Identity` ("clean"), :class:`SpatialGrid`,
+:class:`CommonCorruptions`, :class:`RandomSpatial`, :class:`SPSA`,
+:class:`Boundary`, :class:`PGD`, :class:`MultiTargetedPGD`, :class:`Chain`;
+the functional :func:`pgd_perturb` for training; parts in
+:mod:`llrnet.attacks.parts`.
 
-* ``last_stats`` also holds ``"images"`` and ``"seconds"``.
+Compatible extensions of the contract (documented here as agreed):
+
+* ``last_stats`` also holds ``"images"`` and ``"seconds"``; :class:`Chain`
+  adds ``stage_stats`` (each stage's ``last_stats``).
 * ``Attack.norm`` / ``Attack.eps`` name the ball the base class clips to
-  (``None`` for unbounded attacks such as the spatial grid).
+  (``None`` for unbounded attacks such as the spatial grid); ``Attack.needs_pool``
+  says whether ``pool`` is required (Boundary, and Chains containing it).
+* Per-image random streams are salted by the attack's ``name``, so the stages
+  of a Chain draw independently from the same seeds.
 * :mod:`llrnet.attacks.parts` also provides :class:`~llrnet.attacks.parts.ImageRng`
   (per-image random streams), :class:`~llrnet.attacks.parts.AdamState`,
   ``draw_uniform``, ``random_init_l2`` and ``wrong_class_margin``.
 * :func:`~llrnet.attacks.pgd.pgd_steps` is the PGD loop on a given start and
   objective (used by ``pgd_perturb``, :class:`PGD`, :class:`MultiTargetedPGD`).
+* :func:`~llrnet.attacks.spatial.spatial_grid` returns the grids' transform
+  tables; ``SpatialGrid.transform`` / ``RandomSpatial.transform`` and
+  ``CommonCorruptions.corrupt`` expose the image operations themselves.
 """
 
 from __future__ import annotations
 
 from llrnet.attacks.base import Attack, CountingModel, Identity
+from llrnet.attacks.boundary import Boundary
+from llrnet.attacks.chain import Chain
+from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions
 from llrnet.attacks.pgd import PGD, MultiTargetedPGD, pgd_perturb
+from llrnet.attacks.spatial import RandomSpatial, SpatialGrid, spatial_grid
+from llrnet.attacks.spsa import SPSA
 
 __all__ = [
+    "CHALLENGE_CORRUPTIONS",
     "PGD",
+    "SPSA",
     "Attack",
+    "Boundary",
+    "Chain",
+    "CommonCorruptions",
     "CountingModel",
     "Identity",
     "MultiTargetedPGD",
+    "RandomSpatial",
+    "SpatialGrid",
     "pgd_perturb",
+    "spatial_grid",
 ]

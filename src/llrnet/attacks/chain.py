@@ -1,0 +1,56 @@
+"""Composite attacks: stages applied one after another.
+
+``Chain(RandomSpatial(), SPSA(eps=16/255))`` is the challenge's
+``spsa_with_random_spatial``: each stage runs through its own final
+``__call__``, so the second stage's ball is centred on the first stage's
+output (spec 4.3), and every stage keeps its own per-image random stream
+(streams are salted by the stage's name, so stages draw independently even
+with the same seeds).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.attacks.base import Attack, Pool
+from llrnet.attacks.parts import ImageRng
+from llrnet.errors import UsageError
+
+
+class Chain(Attack):
+    """Apply ``stages`` in order; the default name joins them as the challenge did.
+
+    ``Chain(RandomSpatial(), SPSA())`` is named ``"spsa_with_random_spatial"``,
+    ``Chain(RandomSpatial(), Boundary())`` ``"boundary_with_random_spatial"``.
+    ``pool`` is passed to every stage. After a call, ``stage_stats`` holds each
+    stage's ``last_stats`` (``last_stats`` itself has the totals).
+    """
+
+    def __init__(self, *stages: Attack, name: str | None = None) -> None:
+        super().__init__()
+        if not stages:
+            raise UsageError("Chain needs at least one stage")
+        for stage in stages:
+            if not isinstance(stage, Attack):
+                raise UsageError(f"Chain stages must be Attacks, got {type(stage).__name__}")
+        self.stages = tuple(stages)
+        self.name = name or "_with_".join(stage.name for stage in reversed(self.stages))
+        self.needs_pool = any(stage.needs_pool for stage in self.stages)
+        self.stage_stats: list[dict[str, float]] = []
+
+    def _run(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
+    ) -> Tensor:
+        seeds = torch.tensor(rng.seeds, dtype=torch.int64)
+        self.stage_stats = []
+        current = x
+        for stage in self.stages:
+            # ``model`` is the base class's counting wrapper: stages add to the same count.
+            current = stage(model, current, y, seeds=seeds, pool=pool)
+            self.stage_stats.append(dict(stage.last_stats))
+        return current
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(stage) for stage in self.stages)
+        return f"Chain({inner}, name={self.name!r})"
