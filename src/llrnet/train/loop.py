@@ -395,6 +395,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     try:
         for step, x, y in _iterate(run, start, stop):
             terms = _train_step(run, step, x, y)
+            lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step used
             run.scheduler.step()
             done = step + 1
             if terms is not None:
@@ -402,7 +403,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             bar.update(1)
             if done % config.log_every == 0 or done == stop:
                 values = window.means()
-                values["lr"] = run.optimizer.param_groups[0]["lr"]
+                values["lr"] = lr
                 run.log.log(done, values)
                 bar.set_postfix({k: f"{values[k]:.3g}" for k in ("loss", "gamma")
                                  if k in values} | {"img/s": f"{values['images_per_second']:.0f}"})

@@ -58,7 +58,8 @@ def lr_factor(step: int, *, total_steps: int, schedule: str, warmup_steps: int =
 
     Linear warm-up ``(step + 1) / warmup_steps`` for the first ``warmup_steps``
     steps, then ``constant`` (1), ``step`` (``decay_factor ** #milestones <= step``)
-    or ``cosine`` (from 1 down to ``min_ratio`` at the last step).
+    or ``cosine`` (from 1 towards ``min_ratio``, reached at step ``total_steps``,
+    just after the last step, so no step is wasted at the minimum).
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -67,7 +68,7 @@ def lr_factor(step: int, *, total_steps: int, schedule: str, warmup_steps: int =
     if schedule == "step":
         return float(decay_factor ** sum(1 for m in milestones if step >= m))
     if schedule == "cosine":
-        span = max(1, total_steps - warmup_steps - 1)
+        span = max(1, total_steps - warmup_steps)
         progress = min(1.0, (step - warmup_steps) / span)
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise UsageError(f"unknown schedule {schedule!r}; choose constant, step or cosine")
