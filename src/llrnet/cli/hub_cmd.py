@@ -1,10 +1,86 @@
-"""Subcommands of this area (registered by :func:`register`)."""
+"""``llrnet inspect-hub`` and ``llrnet import-hub``: TF-Hub modules without TensorFlow."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
+
+TARGETS = ("llr_pretrain_adv", "resnet152_v2_imagenet", "wrn_40_8_softplus")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this area's subcommands to ``subparsers``."""
+    """Add ``inspect-hub`` and ``import-hub``."""
+    inspect = subparsers.add_parser(
+        "inspect-hub", help="show a TF-Hub module's signatures, variables, ops and architecture")
+    inspect.add_argument("path", help="module folder or .tar.gz archive")
+    inspect.add_argument("--json", action="store_true", help="print everything as JSON")
+    inspect.add_argument("--no-verify", action="store_true",
+                         help="skip the CRC32C checks of the checkpoint")
+    inspect.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    inspect.set_defaults(func=_inspect)
+
+    imp = subparsers.add_parser(
+        "import-hub", help="convert a TF-Hub module into an llrnet weights file")
+    imp.add_argument("path", help="module folder or .tar.gz (the latents module for "
+                     "llr_pretrain_adv)")
+    imp.add_argument("--linear", default=None, help="the llr-pretrain-adv/linear module")
+    imp.add_argument("--arch", required=True,
+                     help=f"target architecture (llrnet models), e.g. {', '.join(TARGETS)}")
+    imp.add_argument("--out", required=True, help="output .safetensors file")
+    imp.add_argument("--verify", action="store_true",
+                     help="compare with TensorFlow when available (else reported as skipped)")
+    imp.add_argument("--tf-python", default=None,
+                     help="a Python interpreter that has TensorFlow (default: this one, or "
+                     "$LLRNET_TF_PYTHON)")
+    imp.add_argument("--image-size", type=int, default=224, help="verification image size")
+    imp.add_argument("--sha256", default=None, help="expected sha256 of the module archive")
+    imp.add_argument("--no-verify-crc", action="store_true",
+                     help="skip the CRC32C checks of the checkpoint")
+    imp.set_defaults(func=_import)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from llrnet.hub import inspect_hub
+
+    report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return 0
+    print(f"module   {report['path']}")
+    print(f"sha256   {report['sha256']}" + ("  (checked)" if report["sha256_checked"] else ""))
+    for meta in report["meta_graphs"]:
+        tags = "{" + ", ".join(meta["tags"]) + "}"
+        print(f"\nmeta-graph {tags}: {meta['nodes']} nodes")
+        for key, sig in meta["signatures"].items():
+            ins = ", ".join(f"{k}: {v['dtype']}{v['shape']}" for k, v in sig["inputs"].items())
+            outs = ", ".join(f"{k}: {v['dtype']}{v['shape']}" for k, v in sig["outputs"].items())
+            print(f"  signature {key!r}: ({ins}) -> ({outs})")
+    variables = report["variables"]
+    print(f"\nvariables: {len(variables)}, {report['total_bytes'] / 2**20:.2f} MiB")
+    width = max((len(v["name"]) for v in variables), default=0)
+    for v in variables:
+        flag = "  partitioned" if v["partitioned"] else ""
+        print(f"  {v['name']:<{width}}  {v['dtype']:<8} {str(v['shape']):<18} "
+              f"{v['bytes']:>10}{flag}")
+    print("\nops:")
+    for op, count in report["op_histogram"].items():
+        print(f"  {op:<24} {count}")
+    print("\narchitecture:")
+    for key, value in report["architecture"].items():
+        print(f"  {key:<16} {value}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from llrnet.hub import import_hub
+
+    record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
+                        verify=args.verify, verify_crc=not args.no_verify_crc,
+                        expected_sha256=args.sha256, tf_python=args.tf_python,
+                        image_size=args.image_size)
+    print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
+    for check in record["checks"]:
+        print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")
+              else f"  --  {check}")
+    return 0

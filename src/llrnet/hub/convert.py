@@ -167,9 +167,48 @@ def _kwargs(architecture: str, analysis: Analysis) -> dict[str, Any]:
             value = facts[name]
             kwargs[name] = list(value) if isinstance(value, tuple) else value
     if analysis.family == "resnet_v2" and "depth" in accepted and not facts.get("standard_depth"):
-        raise WeightsError(f"{architecture} takes a standard depth, but the module's units "
+        raise UsageError(f"{architecture} takes a standard depth, but the module's units "
                            f"{facts['units']} are not ResNet-50/101/152")
     return kwargs
+
+
+def _structure_of(model: nn.Module) -> dict[str, Any]:
+    """Units/widths (ResNetV2) or depth/width (WRN) of a built model."""
+    trunk = getattr(model, "trunk", None)
+    if trunk is not None and hasattr(trunk, "stages"):
+        return {"units": tuple(len(stage) for stage in trunk.stages),
+                "widths": tuple(stage[0].conv1.out_channels for stage in trunk.stages),
+                "stem_width": trunk.stem_conv.out_channels}
+    if isinstance(model, WideResNet):
+        first: Any = model.groups[0]
+        return {"depth": 6 * len(first) + 4, "width": first[0].conv1.out_channels // 16}
+    return {}
+
+
+def _check_family(model: nn.Module, architecture: str, analysis: Analysis,
+                  module: HubModule) -> None:
+    has_head = analysis.trunk is not None and analysis.trunk.head is not None
+    if analysis.family == "wide_resnet":
+        expected: type[nn.Module] = WideResNet
+        what = "a Wide-ResNet"
+    elif has_head:
+        expected, what = ImageNetClassifier, "a ResNet v2 classifier (with a dense head)"
+    else:
+        expected, what = BirdOrBicycleClassifier, "a ResNet v2 latents module (no head)"
+    if not isinstance(model, expected):
+        raise UsageError(f"{module.path} is {what}; {architecture} is a "
+                         f"{type(model).__name__}, not a {expected.__name__}")
+    if isinstance(model, WideResNet) and model.act.__name__ != analysis.facts["activation"]:
+        raise UsageError(f"{module.path} uses {analysis.facts['activation']}; "
+                         f"{architecture} uses {model.act.__name__}")
+
+
+def _check_structure(model: nn.Module, architecture: str, analysis: Analysis) -> None:
+    have = _structure_of(model)
+    want = {k: analysis.facts[k] for k in have if k in analysis.facts}
+    if have != want:
+        raise UsageError(f"the module is a {analysis.family} with {want}, but {architecture} "
+                         f"has {have}; choose the matching architecture")
 
 
 def convert(module: HubModule, *, architecture: str, linear: HubModule | None = None
@@ -189,15 +228,12 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
                          "as PATH and this one with --linear")
     kwargs = _kwargs(architecture, analysis)
     model = create_model(architecture, **kwargs)
+    _check_family(model, architecture, analysis, module)
+    _check_structure(model, architecture, analysis)
     mapper = _Mapper()
     sources = {"module": module}
     head_analysis = None
     if analysis.family == "wide_resnet":
-        if not isinstance(model, WideResNet):
-            raise UsageError(f"{module.path} is a Wide-ResNet; {architecture} is not")
-        if model.act.__name__ != analysis.facts["activation"]:
-            raise UsageError(f"{module.path} uses {analysis.facts['activation']}; "
-                             f"{architecture} uses {model.act.__name__}")
         _map_wrn(mapper, analysis)
         if analysis.trunk is None or analysis.trunk.head is None:
             raise UsageError(f"{module.path}: Wide-ResNet without a classification head")
@@ -258,6 +294,7 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
             continue
         tensors[assignment.key] = torch.tensor(np.array(value), dtype=target.dtype)
     derived: dict[str, str] = {}
+    not_filled: list[str] = []
     for key, target in expected.items():
         if key in tensors:
             continue
@@ -269,7 +306,9 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
             derived[key] = ("the architecture's input normalization (the module expects "
                             "normalized inputs)")
         elif key not in keys:
-            problems.append(f"model tensor not filled: {key}")
+            not_filled.append(key)
+    if not_filled:
+        problems.append(f"model tensors not filled: {', '.join(not_filled)}")
     if problems:
         raise WeightsError(f"{architecture}: import is incomplete; " + "; ".join(problems))
     load_state_strict(model, tensors, source="hub import")

@@ -244,7 +244,8 @@ class LayerGraph:
         offset - mean * inv`` (or ``-(mean * inv)``): ``tf.nn.batch_normalization``."""
         where = f"{mul.name} (Mul)"
         inv = next(t for t in inputs if t != activation)
-        adds = [c for c in self._consumers.get(mul.name, []) if self.nodes[c].op in ("Add", "AddV2")]
+        adds = [c for c in self._consumers.get(mul.name, [])
+                if self.nodes[c].op in ("Add", "AddV2")]
         if len(adds) != 1:
             self.unsupported.append(where)
             self._value[mul.name] = self._source(activation)

@@ -104,8 +104,64 @@ def read_table(data: bytes | memoryview, *, source: str, verify: bool = True
             yield key, value
 
 
+def shortest_separator(start: bytes, limit: bytes) -> bytes:
+    """LevelDB's ``FindShortestSeparator``: a short key in [start, limit)."""
+    common = 0
+    while common < min(len(start), len(limit)) and start[common] == limit[common]:
+        common += 1
+    if common >= min(len(start), len(limit)):
+        return start
+    byte = start[common]
+    if byte < 0xFF and byte + 1 < limit[common]:
+        return start[:common] + bytes([byte + 1])
+    return start
+
+
+def short_successor(key: bytes) -> bytes:
+    """LevelDB's ``FindShortSuccessor``: a short key >= ``key``."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
+
+
+class _BlockBuilder:
+    """LevelDB block builder: prefix-compressed entries plus restart points."""
+
+    def __init__(self, restart_interval: int) -> None:
+        self.restart_interval = restart_interval
+        self.buffer = bytearray()
+        self.restarts = [0]
+        self.counter = 0
+        self.last = b""
+        self.entries = 0
+
+    def add(self, key: bytes, value: bytes) -> None:
+        shared = 0
+        if self.counter < self.restart_interval:
+            limit = min(len(self.last), len(key))
+            while shared < limit and self.last[shared] == key[shared]:
+                shared += 1
+        else:
+            self.restarts.append(len(self.buffer))
+            self.counter = 0
+        self.buffer += write_varint(shared) + write_varint(len(key) - shared)
+        self.buffer += write_varint(len(value)) + key[shared:] + value
+        self.last = key
+        self.counter += 1
+        self.entries += 1
+
+    def size_estimate(self) -> int:
+        return len(self.buffer) + 4 * len(self.restarts) + 4
+
+    def finish(self) -> bytes:
+        tail = b"".join(struct.pack("<I", r) for r in self.restarts)
+        return bytes(self.buffer) + tail + struct.pack("<I", len(self.restarts))
+
+
 class TableWriter:
-    """Builds a table in memory: add keys in increasing order, then :meth:`finish`.
+    """Builds a table in memory, as LevelDB's ``TableBuilder`` does (byte for byte
+    for TF's uncompressed bundles): add keys in increasing order, then :meth:`finish`.
 
     ``block_size`` bounds a data block (TF uses 256 KiB; small values force
     several data blocks, which readers must handle); ``restart_interval`` is
@@ -116,43 +172,21 @@ class TableWriter:
         self.block_size = block_size
         self.restart_interval = restart_interval
         self._out = bytearray()
-        self._index: list[tuple[bytes, bytes]] = []
-        self._block: list[tuple[bytes, bytes]] = []
-        self._block_bytes = 0
+        self._index = _BlockBuilder(1)
+        self._block = _BlockBuilder(restart_interval)
+        self._pending: bytes | None = None  # handle of the last flushed block
         self._last: bytes | None = None
 
     def add(self, key: bytes, value: bytes) -> None:
         if self._last is not None and key <= self._last:
             raise ValueError(f"keys must increase: {key!r} after {self._last!r}")
+        if self._pending is not None and self._last is not None:
+            self._index.add(shortest_separator(self._last, key), self._pending)
+            self._pending = None
         self._last = key
-        self._block.append((key, value))
-        self._block_bytes += len(key) + len(value) + 3
-        if self._block_bytes >= self.block_size:
+        self._block.add(key, value)
+        if self._block.size_estimate() >= self.block_size:
             self._flush()
-
-    @staticmethod
-    def _encode_block(entries: list[tuple[bytes, bytes]], restart_interval: int) -> bytes:
-        out = bytearray()
-        restarts: list[int] = []
-        previous = b""
-        for i, (key, value) in enumerate(entries):
-            if i % restart_interval == 0:
-                restarts.append(len(out))
-                shared = 0
-            else:
-                shared = 0
-                limit = min(len(previous), len(key))
-                while shared < limit and previous[shared] == key[shared]:
-                    shared += 1
-            out += write_varint(shared) + write_varint(len(key) - shared)
-            out += write_varint(len(value)) + key[shared:] + value
-            previous = key
-        if not restarts:
-            restarts.append(0)
-        for restart in restarts:
-            out += struct.pack("<I", restart)
-        out += struct.pack("<I", len(restarts))
-        return bytes(out)
 
     def _write_block(self, contents: bytes) -> bytes:
         offset = len(self._out)
@@ -162,18 +196,18 @@ class TableWriter:
         return write_varint(offset) + write_varint(len(contents))
 
     def _flush(self) -> None:
-        if not self._block:
+        if not self._block.entries:
             return
-        handle = self._write_block(self._encode_block(self._block, self.restart_interval))
-        self._index.append((self._block[-1][0], handle))
-        self._block = []
-        self._block_bytes = 0
+        self._pending = self._write_block(self._block.finish())
+        self._block = _BlockBuilder(self.restart_interval)
 
     def finish(self) -> bytes:
         """The complete table bytes."""
         self._flush()
-        meta = self._write_block(self._encode_block([], 1))
-        index = self._write_block(self._encode_block(self._index, 1))
+        meta = self._write_block(_BlockBuilder(1).finish())
+        if self._pending is not None and self._last is not None:
+            self._index.add(short_successor(self._last), self._pending)
+        index = self._write_block(self._index.finish())
         footer = meta + index
         footer += b"\0" * (40 - len(footer)) + struct.pack("<Q", MAGIC)
         return bytes(self._out + footer)

@@ -1,0 +1,34 @@
+"""TF-Hub import without TensorFlow: read checkpoints and graphs, convert, verify.
+
+* :func:`read_checkpoint` / :class:`CheckpointReader`: TF tensor bundles (V2).
+* :func:`read_saved_model`: meta-graphs, tags, signatures, ops of ``saved_model.pb``.
+* :func:`open_module`: a module folder or published ``.tar.gz`` (sha256, safe extraction).
+* :func:`inspect_hub`, :func:`import_hub`: the ``llrnet inspect-hub`` / ``import-hub`` commands.
+* :func:`write_checkpoint`: a pure-Python bundle writer (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from llrnet.hub.archive import extract_archive
+from llrnet.hub.bundle import CheckpointReader, read_checkpoint
+from llrnet.hub.bundle_writer import write_checkpoint
+from llrnet.hub.convert import Conversion, convert
+from llrnet.hub.importer import import_hub, inspect_hub
+from llrnet.hub.module import HubModule, open_module
+from llrnet.hub.savedmodel import read_saved_model
+from llrnet.hub.verify import verify_conversion
+
+__all__ = [
+    "CheckpointReader",
+    "Conversion",
+    "HubModule",
+    "convert",
+    "extract_archive",
+    "import_hub",
+    "inspect_hub",
+    "open_module",
+    "read_checkpoint",
+    "read_saved_model",
+    "verify_conversion",
+    "write_checkpoint",
+]

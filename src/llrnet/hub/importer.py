@@ -1,0 +1,118 @@
+"""The two user-facing operations: inspect a module, import it into llrnet weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from llrnet.errors import LlrnetError, RunError
+from llrnet.hub.analyze import analyze
+from llrnet.hub.convert import Conversion, convert
+from llrnet.hub.module import HubModule, open_module
+from llrnet.hub.savedmodel import select_meta_graph
+from llrnet.hub.verify import verify_conversion
+from llrnet.models import save_weights
+
+logger = logging.getLogger(__name__)
+
+
+def inspect_hub(path: str | os.PathLike[str], *, verify: bool = True,
+                expected_sha256: str | None = None) -> dict[str, Any]:
+    """Signatures, variables, op histogram and architecture facts of a module.
+
+    The facts are ``{"error": ...}`` when the graph is not a recognized network.
+    """
+    module = open_module(path, verify=verify, expected_sha256=expected_sha256)
+    reader = module.reader
+    variables = [reader.info(name) for name in reader.names()]
+    meta = select_meta_graph(module.graphs, ())
+    try:
+        facts: dict[str, Any] = analyze(module).facts
+    except LlrnetError as error:
+        facts = {"error": str(error)}
+    return {
+        "path": str(module.path),
+        "source": module.source,
+        "sha256": module.sha256,
+        "sha256_checked": module.sha256_checked,
+        "meta_graphs": [{"tags": list(g.tags), "nodes": len(g.graph.node),
+                         "signatures": {k: s.as_dict() for k, s in g.signatures.items()}}
+                        for g in module.graphs],
+        "variables": [{"name": v.name, "dtype": v.dtype, "shape": list(v.shape),
+                       "bytes": v.nbytes, "partitioned": v.partitioned} for v in variables],
+        "total_bytes": sum(v.nbytes for v in variables),
+        "op_histogram": meta.op_histogram(),
+        "architecture": facts,
+    }
+
+
+def _group(derived: dict[str, str]) -> dict[str, list[str]]:
+    """{rule: [tensor keys]} from {key: rule}."""
+    grouped: dict[str, list[str]] = {}
+    for key, rule in sorted(derived.items()):
+        grouped.setdefault(rule, []).append(key)
+    return grouped
+
+
+def _source_record(module: HubModule) -> dict[str, Any]:
+    return {"path": module.source, "sha256": module.sha256,
+            "sha256_checked": module.sha256_checked,
+            "sha256_of": "archive" if module.source != str(module.path) and
+            Path(module.source).is_file() else "module files"}
+
+
+def import_hub(path: str | os.PathLike[str], *, architecture: str,
+               out: str | os.PathLike[str], linear: str | os.PathLike[str] | None = None,
+               verify: bool = False, verify_crc: bool = True,
+               expected_sha256: str | None = None, linear_sha256: str | None = None,
+               tf_python: str | None = None, image_size: int = 224) -> dict[str, Any]:
+    """Convert a TF1 Hub module (plus its linear head) into an llrnet weights file.
+
+    Args:
+        path: module folder or ``.tar.gz``.
+        architecture: a registered llrnet model (``llr_pretrain_adv``,
+            ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``, or small variants).
+        out: the ``.safetensors`` file to write.
+        linear: the ``llr-pretrain-adv/linear`` module, for bird-or-bicycle models.
+        verify: also compare with TensorFlow (skipped, and recorded so, without it).
+        verify_crc: check checkpoint CRC32C (default on).
+
+    Returns:
+        The metadata record written (``source``, ``checks``, ``import`` facts).
+
+    Raises:
+        WeightsError: incomplete mapping (exact lists in the message).
+        RunError: TensorFlow verification failed (nothing is written).
+    """
+    module = open_module(path, verify=verify_crc, expected_sha256=expected_sha256)
+    head = None if linear is None else open_module(linear, verify=verify_crc,
+                                                   expected_sha256=linear_sha256)
+    conversion: Conversion = convert(module, architecture=architecture, linear=head)
+    checks = list(conversion.checks)
+    checks.append("sha256 matched the published/expected value" if module.sha256_checked
+                  else "sha256 recorded (no expected value known)")
+    verification = None
+    if verify:
+        verification = verify_conversion(conversion, module, head, tf_python=tf_python,
+                                         image_size=image_size)
+        if verification.status == "failed":
+            raise RunError(f"verification against TensorFlow failed: {verification.reason}")
+        checks.append(f"tensorflow: {verification.status}: {verification.reason}")
+        logger.info("verification %s: %s", verification.status, verification.reason)
+    source: dict[str, Any] = {"module": _source_record(module)}
+    if head is not None:
+        source["linear"] = _source_record(head)
+    record = {
+        "source": source,
+        "recipe": "converted from TF-Hub by llrnet import-hub",
+        "checks": checks,
+        "import": {
+            "facts": conversion.facts,
+            "derived_tensors": _group(conversion.derived),
+            "ignored_variables": conversion.ignored,
+            "verification": None if verification is None else verification.as_dict(),
+        },
+    }
+    return save_weights(conversion.model, out, record)

@@ -1,0 +1,28 @@
+"""Shared paths and helpers of the TF-Hub tests (fixtures written by TensorFlow)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hub"
+CHECKPOINTS = FIXTURES / "checkpoints"
+
+
+def golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / f"golden_{name}.npz", allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def copy_module(name: str, target: Path) -> Path:
+    """A writable copy of a fixture module (for corruption tests)."""
+    destination = target / name
+    shutil.copytree(FIXTURES / name, destination)
+    return destination
+
+
+def many_name(i: int) -> str:
+    """Names in checkpoints/many (mirrors scripts/make_hub_fixtures.py); value i / 2."""
+    return f"model/layer_{i:04d}/" + "a_very_long_sonnet_style_scope_name_" * 4 + "variable"

@@ -1,0 +1,226 @@
+"""Error paths of the TF-Hub reader and importer: corrupt files, bad mappings, bad usage."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hub_helpers import CHECKPOINTS, FIXTURES, copy_module
+from llrnet.errors import InputError, UsageError, WeightsError
+from llrnet.hub import (
+    CheckpointReader,
+    convert,
+    open_module,
+    read_checkpoint,
+    read_saved_model,
+    write_checkpoint,
+)
+from llrnet.hub.bundle import BundleEntry
+
+
+def _copy_checkpoint(name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(CHECKPOINTS / name, folder)
+    return folder / "ckpt"
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_bad_magic(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("sharded", tmp_path)
+    index = prefix.with_name("ckpt.index")
+    _flip(index, len(index.read_bytes()) - 1)
+    with pytest.raises(InputError, match=r"ckpt\.index: bad magic number"):
+        read_checkpoint(prefix)
+
+
+def test_bad_block_crc(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("sharded", tmp_path)
+    index = prefix.with_name("ckpt.index")
+    _flip(index, 12)  # inside the first data block
+    with pytest.raises(InputError, match=r"ckpt\.index: bad CRC in block at byte 0"):
+        read_checkpoint(prefix)
+
+
+def test_bad_tensor_crc_names_file_and_tensor(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("sharded", tmp_path)
+    data = prefix.with_name("ckpt.data-00001-of-00003")
+    _flip(data, 3)
+    reader = CheckpointReader(prefix)
+    victim = next(e.name for e in reader.entries.values() if e.shard_id == 1 and e.offset == 0)
+    with pytest.raises(InputError, match=rf"data-00001-of-00003: bad CRC for tensor '{victim}'"):
+        reader.read(victim)
+
+
+def test_bad_string_crc(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("dtypes", tmp_path)
+    reader = CheckpointReader(prefix)
+    entry = reader.entries["str_vector"]
+    _flip(prefix.with_name("ckpt.data-00000-of-00001"), entry.offset + entry.size - 1)
+    with pytest.raises(InputError, match="string tensor 'str_vector': bad CRC"):
+        CheckpointReader(prefix).read("str_vector")
+
+
+def test_truncated_index(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("many", tmp_path)
+    index = prefix.with_name("ckpt.index")
+    index.write_bytes(index.read_bytes()[:30])
+    with pytest.raises(InputError, match=r"ckpt\.index: truncated file"):
+        read_checkpoint(prefix)
+
+
+def test_truncated_data_file(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("dtypes", tmp_path)
+    data = prefix.with_name("ckpt.data-00000-of-00001")
+    data.write_bytes(data.read_bytes()[:-10])
+    with pytest.raises(InputError, match=r"data-00000-of-00001: truncated file: tensor"):
+        read_checkpoint(prefix)
+
+
+def test_missing_shard(tmp_path: Path) -> None:
+    prefix = _copy_checkpoint("sharded", tmp_path)
+    prefix.with_name("ckpt.data-00002-of-00003").unlink()
+    with pytest.raises(InputError, match=r"missing data file .*ckpt\.data-00002-of-00003 "
+                                         r"\(shard 2 of 3\), needed by tensor"):
+        read_checkpoint(prefix)
+
+
+def test_missing_slice_of_partitioned_variable(tmp_path: Path) -> None:
+    reader = CheckpointReader(CHECKPOINTS / "dtypes")
+    entry = reader.entries["partitioned"]
+    reader.entries["partitioned"] = BundleEntry(
+        entry.name, entry.dtype, entry.shape, slices=(*entry.slices, ((0, 1), (0, -1))))
+    with pytest.raises(InputError, match="partitioned variable 'partitioned' lacks its slice "
+                                         "0,1:-"):
+        reader.read("partitioned")
+
+
+def test_no_checkpoint_and_unknown_tensor(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="holds no checkpoint"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        read_checkpoint(tmp_path / "nothing")
+    with pytest.raises(KeyError, match="no tensor 'nope'"):
+        CheckpointReader(CHECKPOINTS / "sharded").read("nope")
+
+
+def test_size_mismatch_is_reported(tmp_path: Path) -> None:
+    prefix = tmp_path / "ck"
+    write_checkpoint(prefix, {"a": np.zeros(3, np.float32)})
+    reader = CheckpointReader(prefix)
+    entry = reader.entries["a"]
+    reader.entries["a"] = BundleEntry("a", entry.dtype, (4,), offset=0, size=entry.size,
+                                      crc32c=entry.crc32c)
+    with pytest.raises(InputError, match=r"tensor 'a' has 12 bytes, but float32\[4\] needs 16"):
+        reader.read("a")
+
+
+def test_corrupt_saved_model(tmp_path: Path) -> None:
+    (tmp_path / "saved_model.pb").write_bytes(b"\x12\x05abc")
+    with pytest.raises(InputError, match="not a valid SavedModel"):
+        read_saved_model(tmp_path)
+    with pytest.raises(InputError, match=r"no saved_model\.pb"):
+        read_saved_model(tmp_path / "missing")
+
+
+def _rewrite_variables(module: Path, extra: dict[str, np.ndarray]) -> None:
+    prefix = module / "variables" / "variables"
+    tensors = {k: np.array(v) for k, v in read_checkpoint(prefix).items()}
+    tensors.update(extra)
+    for path in (module / "variables").iterdir():
+        path.unlink()
+    write_checkpoint(prefix, tensors)
+
+
+def test_unconsumed_variable_is_listed_and_slots_are_ignored(tmp_path: Path) -> None:
+    module = copy_module("imagenet", tmp_path)
+    _rewrite_variables(module, {
+        "resnet_v2/conv2d/w/Momentum": np.zeros((7, 7, 3, 8), np.float32),
+        "global_step": np.int64(5),
+        "resnet_v2/stray/w": np.zeros(3, np.float32),
+    })
+    with pytest.raises(WeightsError, match=r"module variables not consumed: resnet_v2/stray/w$"):
+        convert(open_module(module), architecture="resnet_v2_tiny_imagenet")
+    _rewrite_variables(module, {})
+    module2 = copy_module("imagenet", tmp_path / "again")
+    _rewrite_variables(module2, {"resnet_v2/conv2d/w/Momentum": np.zeros((7, 7, 3, 8),
+                                                                          np.float32),
+                                 "global_step": np.int64(5)})
+    conversion = convert(open_module(module2), architecture="resnet_v2_tiny_imagenet")
+    assert conversion.ignored["module"] == ["global_step", "resnet_v2/conv2d/w/Momentum"]
+
+
+def test_missing_graph_variable_in_checkpoint(tmp_path: Path) -> None:
+    module = copy_module("imagenet", tmp_path)
+    prefix = module / "variables" / "variables"
+    tensors = {k: np.array(v) for k, v in read_checkpoint(prefix).items()}
+    del tensors["resnet_v2/conv2d/w"]
+    for path in (module / "variables").iterdir():
+        path.unlink()
+    write_checkpoint(prefix, tensors)
+    with pytest.raises(InputError, match="graph variable 'resnet_v2/conv2d/w' is not in the "
+                                         "checkpoint"):
+        convert(open_module(module), architecture="resnet_v2_tiny_imagenet")
+
+
+def test_architecture_mismatches() -> None:
+    imagenet = open_module(FIXTURES / "imagenet")
+    with pytest.raises(UsageError, match="unknown architecture 'resnet9'; choose from"):
+        convert(imagenet, architecture="resnet9")
+    with pytest.raises(UsageError, match=r"module is a resnet_v2 with \{'units': \(1, 2, 1, 1\)"
+                                         r".*but resnet152_v2_imagenet has \{'units': "
+                                         r"\(3, 8, 36, 3\)"):
+        convert(imagenet, architecture="resnet152_v2_imagenet")
+    with pytest.raises(UsageError, match=r"units \(2, 1, 1, 1\) are not ResNet-50/101/152"):
+        convert(open_module(FIXTURES / "latents"), architecture="llr_pretrain_adv",
+                linear=open_module(FIXTURES / "linear"))
+    with pytest.raises(UsageError, match="is a Wide-ResNet; resnet_v2_tiny_imagenet is a "
+                                         "ImageNetClassifier, not a WideResNet"):
+        convert(open_module(FIXTURES / "cifar10"), architecture="resnet_v2_tiny_imagenet")
+    with pytest.raises(UsageError, match="needs the linear head module too: --linear"):
+        convert(open_module(FIXTURES / "latents"), architecture="llr_pretrain_adv_tiny")
+    with pytest.raises(UsageError, match="is a linear head module"):
+        convert(open_module(FIXTURES / "linear"), architecture="llr_pretrain_adv_tiny")
+    with pytest.raises(UsageError, match="uses softplus; wrn_28_10_relu uses relu"):
+        convert(open_module(FIXTURES / "cifar10"), architecture="wrn_28_10_relu")
+
+
+def test_wrong_wrn_size_is_named() -> None:
+    with pytest.raises(UsageError, match=r"\{'depth': 10, 'width': 1\}, but wrn_16_2_softplus "
+                                         r"has \{'depth': 16, 'width': 2\}"):
+        convert(open_module(FIXTURES / "cifar10"), architecture="wrn_16_2_softplus")
+
+
+def test_shape_mismatch_lists_the_tensors(tmp_path: Path) -> None:
+    module = copy_module("cifar10", tmp_path)
+    prefix = module / "variables" / "variables"
+    tensors = {k: np.array(v) for k, v in read_checkpoint(prefix).items()}
+    tensors["wide_resnet/linear/b"] = np.zeros(11, np.float32)  # 11 classes, w says 10
+    for path in (module / "variables").iterdir():
+        path.unlink()
+    write_checkpoint(prefix, tensors)
+    with pytest.raises(WeightsError, match=r"import is incomplete; shape of fc.bias: \(10,\) "
+                                           r"but wide_resnet/linear/b gives \(11,\)"):
+        convert(open_module(module), architecture="wrn_10_1_softplus")
+
+
+def test_expected_sha256_mismatch_for_folder() -> None:
+    with pytest.raises(InputError, match="does not match the expected"):
+        open_module(FIXTURES / "linear", expected_sha256="0" * 64)
+
+
+def test_open_module_rejects_other_files(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(struct.pack("<I", 1))
+    with pytest.raises(InputError, match=r"neither a module folder nor a \.tar\.gz"):
+        open_module(path)
+    with pytest.raises(InputError, match="no module at"):
+        open_module(tmp_path / "absent")
