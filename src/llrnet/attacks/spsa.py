@@ -106,7 +106,7 @@ class SPSA(Attack):
         n = x.shape[0]
         pairs = self.samples // 2
         shape = x.shape[1:]
-        signs = rng.rademacher((pairs, *shape), x.device).to(x.dtype)  # [n, pairs, C, H, W]
+        signs = rng.rademacher((pairs, *shape), x.device, torch.int8)  # [n, pairs, C, H, W]
         # Probe rows in (image, probe) order: image i's +v_k at 2*pairs*i + k,
         # its -v_k at 2*pairs*i + pairs + k.
         total = n * self.samples
@@ -115,14 +115,17 @@ class SPSA(Attack):
         for start in range(0, total, self.max_batch):
             rows = torch.arange(start, min(start + self.max_batch, total), device=x.device)
             image, probe = rows // self.samples, rows % self.samples
-            sign = torch.where(probe < pairs, 1.0, -1.0).to(x.dtype).reshape(-1, 1, 1, 1)
-            v = self.delta * sign * signs[image, probe % pairs]
+            sign = torch.where(probe < pairs, self.delta, -self.delta).to(x.dtype)
+            v = signs[image, probe % pairs].to(x.dtype) * sign.reshape(-1, 1, 1, 1)
             losses[start : start + rows.shape[0]] = margin_loss(model(x[image] + v), labels[rows])
         losses = losses.reshape(n, self.samples)
         # mean_j loss_j * V_j / delta with V = [v, -v], v = delta * s:
         #   = sum_k (loss+_k - loss-_k) * s_k / samples
-        diff = (losses[:, :pairs] - losses[:, pairs:]).reshape(n, pairs, *([1] * len(shape)))
-        return (diff * signs).sum(dim=1) / self.samples
+        diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples
+        grad = torch.empty_like(x)
+        for i in range(n):  # one image at a time keeps the float copy of the signs small
+            grad[i] = (diff[i] @ signs[i].reshape(pairs, -1).to(x.dtype)).reshape(shape)
+        return grad
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
