@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ def main() -> None:
     torch.set_num_threads(1)  # each loader process decodes with one thread
 
     worker_counts = [int(w) for w in args.workers.split(",")]
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
@@ -99,7 +101,9 @@ def main() -> None:
         *[f"| {name} | " + " | ".join(f"{s:.0f}" for s in speeds) + " |" for name, speeds in rows],
         "",
         "`train` = RandomResizedCrop(224) + flip + to-tensor; `eval` = Resize(224) + to-tensor.",
-        f"Machine: {machine_description()}.",
+        f"Machine: {machine_description()}. Load average (1 min) before / after the run: "
+        f"{load_before:.1f} / {os.getloadavg()[0]:.1f}; a load above the core count means "
+        "other jobs shared the CPU and the worker columns understate the speed-up.",
     ]
     if args.write:
         write_section("data-loading", "\n".join(lines))
