@@ -133,3 +133,10 @@ def test_verify_counts_sizes_and_decodability(tmp_path: Path,
     captured = capsys.readouterr()
     assert "test/bird: 124 of 125 images  WRONG" in captured.out
     assert str(files[0]) in captured.err and "3 problem(s)" in captured.err
+
+
+@pytest.mark.parametrize("size", [(1, 1), (299, 299), (300, 299), (1000, 10), (10, 1000),
+                                  (641, 427), (427, 641)])
+def test_resize_and_crop_always_gives_299_square(size: tuple[int, int]) -> None:
+    out = resize_and_crop(Image.new("RGB", size, (1, 2, 3)))
+    assert out.size == (299, 299)
