@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -379,12 +380,12 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
 def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
+        # Free-form argument mappings (model.kwargs, task.options) are replaced as a
+        # whole: they belong to one model or task, and a child preset may change it.
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key not in (
             "kwargs", "options"
         ):
             merged[key] = _deep_merge(merged[key], value)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return merged
@@ -431,7 +432,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``values`` with each ``key=value`` of ``overrides`` set (keys are checked later)."""
-    result: dict[str, Any] = _deep_merge({}, values)
+    result: dict[str, Any] = copy.deepcopy(dict(values))
     for text in overrides:
         path, value = parse_override(text)
         _check_override_path(path, text)

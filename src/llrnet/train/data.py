@@ -10,15 +10,14 @@ resumed run, or a run on K processes, sees exactly the same global batches.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from llrnet.errors import RunError, UsageError
+from llrnet.errors import UsageError
 from llrnet.train.config import DataConfig
 
 TrainEval = tuple[Dataset[Any], Dataset[Any]]
@@ -38,38 +37,39 @@ def _digits10(config: DataConfig) -> TrainEval:
             digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
 
 
-def _library_dataset(function: str, config: DataConfig, train_splits: tuple[str, ...]
-                     ) -> TrainEval:
-    """``llrnet.data.<function>(root, split)`` for each split, if the data area provides it."""
-    data = importlib.import_module("llrnet.data")
-    builder = getattr(data, function, None)
-    if builder is None:
-        raise RunError(
-            f"dataset {config.name!r} needs llrnet.data.{function}, which this version of "
-            "llrnet does not provide; train on digits2 or digits10 instead"
-        )
-    if config.root is None:
-        root = getattr(data, "DEFAULT_ROOT", None)
-        if root is None:
-            raise UsageError(f"dataset {config.name!r} needs data.root (its folder)")
-    else:
-        root = config.root
-    parts = [builder(root, split) for split in train_splits]
-    train: Dataset[Any] = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
-    return train, builder(root, config.eval_split)
+def _root(config: DataConfig, default: str | None = None) -> str:
+    if config.root is not None:
+        return config.root
+    if default is None:
+        raise UsageError(f"dataset {config.name!r} needs data.root (the folder holding it)")
+    return default
 
 
 def _cifar10(config: DataConfig) -> TrainEval:
-    return _library_dataset("cifar10", config, ("train",))
+    # The loop augments (data.augment: flip_crop) with its own seeded generator,
+    # so the dataset's own augmentation stays off.
+    from llrnet.data import cifar10
+
+    root = _root(config)
+    return cifar10(root, "train", augment=False), cifar10(root, config.eval_split, augment=False)
 
 
 def _imagenet(config: DataConfig) -> TrainEval:
-    return _library_dataset("imagenet", config, ("train",))
+    # ImageNet's RandomResizedCrop + flip happen in the dataset's transform (workers).
+    from llrnet.data import imagenet
+
+    root = _root(config)
+    return imagenet(root, "train"), imagenet(root, config.eval_split)
 
 
 def _bird_or_bicycle(config: DataConfig) -> TrainEval:
+    from llrnet.data import DEFAULT_ROOT, BirdOrBicycle
+
+    root = _root(config, str(DEFAULT_ROOT))
     splits = ("train", "extras") if config.extras else ("train",)
-    return _library_dataset("BirdOrBicycle", config, splits)
+    parts = [BirdOrBicycle(root, split) for split in splits]
+    train: Dataset[Any] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    return train, BirdOrBicycle(root, config.eval_split)
 
 
 DATASETS: dict[str, Callable[[DataConfig], TrainEval]] = {
