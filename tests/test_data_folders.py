@@ -171,7 +171,7 @@ def test_loader_settings_per_device() -> None:
     cpu = loader_settings("cpu")
     assert cpu["num_workers"] == available_cpus() and cpu["pin_memory"] is False
     if cpu["num_workers"] > 0:
-        assert cpu["persistent_workers"] is True and cpu["prefetch_factor"] == 4
+        assert cpu["persistent_workers"] is True and cpu["prefetch_factor"] == 2
     cuda = loader_settings(torch.device("cuda", 0), workers=2)
     assert cuda == {**cuda, "num_workers": 2, "pin_memory": True, "persistent_workers": True}
     assert loader_settings("cpu", workers=0) == {"num_workers": 0, "pin_memory": False}
