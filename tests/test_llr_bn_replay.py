@@ -174,3 +174,20 @@ def test_llr_perturbed_passes_use_clean_statistics_not_running_or_own() -> None:
     torch.testing.assert_close(terms.deviation, expected, rtol=1e-4, atol=1e-6)
     # Running averages: llr_regularizer's own clean pass leaves them alone.
     assert float(model.bn.running_mean.min()) == 50.0
+
+
+def test_every_perturbed_pass_of_the_inner_loop_uses_the_clean_statistics() -> None:
+    model = _BNNet().train()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(50.0)
+    x = torch.rand(6, 2, 3, 3)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    passes: list[tuple[Tensor, Tensor]] = []
+    model.bn.register_forward_hook(
+        lambda _m, inp, out: passes.append((inp[0].detach(), out.detach())))
+    llr_regularizer(model, x, y, eps=0.1, steps=4)
+    assert len(passes) == 1 + 4 + 1
+    mean = x.mean(dim=(0, 2, 3))
+    var = x.var(dim=(0, 2, 3), unbiased=False)
+    for inputs, outputs in passes:
+        torch.testing.assert_close(outputs, _manual(model.bn, inputs, mean, var))
