@@ -38,7 +38,8 @@ def test_bad_overrides(override: str, message: str) -> None:
 
 
 def test_unknown_preset_lists_the_presets() -> None:
-    with pytest.raises(UsageError, match=r"unknown preset 'digits_nope'; choose one of: .*digits_llr"):
+    with pytest.raises(UsageError,
+                       match=r"unknown preset 'digits_nope'; choose one of: .*digits_llr"):
         load_config("digits_nope")
 
 
@@ -71,9 +72,9 @@ def test_task_options_are_checked_against_the_task() -> None:
 
 
 def test_datasets_that_are_not_there() -> None:
-    with pytest.raises(UsageError, match="dataset 'cifar10' needs data.root"):
+    with pytest.raises(UsageError, match=r"dataset 'cifar10' needs data\.root"):
         build_datasets(load_config(None, ["data.name=cifar10"]).data)
-    with pytest.raises(UsageError, match="data.name: 'mnist' is not one of"):
+    with pytest.raises(UsageError, match=r"data\.name: 'mnist' is not one of"):
         load_config(None, ["data.name=mnist"])
 
 
