@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +87,9 @@ def write_checkpoint(prefix: str | os.PathLike[str], tensors: Mapping[str, np.nd
     table.add(b"", header)
     files = [prefix.with_name(f"{prefix.name}.data-{i:05d}-of-{num_shards:05d}")
              for i in range(num_shards)]
-    handles = [open(path, "wb") for path in files]
     offsets = [0] * num_shards
-    try:
+    with ExitStack() as stack:
+        handles = [stack.enter_context(open(path, "wb")) for path in files]
         for i, name in enumerate(sorted(tensors, key=lambda n: n.encode())):
             value = np.asarray(tensors[name])
             dtype = BY_NAME["bfloat16"] if name in bfloat16 else numpy_to_tf(value)
@@ -99,9 +100,6 @@ def write_checkpoint(prefix: str | os.PathLike[str], tensors: Mapping[str, np.nd
             table.add(name.encode(), _entry(dtype, tuple(value.shape), shard, offsets[shard],
                                             len(data), crc))
             offsets[shard] += len(data)
-    finally:
-        for handle in handles:
-            handle.close()
     index = prefix.with_name(prefix.name + ".index")
     index.write_bytes(table.finish())
     return [index, *files]

@@ -61,7 +61,7 @@ def find_tf_python(explicit: str | None = None) -> tuple[str | None, str]:
                   "interpreter that has it)")
 
 
-def test_images(size: int, seed: int = 0) -> np.ndarray:
+def verification_images(size: int, seed: int = 0) -> np.ndarray:
     """[4, size, size, 3] float32 in [0, 1]: two uniform-noise and two smooth images."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.rand(2, 3, size, size, generator=generator)
@@ -103,7 +103,7 @@ def verify_conversion(conversion: Conversion, module: HubModule, linear: HubModu
         return Verification("skipped", reason, tolerance=tolerance)
     model = conversion.model.eval()
     device = next(model.parameters()).device
-    images = test_images(image_size, seed)
+    images = verification_images(image_size, seed)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
     analysis = analyze(module)
     with torch.no_grad():
