@@ -1,10 +1,114 @@
-"""Subcommands of this area (registered by :func:`register`)."""
+"""``llrnet eval``: score a classifier under an attack suite (argument parsing only)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+SUITE_DATA = {
+    "bird_or_bicycle": "the bird-or-bicycle test split under llrnet.data.DEFAULT_ROOT",
+    "digits": "the bundled two-class digits test split (6 vs 7)",
+    "linf": "the bundled two-class digits test split; with --data, CIFAR-10 test "
+            "(DIR/cifar-10-batches-bin) or ImageNet val (DIR/val/<class>/)",
+}
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this area's subcommands to ``subparsers``."""
+    """Add ``eval``."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a classifier under an attack suite (resumable)",
+        description="Run an attack suite, write results.json, plots and the resolved config "
+        "to --out, and print a leaderboard table. Rerunning with the same arguments resumes. "
+        "Data defaults: " + "; ".join(f"{k}: {v}" for k, v in SUITE_DATA.items()) + ".",
+    )
+    parser.add_argument("--suite", required=True,
+                        help=f"a registered suite: {', '.join(SUITE_DATA)}")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--weights", help="a .safetensors weights file written by llrnet")
+    model.add_argument("--model", help="a registered model name, initialized from --seed "
+                       "(untrained: for smoke tests); see `llrnet models`")
+    parser.add_argument("--data", help="dataset folder (default depends on the suite)")
+    parser.add_argument("--out", required=True, help="output folder (also the resume state)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="evaluate the first N images only")
+    parser.add_argument("--attacks", default=None,
+                        help="comma-separated subset of the suite's attacks, "
+                        "e.g. clean,spatial_grid")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per batch (default: the suite's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=_eval)
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from llrnet.models import BirdOrBicycleClassifier, ChallengeView, create_model, load_weights
+
+    if args.weights is not None:
+        if not Path(args.weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {args.weights}")
+        model = load_weights(args.weights, device=args.device)
+    else:
+        import torch
+
+        torch.manual_seed(args.seed)  # the same untrained model on a rerun, so it resumes
+        model = create_model(args.model)
+    return ChallengeView(model) if isinstance(model, BirdOrBicycleClassifier) else model
+
+
+def _dataset(suite: str, data: str | None) -> Any:
+    from llrnet import data as datasets
+    from llrnet.errors import InputError
+
+    if suite == "bird_or_bicycle":
+        root = Path(data) if data is not None else Path(datasets.DEFAULT_ROOT)
+        if not root.expanduser().exists():
+            raise InputError(f"bird-or-bicycle data not found at {root}; run `llrnet data "
+                             "download` or pass --data")
+        return datasets.BirdOrBicycle(root, "test")
+    if data is None:
+        return datasets.two_class_digits("test")
+    if suite == "digits":
+        raise InputError("the digits suite uses the bundled digits; leave out --data")
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"--data {data} is not a folder")
+    if (folder / "cifar-10-batches-bin").is_dir():
+        return datasets.CIFAR10(folder, "test", augment=False)
+    if (folder / "val").is_dir():
+        return datasets.imagenet(folder, "val")
+    raise InputError(f"--data {data}: expected CIFAR-10 (cifar-10-batches-bin/) or ImageNet "
+                     "(val/<class>/<image>)")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from llrnet import distributed
+    from llrnet.errors import UsageError
+    from llrnet.eval import evaluate, format_table, get_suite, list_suites
+
+    if args.suite not in list_suites():
+        raise UsageError(f"unknown suite {args.suite!r}; choose from {', '.join(list_suites())}")
+    if args.max_images is not None and args.max_images < 1:
+        raise UsageError(f"--max-images must be >= 1, got {args.max_images}")
+    attacks = None
+    if args.attacks is not None:
+        attacks = [name.strip() for name in args.attacks.split(",") if name.strip()]
+        if not attacks:
+            raise UsageError("--attacks is empty; give names such as clean,spatial_grid")
+    suite = get_suite(args.suite)
+    if attacks is not None:
+        suite = suite.select(attacks)
+    dataset = _dataset(args.suite, args.data)
+    model = _model(args)
+    class_names = ("bicycle", "bird") if args.suite == "bird_or_bicycle" else None
+    results = evaluate(model, suite, dataset, out_dir=args.out, seed=args.seed,
+                       device=args.device, batch_size=args.batch_size,
+                       max_images=args.max_images, progress=not args.no_progress,
+                       class_names=class_names)
+    if distributed.rank() == 0:
+        print(format_table(results))
+        print(f"results: {Path(args.out) / 'results.json'}")
+    return 0

@@ -6,6 +6,8 @@ Attack classes are imported when a suite is built, so importing
 
 from __future__ import annotations
 
+from typing import Any
+
 from llrnet.errors import UsageError
 from llrnet.eval.suites import Suite, SuiteEntry, register_suite
 
@@ -49,4 +51,112 @@ def linf(
         options={"eps": eps, "steps": steps, "step_size": size, "restarts": restarts,
                  "loss": loss, "multi_targeted": multi_targeted, "num_targets": num_targets},
         batch_size=batch_size,
+    )
+
+
+CHALLENGE_ATTACKS = ("clean", "spatial_grid", "common_corruptions", "spsa_with_random_spatial",
+                     "boundary_with_random_spatial")
+"""The warm-up attacks in the challenge's order (the names of results.json)."""
+
+
+def _warm_up(
+    name: str,
+    *,
+    grid: Any,
+    random_spatial: Any,
+    spsa: Any,
+    boundary: Any,
+    boundary_images: int,
+    options: dict[str, Any],
+    batch_size: int,
+    shuffle: bool,
+) -> Suite:
+    from llrnet.attacks import Chain, CommonCorruptions, Identity
+
+    return Suite(
+        name=name,
+        entries=(
+            SuiteEntry("clean", Identity(), kind="clean"),
+            SuiteEntry("spatial_grid", grid, kind="spatial"),
+            SuiteEntry("common_corruptions", CommonCorruptions(), kind="corruption"),
+            SuiteEntry("spsa_with_random_spatial", Chain(random_spatial, spsa), kind="black_box"),
+            SuiteEntry("boundary_with_random_spatial", Chain(random_spatial, boundary),
+                       kind="black_box", max_images=boundary_images),
+        ),
+        options=options,
+        batch_size=batch_size,
+        shuffle=shuffle,
+    )
+
+
+@register_suite("bird_or_bicycle")
+def bird_or_bicycle(
+    *,
+    grid: str = "challenge",
+    boundary_images: int = 100,
+    batch_size: int = 16,
+) -> Suite:
+    """The challenge's warm-up suite with the spec's parameters (section 4).
+
+    For 224x224 RGB images in [0, 1] and a two-class model (0 bicycle, 1 bird).
+    ``grid`` is ``"challenge"`` (what the reference code ran, comparable with
+    the leaderboard) or ``"intended"``. ``batch_size`` only changes speed and
+    memory, never the results. Images are evaluated in the seeded shuffled
+    order (the reference shuffled; the dataset is sorted by class), and
+    Boundary runs on the first ``boundary_images`` of that order.
+    """
+    from llrnet.attacks import SPSA, Boundary, RandomSpatial, SpatialGrid
+
+    return _warm_up(
+        "bird_or_bicycle",
+        grid=SpatialGrid(grid),
+        random_spatial=RandomSpatial(limits=(18.0, 18.0, 30.0), border=20),
+        spsa=SPSA(eps=16 / 255, steps=200),
+        boundary=Boundary(threshold=10.0),
+        boundary_images=boundary_images,
+        options={"grid": grid, "boundary_images": boundary_images},
+        batch_size=batch_size,
+        shuffle=True,
+    )
+
+
+@register_suite("digits")
+def digits(
+    *,
+    spsa_steps: int = 20,
+    spsa_samples: int = 16,
+    boundary_iterations: int = 100,
+    boundary_directions: int = 10,
+    boundary_images: int = 50,
+    batch_size: int = 32,
+) -> Suite:
+    """The quick suite: the five warm-up kinds scaled to 28x28 grayscale digits (spec 4.6).
+
+    Geometry of the reference's two-class MNIST warm-up: a grid of dx, dy in
+    {-10, -5, 0, 5, 10} px and 11 rotations over [-10, 10] degrees (275
+    transforms), the same 15% border convention; random spatial stage with the
+    same limits and a 2-pixel border (20/224 of the side); SPSA at eps 0.3 and
+    Boundary at L2 <= 4. Budgets are cut so ~100-200 images finish in minutes
+    on a CPU: SPSA ``spsa_steps`` steps (reference 2,000) with ``spsa_samples``
+    probes (reference 64); Boundary ``boundary_iterations`` iterations of
+    ``boundary_directions`` candidates (reference 5,000 x 25) on the first
+    ``boundary_images`` images.
+    """
+    from llrnet.attacks import SPSA, Boundary, RandomSpatial, SpatialGrid
+
+    limits = (10.0, 10.0, 10.0)
+    return _warm_up(
+        "digits",
+        grid=SpatialGrid("intended", limits=limits, granularity=(5, 5, 11)),
+        random_spatial=RandomSpatial(limits=limits, border=2),
+        spsa=SPSA(eps=0.3, steps=spsa_steps, samples=spsa_samples),
+        boundary=Boundary(threshold=4.0, iterations=boundary_iterations,
+                          max_directions=boundary_directions),
+        boundary_images=boundary_images,
+        options={"spsa_steps": spsa_steps, "spsa_samples": spsa_samples,
+                 "boundary_iterations": boundary_iterations,
+                 "boundary_directions": boundary_directions,
+                 "boundary_images": boundary_images},
+        batch_size=batch_size,
+        shuffle=True,
     )

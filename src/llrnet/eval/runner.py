@@ -280,7 +280,7 @@ def evaluate(
                    save_adversarial=save_adversarial)
         first_logits, found = _validate_first_batch(run, is_model_fn)
         manifest = {
-            "suite": resolved.describe(),
+            "suite": resolved.fingerprint(),
             "seed": int(seed),
             "batch_size": size,
             "images": source.count,
@@ -329,6 +329,7 @@ def evaluate(
         }
         config = {
             **manifest,
+            "suite": resolved.describe(),
             "device": str(target),
             "processes": distributed.world_size(),
             "max_images": max_images,
@@ -338,7 +339,8 @@ def evaluate(
         }
         write_results(out, summary, config)
         _write_examples(out, source, per_attack, class_names)
-        logger.info("evaluation written to %s\n%s", out, format_table(attack_records))
+        logger.info("evaluation written to %s", out)
+        logger.debug("results:\n%s", format_table(attack_records))
     distributed.barrier()
     return attack_records
 

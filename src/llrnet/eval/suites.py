@@ -38,6 +38,9 @@ _CLASS_KINDS: dict[str, Kind] = {
     "PGD": "white_box",
     "MultiTargetedPGD": "white_box",
 }
+EXECUTION_KEYS = frozenset({"batch_size", "max_batch", "directions_per_batch", "workers"})
+"""Attack attributes that change speed and memory but never results (documented so by
+llrnet.attacks): left out of the resume check, so a run can resume on other hardware."""
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -76,12 +79,13 @@ def describe_attack(attack: Any, depth: int = 0) -> dict[str, Any]:
     """A JSON-able description of ``attack``'s class and public configuration.
 
     Used in the resolved configuration and to detect a resume with different
-    attack parameters. Private attributes and ``last_stats`` are left out.
+    attack parameters. Private attributes and run-time statistics (``last_stats``,
+    ``stage_stats``) are left out.
     """
     record: dict[str, Any] = {"class": type(attack).__name__}
     for key, value in sorted(vars(attack).items()):
-        if key.startswith("_") or key == "last_stats":
-            continue
+        if key.startswith("_") or key.endswith("_stats"):
+            continue  # private, or run-time statistics (last_stats, stage_stats)
         record[key] = _describe(value, depth)
     return record
 
@@ -190,6 +194,18 @@ class Suite:
         """JSON-able configuration of the suite."""
         return {"name": self.name, "options": _describe(self.options),
                 "attacks": [entry.describe() for entry in self.entries]}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """:meth:`describe` without :data:`EXECUTION_KEYS`: what must match to resume."""
+        return _without(self.describe(), EXECUTION_KEYS)
+
+
+def _without(value: Any, keys: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [_without(v, keys) for v in value]
+    return value
 
 
 SuiteBuilder = Callable[..., Suite]
