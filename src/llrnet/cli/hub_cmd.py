@@ -61,7 +61,7 @@ def _inspect(args: argparse.Namespace) -> int:
     width = max((len(v["name"]) for v in variables), default=0)
     for v in variables:
         flag = "  partitioned" if v["partitioned"] else ""
-        print(f"  {v['name']:<{width}}  {v['dtype']:<8} {str(v['shape']):<18} "
+        print(f"  {v['name']:<{width}}  {v['dtype']:<8} {v['shape']!s:<18} "
               f"{v['bytes']:>10}{flag}")
     print("\nops:")
     for op, count in report["op_histogram"].items():
