@@ -1,0 +1,163 @@
+"""Benchmark: read + verify a ResNet-152-sized TF checkpoint, and a full TF-Hub import.
+
+    .venv/bin/python benchmarks/hub_read.py [--module DIR] [--write-docs]
+
+1. Writes a synthetic checkpoint with ResNet-152 v2's variables (~230 MB of
+   float32, llrnet's pure-Python bundle writer, byte-compatible with TF's).
+2. Measures, in the same run: plain file read (MB/s), ``read_checkpoint`` with
+   CRC32C by ``google-crc32c``, with the pure-Python CRC32C, and without
+   verification.
+3. With ``--module DIR`` (a full-size module written by
+   ``.venv-tf/bin/python scripts/make_hub_fixtures.py --resnet152 DIR``), times
+   the whole ``import_hub`` (open, CRC, graph, mapping, completeness, save) and
+   compares the converted model with TensorFlow's golden logits stored there.
+   Goal: under 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llrnet.hub import crc32c as crc_module
+from llrnet.hub import import_hub, read_checkpoint, write_checkpoint
+from llrnet.models import create_model, load_weights
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+SECTION = "## Hub import"
+
+
+def resnet152_tensors(seed: int = 0) -> dict[str, np.ndarray]:
+    """Random tensors with the names/shapes a ResNet-152 v2 module stores (HWIO convs)."""
+    rng = np.random.default_rng(seed)
+    model = create_model("resnet152_v2_imagenet")
+    tensors = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        shape = tuple(value.shape)
+        if len(shape) == 4:
+            shape = (shape[2], shape[3], shape[1], shape[0])
+        tensors["resnet_v2/" + key.replace(".", "/")] = rng.standard_normal(
+            shape, dtype=np.float32)
+    return tensors
+
+
+def timed(function: Callable[[], object], repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def plain_read(files: list[Path]) -> None:
+    for path in files:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", type=Path, default=None,
+                        help="a full-size ResNet-152 module (see the module doc)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help=f"replace the '{SECTION}' section of docs/benchmarks.md")
+    parser.add_argument("--skip-python-crc", action="store_true",
+                        help="skip the slow pure-Python CRC32C measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="llrnet-hub-bench-") as tmp:
+        tensors = resnet152_tensors()
+        prefix = Path(tmp) / "variables"
+        files = write_checkpoint(prefix, tensors)
+        del tensors
+        size_mb = sum(p.stat().st_size for p in files) / 1e6
+        plain_read(files)  # warm the page cache so every measurement reads from memory
+        t_plain = timed(lambda: plain_read(files), repeat=3)
+        rows.append(f"| plain file read (warm cache) | {t_plain:.2f} s | "
+                    f"{size_mb / t_plain:.0f} MB/s | 1.00 |")
+
+        def read(verify: bool) -> None:
+            values = read_checkpoint(prefix, verify=verify)
+            for array in values.values():  # touch every byte, as a conversion does
+                float(array.reshape(-1)[-1])
+                np.asarray(array).sum()
+
+        cases = [("read_checkpoint, no CRC (verify=False)", False, None),
+                 ("read_checkpoint + CRC32C, google-crc32c", True, "fast")]
+        if not args.skip_python_crc:
+            cases.append(("read_checkpoint + CRC32C, pure Python", True, "python"))
+        for label, verify, impl in cases:
+            saved = crc_module._FAST
+            if impl == "python":
+                crc_module._FAST = None
+            elif impl == "fast" and saved is None:
+                continue
+            try:
+                seconds = timed(partial(read, verify), repeat=1 if impl == "python" else 3)
+            finally:
+                crc_module._FAST = saved
+            rows.append(f"| {label} | {seconds:.2f} s | {size_mb / seconds:.0f} MB/s | "
+                        f"{t_plain / seconds:.2f} |")
+        import_rows: list[str] = []
+        if args.module is not None:
+            out = Path(tmp) / "r152.safetensors"
+            start = time.perf_counter()
+            record = import_hub(args.module, architecture="resnet152_v2_imagenet", out=out)
+            t_import = time.perf_counter() - start
+            module_mb = sum(p.stat().st_size for p in (args.module / "variables").iterdir()) / 1e6
+            import_rows.append(f"| full `import_hub` of a ResNet-152 v2 module ({module_mb:.0f} MB,"
+                               f" CRC on, saved to safetensors) | {t_import:.2f} s |")
+            golden_path = args.module.parent / "golden.npz"
+            if not golden_path.is_file():
+                golden_path = args.module / "golden.npz"
+            if golden_path.is_file():
+                with np.load(golden_path) as golden:
+                    model = load_weights(out)
+                    with torch.no_grad():
+                        ours = model(torch.from_numpy(golden["images"]).permute(0, 3, 1, 2))
+                    diff = float(np.abs(ours.numpy() - golden["logits"]).max())
+                import_rows.append(f"| max abs logit difference vs TensorFlow "
+                                   f"({len(golden['images'])} images, 64x64) | {diff:.2g} |")
+            import_rows.append(f"| checks recorded | {'; '.join(record['checks'][:3])} |")
+    lines = [
+        SECTION, "",
+        f"Command: `.venv/bin/python benchmarks/hub_read.py --module DIR --write-docs` "
+        f"({platform.machine()}, {torch.get_num_threads()} threads, Python "
+        f"{sys.version.split()[0]}; the CPU was shared with other jobs, so times are "
+        "upper bounds). DIR was written by `.venv-tf/bin/python scripts/make_hub_fixtures.py "
+        "--resnet152 DIR`.", "",
+        f"Synthetic ResNet-152 v2 checkpoint, {size_mb:.0f} MB (pure-Python writer):", "",
+        "| what | time | throughput | vs plain read |", "|---|---|---|---|", *rows, "",
+    ]
+    if import_rows:
+        lines += ["Full import (goal: under 10 s):", "", "| what | result |", "|---|---|",
+                  *import_rows, ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.write_docs:
+        current = DOCS.read_text()
+        if SECTION in current:
+            head, _, rest = current.partition(SECTION)
+            tail = rest.split("\n## ", 1)
+            current = head + text + ("\n## " + tail[1] if len(tail) > 1 else "")
+        else:
+            current = current.rstrip("\n") + "\n\n" + text
+        DOCS.write_text(current)
+
+
+if __name__ == "__main__":
+    main()
