@@ -67,18 +67,19 @@ def _warm_up(
     spsa: Any,
     boundary: Any,
     boundary_images: int,
+    corruptions: Any,
     options: dict[str, Any],
     batch_size: int,
     shuffle: bool,
 ) -> Suite:
-    from llrnet.attacks import Chain, CommonCorruptions, Identity
+    from llrnet.attacks import Chain, Identity
 
     return Suite(
         name=name,
         entries=(
             SuiteEntry("clean", Identity(), kind="clean"),
             SuiteEntry("spatial_grid", grid, kind="spatial"),
-            SuiteEntry("common_corruptions", CommonCorruptions(), kind="corruption"),
+            SuiteEntry("common_corruptions", corruptions, kind="corruption"),
             SuiteEntry("spsa_with_random_spatial", Chain(random_spatial, spsa), kind="black_box"),
             SuiteEntry("boundary_with_random_spatial", Chain(random_spatial, boundary),
                        kind="black_box", max_images=boundary_images),
@@ -105,10 +106,11 @@ def bird_or_bicycle(
     order (the reference shuffled; the dataset is sorted by class), and
     Boundary runs on the first ``boundary_images`` of that order.
     """
-    from llrnet.attacks import SPSA, Boundary, RandomSpatial, SpatialGrid
+    from llrnet.attacks import SPSA, Boundary, CommonCorruptions, RandomSpatial, SpatialGrid
 
     return _warm_up(
         "bird_or_bicycle",
+        corruptions=CommonCorruptions(),
         grid=SpatialGrid(grid),
         random_spatial=RandomSpatial(limits=(18.0, 18.0, 30.0), border=20),
         spsa=SPSA(eps=16 / 255, steps=200),
@@ -142,11 +144,14 @@ def digits(
     ``boundary_directions`` candidates (reference 5,000 x 25) on the first
     ``boundary_images`` images.
     """
-    from llrnet.attacks import SPSA, Boundary, RandomSpatial, SpatialGrid
+    from llrnet.attacks import SPSA, Boundary, CommonCorruptions, RandomSpatial, SpatialGrid
 
     limits = (10.0, 10.0, 10.0)
     return _warm_up(
         "digits",
+        # In-process: 28x28 corruptions take milliseconds, while each worker
+        # process would first spend seconds importing the corruption libraries.
+        corruptions=CommonCorruptions(workers=0),
         grid=SpatialGrid("intended", limits=limits, granularity=(5, 5, 11)),
         random_spatial=RandomSpatial(limits=limits, border=2),
         spsa=SPSA(eps=0.3, steps=spsa_steps, samples=spsa_samples),

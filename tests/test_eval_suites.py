@@ -1,0 +1,106 @@
+"""Suites: the spec's parameters, kinds, selection, custom suites, digits end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from llrnet.attacks import PGD, SPSA, Boundary, Chain, Identity, RandomSpatial, SpatialGrid
+from llrnet.errors import UsageError
+from llrnet.eval import Suite, SuiteEntry, attack_kind, evaluate, get_suite, list_suites
+
+WARM_UP = ["clean", "spatial_grid", "common_corruptions", "spsa_with_random_spatial",
+           "boundary_with_random_spatial"]
+
+
+def test_registered_suites() -> None:
+    assert {"bird_or_bicycle", "digits", "linf"} <= set(list_suites())
+
+
+def test_bird_or_bicycle_has_the_spec_parameters() -> None:
+    suite = get_suite("bird_or_bicycle")
+    assert suite.names == WARM_UP
+    assert suite.shuffle
+    entries = {entry.name: entry for entry in suite.entries}
+    assert [entries[n].kind for n in WARM_UP] == ["clean", "spatial", "corruption", "black_box",
+                                                  "black_box"]
+    grid = entries["spatial_grid"].attack
+    assert grid.grid_name == "challenge" and grid.transforms.shape == (775, 3)
+    assert grid.border_fraction == 0.15
+    spatial, spsa = entries["spsa_with_random_spatial"].attack.stages
+    assert spatial.limits == (18.0, 18.0, 30.0) and spatial.border == 20
+    assert spsa.eps == 16 / 255 and spsa.steps == 200 and spsa.samples == 64
+    assert spsa.delta == 0.01 and spsa.lr == 0.01 and spsa.threshold == -1.0
+    boundary_entry = entries["boundary_with_random_spatial"]
+    assert boundary_entry.max_images == 100 and boundary_entry.needs_pool
+    boundary = boundary_entry.attack.stages[1]
+    assert boundary.eps == 10.0 and boundary.iterations == 5000 and boundary.max_directions == 25
+    assert get_suite("bird_or_bicycle", grid="intended").entries[1].attack.grid_name == "intended"
+    assert not any(entry.needs_gradients for entry in suite.entries)
+
+
+def test_digits_is_scaled_to_small_images() -> None:
+    suite = get_suite("digits")
+    assert suite.names == WARM_UP
+    entries = {entry.name: entry for entry in suite.entries}
+    assert entries["spatial_grid"].attack.transforms.shape == (275, 3)  # 5 x 5 x 11
+    spsa = entries["spsa_with_random_spatial"].attack.stages[1]
+    assert spsa.eps == 0.3
+    assert entries["boundary_with_random_spatial"].attack.stages[1].eps == 4.0
+
+
+def test_linf_suite() -> None:
+    suite = get_suite("linf", eps=0.1, steps=10)
+    assert suite.names == ["clean", "pgd"]
+    pgd = suite.entries[1].attack
+    assert pgd.eps == 0.1 and pgd.steps == 10 and pgd.step_size == pytest.approx(0.025)
+    assert suite.entries[1].needs_gradients
+    assert get_suite("linf", multi_targeted=True).names == ["clean", "multi_targeted_pgd"]
+    with pytest.raises(UsageError, match="eps must be > 0"):
+        get_suite("linf", eps=0)
+
+
+def test_kinds_and_custom_suites() -> None:
+    chain = Chain(RandomSpatial(), SPSA(steps=1))
+    assert attack_kind(chain) == "black_box"
+    assert attack_kind(Identity()) == "clean"
+    assert attack_kind(SpatialGrid()) == "spatial"
+    assert attack_kind(PGD(0.1, 1, 0.1)) == "white_box"
+    suite = Suite.custom([Identity(), chain, Chain(RandomSpatial(), Boundary())])
+    assert suite.names == ["clean", "spsa_with_random_spatial", "boundary_with_random_spatial"]
+    assert [e.needs_pool for e in suite.entries] == [False, False, True]
+    with pytest.raises(UsageError, match="duplicate attack names: clean"):
+        Suite.custom([Identity(), Identity()])
+    with pytest.raises(UsageError, match="must use only letters"):
+        SuiteEntry("a/b", Identity())
+    assert suite.select(["boundary_with_random_spatial", "clean"]).names == [
+        "clean", "boundary_with_random_spatial"]
+
+
+@pytest.mark.slow
+def test_digits_suite_runs_end_to_end(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 28, 28, generator=generator)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 2))
+    suite = get_suite("digits", spsa_steps=2, boundary_iterations=3, boundary_images=4)
+    attacks = ["clean", "spatial_grid", "spsa_with_random_spatial",
+               "boundary_with_random_spatial"]
+    results = evaluate(model, suite, (images, labels), out_dir=tmp_path, attacks=attacks,
+                       batch_size=3, progress=False)
+    assert list(results) == attacks
+    assert results["boundary_with_random_spatial"]["images"] == 4
+    assert results["spatial_grid"]["model_evaluations"] == 6 * 275
+    for record in results.values():
+        assert 0.0 <= record["accuracy@80"] <= 1.0
+        assert set(record["error_indices"]) <= set(range(6))
+        wrong = round((1 - record["accuracy@100"]) * record["images"])
+        assert len(record["error_indices"]) == wrong
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["shuffle"] is True
+    assert [a["name"] for a in config["suite"]["attacks"]] == attacks
