@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,9 +266,13 @@ def _setup(config: TrainConfig, out_dir: Path, resume: bool, task: Any) -> tuple
     found = latest_checkpoint(out_dir / CHECKPOINTS) if resume else None
     wrapped: nn.Module = model
     if world > 1:
-        wrapped = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)  # batch norm statistics stay per device
+        with warnings.catch_warnings():
+            # torch >= 2.10 deprecates broadcast_buffers but says to keep it for
+            # rank-local buffers: batch-norm statistics stay per device, never synced.
+            warnings.simplefilter("ignore", FutureWarning)
+            wrapped = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False)
     run = _Run(config=config, out_dir=out_dir, device=device, model=model, wrapped=wrapped,
                task=task, optimizer=optimizer, scheduler=scheduler, ema=ema,
                eval_images=eval_images, eval_labels=eval_labels,
