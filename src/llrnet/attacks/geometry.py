@@ -66,7 +66,9 @@ def _sample(images: Tensor, xs: Tensor, ys: Tensor, padding: str) -> Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=True)
 
 
-def pil_affine(images: Tensor, dx: Tensor, dy: Tensor, angle: Tensor) -> Tensor:
+def pil_affine(
+    images: Tensor, dx: Tensor, dy: Tensor, angle: Tensor, *, pad: tuple[int, int] = (0, 0)
+) -> Tensor:
     """torchvision 0.2's ``affine(angle, translate=(dx, dy), scale=1, shear=0, BILINEAR)``.
 
     ``images`` [P, C, H, W] (8-bit levels, float), one transform per image
@@ -76,28 +78,50 @@ def pil_affine(images: Tensor, dx: Tensor, dy: Tensor, angle: Tensor) -> Tensor:
     bilinearly with edge clamping inside the image and black outside (PIL's
     ``bilinear_filter``), and rounds to 8 bits. Positive ``angle`` turns the
     content clockwise on screen, positive ``dx``/``dy`` move it right/down.
+
+    ``pad=(px, py)`` renders a larger canvas [P, C, H + 2 py, W + 2 px] whose
+    pixel (i + px, j + py) is output pixel (i, j); output pixels outside the
+    H x W frame follow the same formula. Then the output for an extra
+    *integer* translation (a, b) is the crop starting at (px - a, py - b).
+
+    The index-space map is turned into one ``affine_grid`` theta per image, so
+    all transforms of a batch are sampled by a single ``grid_sample``.
     """
     p, _, h, w = images.shape
-    device = images.device
-    a = angle.to(device, torch.float64) * (math.pi / 180.0)
+    px, py = pad
+    hc, wc = h + 2 * py, w + 2 * px
+    a = angle.to(torch.float64) * (math.pi / 180.0)
     cos, sin = torch.cos(a), torch.sin(a)
     cx, cy = w * 0.5 + 0.5, h * 0.5 + 0.5
-    tx = dx.to(device, torch.float64)
-    ty = dy.to(device, torch.float64)
+    tx = dx.to(torch.float64)
+    ty = dy.to(torch.float64)
     # Inverse matrix exactly as torchvision 0.2's _get_inverse_affine_matrix.
     m0, m1, m3, m4 = cos, sin, -sin, cos
     m2 = m0 * (-cx - tx) + m1 * (-cy - ty) + cx
     m5 = m3 * (-cx - tx) + m4 * (-cy - ty) + cy
-    jj, ii = torch.meshgrid(
-        torch.arange(h, device=device, dtype=torch.float64) + 0.5,
-        torch.arange(w, device=device, dtype=torch.float64) + 0.5,
-        indexing="ij",
-    )
-    view = (p, 1, 1)
-    xin = m0.reshape(view) * ii + m1.reshape(view) * jj + m2.reshape(view)
-    yin = m3.reshape(view) * ii + m4.reshape(view) * jj + m5.reshape(view)
-    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    out = _sample(images, (xin - 0.5).float(), (yin - 0.5).float(), "border")
+    # Canvas pixel (i', j') is output pixel (i' - px, j' - py); its source index is
+    # xs = m0 (i' - px + .5) + m1 (j' - py + .5) + m2 - .5. In normalized
+    # coordinates (align_corners=True): i' = (u + 1)(Wc - 1) / 2, gx = 2 xs / (W - 1) - 1.
+    sw, sh = max(w - 1, 1), max(h - 1, 1)
+    kx, ky = (wc - 1) / 2.0, (hc - 1) / 2.0
+    cx0 = m0 * (0.5 - px) + m1 * (0.5 - py) + m2 - 0.5
+    cy0 = m3 * (0.5 - px) + m4 * (0.5 - py) + m5 - 0.5
+    row0 = [m0 * kx, m1 * ky, m0 * kx + m1 * ky + cx0]
+    row1 = [m3 * kx, m4 * ky, m3 * kx + m4 * ky + cy0]
+    theta = torch.stack(
+        [
+            torch.stack([v * (2.0 / sw) for v in row0[:2]] + [row0[2] * (2.0 / sw) - 1.0], dim=1),
+            torch.stack([v * (2.0 / sh) for v in row1[:2]] + [row1[2] * (2.0 / sh) - 1.0], dim=1),
+        ],
+        dim=1,
+    ).to(device=images.device, dtype=torch.float32)
+    grid = F.affine_grid(theta, [p, 1, hc, wc], align_corners=True)
+    # PIL fills black where the continuous source point leaves [0, W) x [0, H).
+    lim_x, lim_y = 1.0 + 1.0 / sw, 1.0 + 1.0 / sh
+    gx, gy = grid[..., 0], grid[..., 1]
+    inside = (gx >= -lim_x) & (gx < lim_x) & (gy >= -lim_y) & (gy < lim_y)
+    out = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
+                        align_corners=True)
     out = out * inside[:, None].to(out.dtype)
     return _round_half_up(out)
 

@@ -241,13 +241,16 @@ class ImageRng:
         if not self.generators:
             return torch.empty((0, *shape), device=device, dtype=dtype)
         shifts = torch.arange(8, dtype=torch.uint8)
-        rows = []
-        for g in self.generators:
+        out = torch.empty((len(self.generators), count), dtype=dtype)
+        for r, g in enumerate(self.generators):
             raw = torch.randint(0, 256, ((count + 7) // 8,), generator=g, dtype=torch.uint8)
             bits = ((raw[:, None] >> shifts) & 1).flatten()[:count]
-            rows.append(bits.reshape(tuple(shape)))
-        signs = torch.stack(rows).to(device=device, dtype=torch.int8) * 2 - 1
-        return signs.to(dtype)
+            torch.add(bits.to(dtype), -0.5 if dtype.is_floating_point else 0, out=out[r])
+        if dtype.is_floating_point:
+            out.mul_(2.0)  # {-0.5, 0.5} -> {-1, 1}
+        else:
+            out.mul_(2).sub_(1)
+        return out.reshape((len(self.generators), *shape)).to(device)
 
     def normal(self, shape: Sequence[int], device: torch.device) -> Tensor:
         """[N, *shape] standard normal samples."""

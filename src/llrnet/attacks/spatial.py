@@ -107,47 +107,93 @@ class SpatialGrid(Attack):
             raise UsageError(f"border_fraction must be < 0.5, got {border_fraction}")
         self.border_fraction = float(border_fraction)
         self.batch_size = check_count(batch_size, "batch_size")
+        self._groups = self._plan()
+
+    def _plan(self) -> list[tuple[float, tuple[int, int], list[int], list[int]]]:
+        """Transforms grouped by angle (first-appearance order).
+
+        Per angle: the canvas padding (px, py), the transforms with integer
+        translations (crops of one rotated canvas) and the others (warped
+        one by one).
+        """
+        groups: dict[float, tuple[list[int], list[int]]] = {}
+        for t, (dx, dy, angle) in enumerate(self.transforms.tolist()):
+            ints, others = groups.setdefault(angle, ([], []))
+            (ints if dx == round(dx) and dy == round(dy) else others).append(t)
+        plan = []
+        for angle, (ints, others) in groups.items():
+            px = int(max((abs(self.transforms[t, 0].item()) for t in ints), default=0))
+            py = int(max((abs(self.transforms[t, 1].item()) for t in ints), default=0))
+            plan.append((angle, (px, py), ints, others))
+        return plan
 
     def transform(self, x: Tensor, index: Tensor) -> Tensor:
         """Image ``x[i]`` under grid transform ``index[i]``: [N, C, H, W], multiples of 1/255."""
-        bordered = pil_border(x, self.border_fraction)
-        return self._warp(bordered, index)
+        return self._render(pil_border(x, self.border_fraction), index).to(x.dtype)
 
-    def _warp(self, bordered: Tensor, index: Tensor) -> Tensor:
-        t = self.transforms[index.cpu()]
-        return pil_affine(bordered, t[:, 0], t[:, 1], t[:, 2]) / 255.0
+    def _render(self, bordered: Tensor, index: Tensor) -> Tensor:
+        """Bordered 8-bit images [N, C, H, W] under transforms ``index`` [N] -> [0, 1]."""
+        out = torch.empty_like(bordered)
+        where = {t: (angle, pad, t in ints) for angle, pad, ints, others in self._groups
+                 for t in ints + others}
+        for i, t in enumerate(index.tolist()):
+            angle, pad, integer = where[t]
+            out[i] = self._warp_one(bordered[i : i + 1], t, angle, pad, integer)[0]
+        return out / 255.0
+
+    def _warp_one(self, image: Tensor, t: int, angle: float, pad: tuple[int, int],
+                  integer: bool) -> Tensor:
+        dx, dy, _ = self.transforms[t].tolist()
+        one = torch.ones(1, dtype=torch.float64)
+        if not integer:
+            return pil_affine(image, one * dx, one * dy, one * angle)
+        canvas = pil_affine(image, one * 0, one * 0, one * angle, pad=pad)
+        return _crop(canvas, pad, int(dx), int(dy), image.shape[2], image.shape[3])
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
     ) -> Tensor:
-        n = x.shape[0]
-        count = self.transforms.shape[0]
+        n, _, h, w = x.shape
         bordered = pil_border(x, self.border_fraction)
-        best_score = torch.full((n,), float("-inf"), device=x.device)
-        best_index = torch.zeros(n, dtype=torch.int64, device=x.device)
-        # (image, transform) pairs in image-major order, so each image's
-        # transforms are visited in grid order.
-        total = n * count
+        scores = torch.full((n, self.transforms.shape[0]), float("-inf"), device=x.device)
+        images_per_canvas = max(1, min(n, 16))
         with torch.no_grad():
-            for start in range(0, total, self.batch_size):
-                pairs = torch.arange(start, min(start + self.batch_size, total), device=x.device)
-                image, tindex = pairs // count, pairs % count
-                warped = self._warp(bordered[image], tindex).to(x.dtype)
-                score = wrong_class_margin(model(warped), y[image]).float()
-                # Within a chunk an image may appear many times: take its first
-                # maximum (lowest pair index), then compare strictly with the
-                # running best, so the first maximum in grid order wins.
-                chunk_max = torch.full_like(best_score, float("-inf")).scatter_reduce(
-                    0, image, score, "amax"
-                )
-                hit = score == chunk_max[image]
-                first = torch.full_like(best_index, total).scatter_reduce(
-                    0, image[hit], pairs[hit], "amin"
-                )
-                update = (first < total) & (chunk_max > best_score)
-                best_score = torch.where(update, chunk_max, best_score)
-                best_index = torch.where(update, first % count, best_index)
-            return self._warp(bordered, best_index).to(x.dtype)
+            for c0 in range(0, n, images_per_canvas):
+                members = list(range(c0, min(c0 + images_per_canvas, n)))
+                for angle, pad, ints, others in self._groups:
+                    separate = set(others)
+                    ones = torch.ones(len(members), dtype=torch.float64)
+                    canvas = None
+                    if ints:
+                        canvas = pil_affine(bordered[members], ones * 0, ones * 0, ones * angle,
+                                            pad=pad) / 255.0
+                    pairs = [(r, t) for r in range(len(members)) for t in ints + others]
+                    for s in range(0, len(pairs), self.batch_size):
+                        chunk = pairs[s : s + self.batch_size]
+                        batch = []
+                        for r, t in chunk:
+                            if t in separate:
+                                batch.append(self._warp_one(bordered[members[r] : members[r] + 1],
+                                                            t, angle, pad, False)[0] / 255.0)
+                            else:
+                                assert canvas is not None
+                                dx, dy = int(self.transforms[t, 0]), int(self.transforms[t, 1])
+                                batch.append(_crop(canvas[r : r + 1], pad, dx, dy, h, w)[0])
+                        rows = torch.tensor([members[r] for r, _ in chunk], device=x.device)
+                        logits = model(torch.stack(batch).to(x.dtype))
+                        margin = wrong_class_margin(logits, y[rows]).float()
+                        cols = torch.tensor([t for _, t in chunk], device=x.device)
+                        scores[rows, cols] = torch.nan_to_num(margin, nan=float("-inf"))
+        # torch.argmax returns the first maximal index: the first maximum in grid order
+        # wins (strict '>' in the reference), and some transform is always chosen.
+        best = scores.argmax(dim=1)
+        return self._render(bordered, best.cpu()).to(x.dtype)
+
+
+def _crop(canvas: Tensor, pad: tuple[int, int], dx: int, dy: int, h: int, w: int) -> Tensor:
+    """The H x W window of a padded canvas that is the output translated by (dx, dy)."""
+    x0, y0 = pad[0] - dx, pad[1] - dy
+    return canvas[:, :, y0 : y0 + h, x0 : x0 + w]
 
 
 class RandomSpatial(Attack):

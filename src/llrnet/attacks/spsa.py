@@ -102,29 +102,36 @@ class SPSA(Attack):
     def _gradient(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng
     ) -> Tensor:
-        """SPSA gradient estimate at ``x`` [n, C, H, W] (``x0 + p``), per image."""
+        """SPSA gradient estimate at ``x`` [n, C, H, W] (``x0 + p``), per image.
+
+        For image i with signs s_k (k < samples/2) and probes ``x + delta s_k``
+        then ``x - delta s_k``: ``mean_j loss_j V_j / delta`` with ``V = [v, -v]``,
+        ``v = delta s``, equals ``sum_k (loss+_k - loss-_k) s_k / samples``.
+        Images are processed in groups whose probes fill ``max_batch``; each
+        image's probes are built with two fused adds from its float signs.
+        """
         n = x.shape[0]
         pairs = self.samples // 2
         shape = x.shape[1:]
-        signs = rng.rademacher((pairs, *shape), x.device, torch.int8)  # [n, pairs, C, H, W]
-        # Probe rows in (image, probe) order: image i's +v_k at 2*pairs*i + k,
-        # its -v_k at 2*pairs*i + pairs + k.
-        total = n * self.samples
-        labels = y.repeat_interleave(self.samples)
-        losses = torch.empty(total, device=x.device, dtype=x.dtype)
-        for start in range(0, total, self.max_batch):
-            rows = torch.arange(start, min(start + self.max_batch, total), device=x.device)
-            image, probe = rows // self.samples, rows % self.samples
-            sign = torch.where(probe < pairs, self.delta, -self.delta).to(x.dtype)
-            v = signs[image, probe % pairs].to(x.dtype) * sign.reshape(-1, 1, 1, 1)
-            losses[start : start + rows.shape[0]] = margin_loss(model(x[image] + v), labels[rows])
-        losses = losses.reshape(n, self.samples)
-        # mean_j loss_j * V_j / delta with V = [v, -v], v = delta * s:
-        #   = sum_k (loss+_k - loss-_k) * s_k / samples
-        diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples
+        dims = x[0].numel()
         grad = torch.empty_like(x)
-        for i in range(n):  # one image at a time keeps the float copy of the signs small
-            grad[i] = (diff[i] @ signs[i].reshape(pairs, -1).to(x.dtype)).reshape(shape)
+        per_group = max(1, self.max_batch // self.samples)
+        for g0 in range(0, n, per_group):
+            members = list(range(g0, min(g0 + per_group, n)))
+            signs = rng.subset(members).rademacher((pairs, dims), x.device, x.dtype)
+            probes = torch.empty((len(members), self.samples, dims), device=x.device,
+                                 dtype=x.dtype)
+            for r, i in enumerate(members):
+                base = x[i].reshape(1, dims)
+                torch.add(base, signs[r], alpha=self.delta, out=probes[r, :pairs])
+                torch.add(base, signs[r], alpha=-self.delta, out=probes[r, pairs:])
+            flat = probes.reshape(-1, *shape)
+            labels = y[members].repeat_interleave(self.samples)
+            losses = _margins(model, flat, labels, self.max_batch).reshape(len(members), -1)
+            diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples  # [g, pairs]
+            grad[g0 : g0 + len(members)] = torch.bmm(diff[:, None, :], signs).reshape(
+                len(members), *shape
+            )
         return grad
 
     def _run(
