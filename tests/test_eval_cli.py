@@ -33,13 +33,6 @@ def test_eval_with_weights_writes_the_report(tmp_path: Path, capsys: pytest.Capt
     assert again == results
 
 
-def test_eval_with_registered_model_is_seeded(tmp_path: Path) -> None:
-    argv = ["eval", "--suite", "digits", "--model", "digits_wrn", "--out", str(tmp_path),
-            "--max-images", "2", "--attacks", "clean", "--no-progress"]
-    assert main(argv) == 0
-    assert main(argv) == 0  # the untrained model is rebuilt from --seed, so it resumes
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -65,11 +58,12 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert message in err
 
 
-def test_resume_with_other_seed_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                           ) -> None:
+def test_registered_model_resumes_but_not_with_other_seed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["eval", "--suite", "digits", "--model", "digits_wrn", "--out", str(tmp_path),
             "--max-images", "2", "--attacks", "clean", "--no-progress"]
     assert main(base) == 0
+    assert main(base) == 0  # the untrained model is rebuilt from --seed, so it resumes
     capsys.readouterr()
     assert main([*base, "--seed", "1"]) == 2
     assert "holds an evaluation with different arguments" in capsys.readouterr().err

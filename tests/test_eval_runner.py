@@ -207,3 +207,17 @@ def test_model_mode_is_restored(tmp_path: Path) -> None:
     model = tiny_model().train()
     evaluate(model, suite()[0], tiny_data(), out_dir=tmp_path, progress=False)
     assert model.training
+
+
+def test_black_box_beating_other_attacks_is_flagged() -> None:
+    from llrnet.eval.checks import check_attack_strengths
+
+    kinds = {"clean": "clean", "spatial_grid": "spatial", "pgd": "white_box", "spsa": "black_box"}
+    with pytest.warns(EvaluationWarning) as caught:
+        found = check_attack_strengths(
+            kinds, {"clean": 1.0, "spatial_grid": 0.9, "pgd": 0.8, "spsa": 0.1})
+    assert len(found) == len(caught) == 2
+    assert "gradient masking" in found[1] and "undefended" in found[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EvaluationWarning)
+        assert check_attack_strengths(kinds, {"spatial_grid": 0.9, "pgd": 0.5, "spsa": 0.45}) == []

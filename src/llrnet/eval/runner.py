@@ -257,8 +257,10 @@ def evaluate(
         UsageError: unknown suite or attack names, a white-box attack on a
             model_fn, or ``out_dir`` holding a run with different arguments.
     """
-    distributed.init_from_env(device)
     target = distributed.local_device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)  # NCCL object gathers use the current device
+    distributed.init_from_env(target)
     resolved = _resolve_suite(suite).select(attacks)
     size = resolved.batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
