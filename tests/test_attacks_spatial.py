@@ -183,3 +183,18 @@ def test_random_spatial_is_per_image_seeded_and_continuous() -> None:
     params = attack.sample(ImageRng(torch.arange(200)))
     assert params[:, 0].abs().max() <= 5 and params[:, 2].abs().max() <= 10
     assert params[:, 2].abs().max() > 8  # spreads over the range
+
+
+def test_canvas_crops_equal_direct_warps() -> None:
+    """Integer translations are cropped from one rotated canvas per angle; they read the
+    same source points as a direct affine per transform (up to rare 1-level rounding)."""
+    x = torch.rand(2, 3, 30, 30)
+    grid = [[3.0, -4.0, 9.0], [-2.0, 5.0, 9.0], [0.5, 1.5, 9.0], [0.0, 0.0, -9.0]]
+    attack = SpatialGrid(grid=grid)
+    bordered = pil_border(x, 0.15)
+    for t, (dx, dy, angle) in enumerate(grid):
+        ours = attack.transform(x, torch.full((2,), t)) * 255
+        one = torch.full((2,), 1.0, dtype=torch.float64)
+        direct = pil_affine(bordered, one * dx, one * dy, one * angle)
+        diff = (ours - direct).abs()
+        assert diff.max() <= 1.0 + 1e-4 and (diff > 0.5).float().mean() < 0.01
