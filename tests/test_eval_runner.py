@@ -221,3 +221,15 @@ def test_black_box_beating_other_attacks_is_flagged() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", EvaluationWarning)
         assert check_attack_strengths(kinds, {"spatial_grid": 0.9, "pgd": 0.5, "spsa": 0.45}) == []
+
+
+def test_attack_subsets_share_an_output_folder(tmp_path: Path) -> None:
+    data = tiny_data()
+    full, _ = suite()
+    first = evaluate(tiny_model(), full, data, out_dir=tmp_path, attacks=["clean"],
+                     progress=False)
+    assert list(first) == ["clean"]
+    both, attack = suite()
+    results = evaluate(tiny_model(), both, data, out_dir=tmp_path, progress=False)
+    assert list(results) == ["clean", "pgd"] and attack._calls == 6
+    assert results["clean"] == first["clean"]

@@ -99,14 +99,14 @@ def _eval(args: argparse.Namespace) -> int:
         if not attacks:
             raise UsageError("--attacks is empty; give names such as clean,spatial_grid")
     suite = get_suite(args.suite)
-    if attacks is not None:
-        suite = suite.select(attacks)
+    suite.select(attacks)  # unknown names fail here, before loading data or model
     dataset = _dataset(args.suite, args.data)
     model = _model(args)
     class_names = ("bicycle", "bird") if args.suite == "bird_or_bicycle" else None
     results = evaluate(model, suite, dataset, out_dir=args.out, seed=args.seed,
                        device=args.device, batch_size=args.batch_size,
-                       max_images=args.max_images, progress=not args.no_progress,
+                       max_images=args.max_images, attacks=attacks,
+                       progress=not args.no_progress,
                        class_names=class_names)
     if distributed.rank() == 0:
         print(format_table(results))

@@ -107,7 +107,7 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-def _validate_first_batch(run: _Run, is_model_fn: bool) -> tuple[torch.Tensor, list[str]]:
+def _validate_first_batch(run: _Run) -> tuple[torch.Tensor, list[str]]:
     """Forward the first batch twice; raise InputError on bad outputs; sanity warnings."""
     x, y = run.source.get(run.source.order[: run.batch_size])
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
@@ -116,9 +116,8 @@ def _validate_first_batch(run: _Run, is_model_fn: bool) -> tuple[torch.Tensor, l
     if int(y.min()) < 0:
         raise InputError("labels must be non-negative class indices")
     x = x.to(run.device)
-    first = _forward(run.model, x)  # ModelFnModule validates its own outputs
-    if not is_model_fn:
-        check_module_output(first, len(x), int(y.max()) + 1)
+    first = _forward(run.model, x)  # a ModelFnModule also checks the model_fn contract
+    check_module_output(first, len(x), int(y.max()) + 1)
     second = _forward(run.model, x)
     return first, checks.check_outputs(first, second)
 
@@ -261,7 +260,8 @@ def evaluate(
     if target.type == "cuda":
         torch.cuda.set_device(target)  # NCCL object gathers use the current device
     distributed.init_from_env(target)
-    resolved = _resolve_suite(suite).select(attacks)
+    full = _resolve_suite(suite)
+    resolved = full.select(attacks)
     size = resolved.batch_size if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -280,9 +280,11 @@ def evaluate(
     try:
         run = _Run(model=model, source=source, device=target, seed=int(seed), batch_size=size,
                    save_adversarial=save_adversarial)
-        first_logits, found = _validate_first_batch(run, is_model_fn)
+        first_logits, found = _validate_first_batch(run)
         manifest = {
-            "suite": resolved.fingerprint(),
+            # The whole suite, not the selection: runs of different attack subsets
+            # can share an output folder (each attack's chunks are its own).
+            "suite": full.fingerprint(),
             "seed": int(seed),
             "batch_size": size,
             "images": source.count,
