@@ -37,7 +37,6 @@ from llrnet.models import (
     WideResNet,
     create_model,
     list_models,
-    load_state_strict,
     model_arguments,
 )
 
@@ -227,7 +226,10 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
         raise UsageError(f"{module.path} is a linear head module; pass the latents module "
                          "as PATH and this one with --linear")
     kwargs = _kwargs(architecture, analysis)
-    model = create_model(architecture, **kwargs)
+    # Built on the meta device: no memory, no random init (seconds for ResNet-152);
+    # the converted tensors are assigned in _fill.
+    with torch.device("meta"):
+        model = create_model(architecture, **kwargs)
     _check_family(model, architecture, analysis, module)
     _check_structure(model, architecture, analysis)
     mapper = _Mapper()
@@ -262,6 +264,11 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
     return conversion
 
 
+def _constructor_values(architecture: str, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Buffers as the architecture's constructor sets them (not from the module)."""
+    return dict(create_model(architecture, **kwargs).state_dict())
+
+
 def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis: Analysis,
           mapper: _Mapper, sources: dict[str, HubModule]) -> Conversion:
     expected = model.state_dict()
@@ -292,17 +299,21 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
             problems.append(f"shape of {assignment.key}: {tuple(target.shape)} but "
                             f"{assignment.variable} gives {tuple(value.shape)}")
             continue
-        tensors[assignment.key] = torch.tensor(np.array(value), dtype=target.dtype)
+        if not value.flags.writeable or not value.flags.c_contiguous:
+            value = np.array(value)  # a copy: the reader's arrays are read-only mmap views
+        tensors[assignment.key] = torch.from_numpy(value).to(target.dtype)
     derived: dict[str, str] = {}
     not_filled: list[str] = []
+    constructed: dict[str, torch.Tensor] = {}
     for key, target in expected.items():
         if key in tensors:
             continue
         if key.endswith("num_batches_tracked"):
-            tensors[key] = torch.zeros_like(target)
+            tensors[key] = torch.zeros(target.shape, dtype=target.dtype)
             derived[key] = "0 (TF keeps no batch counter; unused with a fixed momentum)"
         elif key in ("normalize.mean", "normalize.std") and analysis.family == "wide_resnet":
-            tensors[key] = target.clone()
+            constructed = constructed or _constructor_values(architecture, kwargs)
+            tensors[key] = constructed[key].clone()
             derived[key] = ("the architecture's input normalization (the module expects "
                             "normalized inputs)")
         elif key not in keys:
@@ -311,7 +322,9 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         problems.append(f"model tensors not filled: {', '.join(not_filled)}")
     if problems:
         raise WeightsError(f"{architecture}: import is incomplete; " + "; ".join(problems))
-    load_state_strict(model, tensors, source="hub import")
+    # Names and shapes were proved equal above; assign=True adopts the tensors
+    # instead of copying them into the (meta) model.
+    model.load_state_dict(tensors, strict=True, assign=True)
     model.eval()
     n_vars = sum(len(m.reader.names()) for m in sources.values())
     n_ignored = sum(len(v) for v in ignored.values())
