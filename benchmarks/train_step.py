@@ -160,6 +160,7 @@ def main() -> None:
                f"--batch {args.batch} --repeats {args.repeats} --threads {args.threads}"
                f"{' --no-memory' if args.no_memory else ''} --write`")
     report = (
+        "### Cost of one training step\n\n"
         f"One training step per task (`digits_wrn`, batch {args.batch} of 28x28, "
         f"median of {args.repeats} round-robin repeats), as multiples of one standard step.\n"
         f"Machine: {machine_description()}. Command: {command}\n\n{table(times, memory)}\n"

@@ -63,9 +63,8 @@ def _worker(rank: int, store_path: str, out_dir: str) -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_gradients_are_the_mean_of_per_rank_gradients(tmp_path: Path) -> None:
-    # fork: the children need no fresh interpreter (spawn would re-import torch twice).
-    mp.start_processes(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD,
-                       join=True, start_method="fork")
+    # spawn, not fork: forking a process whose OpenMP pool already ran deadlocks.
+    mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
     for name, task in TASKS.items():
         per_rank = []
         for rank in range(WORLD):
