@@ -42,7 +42,7 @@ QUICK_OVERRIDES = ("steps=4", "checkpoint_every=4", "log_every=1", "data.eval_im
                    "eval.steps=2")
 QUICK_IMAGES = 4
 FULL_IMAGES = 108  # the whole test split of the two-class digits: PGD runs on all
-SUITE_IMAGES = 32  # the digits suite's (slower) attacks run on the first 32
+SUITE_IMAGES = 24  # the digits suite's (slower) attacks run on the first 24
 PGD_STEPS = 20
 QUICK_SUITE_OPTIONS = {"spsa_steps": 2, "spsa_samples": 2, "boundary_iterations": 2,
                        "boundary_directions": 2, "boundary_images": 2}
