@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--quick", action="store_true",
                       help="a seconds-long version (few steps, few images) for tests")
-    demo.add_argument("--threads", type=_threads, default=None,
-                      help="CPU threads for torch (default: torch's choice)")
+    demo.add_argument("--threads", type=_threads, default=1,
+                      help="CPU threads for torch (default 1: the demo's tiny convolutions "
+                      "gain little from more, and lose a lot on a busy machine)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 

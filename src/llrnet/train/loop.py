@@ -180,6 +180,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: ModelEMA | None
+    train_set: Any
     eval_images: Tensor
     eval_labels: Tensor
     log: MetricsLogger
@@ -259,7 +260,7 @@ def _setup(config: TrainConfig, out_dir: Path, resume: bool, task: Any) -> tuple
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.steps)
     ema = ModelEMA(model, config.ema_decay) if config.ema_decay is not None else None
-    _, eval_set = build_datasets(config.data)
+    train_set, eval_set = build_datasets(config.data)
     eval_images, eval_labels = held_out(eval_set, config.data.eval_images)
 
     start = 0
@@ -275,7 +276,7 @@ def _setup(config: TrainConfig, out_dir: Path, resume: bool, task: Any) -> tuple
                 broadcast_buffers=False)
     run = _Run(config=config, out_dir=out_dir, device=device, model=model, wrapped=wrapped,
                task=task, optimizer=optimizer, scheduler=scheduler, ema=ema,
-               eval_images=eval_images, eval_labels=eval_labels,
+               train_set=train_set, eval_images=eval_images, eval_labels=eval_labels,
                log=MetricsLogger(out_dir, enabled=False), rank=rank, world=world)
     if found is not None:
         start = run.restore(found[1])
@@ -342,8 +343,8 @@ def _progress(run: _Run, start: int, stop: int, show: bool) -> Any:
 
 
 def _iterate(run: _Run, start: int, stop: int) -> Iterator[tuple[int, Tensor, Tensor]]:
-    train_set, _ = build_datasets(run.config.data)
-    sampler = ShardedBatches(len(train_set), run.config.batch_size,  # type: ignore[arg-type]
+    train_set = run.train_set
+    sampler = ShardedBatches(len(train_set), run.config.batch_size,
                              run.config.seed, start, stop, run.rank, run.world)
     for step, (x, y) in zip(range(start, stop), batches(train_set, sampler,
                                                         run.config.data.num_workers)):
@@ -419,7 +420,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 run.checkpoint(done)
         step = stop
         if stop < config.steps:
-            return TrainResult(out, stop, False)
+            return TrainResult(out, max(stop, start), False)
         metrics = run.evaluate(stop)
         weights = _finish(run, stop)
         return TrainResult(out, stop, True, weights, metrics)
