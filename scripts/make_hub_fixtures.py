@@ -17,7 +17,8 @@ Writes, under ``--out``:
   ``decay_rate`` -> [N,1,1,C]; linear: ``inputs`` [N,1,1,C] -> [N,1,1,2]
   (a 1x1 convolution).
 * ``imagenet/``: a tiny ResNet v2 classifier like ``local-linearity/imagenet/1``
-  (inputs ``x``, ``decay_rate``; a ``use_global_pool`` op; stride in the
+  (inputs ``x``, ``decay_rate``; a ``use_global_pool`` flag selecting the
+  pooled branch of a ``tf.cond``, as in the latents module; stride in the
   *first* unit; no conv biases; batch norm with scale; dense head).
 * ``cifar10/``: a tiny softplus WRN like ``local-linearity/cifar10/1`` (inputs
   ``x``, ``decay_rate``, ``count``; fused batch norm, epsilon 1e-3, resource
@@ -43,6 +44,7 @@ import tensorflow as tf
 
 v1 = tf.compat.v1
 v1.disable_resource_variables()  # TF1 Hub modules hold ref variables (VariableV2)
+v1.disable_control_flow_v2()  # and TF1 control flow (Switch/Merge), not If functions
 SEED = 20190601
 MODULE_DEF = b"\x08\x01"  # ModuleDef { format: FORMAT_V3 }
 
@@ -117,9 +119,12 @@ def resnet_v2(b: Builder, x, *, units, widths, stem_width, stride_in, training, 
         net = b.batch_norm(net, "batch_norm", training=training, decay_rate=decay_rate,
                            eps=eps, scale=scale)
         net = tf.nn.relu(net)
-        use_global_pool = tf.constant(True, name="use_global_pool")
-        del use_global_pool
-        return tf.reduce_mean(net, [1, 2], keepdims=True, name="global_pool")
+        # Like the real module's ``use_global_pool``: a flag fixed in the graph
+        # selecting the pooled branch of a tf.cond (the importer folds it).
+        use_global_pool = v1.placeholder_with_default(True, [], name="use_global_pool")
+        return tf.cond(use_global_pool,
+                       lambda: tf.reduce_mean(net, [1, 2], keepdims=True, name="global_pool"),
+                       lambda: net)
 
 
 def _bottleneck(b, x, width, stride, training, decay_rate, eps, scale, conv_bias):

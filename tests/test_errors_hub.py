@@ -224,3 +224,21 @@ def test_open_module_rejects_other_files(tmp_path: Path) -> None:
         open_module(path)
     with pytest.raises(InputError, match="no module at"):
         open_module(tmp_path / "absent")
+
+
+def test_cond_on_a_real_input_is_reported() -> None:
+    from llrnet.hub.graph import LayerGraph
+    from llrnet.hub.savedmodel import select_meta_graph
+    from llrnet.hub.structure import parse_trunk
+
+    meta = select_meta_graph(read_saved_model(FIXTURES / "imagenet"), ())
+    for node in meta.graph.node:
+        if node.name.endswith("use_global_pool"):
+            node.op = "Placeholder"  # no longer fixed: the branch depends on the caller
+            del node.input[:]
+    signature = meta.signatures["default"]
+    graph = LayerGraph(meta.graph, [signature.inputs["x"].tensor],
+                       signature.outputs["default"].tensor)
+    with pytest.raises(InputError, match=r"unsupported ops on the forward path: .*\(Switch on "
+                                         r"a predicate that is not fixed\)"):
+        parse_trunk(graph)

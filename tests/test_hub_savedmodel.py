@@ -48,3 +48,15 @@ def test_layer_graph_recognizes_unfused_batch_norm_roles() -> None:
     assert first == {"variance": prefix + "moving_variance", "offset": prefix + "beta",
                      "mean": prefix + "moving_mean"}
     assert abs(bns[0].attrs["epsilon"] - 1e-5) < 1e-9
+
+
+def test_fixed_tf_cond_is_folded_to_the_taken_branch() -> None:
+    meta = select_meta_graph(read_saved_model(FIXTURES / "imagenet"), ())
+    ops = meta.op_histogram()
+    assert ops["Switch"] >= 1 and ops["Merge"] == 1
+    signature = meta.signatures["default"]
+    graph = LayerGraph(meta.graph, [signature.inputs["x"].tensor],
+                       signature.outputs["default"].tensor)
+    assert not graph.unsupported
+    kinds = [layer.kind for layer in graph.layers]
+    assert kinds[-2:] == ["mean", "dense"]  # the pooled (true) branch feeds the head

@@ -13,7 +13,10 @@ on) and recognizes layers by op type, never by variable name:
   ``add`` (a residual sum of two activations), ``act`` (``Relu``, ``Softplus``),
   and pass-through shape ops.
 
-Any other op on the activation path is reported (never silently skipped).
+``tf.cond`` (v1 ``Switch``/``Merge``) whose predicate is fixed in the graph (a
+constant, or a ``PlaceholderWithDefault`` of one, such as a ``use_global_pool``
+flag) is folded to the taken branch. Any other op on the activation path is
+reported (never silently skipped).
 Variables are found through their reads (``Identity`` of ``VariableV2``, or
 ``ReadVariableOp`` of ``VarHandleOp``), so ref and resource variables both work.
 """
@@ -163,16 +166,62 @@ class LayerGraph:
         self._value[node.name] = (layer.index, None, None)
         return layer
 
+    def _constant_predicate(self, tensor: str) -> bool | None:
+        """The value of a ``tf.cond`` predicate fixed in the graph (Const, or the
+        default of a PlaceholderWithDefault, through Identity), else None."""
+        node = self.nodes.get(node_name(tensor))
+        for _ in range(8):
+            if node is None:
+                return None
+            if node.op == "Const":
+                return bool(np.ravel(tensor_proto_value(node.attr["value"].tensor))[0])
+            if node.op not in ("Identity", "PlaceholderWithDefault"):
+                return None
+            node = self.nodes.get(self.data_inputs(node)[0])
+        return None
+
+    def _is_dead(self, tensor: str) -> bool:
+        """True if ``tensor`` is the untaken output of a folded Switch, or dead itself."""
+        name = node_name(tensor)
+        if name in self._dead:
+            return True
+        taken = self._taken.get(name)
+        if taken is None:
+            return False
+        port = int(tensor.split(":")[1]) if ":" in tensor else 0
+        return port != taken
+
     def _build(self) -> None:
         skip: set[str] = set()
+        self._dead: set[str] = set()
+        self._taken: dict[str, int] = {}
         for name in self.order:
             if name in self._value or name in skip:
                 continue
             node = self.nodes[name]
-            inputs = self.data_inputs(node)
+            raw = [t for t in node.input if not t.startswith("^")]
+            live = [t for t in raw if not self._is_dead(t)]
+            inputs = [node_name(t) for t in live]
             on_path = [t for t in inputs if self._on_path(t)]
             op = node.op
-            if op in SHAPE_OPS:
+            if op == "Merge":
+                # tf.cond with a fixed predicate: exactly one branch is alive
+                if len(on_path) != 1:
+                    self.unsupported.append(f"{name} (Merge of {len(on_path)} live branches)")
+                if on_path:  # keep walking so that every problem gets reported
+                    self._value[name] = self._source(on_path[0])
+                continue
+            if len(live) != len(raw):
+                self._dead.add(name)
+                continue
+            if op == "Switch":
+                predicate = self._constant_predicate(inputs[1])
+                if predicate is None:
+                    self.unsupported.append(f"{name} (Switch on a predicate that is not fixed)")
+                else:
+                    self._taken[name] = 1 if predicate else 0
+                self._value[name] = self._source(inputs[0])
+            elif op in SHAPE_OPS:
                 self._value[name] = self._source(inputs[0])
             elif op in ACTIVATIONS:
                 source, _, pad = self._source(inputs[0])
