@@ -122,6 +122,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path: Path) ->
     assert found is not None and found[0] == 4
     assert all(torch.isfinite(v).all() for v in found[1]["model"].values())
     assert not (tmp_path / "run" / "final.safetensors").exists()
+    # Resumed from that checkpoint, the same failure names it again.
+    with pytest.raises(RunError, match=r"at step 5.*last good checkpoint is .*step-00000004"):
+        train(config, tmp_path / "run", task=NaNAt({5}), resume=True, progress=False)
 
 
 def test_skip_mode_skips_bad_batches_and_finishes(tmp_path: Path) -> None:

@@ -42,6 +42,11 @@ def _stem(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    """The ``.pt`` file of the checkpoint of ``step`` in ``directory``."""
+    return Path(directory) / f"{_stem(step)}.pt"
+
+
 def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any],
                     *, keep: int = 3) -> Path:
     """Write ``state`` as the checkpoint of ``step``; keep only the newest ``keep``.

@@ -41,6 +41,7 @@ from llrnet.errors import RunError, UsageError
 from llrnet.fileio import atomic_write_json, atomic_write_text
 from llrnet.train.augment import augment
 from llrnet.train.checkpoint import (
+    checkpoint_path,
     has_checkpoints,
     latest_checkpoint,
     rng_state,
@@ -280,6 +281,7 @@ def _setup(config: TrainConfig, out_dir: Path, resume: bool, task: Any) -> tuple
                log=MetricsLogger(out_dir, enabled=False), rank=rank, world=world)
     if found is not None:
         start = run.restore(found[1])
+        run.last_checkpoint = checkpoint_path(out_dir / CHECKPOINTS, start)
         logger.info("resuming %s from step %d", out_dir, start)
     else:
         torch.manual_seed(config.seed * 7919 + 1 + rank)  # per-rank stream for the tasks
