@@ -141,3 +141,26 @@ def test_cli_inspect_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[st
                  "--out", str(tmp_path / "bad.safetensors")])
     assert code == 2
     assert "is a Wide-ResNet" in capsys.readouterr().err
+
+
+def test_layout_conversions_match_tensorflow_semantics() -> None:
+    from llrnet.hub.convert import hwio_to_oihw, io_to_oi, io_to_oi11
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)  # NHWC
+    w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)  # HWIO
+    # a VALID TF convolution computed by hand in NHWC, against torch on OIHW
+    tf_out = np.einsum("nhwc,hwco->no", x[:, 1:4, 1:4, :], w)
+    torch_out = torch.nn.functional.conv2d(_nchw(x), torch.from_numpy(hwio_to_oihw(w)))
+    np.testing.assert_allclose(torch_out[:, :, 1, 1].numpy(), tf_out, atol=1e-5)
+    dense = rng.standard_normal((6, 2)).astype(np.float32)  # TF (in, out)
+    features = rng.standard_normal((4, 6)).astype(np.float32)
+    expected = features @ dense
+    linear = torch.nn.functional.linear(torch.from_numpy(features),
+                                        torch.from_numpy(io_to_oi(dense)))
+    np.testing.assert_allclose(linear.numpy(), expected, atol=1e-5)
+    # a dense linear module as the 1x1 head of BirdOrBicycleClassifier
+    as_conv = torch.nn.functional.conv2d(torch.from_numpy(features)[:, :, None, None],
+                                         torch.from_numpy(io_to_oi11(dense)))
+    np.testing.assert_allclose(as_conv[:, :, 0, 0].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(io_to_oi11(dense[None, None]), io_to_oi11(dense))
