@@ -1,0 +1,74 @@
+"""Batch augmentation used by the loop: invariants and determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llrnet.errors import UsageError
+from llrnet.train.augment import augment, random_crop, random_rotate_translate
+from llrnet.train.data import ShardedBatches, global_batch_indices, shard
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_flip_only_gives_each_image_or_its_mirror() -> None:
+    x = torch.rand(32, 3, 5, 7)
+    out = random_crop(x, 0, generator(), flip=True)
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    assert 0 < int(mirrored.sum()) < 32  # some of each
+
+
+def test_crop_is_a_shifted_window_of_the_reflect_padded_image() -> None:
+    x = torch.rand(16, 1, 6, 6)
+    out = random_crop(x, 2, generator(3), flip=False)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(16):
+        windows = [padded[i, :, r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_rotate_translate_limits_zero_is_identity_and_range_is_kept() -> None:
+    x = torch.rand(4, 3, 9, 9)
+    assert torch.allclose(random_rotate_translate(x, 0.0, 0.0, generator()), x, atol=1e-6)
+    moved = random_rotate_translate(x, 30.0, 2.0, generator())
+    assert moved.shape == x.shape and float(moved.min()) >= 0 and float(moved.max()) <= 1
+    assert not torch.allclose(moved, x)
+
+
+def test_pure_shift_moves_content_by_whole_pixels() -> None:
+    # With rotation 0 and a shift of s pixels, a bright pixel moves by s (bilinear
+    # sampling at integer offsets is exact); shifts are drawn within the limit.
+    x = torch.zeros(64, 1, 15, 15)
+    x[:, :, 7, 7] = 1.0
+    out = random_rotate_translate(x, 0.0, 3.0, generator(1))
+    centroid_x = (out.sum(2).squeeze(1) * torch.arange(15.0)).sum(1) / out.sum((1, 2, 3))
+    assert bool(((centroid_x - 7).abs() <= 3.0 + 1e-4).all())
+    assert float((centroid_x - 7).abs().max()) > 1.0
+
+
+def test_same_generator_same_result_and_unknown_kind() -> None:
+    x = torch.rand(8, 1, 8, 8)
+    for kind in ("none", "crop", "flip_crop", "rotate_translate"):
+        assert torch.equal(augment(x, kind, generator(5)), augment(x, kind, generator(5)))
+    with pytest.raises(UsageError, match="unknown augmentation 'mixup'"):
+        augment(x, "mixup", generator())
+
+
+def test_batch_order_is_a_function_of_seed_and_step_and_shards_partition_it() -> None:
+    n, batch = 50, 8  # 6 batches per epoch, 2 images dropped per epoch
+    epoch = torch.cat([global_batch_indices(n, batch, 7, s) for s in range(6)])
+    assert len(set(epoch.tolist())) == 48
+    def at(step: int) -> torch.Tensor:
+        return global_batch_indices(n, batch, 7, step)
+
+    assert torch.equal(at(9), at(9))
+    assert not torch.equal(at(0), at(6))  # a new permutation each epoch
+    whole = global_batch_indices(n, batch, 7, 3)
+    assert torch.equal(torch.cat([shard(whole, r, 4) for r in range(4)]), whole)
+    resumed = list(ShardedBatches(n, batch, 7, start=3, stop=5, rank=1, world=2))
+    assert resumed == [shard(global_batch_indices(n, batch, 7, s), 1, 2).tolist() for s in (3, 4)]
