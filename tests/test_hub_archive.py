@@ -87,3 +87,23 @@ def test_devices_and_corrupt_archives_are_refused(tmp_path: Path) -> None:
     broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(InputError, match="not a readable tar archive"):
         extract_archive(broken, tmp_path / "out2")
+
+
+def test_cli_imports_an_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from llrnet.cli import main
+    from llrnet.models import read_metadata
+
+    monkeypatch.setenv("LLRNET_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("llrnet.hub.module.DEFAULT_CACHE", tmp_path / "cache")
+    archive = _module_archive(tmp_path / "cifar10.tar.gz", "cifar10")
+    digest = file_sha256(archive)
+    out = tmp_path / "wrn.safetensors"
+    assert main(["import-hub", str(archive), "--arch", "wrn_10_1_softplus", "--out", str(out),
+                 "--sha256", digest]) == 0
+    source = read_metadata(out)["source"]["module"]
+    assert source == {"path": str(archive), "sha256": digest, "sha256_checked": True,
+                      "sha256_of": "archive"}
+    assert "sha256 matched" in capsys.readouterr().out
+    assert main(["inspect-hub", str(archive), "--sha256", "0" * 64]) == 2
+    assert "does not match the expected" in capsys.readouterr().err
