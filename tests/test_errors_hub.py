@@ -103,6 +103,16 @@ def test_missing_slice_of_partitioned_variable(tmp_path: Path) -> None:
         reader.read("partitioned")
 
 
+def test_partitioned_slices_must_cover_the_variable() -> None:
+    reader = CheckpointReader(CHECKPOINTS / "dtypes")
+    entry = reader.entries["partitioned"]
+    reader.entries["partitioned"] = BundleEntry(entry.name, entry.dtype, entry.shape,
+                                                slices=entry.slices[:2])
+    with pytest.raises(InputError, match="slices of partitioned variable 'partitioned' cover "
+                                         "20 of 24 elements"):
+        reader.read("partitioned")
+
+
 def test_no_checkpoint_and_unknown_tensor(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="holds no checkpoint"):
         read_checkpoint(tmp_path)

@@ -293,6 +293,7 @@ class CheckpointReader:
         if not entry.partitioned:
             return self._decode(entry)
         full: np.ndarray | None = None
+        covered = 0
         for extents, part in zip(entry.slices, self._slices_of(entry)):
             values = self._decode(part)
             if full is None:
@@ -302,8 +303,12 @@ class CheckpointReader:
                 for (start, length), dim in zip(extents, entry.shape)
             )
             full[index] = values
+            covered += values.size
         if full is None:
             raise InputError(f"{self.index_path}: partitioned variable {name!r} has no slices")
+        if covered != full.size:
+            raise InputError(f"{self.index_path}: the slices of partitioned variable {name!r} "
+                             f"cover {covered} of {full.size} elements")
         return full
 
     def read_all(self) -> dict[str, np.ndarray]:
@@ -338,10 +343,7 @@ class CheckpointReader:
         pos = 0
         crc = 0
         for _ in range(count):
-            try:
-                length, pos = read_varint(raw, pos, what=where)
-            except InputError as error:
-                raise InputError(str(error)) from None
+            length, pos = read_varint(raw, pos, what=where)
             lengths.append(length)
             fmt = "<I" if length <= 0xFFFFFFFF else "<Q"
             if self.verify:
