@@ -125,3 +125,10 @@ def test_bad_runner_arguments(tmp_path: Path) -> None:
         evaluate("resnet", "linf", _data(), out_dir=tmp_path)
     with pytest.raises(UsageError, match="unknown attack"):
         evaluate(model, "linf", _data(), out_dir=tmp_path, attacks=["spatial_grid"])
+
+
+def test_model_that_cannot_take_the_images(tmp_path: Path) -> None:
+    wrong_size = nn.Sequential(nn.Flatten(), nn.Linear(5, 2))
+    suite = Suite("s", (SuiteEntry("clean", Identity(), kind="clean"),))
+    with pytest.raises(InputError, match=r"failed on the first batch \(images \[6, 3, 8, 8\]\)"):
+        evaluate(wrong_size, suite, _data(), out_dir=tmp_path, progress=False)

@@ -116,7 +116,14 @@ def _validate_first_batch(run: _Run) -> tuple[torch.Tensor, list[str]]:
     if int(y.min()) < 0:
         raise InputError("labels must be non-negative class indices")
     x = x.to(run.device)
-    first = _forward(run.model, x)  # a ModelFnModule also checks the model_fn contract
+    try:
+        first = _forward(run.model, x)  # a ModelFnModule also checks the model_fn contract
+    except (RuntimeError, TypeError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"the model failed on the first batch (images {list(x.shape)}): "
+                         f"{reason}; do the model and the data match?") from error
     check_module_output(first, len(x), int(y.max()) + 1)
     second = _forward(run.model, x)
     return first, checks.check_outputs(first, second)
