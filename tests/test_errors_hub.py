@@ -252,3 +252,41 @@ def test_cond_on_a_real_input_is_reported() -> None:
     with pytest.raises(InputError, match=r"unsupported ops on the forward path: .*\(Switch on "
                                          r"a predicate that is not fixed\)"):
         parse_trunk(graph)
+
+
+def _scale_input_in_graph(module: Path) -> None:
+    """Rewrite saved_model.pb so the graph computes 2x - 1 of ``x`` before the stem."""
+    from tensorboard.compat.proto import meta_graph_pb2
+
+    from llrnet.hub.protowire import field_bytes, field_varint, iter_fields
+
+    path = module / "saved_model.pb"
+    out = field_varint(1, 1)
+    for number, _, value in iter_fields(path.read_bytes()):
+        if number != 2 or not isinstance(value, bytes):
+            continue
+        meta = meta_graph_pb2.MetaGraphDef.FromString(value)
+        graph = meta.graph_def
+        for name, number_value in (("two", 2.0), ("one", 1.0)):
+            const = graph.node.add(name=name, op="Const")
+            const.attr["dtype"].type = 1
+            const.attr["value"].tensor.dtype = 1
+            const.attr["value"].tensor.float_val.append(number_value)
+        graph.node.add(name="scaled", op="Mul", input=["x", "two"]).attr["T"].type = 1
+        graph.node.add(name="shifted", op="Sub", input=["scaled", "one"]).attr["T"].type = 1
+        for node in graph.node:
+            if node.op == "Conv2D" and node.input[0] == "x":
+                node.input[0] = "shifted"
+        out += field_bytes(2, meta.SerializeToString())
+    path.write_bytes(out)
+
+
+def test_input_scaling_in_the_graph_is_reported(tmp_path: Path) -> None:
+    from llrnet.hub import inspect_hub
+
+    module = copy_module("imagenet", tmp_path)
+    _scale_input_in_graph(module)
+    assert inspect_hub(module)["architecture"]["input_scaling"] == "x * 2.0, then x - 1.0"
+    with pytest.raises(UsageError, match=r"scales its input inside the graph \(x \* 2\.0, then "
+                                         r"x - 1\.0\)"):
+        convert(open_module(module), architecture="resnet_v2_tiny_imagenet")

@@ -63,7 +63,8 @@ def analyze(module: HubModule, *, signature: str = "default") -> Analysis:
                             "output": output.key, "output_shape": output.shape,
                             "global_pool_op": any(n.name.endswith("use_global_pool")
                                                   for n in meta.graph.node),
-                            "input_scaling": "none in the graph (the caller scales the input)"}
+                            "input_scaling": ", then ".join(graph.input_scaling) or
+                            "none in the graph (the caller scales the input)"}
     if len(graph.layers) == 1 and graph.layers[0].kind in ("dense", "conv") \
             and not graph.unsupported:
         weight = shapes[graph.layers[0].params["w"]]

@@ -225,6 +225,11 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
     if analysis.family == "linear":
         raise UsageError(f"{module.path} is a linear head module; pass the latents module "
                          "as PATH and this one with --linear")
+    if analysis.graph.input_scaling:
+        raise UsageError(
+            f"{module.path} scales its input inside the graph ({analysis.facts['input_scaling']})"
+            "; llrnet's architectures apply their own preprocessing, so this module is not "
+            "supported as is")
     kwargs = _kwargs(architecture, analysis)
     # Built on the meta device: no memory, no random init (seconds for ResNet-152);
     # the converted tensors are assigned in _fill.

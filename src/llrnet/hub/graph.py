@@ -37,6 +37,7 @@ ACTIVATIONS = {"Relu": "relu", "Softplus": "softplus", "Relu6": "relu6", "Elu": 
 SHAPE_OPS = frozenset({"Identity", "Reshape", "Squeeze", "ExpandDims", "Snapshot",
                        "StopGradient"})
 BN_OPS = frozenset({"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"})
+INPUT_SCALING_OPS = frozenset({"Mul", "Sub", "Add", "AddV2", "RealDiv"})
 
 
 def node_name(tensor: str) -> str:
@@ -78,6 +79,8 @@ class LayerGraph:
             name: (-1, None, None) for name in self.inputs
         }
         self.unsupported: list[str] = []
+        self.input_scaling: list[str] = []
+        """Elementwise ops with constants applied to the raw input, in order."""
         self._build()
 
     # -- graph helpers -------------------------------------------------------
@@ -247,6 +250,9 @@ class LayerGraph:
                     self.unsupported.append(f"{name} ({op} in training mode)")
                 self._add_layer("bn", node, inputs[0], params=params,
                                 attrs={"epsilon": float(node.attr["epsilon"].f)})
+            elif op in INPUT_SCALING_OPS and len(on_path) == 1 \
+                    and self._source(on_path[0])[0] == -1 and self._scaling(node, inputs, on_path):
+                pass
             elif op in ("BiasAdd", "Add", "AddV2") and len(on_path) == 1:
                 self._bias(node, inputs, on_path[0])
             elif op in ("Add", "AddV2") and len(on_path) == 2:
@@ -267,6 +273,20 @@ class LayerGraph:
                 self.unsupported.append(f"{name} ({op})")
                 if on_path:
                     self._value[name] = self._source(on_path[0])
+
+    def _scaling(self, node: Any, inputs: list[str], on_path: list[str]) -> bool:
+        """Record ``x op constant`` applied to the raw input (preprocessing in the graph)."""
+        other = next((t for t in inputs if t != on_path[0]), None)
+        value = None if other is None else self.const_value(other)
+        if value is None:
+            return False
+        operand = np.round(np.ravel(value).astype(np.float64), 6).tolist()
+        shown = operand[0] if len(operand) == 1 else operand
+        first = inputs[0] == on_path[0]
+        symbol = {"Mul": "*", "Sub": "-", "Add": "+", "AddV2": "+", "RealDiv": "/"}[node.op]
+        self.input_scaling.append(f"x {symbol} {shown}" if first else f"{shown} {symbol} x")
+        self._value[node.name] = self._source(on_path[0])
+        return True
 
     def _var(self, tensor: str, node: Any) -> str:
         variable = self.variable_of(tensor)
