@@ -32,6 +32,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -163,7 +164,14 @@ class CommonCorruptions(Attack):
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
                 )
-            results = list(self._pool.map(_corrupt_task, tasks))
+            try:
+                results = list(self._pool.map(_corrupt_task, tasks))
+            except BrokenProcessPool as error:
+                self._pool = None
+                raise RunError(
+                    "a corruption worker process died; spawned workers re-import the main "
+                    "script, so guard it with `if __name__ == '__main__':`, or pass workers=0"
+                ) from error
         out = torch.from_numpy(np.stack(results)).to(x.device)  # [N, K, H, W, 3] uint8
         out = out.permute(0, 1, 4, 2, 3).to(torch.float32) / 255.0
         if c == 1:
