@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from llrnet.errors import RunError, UsageError
+from llrnet.errors import RunError, UsageError, WeightsError
 from llrnet.models import read_metadata
 from llrnet.train import config_to_dict, latest_checkpoint, load_config, train
 from llrnet.train.config import TrainConfig
@@ -177,3 +177,26 @@ def test_llr_task_trains_through_the_loop_and_logs_gamma(tmp_path: Path) -> None
     records = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["gamma"] >= 0 and "grad_term" in r for r in records)
+
+
+def test_init_weights_strict_and_partial(tmp_path: Path) -> None:
+    from llrnet.models import create_model, save_weights
+    from llrnet.train.config import ModelConfig
+    from llrnet.train.setup import build_model
+
+    source = create_model("digits_wrn", width=1)
+    save_weights(source, tmp_path / "w.safetensors")
+    path = str(tmp_path / "w.safetensors")
+    same = build_model(ModelConfig(kwargs={"width": 1}, init_weights=path))
+    assert_identical(same.state_dict(), source.state_dict())
+    # A different head (3 classes): strict loading refuses, partial loading keeps the trunk.
+    three = ModelConfig(kwargs={"width": 1, "num_classes": 3}, init_weights=path)
+
+    with pytest.raises(WeightsError, match="wrong shape"):
+        build_model(three)
+    partial = build_model(ModelConfig(kwargs=three.kwargs, init_weights=three.init_weights,
+                                      init_strict=False)).state_dict()
+    trunk = [k for k in partial if partial[k].shape == source.state_dict()[k].shape]
+    assert len(trunk) == len(partial) - 2  # all but the head's weight and bias
+    for name in trunk:
+        assert torch.equal(partial[name], source.state_dict()[name]), name
