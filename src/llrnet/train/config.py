@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import types
@@ -258,15 +259,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            with contextlib.suppress(UsageError):
                 return _coerce(value, option, key)
-            except UsageError as error:
-                errors.append(str(error))
-        raise UsageError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+        # The last alternative's error names the expected type (e.g. "expected a number").
+        return _coerce(value, options[-1], key)
     if origin is Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
