@@ -71,8 +71,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path) -> None
 
 
 def test_final_weights_carry_the_resolved_config_and_metrics(tmp_path: Path) -> None:
-    config = tiny("eval.every=4")
+    config = tiny("eval.every=4", "tensorboard=true")
     result = train(config, tmp_path / "run", progress=False)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     record = read_metadata(result.weights)  # type: ignore[arg-type]
     assert record["recipe"] == config_to_dict(config)
     assert record["architecture"] == "digits_wrn" and record["kwargs"] == {"width": 1}
