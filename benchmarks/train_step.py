@@ -6,8 +6,9 @@ step)`` + ``loss.backward()`` (the optimizer update is the same for every task
 and left out). Time: the tasks are timed round-robin (standard, PGD-1, ...,
 standard, PGD-1, ...) so machine noise hits all alike; the median per task is
 divided by the standard step's median. Peak memory: each task runs once in a
-fresh subprocess and reports its peak resident set size minus the peak before
-the step (CPU has no allocator statistics), divided by the standard step's.
+fresh subprocess and reports its peak resident set size during the step minus
+the resident size before it (Linux VmHWM, reset just before the step; CPU has
+no allocator statistics), divided by the standard step's.
 
 Goals (issue 4): PGD-K within 1.1x of (K + 1) standard steps; LLR-S within
 1.15x of (S + 4). ``--profile NAME`` prints torch.profiler's top operators for
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -81,18 +81,28 @@ def measure_time(batch: int, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+def _proc_status_bytes(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024  # kB
+    raise OSError(f"{key} not in /proc/self/status")
 
 
 def one_memory(name: str, batch: int) -> int:
-    """Peak RSS growth (bytes) of one step of ``name`` in this (fresh) process."""
+    """Peak RSS growth (bytes) during one step of ``name`` in this (fresh) process.
+
+    Linux: the peak (VmHWM) is reset by writing 5 to /proc/self/clear_refs just
+    before the step, so import-time peaks do not hide the step's.
+    """
     model, data = _setup(batch)
     with torch.no_grad():
         model(data[0])
-    before = _peak_rss_bytes()
+    before = _proc_status_bytes("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
     _step(TASKS[name][0], model, data)
-    return _peak_rss_bytes() - before
+    return _proc_status_bytes("VmHWM:") - before
 
 
 def measure_memory(batch: int, threads: int) -> dict[str, int]:
