@@ -118,18 +118,22 @@ class SPSA(Attack):
         per_group = max(1, self.max_batch // self.samples)
         for g0 in range(0, n, per_group):
             members = list(range(g0, min(g0 + per_group, n)))
-            signs = rng.subset(members).rademacher((pairs, dims), x.device, x.dtype)
+            # s = +1 where the bit is set, else -1: x + delta s = (x - delta) + 2 delta bit.
+            bits = rng.subset(members).random_bits((pairs, dims), x.device).to(x.dtype)
             probes = torch.empty((len(members), self.samples, dims), device=x.device,
                                  dtype=x.dtype)
             for r, i in enumerate(members):
                 base = x[i].reshape(1, dims)
-                torch.add(base, signs[r], alpha=self.delta, out=probes[r, :pairs])
-                torch.add(base, signs[r], alpha=-self.delta, out=probes[r, pairs:])
+                torch.add(base - self.delta, bits[r], alpha=2 * self.delta, out=probes[r, :pairs])
+                torch.add(base + self.delta, bits[r], alpha=-2 * self.delta,
+                          out=probes[r, pairs:])
             flat = probes.reshape(-1, *shape)
             labels = y[members].repeat_interleave(self.samples)
             losses = _margins(model, flat, labels, self.max_batch).reshape(len(members), -1)
             diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples  # [g, pairs]
-            grad[g0 : g0 + len(members)] = torch.bmm(diff[:, None, :], signs).reshape(
+            # sum_k diff_k s_k = 2 sum_k diff_k bit_k - sum_k diff_k
+            ones = torch.bmm(diff[:, None, :], bits)[:, 0]  # [g, D]
+            grad[g0 : g0 + len(members)] = (2.0 * ones - diff.sum(dim=1, keepdim=True)).reshape(
                 len(members), *shape
             )
         return grad
