@@ -50,6 +50,25 @@ class SmallNet(nn.Module):
         return self.net(x)
 
 
+class LinearNet(nn.Module):
+    """Logistic regression on the pixels: the cheapest model that reads every pixel, so
+    the numbers measure the attack machinery itself."""
+
+    def __init__(self, channels: int, size: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_model(kind: str, channels: int, size: int) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "linear":
+        return LinearNet(channels, size).eval()
+    return SmallNet(channels, pool=max(1, size // 56)).eval()
+
+
 def numpy_model_fn(model: nn.Module):  # type: ignore[no-untyped-def]
     """The kit's model_fn: numpy NHWC float32 -> numpy (N, 2)."""
 
@@ -125,17 +144,32 @@ def reference_spsa(model_fn, x: np.ndarray, y: int, *, eps: float, steps: int,  
     return x + p
 
 
+NOTE = (
+    'Goals (issue 3): >= 10x for the spatial grid and >= 5x for SPSA at 16 images. Th'
+    'e spatial grid renders one rotated canvas per angle (5 per image) instead of 775'
+    ' PIL warps and reaches about 10x at 224 px (the ratio shrinks as the model gets '
+    'heavier, because both sides run the same 775 forwards per image). SPSA does not '
+    'reach 5x on this CPU: both sides build the same 64 probes per image and step and'
+    ' run the same model on them; batching across images removes only per-call overhe'
+    'ad, which the numpy reference already amortizes over its 64 probes. What batchin'
+    'g buys on a GPU (16 x 64 probes per call instead of 64) cannot be measured here.'
+    ' The machine was shared with other jobs (load about 7 on 2 cores): both sides ru'
+    'n in the same process one after the other, but ratios moved by about 30% between'
+    ' runs.'
+)
+
+
 def timed(fn) -> float:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def run(setting: str, size: int, channels: int, grid_images: int, spsa_images: int,
+def run(kind: str, setting: str, size: int, channels: int, grid_images: int, spsa_images: int,
         spsa_steps: int, limits: tuple[float, float, float],
         granularity: tuple[int, int, int]) -> list[str]:
-    torch.manual_seed(0)
-    model = SmallNet(channels, pool=max(1, size // 56)).eval()
+    model = make_model(kind, channels, size)
+    setting = f"{setting}, {kind}"
     model_fn = numpy_model_fn(model)
     n = max(grid_images, spsa_images)
     x = torch.rand(n, channels, size, size)
@@ -241,7 +275,8 @@ def suite_costs(images: int, train_steps: int, boundary_iterations: int) -> str:
         f"suite's attacks (Boundary capped at {boundary_iterations} iterations), early stops "
         f"included. FLOPs: `FlopCounterMode` on one 224x224 forward of `llr_pretrain_adv` "
         f"({flops / 1e9:.1f} GFLOPs) times the evaluations for the 250 test images "
-        "(Boundary: 100).\n\n" + "\n".join(lines) + "\n"
+        "(Boundary: 100). Scoring each attack's final images costs one more forward per "
+        "image and attack (not included).\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -259,10 +294,12 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = run("challenge 224x224x3", 224, 3, args.grid_images, args.spsa_images,
-               args.spsa_steps, (18.0, 18.0, 30.0), (5, 5, 31))
-    rows += run("digits 28x28x1", 28, 1, args.grid_images, args.spsa_images, 200,
-                (10.0, 10.0, 10.0), (5, 5, 11))
+    rows = []
+    for kind in ("cnn", "linear"):
+        rows += run(kind, "challenge 224x224x3", 224, 3, args.grid_images, args.spsa_images,
+                    args.spsa_steps, (18.0, 18.0, 30.0), (5, 5, 31))
+        rows += run(kind, "digits 28x28x1", 28, 1, args.grid_images, args.spsa_images, 200,
+                    (10.0, 10.0, 10.0), (5, 5, 11))
     table = "\n".join([
         "| setting | attack | images (ours / reference) | ours img/s | reference img/s | ratio |",
         "|---|---|---|---|---|---|",
@@ -275,12 +312,16 @@ def main() -> None:
         "## Attacks\n\n"
         f"Command: `{command}`\n\n"
         f"Machine: {machine_description()}.\n\n"
-        "Small model: `SmallNet` in the script (average pool, two strided convs, linear;\n"
-        "cheap, so the numbers measure the attack machinery, not the classifier).\n"
+        "Models: `cnn` = `SmallNet` in the script (average pool, two strided convs,\n"
+        "linear); `linear` = logistic regression on the pixels (the cheapest model that\n"
+        "reads every pixel, so its rows measure the attack machinery itself). On a CPU\n"
+        "the model's own work is the same in both implementations (same number of\n"
+        "evaluations), so the heavier the model, the closer the ratio gets to 1.\n"
         "Reference: the original kit's one-image-at-a-time loops (PIL per transform over a\n"
         "process pool for the grid; one cleverhans-2.1 SPSA run per image, numpy NHWC\n"
         "model_fn). SPSA early stop disabled on both sides (same evaluations).\n\n"
-        f"{table}\n"
+        f"{table}\n\n"
+        f"{NOTE}\n"
     )
     if args.cost_images:
         text += "\n" + suite_costs(args.cost_images, args.train_steps, args.boundary_iterations)
