@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,14 +10,7 @@ from torch import nn
 
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions, corrupt_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: thread start-up dominates on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = ("gaussian_noise", "contrast", "pixelate", "gaussian_blur", "brightness", "spatter")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import PIL.Image
@@ -14,14 +13,7 @@ from torch import nn
 from llrnet.attacks.geometry import pil_affine, pil_border, tf_resize_legacy
 from llrnet.attacks.spatial import RandomSpatial, SpatialGrid, spatial_grid
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: thread start-up dominates on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class BrightPixelModel(nn.Module):
