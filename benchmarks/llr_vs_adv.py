@@ -248,15 +248,20 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             color = colors[name.split("-")[0]]
             robust = [100 * r["robust_accuracy"] for r in rows]
             xs = (statistics.mean(r["train_seconds"] for r in rows), rows[0]["fwd_bwd_per_step"])
+            # A (near-)constant classifier scores 50% clean and "robust": mark it.
+            collapsed = statistics.mean(r["clean_accuracy"] for r in rows) <= 0.6
+            label = f"{name} (constant)" if collapsed else name
             for ax, x in zip(axes, xs, strict=True):
                 ax.scatter([x] * len(robust), robust, color=color, alpha=0.4, s=12)
-                ax.errorbar([x], [statistics.mean(robust)], fmt="o", color=color)
-                ax.annotate(name, (x, statistics.mean(robust)), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8)
+                ax.errorbar([x], [statistics.mean(robust)], fmt="x" if collapsed else "o",
+                            color=color)
+                ax.annotate(label, (x, statistics.mean(robust)), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
         axes[0].set_ylabel(f"robust acc. (%), eps {eps:g}")
         for ax in axes:
             ax.set_xscale("log")
             ax.grid(alpha=0.3)
+            ax.set_ylim(-5, 108)
     grid[-1][0].set_xlabel("training wall time (s)")
     grid[-1][1].set_xlabel("forward-backward passes per step")
     fig.suptitle("two-class digits: robustness vs training cost", fontsize=10)
