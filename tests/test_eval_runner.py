@@ -233,3 +233,29 @@ def test_attack_subsets_share_an_output_folder(tmp_path: Path) -> None:
     results = evaluate(tiny_model(), both, data, out_dir=tmp_path, progress=False)
     assert list(results) == ["clean", "pgd"] and attack._calls == 6
     assert results["clean"] == first["clean"]
+
+
+class _BirdHead(nn.Module):
+    """A bird-or-bicycle style model: raw head whose column 0 is meaningless,
+    with the challenge view in ``two_class_logits`` (bird logit = oracle margin)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.oracle = tiny_model()
+
+    def forward(self, x: Tensor) -> Tensor:
+        margin = self.oracle(x)[:, 1] - self.oracle(x)[:, 0]
+        return torch.stack([torch.full_like(margin, 1e3), margin], dim=1)
+
+    def two_class_logits(self, x: Tensor) -> Tensor:
+        bird = self.forward(x)[:, 1]
+        return torch.stack([torch.relu(-bird), torch.relu(bird)], dim=1)
+
+
+def test_bird_or_bicycle_models_are_scored_through_their_challenge_view(tmp_path: Path) -> None:
+    images, labels = tiny_data()
+    entries = (SuiteEntry("clean", Identity(), kind="clean"),)
+    results = evaluate(_BirdHead(), Suite("clean", entries, batch_size=8), (images, labels),
+                       out_dir=tmp_path, progress=False)
+    # The raw head would predict class 0 everywhere (column 0 = 1000); the view is exact.
+    assert results["clean"]["accuracy@100"] == 1.0

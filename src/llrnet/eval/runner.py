@@ -91,8 +91,25 @@ def _fingerprint_outputs(logits: torch.Tensor) -> str:
     return hashlib.sha256(rounded.tobytes()).hexdigest()
 
 
+class _TwoClassLogits(nn.Module):
+    """Scores a classifier through its ``two_class_logits`` (the challenge view)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.two_class_logits(x)  # type: ignore[operator]
+
+
 def _prepare_model(model_or_fn: Any, device: torch.device) -> tuple[nn.Module, bool]:
     if isinstance(model_or_fn, nn.Module):
+        if callable(getattr(model_or_fn, "two_class_logits", None)):
+            # A bird-or-bicycle classifier's raw head is not the challenge contract;
+            # its two-class view is (llrnet.models.ChallengeView does the same).
+            logger.info("scoring %s through its two_class_logits",
+                        type(model_or_fn).__name__)
+            model_or_fn = _TwoClassLogits(model_or_fn)
         return model_or_fn.to(device), False
     if callable(model_or_fn):
         return ModelFnModule(model_or_fn), True
@@ -226,8 +243,9 @@ def evaluate(
 
     Args:
         model_or_model_fn: an ``nn.Module`` mapping float [N, C, H, W] images in
-            [0, 1] to logits [N, K] (the fast path; for a bird-or-bicycle
-            classifier pass ``ChallengeView(model)``), or the challenge's numpy
+            [0, 1] to logits [N, K] (the fast path; a module with a
+            ``two_class_logits`` method, such as a bird-or-bicycle classifier,
+            is scored through it), or the challenge's numpy
             ``model_fn`` (NHWC float32 -> (N, 2) float32). A model_fn only
             supports attacks that need no gradients.
         suite: a suite name (:func:`list_suites`), a :class:`Suite`, or a list
