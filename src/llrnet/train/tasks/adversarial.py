@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from llrnet.attacks.parts import project_linf
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
 from llrnet.train.bn_replay import frozen_batch_norm
-from llrnet.train.llr import linear_warmup
 from llrnet.train.tasks.common import (
     BirdLogitView,
+    RadiusWarmup,
     accuracy,
     binary_cross_entropy_per_example,
     check_batch,
@@ -51,7 +51,7 @@ def _check_common(eps: float, steps: int, step_size: float, attack_bn: str) -> N
 
 
 @dataclass(frozen=True)
-class PGDTask:
+class PGDTask(RadiusWarmup):
     """Madry et al. adversarial training: CE of ``model(PGD(x))``, L-inf.
 
     Args:
@@ -82,15 +82,11 @@ class PGDTask:
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
 
-    def eps_at(self, step: int) -> float:
-        """The warmed-up radius used at optimizer step ``step``."""
-        return linear_warmup(self.eps, step, self.warmup_steps)
-
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
         x, y = check_batch(batch)
         eps = self.eps_at(step)
-        step_size = self.step_size * (eps / self.eps if self.eps > 0 else 0.0)
+        step_size = self.scaled_step_size(self.step_size, eps)
         inner = unwrap_ddp(model)
         attacked = BirdLogitView(inner) if self.binary else inner
         with frozen_batch_norm(inner, mode=self.attack_bn):
@@ -118,7 +114,7 @@ def _log_probs(logits: Tensor, binary: bool) -> Tensor:
 
 
 @dataclass(frozen=True)
-class TRADESTask:
+class TRADESTask(RadiusWarmup):
     """TRADES (Zhang et al. 2019): ``CE(x) + beta * KL(p(x) || p(x_adv))``.
 
     ``x_adv`` maximizes the KL by L-inf PGD (sign steps, projection every step)
@@ -155,15 +151,11 @@ class TRADESTask:
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
-    def eps_at(self, step: int) -> float:
-        """The warmed-up radius used at optimizer step ``step``."""
-        return linear_warmup(self.eps, step, self.warmup_steps)
-
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
         x, y = check_batch(batch)
         eps = self.eps_at(step)
-        step_size = self.step_size * (eps / self.eps if self.eps > 0 else 0.0)
+        step_size = self.scaled_step_size(self.step_size, eps)
         inner = unwrap_ddp(model)
         binary = self.binary
 

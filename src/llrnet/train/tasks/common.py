@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llrnet.train.llr import linear_warmup
+
 __all__ = [
     "BirdLogitView",
     "Task",
@@ -77,3 +79,20 @@ def accuracy(logits: Tensor, y: Tensor, *, binary: bool = False) -> Tensor:
     with torch.no_grad():
         pred = (logits[:, 1] > 0).long() if binary else logits.argmax(dim=1)
         return (pred == y).float().mean()
+
+
+class RadiusWarmup:
+    """Mixin for tasks with ``eps``, ``warmup_steps`` and optionally ``step_size``:
+    the radius grows linearly from 0 to ``eps`` over the first ``warmup_steps``
+    optimizer steps, and attack step sizes shrink with it."""
+
+    eps: float
+    warmup_steps: int
+
+    def eps_at(self, step: int) -> float:
+        """The warmed-up radius used at optimizer step ``step`` (counted from 0)."""
+        return linear_warmup(self.eps, step, self.warmup_steps)
+
+    def scaled_step_size(self, step_size: float, eps: float) -> float:
+        """``step_size`` scaled by the warm-up fraction ``eps / self.eps``."""
+        return step_size * (eps / self.eps if self.eps > 0 else 0.0)

@@ -8,14 +8,19 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.parts import cross_entropy_per_example
-from llrnet.train.llr import linear_warmup, llr_regularizer
-from llrnet.train.tasks.common import accuracy, binary_cross_entropy_per_example, check_batch
+from llrnet.train.llr import llr_regularizer
+from llrnet.train.tasks.common import (
+    RadiusWarmup,
+    accuracy,
+    binary_cross_entropy_per_example,
+    check_batch,
+)
 
 __all__ = ["LLRTask"]
 
 
 @dataclass(frozen=True)
-class LLRTask:
+class LLRTask(RadiusWarmup):
     """``loss = nominal_weight * CE(x) + lam * [ gamma_i + mu * |d_i . G_i| ]_mean``.
 
     Exactly the step of ``shared/spec/llr.md`` section 3; see
@@ -61,10 +66,6 @@ class LLRTask:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.lam < 0 or self.mu < 0 or self.nominal_weight < 0:
             raise ValueError("lam, mu and nominal_weight must be >= 0")
-
-    def eps_at(self, step: int) -> float:
-        """The warmed-up radius used at optimizer step ``step`` (counted from 0)."""
-        return linear_warmup(self.eps, step, self.warmup_steps)
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
