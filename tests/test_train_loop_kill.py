@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,8 @@ def start(args: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.fixture()
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocess (--threads 1): identical CPU kernels
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-@pytest.mark.usefixtures("_one_thread")
+@pytest.mark.usefixtures("one_thread")  # as the subprocess (--threads 1): same kernels
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     sets = [f"--set={s}" for s in SETTINGS]
     killed = start(command(tmp_path / "killed", "--preset", "digits_standard", *sets))

@@ -3,7 +3,6 @@ robust than the standard one under PGD (seeded; a loose threshold)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,7 @@ FASTER = ["steps=60", "batch_size=32", "data.size=16", "tensorboard=false", "eva
 ATTACK = EvalConfig(eps=0.15, steps=10, loss="ce")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

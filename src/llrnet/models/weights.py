@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from llrnet.errors import WeightsError
+from llrnet.fileio import atomic_path
 from llrnet.models.registry import create_model
 
 METADATA_KEY = "llrnet"
@@ -80,16 +80,8 @@ def save_weights(
         text = json.dumps(record, sort_keys=True)
     except TypeError as error:
         raise WeightsError(f"metadata is not JSON-serializable: {error}") from None
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: text})
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
     return record
 
 
