@@ -8,6 +8,7 @@ from llrnet.attacks.parts import (
     AdamState,
     ImageRng,
     adam_step,
+    adam_step_,
     cross_entropy_per_example,
     margin_loss,
     project_l2,
@@ -82,6 +83,33 @@ def test_adam_step_matches_torch_adam() -> None:
         ours, state = adam_step(ours, g, state, lr=0.01)
     torch.testing.assert_close(ours, param.detach(), rtol=1e-5, atol=1e-6)
     assert state.t.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_adam_step_in_place_matches_functional_form() -> None:
+    torch.manual_seed(2)
+    p0, g = torch.randn(3, 2, 2), torch.randn(3, 2, 2)
+    state = AdamState.zeros_like(p0)
+    expected, expected_state = adam_step(p0, g, state, lr=0.05)
+    assert torch.equal(state.m, torch.zeros_like(p0))  # the functional form left it alone
+    param = p0.clone()
+    adam_step_(param, g, state, lr=0.05)
+    torch.testing.assert_close(param, expected)
+    torch.testing.assert_close(state.v, expected_state.v)
+    assert state.t.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_random_bits_are_per_image_fair_and_fill_any_shape() -> None:
+    rng = ImageRng([5, 6, 7])
+    out = torch.full((3, 3, 7, 5), 9.0)  # 105 values per image: not a multiple of 64
+    rng.random_bits_into(out)
+    assert set(out.unique().tolist()) == {0.0, 1.0}
+    alone = ImageRng([6]).random_bits_into(torch.empty(1, 3, 7, 5))
+    assert torch.equal(out[1:2], alone)  # image 1 draws from its own stream only
+    assert not torch.equal(out[0], out[1])
+    many = ImageRng([0]).random_bits_into(torch.empty(1, 64_000))
+    assert abs(float(many.mean()) - 0.5) < 0.01  # 10 standard deviations is 0.02
+    flags = ImageRng([6]).random_bits((3, 7, 5), torch.device("cpu"))
+    assert flags.dtype == torch.bool and torch.equal(flags.float(), alone)
 
 
 def test_adam_state_select_keeps_rows() -> None:

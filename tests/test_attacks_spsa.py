@@ -110,8 +110,8 @@ def test_early_stop_returns_the_post_update_point() -> None:
     assert never.last_stats["model_evaluations"] == 4 * 3 * 5
 
 
-@pytest.mark.parametrize("max_batch", [1, 5, 1000])
-def test_max_batch_does_not_change_results(max_batch: int) -> None:
+@pytest.mark.parametrize("max_batch", [1, 5, 1000, None])
+def test_max_batch_does_not_change_results(max_batch: int | None) -> None:
     model = conv_model()
     x, y = labelled(model, 3)
     base = SPSA(eps=0.1, steps=3, samples=6, max_batch=64)(model, x, y, seeds=1)
@@ -128,3 +128,11 @@ def test_spsa_restores_train_mode_and_handles_rgb() -> None:
     out = SPSA(eps=0.05, steps=2, samples=4)(model, x, y)
     assert model.training and out.shape == x.shape
     assert (out - x).abs().max() <= 0.05 + 1e-6
+
+
+def test_default_max_batch_follows_the_image_size() -> None:
+    spsa = SPSA()
+    assert spsa.batch_for(torch.empty(3, 224, 224)) == 256  # 4 images' probes
+    assert spsa.batch_for(torch.empty(1, 28, 28)) == 1024  # capped
+    assert spsa.batch_for(torch.empty(3, 1024, 1024)) == 64  # never below one image's probes
+    assert SPSA(max_batch=7).batch_for(torch.empty(3, 224, 224)) == 7

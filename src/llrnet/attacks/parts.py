@@ -156,22 +156,41 @@ def adam_step(
 ) -> tuple[Tensor, AdamState]:
     """One bias-corrected Adam step that *minimizes*; returns ``(new_param, new_state)``.
 
+    Functional form of :func:`adam_step_` (the inputs are not modified).
+    """
+    new_param = param.clone()
+    new_state = AdamState(state.m.clone(), state.v.clone(), state.t.clone())
+    adam_step_(new_param, grad, new_state, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    return new_param, new_state
+
+
+def adam_step_(
+    param: Tensor,
+    grad: Tensor,
+    state: AdamState,
+    *,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-9,
+) -> None:
+    """One bias-corrected Adam step that *minimizes*, updating ``param`` [N, ...] and
+    ``state`` in place (per-example step counts).
+
     Exactly cleverhans 2.1's ``TensorAdam._apply_gradients``::
 
         t += 1; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2
         param -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
-    ``eps`` defaults to cleverhans' 1e-9 (not torch's 1e-8). Functional: the
-    inputs are not modified.
+    ``eps`` defaults to cleverhans' 1e-9 (not torch's 1e-8).
     """
-    t = state.t + 1.0
-    m = beta1 * state.m + (1.0 - beta1) * grad
-    v = beta2 * state.v + (1.0 - beta2) * grad * grad
+    state.t.add_(1.0)
+    state.m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+    state.v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
     shape = (-1, *([1] * (param.dim() - 1)))
-    m_hat = m / (1.0 - beta1**t).reshape(shape)
-    v_hat = v / (1.0 - beta2**t).reshape(shape)
-    new_param = param - lr * m_hat / (torch.sqrt(v_hat) + eps)
-    return new_param, AdamState(m, v, t)
+    m_hat = state.m / (1.0 - beta1**state.t).reshape(shape)
+    denom = (state.v / (1.0 - beta2**state.t).reshape(shape)).sqrt_().add_(eps)
+    param.addcdiv_(m_hat, denom, value=-lr)
 
 
 def cross_entropy_per_example(logits: Tensor, y: Tensor) -> Tensor:
@@ -228,17 +247,32 @@ class ImageRng:
         return draw_uniform((len(self), *shape), self.generators, device)
 
     def random_bits(self, shape: Sequence[int], device: torch.device) -> Tensor:
-        """[N, *shape] random booleans, from ``ceil(prod(shape) / 8)`` random bytes per image
-        (8 times fewer generator calls than one draw per value)."""
-        count = 1
-        for d in shape:
-            count *= int(d)
-        out = torch.empty((len(self.generators), count), dtype=torch.bool)
-        shifts = torch.arange(8, dtype=torch.uint8)
+        """[N, *shape] random booleans (the stream :meth:`random_bits_into` draws)."""
+        out = torch.empty((len(self.generators), *shape), device=device)
+        return self.random_bits_into(out).bool()
+
+    def random_bits_into(self, out: Tensor) -> Tensor:
+        """Fill ``out`` [N, ...] (any float dtype, any device) with random 0/1 values,
+        row i from image i's stream; returns ``out``.
+
+        Each image draws ``ceil(numel / 64)`` int64 values on the CPU and the bits
+        are unpacked on ``out``'s device (bit j of byte b lands at ``j * bytes + b``),
+        64 times fewer generator calls than one draw per value and no allocation of
+        the full-size result.
+        """
+        n = len(self.generators)
+        if out.shape[0] != n:
+            raise ValueError(f"out has {out.shape[0]} rows for {n} streams")
+        count = out[0].numel() if n else 0
+        words = (count + 63) // 64
+        raw = torch.empty((n, words), dtype=torch.int64)
         for r, g in enumerate(self.generators):
-            raw = torch.randint(0, 256, ((count + 7) // 8,), generator=g, dtype=torch.uint8)
-            out[r] = ((raw[:, None] >> shifts) & 1).flatten()[:count].bool()
-        return out.reshape((len(self.generators), *shape)).to(device)
+            torch.randint(-(2**63), 2**63 - 1, (words,), generator=g, out=raw[r])
+        octets = raw.to(out.device).view(torch.uint8)  # [n, 8 * words]
+        shifts = torch.arange(8, dtype=torch.uint8, device=out.device)[None, :, None]
+        bits = torch.bitwise_right_shift(octets[:, None, :], shifts).bitwise_and_(1)
+        out.view(n, count).copy_(bits.view(n, -1)[:, :count])
+        return out
 
     def rademacher(
         self, shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32

@@ -15,7 +15,7 @@ Per image (spec 4.4)::
 
 Many images run together, each with its own Adam state, random stream and
 early stop; the probes of all active images go through the model in chunks
-of at most ``max_batch`` images. Probe inputs are not clipped (they may lie up
+of at most ``max_batch`` model inputs. Probe inputs are not clipped (they may lie up
 to ``delta`` outside [0, 1], as in cleverhans). Each step costs
 ``samples + 1`` model evaluations per active image.
 
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, Pool, check_count, check_positive
-from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss, project_linf
+from llrnet.attacks.parts import AdamState, ImageRng, adam_step_, margin_loss, project_linf
 from llrnet.errors import UsageError
 
 
@@ -40,6 +40,31 @@ def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -
         for s in range(0, images.shape[0], max_batch)
     ]
     return torch.cat(out) if out else images.new_zeros(0)
+
+
+PROBE_VALUES = 40_000_000
+"""Input values the default ``max_batch`` allows in one model call (160 MB in float32)."""
+MAX_AUTO_BATCH = 1024
+"""Cap of the default ``max_batch``: bounds the model's activations on small images."""
+
+
+class _Workspace:
+    """Probe buffers reused by every step of one run.
+
+    One image's 64 probes at 224x224x3 take 38 MB; allocating them afresh each
+    step costs more than building them (the memory comes back from the OS
+    zeroed, page by page), so they are allocated once per run. ``group``
+    images' probes fill at most ``batch`` model inputs.
+    """
+
+    def __init__(self, attack: SPSA, x: Tensor) -> None:
+        self.batch = attack.batch_for(x[0])
+        self.group = max(1, min(x.shape[0], self.batch // attack.samples))
+        dims = x[0].numel()
+        self.bits = torch.empty((self.group, attack.samples // 2, dims), device=x.device,
+                                dtype=x.dtype)
+        self.probes = torch.empty((self.group, attack.samples, dims), device=x.device,
+                                  dtype=x.dtype)
 
 
 class SPSA(Attack):
@@ -58,7 +83,10 @@ class SPSA(Attack):
             disables early stopping.
         random_start: start uniformly in the ball (cleverhans always does).
         max_batch: most images forwarded through the model at once; bounds
-            memory, does not change results (beyond float noise).
+            memory, does not change results (beyond float noise). None (the
+            default) sizes it from the image: as many probes as hold
+            :data:`PROBE_VALUES` input values, between ``samples`` and
+            :data:`MAX_AUTO_BATCH` (256 at 224x224x3, 1024 at 28x28).
     """
 
     name = "spsa"
@@ -76,7 +104,7 @@ class SPSA(Attack):
         adam_eps: float = 1e-9,
         early_stop_loss_threshold: float | None = -1.0,
         random_start: bool = True,
-        max_batch: int = 256,
+        max_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.norm = "linf"
@@ -97,10 +125,17 @@ class SPSA(Attack):
             early_stop_loss_threshold
         )
         self.random_start = bool(random_start)
-        self.max_batch = check_count(max_batch, "max_batch")
+        self.max_batch = None if max_batch is None else check_count(max_batch, "max_batch")
+
+    def batch_for(self, image: Tensor) -> int:
+        """The model batch size used for images shaped like ``image`` [C, H, W]."""
+        if self.max_batch is not None:
+            return self.max_batch
+        fit = PROBE_VALUES // max(1, image.numel())
+        return max(self.samples, min(MAX_AUTO_BATCH, fit // self.samples * self.samples))
 
     def _gradient(
-        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, work: _Workspace
     ) -> Tensor:
         """SPSA gradient estimate at ``x`` [n, C, H, W] (``x0 + p``), per image.
 
@@ -108,33 +143,31 @@ class SPSA(Attack):
         then ``x - delta s_k``: ``mean_j loss_j V_j / delta`` with ``V = [v, -v]``,
         ``v = delta s``, equals ``sum_k (loss+_k - loss-_k) s_k / samples``.
         Images are processed in groups whose probes fill ``max_batch``; each
-        image's probes are built with two fused adds from its float signs.
+        image's probes are built in ``work``'s buffers with two fused adds from
+        its 0/1 bits (s = 2 bit - 1).
         """
         n = x.shape[0]
         pairs = self.samples // 2
         shape = x.shape[1:]
         dims = x[0].numel()
         grad = torch.empty_like(x)
-        per_group = max(1, self.max_batch // self.samples)
-        for g0 in range(0, n, per_group):
-            members = list(range(g0, min(g0 + per_group, n)))
-            # s = +1 where the bit is set, else -1: x + delta s = (x - delta) + 2 delta bit.
-            bits = rng.subset(members).random_bits((pairs, dims), x.device).to(x.dtype)
-            probes = torch.empty((len(members), self.samples, dims), device=x.device,
-                                 dtype=x.dtype)
-            for r, i in enumerate(members):
-                base = x[i].reshape(1, dims)
-                torch.add(base - self.delta, bits[r], alpha=2 * self.delta, out=probes[r, :pairs])
-                torch.add(base + self.delta, bits[r], alpha=-2 * self.delta,
-                          out=probes[r, pairs:])
+        for g0 in range(0, n, work.group):
+            count = min(work.group, n - g0)
+            members = list(range(g0, g0 + count))
+            bits = rng.subset(members).random_bits_into(work.bits[:count])  # [g, pairs, D]
+            probes = work.probes[:count]  # [g, samples, D]
+            # x + delta s = (x - delta) + 2 delta bit, and x - delta s = (x + delta) - 2 delta bit.
+            base = x[g0 : g0 + count].reshape(count, 1, dims)
+            torch.add(base - self.delta, bits, alpha=2 * self.delta, out=probes[:, :pairs])
+            torch.add(base + self.delta, bits, alpha=-2 * self.delta, out=probes[:, pairs:])
             flat = probes.reshape(-1, *shape)
             labels = y[members].repeat_interleave(self.samples)
-            losses = _margins(model, flat, labels, self.max_batch).reshape(len(members), -1)
+            losses = _margins(model, flat, labels, work.batch).reshape(count, -1)
             diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples  # [g, pairs]
             # sum_k diff_k s_k = 2 sum_k diff_k bit_k - sum_k diff_k
             ones = torch.bmm(diff[:, None, :], bits)[:, 0]  # [g, D]
-            grad[g0 : g0 + len(members)] = (2.0 * ones - diff.sum(dim=1, keepdim=True)).reshape(
-                len(members), *shape
+            grad[g0 : g0 + count] = (2.0 * ones - diff.sum(dim=1, keepdim=True)).reshape(
+                count, *shape
             )
         return grad
 
@@ -142,30 +175,35 @@ class SPSA(Attack):
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
     ) -> Tensor:
         x0 = x
-        n = x0.shape[0]
         if self.random_start:
             u = rng.uniform(x0.shape[1:], x0.device).to(x0.dtype)
             p = project_linf((2.0 * u - 1.0) * self.eps, x0, self.eps)
         else:
             p = torch.zeros_like(x0)
-        state = AdamState.zeros_like(p)
-        active = torch.arange(n, device=x0.device)
+        # The images still running, compacted: every step updates these in place, and
+        # they are re-gathered only when some image stops early.
+        active = torch.arange(x0.shape[0], device=x0.device)
+        xa, ya, pa = x0, y, p.clone()
+        state = AdamState.zeros_like(pa)
+        work = _Workspace(self, x0)
         with torch.no_grad():
             for _ in range(self.steps):
                 if active.numel() == 0:
                     break
-                sub_rng = rng.subset(active.cpu())
-                xa, ya, pa = x0[active], y[active], p[active]
-                grad = self._gradient(model, xa + pa, ya, sub_rng)
-                new_p, new_state = adam_step(
-                    pa, grad, state.select(active), lr=self.lr, beta1=self.beta1,
-                    beta2=self.beta2, eps=self.adam_eps,
-                )
-                current = _margins(model, xa + pa, ya, self.max_batch)
-                p[active] = project_linf(new_p, xa, self.eps)
-                state.m[active], state.v[active], state.t[active] = (
-                    new_state.m, new_state.v, new_state.t,
-                )
-                if self.threshold is not None:
-                    active = active[~(current < self.threshold)]
+                current_x = xa + pa
+                grad = self._gradient(model, current_x, ya, rng.subset(active.cpu()), work)
+                adam_step_(pa, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                           eps=self.adam_eps)
+                current = _margins(model, current_x, ya, work.batch)  # before the update
+                # project_linf in place: clip to the ball, then x0 + p to [0, 1].
+                pa.clamp_(-self.eps, self.eps).add_(xa).clamp_(0.0, 1.0).sub_(xa)
+                if self.threshold is None:
+                    continue
+                stopped = current < self.threshold
+                if bool(stopped.any()):
+                    p[active] = pa
+                    keep = ~stopped
+                    active, xa, ya, pa = active[keep], xa[keep], ya[keep], pa[keep]
+                    state = state.select(keep)
+        p[active] = pa
         return x0 + p
