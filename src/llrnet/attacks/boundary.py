@@ -72,7 +72,7 @@ class _Walk:
             return
         d = float((point - self.original).norm())
         if d < self.best_distance:
-            self.best, self.best_distance = point, d
+            self.best, self.best_distance = point.clone(), d
         if self.best_distance <= threshold:
             self.done = True
 
@@ -268,7 +268,7 @@ class Boundary(Attack):
                         walk.see(point, self.eps)
                         distance = float((point - walk.original).norm())
                         if distance < walk.distance:
-                            walk.perturbed, walk.distance = point, distance
+                            walk.perturbed, walk.distance = point.clone(), distance
                         found[k] = True
                         break
 
@@ -276,6 +276,9 @@ class Boundary(Attack):
         """foolbox 1.x ``generate_candidate_default`` for ``count`` directions per image.
 
         Returns (candidates, spherical candidates), each [n, count, D] float64.
+        The two results are the only full-size tensors: every step updates them
+        in place (at 224 px one image's 25 candidates take 30 MB, and fresh
+        temporaries of that size cost more than the arithmetic).
         """
         original = torch.stack([w.original for w in walks])[:, None]  # [n, 1, D]
         perturbed = torch.stack([w.perturbed for w in walks])[:, None]
@@ -288,15 +291,19 @@ class Boundary(Attack):
         unnormalized = original - perturbed
         source_norm = unnormalized.norm(dim=-1, keepdim=True)
         direction = unnormalized / source_norm
-        noise = rng.normal((count, dims), device).to(torch.float64)  # [n, count, D]
-        dot = (noise * direction).sum(dim=-1, keepdim=True)
-        noise = noise - dot * direction
-        noise = noise * (sph * source_norm / noise.norm(dim=-1, keepdim=True))
+        # The spherical step: noise orthogonal to the direction, scaled to sph * |x - x'|.
+        noise = rng.normal_into(  # [n, count, D]
+            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device)
+        )
+        dot = torch.bmm(noise, direction.transpose(1, 2))  # [n, count, 1]
+        noise.addcmul_(dot, direction, value=-1.0)
+        noise.mul_(sph * source_norm / noise.norm(dim=-1, keepdim=True))
         factor = 1.0 / torch.sqrt(sph**2 + 1.0)
-        spherical = (original + factor * (noise - unnormalized)).clamp(0.0, 1.0)
-        new_direction = original - spherical
-        new_norm = new_direction.norm(dim=-1, keepdim=True)
+        spherical = noise.sub_(unnormalized).mul_(factor).add_(original).clamp_(0.0, 1.0)
+        # Then the step towards the original.
+        candidates = torch.sub(original, spherical)  # the new direction, for now
+        new_norm = candidates.norm(dim=-1, keepdim=True)
         length = src * source_norm + (new_norm - source_norm)
         length = length.clamp_min(0.0) / new_norm
-        candidates = (spherical + length * new_direction).clamp(0.0, 1.0)
+        candidates.mul_(length).add_(spherical).clamp_(0.0, 1.0)
         return candidates, spherical

@@ -282,11 +282,17 @@ class ImageRng:
         return bits.to(dtype) * 2 - 1
 
     def normal(self, shape: Sequence[int], device: torch.device) -> Tensor:
-        """[N, *shape] standard normal samples."""
-        rows = [torch.randn(tuple(shape), generator=g) for g in self.generators]
-        if not rows:
-            return torch.empty((0, *shape), device=device)
-        return torch.stack(rows).to(device)
+        """[N, *shape] standard normal samples (float32)."""
+        return self.normal_into(torch.empty((len(self), *shape), device=device))
+
+    def normal_into(self, out: Tensor) -> Tensor:
+        """Fill ``out`` [N, ...] (any float dtype, any device) with standard normal samples,
+        row i from image i's stream (drawn in float32 on the CPU); returns ``out``."""
+        if out.shape[0] != len(self.generators):
+            raise ValueError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
+        for r, g in enumerate(self.generators):
+            out[r].copy_(torch.randn(tuple(out.shape[1:]), generator=g))
+        return out
 
     def integers(self, high: int) -> list[int]:
         """One integer in [0, high) per image."""
