@@ -164,7 +164,7 @@ How the gains come about. The grid renders one rotated canvas per angle and imag
 (5 per image) and crops the 775 translations from it, instead of 775 PIL warps; the
 crops are copied into one reused input buffer. SPSA builds each image's 64 probes
 in buffers allocated once per run, from 64-bit random words unpacked to bits, and
-updates Adam and the projection in place. Reusing buffers matters on a CPU: a
+updates its Adam state in place. Reusing buffers matters on a CPU: a
 fresh 38-150 MB tensor per step comes back from the OS zeroed page by page, which
 cost more than filling it. Before these changes SPSA ran at 1.3-1.8x and the grid
 at 5.6-11x, against a reference that was slower still (it fed the model a

@@ -149,14 +149,18 @@ class _BNNet(nn.Module):
         return self.fc(self.bn(x).flatten(1))
 
 
-def test_llr_perturbed_passes_use_clean_statistics_not_running_or_own() -> None:
-    # Known mistake: the inner loop with running-average batch norm. The running
-    # averages here are far off, so any pass using them would change the loss.
+def _far_off_running_stats() -> tuple[_BNNet, Tensor, Tensor]:
+    """A training-mode _BNNet whose running mean is far from the batch's, and a batch."""
     model = _BNNet().train()
     with torch.no_grad():
         model.bn.running_mean.fill_(50.0)
-    x = torch.rand(6, 2, 3, 3)
-    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    return model, torch.rand(6, 2, 3, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def test_llr_perturbed_passes_use_clean_statistics_not_running_or_own() -> None:
+    # Known mistake: the inner loop with running-average batch norm. The running
+    # averages here are far off, so any pass using them would change the loss.
+    model, x, y = _far_off_running_stats()
     terms = llr_regularizer(model, x, y, eps=0.1, steps=3)
     mean = x.mean(dim=(0, 2, 3))
     var = x.var(dim=(0, 2, 3), unbiased=False)
@@ -177,11 +181,7 @@ def test_llr_perturbed_passes_use_clean_statistics_not_running_or_own() -> None:
 
 
 def test_every_perturbed_pass_of_the_inner_loop_uses_the_clean_statistics() -> None:
-    model = _BNNet().train()
-    with torch.no_grad():
-        model.bn.running_mean.fill_(50.0)
-    x = torch.rand(6, 2, 3, 3)
-    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    model, x, y = _far_off_running_stats()
     passes: list[tuple[Tensor, Tensor]] = []
     model.bn.register_forward_hook(
         lambda _m, inp, out: passes.append((inp[0].detach(), out.detach())))

@@ -66,15 +66,17 @@ class _Walk:
         self.step_stats: collections.deque[bool] = collections.deque(maxlen=30)
         self.done = False
 
-    def see(self, point: Tensor, threshold: float) -> None:
-        """Record an adversarial point (foolbox's Adversarial keeps the closest one)."""
-        if self.done:
-            return
+    def see(self, point: Tensor, threshold: float) -> float:
+        """Record an adversarial point (foolbox's Adversarial keeps the closest one) unless
+        the walk is done; returns its L2 distance to the original."""
         d = float((point - self.original).norm())
+        if self.done:
+            return d
         if d < self.best_distance:
             self.best, self.best_distance = point.clone(), d
         if self.best_distance <= threshold:
             self.done = True
+        return d
 
     def update_step_sizes(self, factor: float) -> None:
         """foolbox 1.x ``update_step_sizes``."""
@@ -265,8 +267,7 @@ class Boundary(Attack):
                         walk.step_stats.appendleft(adv_c_list[r][j])
                     if adv_c_list[r][j]:
                         point = candidates[r, j]
-                        walk.see(point, self.eps)
-                        distance = float((point - walk.original).norm())
+                        distance = walk.see(point, self.eps)
                         if distance < walk.distance:
                             walk.perturbed, walk.distance = point.clone(), distance
                         found[k] = True

@@ -153,26 +153,6 @@ def adam_step(
     beta1: float = 0.9,
     beta2: float = 0.999,
     eps: float = 1e-9,
-) -> tuple[Tensor, AdamState]:
-    """One bias-corrected Adam step that *minimizes*; returns ``(new_param, new_state)``.
-
-    Functional form of :func:`adam_step_` (the inputs are not modified).
-    """
-    new_param = param.clone()
-    new_state = AdamState(state.m.clone(), state.v.clone(), state.t.clone())
-    adam_step_(new_param, grad, new_state, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
-    return new_param, new_state
-
-
-def adam_step_(
-    param: Tensor,
-    grad: Tensor,
-    state: AdamState,
-    *,
-    lr: float,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    eps: float = 1e-9,
 ) -> None:
     """One bias-corrected Adam step that *minimizes*, updating ``param`` [N, ...] and
     ``state`` in place (per-example step counts).
@@ -278,8 +258,8 @@ class ImageRng:
         self, shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32
     ) -> Tensor:
         """[N, *shape] random signs (+1 where :meth:`random_bits` is True, else -1)."""
-        bits = self.random_bits(shape, device)
-        return bits.to(dtype) * 2 - 1
+        bits = self.random_bits_into(torch.empty((len(self), *shape), device=device, dtype=dtype))
+        return bits.mul_(2).sub_(1)
 
     def normal(self, shape: Sequence[int], device: torch.device) -> Tensor:
         """[N, *shape] standard normal samples (float32)."""

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, Pool, check_count, check_positive
-from llrnet.attacks.parts import AdamState, ImageRng, adam_step_, margin_loss, project_linf
+from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss, project_linf
 from llrnet.errors import UsageError
 
 
@@ -180,10 +180,10 @@ class SPSA(Attack):
             p = project_linf((2.0 * u - 1.0) * self.eps, x0, self.eps)
         else:
             p = torch.zeros_like(x0)
-        # The images still running, compacted: every step updates these in place, and
+        # The images still running, compacted: Adam updates their state in place, and
         # they are re-gathered only when some image stops early.
         active = torch.arange(x0.shape[0], device=x0.device)
-        xa, ya, pa = x0, y, p.clone()
+        active_rng, xa, ya, pa = rng, x0, y, p.clone()
         state = AdamState.zeros_like(pa)
         work = _Workspace(self, x0)
         with torch.no_grad():
@@ -191,12 +191,11 @@ class SPSA(Attack):
                 if active.numel() == 0:
                     break
                 current_x = xa + pa
-                grad = self._gradient(model, current_x, ya, rng.subset(active.cpu()), work)
-                adam_step_(pa, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
-                           eps=self.adam_eps)
+                grad = self._gradient(model, current_x, ya, active_rng, work)
+                adam_step(pa, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                          eps=self.adam_eps)
                 current = _margins(model, current_x, ya, work.batch)  # before the update
-                # project_linf in place: clip to the ball, then x0 + p to [0, 1].
-                pa.clamp_(-self.eps, self.eps).add_(xa).clamp_(0.0, 1.0).sub_(xa)
+                pa = project_linf(pa, xa, self.eps)
                 if self.threshold is None:
                     continue
                 stopped = current < self.threshold
@@ -204,6 +203,7 @@ class SPSA(Attack):
                     p[active] = pa
                     keep = ~stopped
                     active, xa, ya, pa = active[keep], xa[keep], ya[keep], pa[keep]
+                    active_rng = rng.subset(active.cpu())
                     state = state.select(keep)
         p[active] = pa
         return x0 + p

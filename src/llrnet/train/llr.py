@@ -142,8 +142,9 @@ def maximize_deviation(
             (grad,) = torch.autograd.grad(diff.abs().mean(), delta)
             with torch.no_grad():
                 # Ascent: the shared Adam step minimizes, so give it the negated gradient.
-                delta, state = adam_step(delta.detach(), -grad, state, lr=lr, beta1=betas[0],
-                                         beta2=betas[1], eps=adam_eps)
+                delta = delta.detach()
+                adam_step(delta, -grad, state, lr=lr, beta1=betas[0], beta2=betas[1],
+                          eps=adam_eps)
                 delta = project_linf(delta, x, eps)
     return delta.detach()
 
