@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llrnet.attacks.parts import (
@@ -113,3 +114,11 @@ def test_losses_on_hand_made_logits() -> None:
     torch.testing.assert_close(wrong_class_margin(logits, y), torch.tensor([-1.0, 2.0]))
     expected_ce = -torch.log_softmax(logits, dim=1)[[0, 1], [0, 1]]
     torch.testing.assert_close(cross_entropy_per_example(logits, y), expected_ce)
+
+
+def test_stream_fillers_need_one_row_per_image() -> None:
+    rng = ImageRng([1, 2])
+    with pytest.raises(ValueError, match="out has 3 rows for 2 streams"):
+        rng.random_bits_into(torch.empty(3, 4))
+    with pytest.raises(ValueError, match="out has 1 rows for 2 streams"):
+        rng.normal_into(torch.empty(1, 4))
