@@ -155,8 +155,9 @@ Goals (issue 3): >= 10x for the spatial grid and >= 5x for SPSA at 16 images.
 
 Where the goals stand. At the challenge's size (224 px) the grid reaches 12.7-34.8x
 in every row. SPSA reaches 6.7x (cnn) and 9.0x (linear) with both cores, and 7.5x
-(linear) on one core; the cnn on one core stays just under, at 4.8x (4.8-5.0x over
-three runs of this command on 2026-11-25), because its forwards take about 60% of llrnet's time. On the 28 px
+(linear) on one core; the cnn on one core is at the edge, at 4.8x (4.8-5.0x over
+three runs of this command on 2026-11-25), because its forwards take about 60% of
+llrnet's time. On the 28 px
 digits (the quick mode) an image's whole grid takes about 10 ms either way, and
 llrnet's Python work per crop, not the pixels, sets the pace: 4.0-5.0x.
 
