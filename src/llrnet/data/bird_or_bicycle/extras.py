@@ -1,6 +1,6 @@
 """Selecting the 'extras' split from OpenImages V4 box annotations.
 
-The original rule (spec section 1): take rows of ``train-annotations-bbox.csv``
+The original rule (docs/challenge.md section 1): take rows of ``train-annotations-bbox.csv``
 whose label is bird (``/m/015p6``) or bicycle (``/m/0199g``) and whose box
 covers more than 4% of the image, ``(XMax - XMin) * (YMax - YMin) > 0.04`` in
 normalized coordinates; drop that class's train/test ids; keep the first

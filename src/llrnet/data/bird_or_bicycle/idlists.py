@@ -75,7 +75,7 @@ def parse_id_list(data: bytes, name: str) -> list[str]:
 def split_ids(ids: list[str], split: str) -> list[str]:
     """The ids of ``split`` ('test' or 'train') from one class's list.
 
-    test = the first 125 ids, train = ids 126..250 (spec section 1).
+    test = the first 125 ids, train = ids 126..250 (docs/challenge.md section 1).
     """
     n_test, n_train = SPLIT_SIZES["test"], SPLIT_SIZES["train"]
     if split == "test":
