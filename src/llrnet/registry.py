@@ -29,7 +29,8 @@ from typing import Any, Generic, TypeVar, overload
 from llrnet.errors import UsageError
 
 T = TypeVar("T")
-F = TypeVar("F")
+# What ``register`` decorates: a callable (function or class), never a name.
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Registry"]
 
@@ -49,10 +50,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     @overload
-    def register(self, name_or_obj: F) -> F: ...
+    def register(self, name_or_obj: str | None = None) -> Callable[[F], F]: ...
 
     @overload
-    def register(self, name_or_obj: str | None = None) -> Callable[[F], F]: ...
+    def register(self, name_or_obj: F) -> F: ...
 
     def register(self, name_or_obj: Any = None) -> Any:
         """Decorator: ``@reg.register`` (name from ``__name__``) or ``@reg.register("name")``."""
