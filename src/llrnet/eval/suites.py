@@ -92,7 +92,7 @@ class SuiteEntry:
     ``name`` is the key in results (letters, digits, ``_.-``); ``max_images``
     limits it to the first images (Boundary: 100). ``kind`` (one of
     :data:`~llrnet.attacks.ATTACK_KINDS`; ``white_box`` attacks need gradients)
-    comes from the attack (:func:`attack_kind`); pass it only to label a
+    is the attack's own (:func:`attack_kind`) unless given; giving it labels a
     callable that declares none.
     """
 
