@@ -15,7 +15,7 @@ from PIL import Image
 
 from llrnet.cli import main
 from llrnet.inference import load_image
-from llrnet.models import create_model, save_weights
+from llrnet.models import create_model, list_models, save_weights
 
 
 def _oracle_weights(path: Path, bird_logit: float) -> Path:
@@ -102,6 +102,9 @@ def test_models_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "llr_pretrain_adv(" in out and "wrn_28_8_softplus(" in out
+    # One line per registered model, in the registry's order, with its arguments.
+    assert [line.split("(")[0] for line in out.splitlines()] == list_models()
+    assert "digits_wrn(depth=10, width=2, num_classes=2, activation='softplus')" in out
 
 
 def test_bad_weights_give_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -34,12 +34,12 @@ def test_metric_rejects_bad_values() -> None:
 
 
 def test_unknown_suite_lists_choices() -> None:
-    with pytest.raises(UsageError, match=r"unknown suite 'nope'; choose from .*linf"):
+    with pytest.raises(UsageError, match=r"unknown suite 'nope'; valid names: .*linf"):
         get_suite("nope")
 
 
 def test_unknown_suite_option() -> None:
-    with pytest.raises(UsageError, match=r"unknown option.*epsilon.*for suite 'linf'"):
+    with pytest.raises(UsageError, match=r"suite 'linf' takes no argument.*epsilon; valid: .*eps"):
         get_suite("linf", epsilon=0.1)
 
 

@@ -15,8 +15,10 @@ from llrnet.models import (
     create_model,
     latents_module,
     linear_module,
+    list_models,
     load_state_strict,
     load_weights,
+    model_arguments,
     read_metadata,
     register_model,
     save_weights,
@@ -45,6 +47,23 @@ def test_builders_must_be_keyword_only() -> None:
 
     with pytest.raises(UsageError, match="keyword-only"):
         register_model("test_positional_builder")(positional)
+
+
+def test_registry_errors_name_the_culprit_and_list_the_valid_names() -> None:
+    def positional(depth: int = 3) -> torch.nn.Module:
+        return torch.nn.Identity()
+
+    with pytest.raises(UsageError, match=r"model 'test_positional' must take keyword-only "
+                                         r"arguments; positional: depth"):
+        register_model("test_positional")(positional)
+    with pytest.raises(UsageError, match=r"'digits_wrn' is registered twice \(first by "
+                                         r"llrnet\.models\.zoo\.digits_wrn\); registered "
+                                         r"names: .*llr_pretrain_adv, .*wrn_10_1_softplus"):
+        register_model("digits_wrn")(lambda: torch.nn.Identity())
+    with pytest.raises(UsageError, match=r"unknown model 'wrn'; valid names: digits_wrn, "
+                                         r"llr_pretrain_adv, .*wrn_10_1_softplus"):
+        model_arguments("wrn")
+    assert "test_positional" not in list_models()
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Suites: the spec's parameters, kinds, selection, custom suites, digits end to end."""
+"""Suites: the challenge's parameters, kinds, selection, custom suites, the registry,
+digits end to end."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from torch import nn
 
 from llrnet.attacks import PGD, SPSA, Boundary, Chain, Identity, RandomSpatial, SpatialGrid
 from llrnet.errors import UsageError
-from llrnet.eval import Suite, SuiteEntry, attack_kind, evaluate, get_suite, list_suites
+from llrnet.eval import (
+    Suite,
+    SuiteEntry,
+    attack_kind,
+    evaluate,
+    get_suite,
+    list_suites,
+    register_suite,
+)
+from llrnet.eval.suites import SUITES
 
 WARM_UP = ["clean", "spatial_grid", "common_corruptions", "spsa_with_random_spatial",
            "boundary_with_random_spatial"]
@@ -79,6 +89,48 @@ def test_kinds_and_custom_suites() -> None:
         SuiteEntry("a/b", Identity())
     assert suite.select(["boundary_with_random_spatial", "clean"]).names == [
         "clean", "boundary_with_random_spatial"]
+
+
+def test_an_entrys_kind_comes_from_its_attack() -> None:
+    assert SuiteEntry("s", SPSA(steps=1)).kind == "black_box"
+    assert SuiteEntry("c", Chain(RandomSpatial(), PGD(0.1, 1, 0.1))).needs_gradients
+    assert SuiteEntry("b", Chain(RandomSpatial(), Boundary())).needs_pool
+    assert not SuiteEntry("g", SpatialGrid()).needs_pool
+
+    def plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **_: object) -> torch.Tensor:
+        return x
+
+    # A plain callable declares nothing: white_box (it may need gradients), no pool,
+    # unless the entry labels it.
+    assert attack_kind(plain) == "white_box"
+    assert SuiteEntry("p", plain).kind == "white_box" and not SuiteEntry("p", plain).needs_pool
+    assert SuiteEntry("p", plain, kind="corruption").kind == "corruption"
+    plain.kind = "black_box"  # type: ignore[attr-defined]
+    assert SuiteEntry("p", plain).kind == "black_box"
+    plain.kind = "grey_box"  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match=r"has kind 'grey_box'; valid kinds: clean, spatial"):
+        SuiteEntry("p", plain)
+    with pytest.raises(UsageError, match="kind of p must be one of clean, spatial"):
+        SuiteEntry("p", Identity(), kind="grey_box")  # type: ignore[arg-type]
+
+
+def test_suite_registry_rejects_duplicates_unknown_names_and_positional_builders() -> None:
+    with pytest.raises(UsageError, match=r"suite 'linf' is registered twice \(first by "
+                                         r"llrnet\.eval\.suite_catalog\.linf\); registered "
+                                         r"names: bird_or_bicycle, digits, linf"):
+        register_suite("linf")(lambda: get_suite("linf"))
+
+    def positional(eps: float = 0.1) -> Suite:
+        return get_suite("linf", eps=eps)
+
+    with pytest.raises(UsageError, match="suite 'mine' must take keyword-only arguments; "
+                                         "positional: eps"):
+        register_suite("mine")(positional)
+    with pytest.raises(UsageError, match=r"unknown suite 'lin'; valid names: bird_or_bicycle, "
+                                         r"digits, linf"):
+        get_suite("lin")
+    assert "mine" not in SUITES and list_suites() == SUITES.names()
+    assert SUITES.arguments("linf")["eps"] == 8 / 255
 
 
 @pytest.mark.slow

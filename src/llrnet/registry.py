@@ -6,7 +6,9 @@ an unknown name both raise :class:`~llrnet.errors.UsageError` listing the valid
 names, so a typo never silently picks the wrong thing. A registry made with
 ``keyword_only=True`` accepts only callables whose parameters are all
 keyword-only (``def f(*, ...)``), which is what lets :meth:`Registry.build`
-check arguments by name before anything is built.
+check arguments by name before anything is built. Parameters whose names start
+with ``_`` are private: they are not listed by :meth:`Registry.arguments` and
+cannot be passed by name through :meth:`Registry.build`.
 
 Example::
 
@@ -27,7 +29,8 @@ from typing import Any, Generic, TypeVar, overload
 from llrnet.errors import UsageError
 
 T = TypeVar("T")
-F = TypeVar("F")
+# What ``register`` decorates: a callable (function or class), never a name.
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Registry"]
 
@@ -47,10 +50,10 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     @overload
-    def register(self, name_or_obj: F) -> F: ...
+    def register(self, name_or_obj: str | None = None) -> Callable[[F], F]: ...
 
     @overload
-    def register(self, name_or_obj: str | None = None) -> Callable[[F], F]: ...
+    def register(self, name_or_obj: F) -> F: ...
 
     def register(self, name_or_obj: Any = None) -> Any:
         """Decorator: ``@reg.register`` (name from ``__name__``) or ``@reg.register("name")``."""
@@ -71,7 +74,10 @@ class Registry(Generic[T]):
         if not isinstance(key, str) or not key:
             raise UsageError(f"a {self.kind} needs a name; {obj!r} has no __name__")
         if key in self._entries:
-            raise UsageError(f"{self.kind} {key!r} is registered twice")
+            first = self._entries[key]
+            where = f"{getattr(first, '__module__', '?')}.{getattr(first, '__qualname__', '?')}"
+            raise UsageError(f"{self.kind} {key!r} is registered twice (first by {where}); "
+                             f"registered names: {', '.join(self.names())}")
         if self.keyword_only:
             params = inspect.signature(obj).parameters.values()  # type: ignore[arg-type]
             positional = [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
@@ -93,15 +99,22 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def arguments(self, name: str) -> dict[str, Any]:
-        """The parameters of the callable ``name`` with their defaults (None if required)."""
+        """The public parameters of the callable ``name`` with their defaults (None if required).
+
+        Parameters whose names start with ``_`` are private and left out.
+        """
         return {
             p.name: (None if p.default is inspect.Parameter.empty else p.default)
             for p in inspect.signature(self.get(name)).parameters.values()  # type: ignore[arg-type]
+            if not p.name.startswith("_")
         }
 
     def check_arguments(self, name: str, kwargs: dict[str, Any]) -> None:
-        """Raise UsageError naming any key of ``kwargs`` that ``name`` does not take."""
-        valid = [p for p in self.arguments(name) if not p.startswith("_")]
+        """Raise UsageError naming any key of ``kwargs`` that ``name`` does not take.
+
+        Private parameters (``_name``) count as not taken.
+        """
+        valid = list(self.arguments(name))
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise UsageError(f"{self.kind} {name!r} takes no argument(s) "

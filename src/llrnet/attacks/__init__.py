@@ -39,7 +39,7 @@ Compatible extensions of the contract (documented here as agreed):
 
 from __future__ import annotations
 
-from llrnet.attacks.base import Attack, CountingModel, Identity
+from llrnet.attacks.base import ATTACK_KINDS, Attack, AttackKind, CountingModel, Identity
 from llrnet.attacks.boundary import Boundary
 from llrnet.attacks.chain import Chain
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions
@@ -48,10 +48,12 @@ from llrnet.attacks.spatial import RandomSpatial, SpatialGrid, spatial_grid
 from llrnet.attacks.spsa import SPSA
 
 __all__ = [
+    "ATTACK_KINDS",
     "CHALLENGE_CORRUPTIONS",
     "PGD",
     "SPSA",
     "Attack",
+    "AttackKind",
     "Boundary",
     "Chain",
     "CommonCorruptions",

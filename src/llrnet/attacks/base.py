@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any, final
+from typing import Any, Literal, final, get_args
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,20 @@ from llrnet.attacks.parts import ImageRng, project_l2, project_linf
 from llrnet.errors import InputError, UsageError
 
 Pool = tuple[Tensor, Tensor]
+
+AttackKind = Literal["clean", "spatial", "corruption", "black_box", "white_box"]
+"""What an attack does, which decides how an evaluation runs and checks it:
+``clean`` (the images as they are), ``spatial`` (rotations and translations),
+``corruption`` (common corruptions), ``black_box`` (a search that reads only
+the model's outputs) or ``white_box`` (differentiates through the model: it
+needs gradients, so a numpy ``model_fn`` cannot run it)."""
+
+ATTACK_KINDS: tuple[AttackKind, ...] = get_args(AttackKind)
+"""Every :data:`AttackKind`, in that order."""
+
+UNDECLARED_KIND: AttackKind = "white_box"
+"""The kind of an attack that declares none: the safe assumption that it may need
+gradients."""
 
 
 class CountingModel(nn.Module):
@@ -134,6 +148,15 @@ class Attack:
     #: True for attacks that need ``pool`` (Boundary).
     needs_pool: bool = False
 
+    @property
+    def kind(self) -> AttackKind:
+        """What the attack does (:data:`AttackKind`).
+
+        Every llrnet attack sets it as a class attribute (``kind = "spatial"``);
+        a subclass that sets none counts as :data:`UNDECLARED_KIND`.
+        """
+        return UNDECLARED_KIND
+
     def __init__(self) -> None:
         self.last_stats: dict[str, float] = {}
 
@@ -226,6 +249,7 @@ class Identity(Attack):
     """The clean "attack": returns the input unchanged (no model evaluations)."""
 
     name = "clean"
+    kind = "clean"
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None

@@ -121,6 +121,7 @@ class Boundary(Attack):
     """
 
     name = "boundary"
+    kind = "black_box"
     needs_pool = True
 
     def __init__(

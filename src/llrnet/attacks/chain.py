@@ -3,9 +3,9 @@
 ``Chain(RandomSpatial(), SPSA(eps=16/255))`` is the challenge's
 ``spsa_with_random_spatial``: each stage runs through its own final
 ``__call__``, so the second stage's ball is centred on the first stage's
-output (spec 4.3), and every stage keeps its own per-image random stream
-(streams are salted by the stage's name, so stages draw independently even
-with the same seeds).
+output (docs/challenge.md section 4.3), and every stage keeps its own
+per-image random stream (streams are salted by the stage's name, so stages
+draw independently even with the same seeds).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks.base import Attack, Pool
+from llrnet.attacks.base import Attack, AttackKind, Pool
 from llrnet.attacks.parts import ImageRng
 from llrnet.errors import UsageError
 
@@ -24,7 +24,9 @@ class Chain(Attack):
     ``Chain(RandomSpatial(), SPSA())`` is named ``"spsa_with_random_spatial"``,
     ``Chain(RandomSpatial(), Boundary())`` ``"boundary_with_random_spatial"``.
     ``pool`` is passed to every stage. After a call, ``stage_stats`` holds each
-    stage's ``last_stats`` (``last_stats`` itself has the totals).
+    stage's ``last_stats`` (``last_stats`` itself has the totals). ``kind`` is
+    the last stage's (what the chain finally does to the images); ``needs_pool``
+    is true if any stage needs the pool.
     """
 
     def __init__(self, *stages: Attack, name: str | None = None) -> None:
@@ -36,8 +38,15 @@ class Chain(Attack):
                 raise UsageError(f"Chain stages must be Attacks, got {type(stage).__name__}")
         self.stages = tuple(stages)
         self.name = name or "_with_".join(stage.name for stage in reversed(self.stages))
+        # An instance attribute, unlike ``kind``: it is part of the chain's recorded
+        # description (``vars``), which resuming an evaluation compares.
         self.needs_pool = any(stage.needs_pool for stage in self.stages)
         self.stage_stats: list[dict[str, float]] = []
+
+    @property
+    def kind(self) -> AttackKind:
+        """The last stage's kind: ``Chain(RandomSpatial(), SPSA())`` is ``black_box``."""
+        return self.stages[-1].kind
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None

@@ -101,6 +101,7 @@ class CommonCorruptions(Attack):
     """
 
     name = "common_corruptions"
+    kind = "corruption"
 
     def __init__(
         self,

@@ -164,6 +164,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    kind = "white_box"
 
     def __init__(
         self,
@@ -221,6 +222,7 @@ class MultiTargetedPGD(PGD):
     """
 
     name = "multi_targeted_pgd"
+    kind = "white_box"
 
     def __init__(
         self,

@@ -75,6 +75,7 @@ class SpatialGrid(Attack):
     """
 
     name = "spatial_grid"
+    kind = "spatial"
 
     def __init__(
         self,
@@ -213,6 +214,7 @@ class RandomSpatial(Attack):
     """
 
     name = "random_spatial"
+    kind = "spatial"
 
     def __init__(
         self,

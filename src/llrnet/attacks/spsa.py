@@ -90,6 +90,7 @@ class SPSA(Attack):
     """
 
     name = "spsa"
+    kind = "black_box"
 
     def __init__(
         self,

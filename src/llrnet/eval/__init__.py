@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from llrnet.eval import presets as _presets  # noqa: F401  (registers the suites)
+from llrnet.eval import suite_catalog as _suite_catalog  # noqa: F401  (registers the suites)
 from llrnet.eval.checks import EvaluationWarning
 from llrnet.eval.metrics import COVERAGES, CoverageCurve, accuracy_at_coverage, coverage_curve
 from llrnet.eval.model_fn import ModelFnModule

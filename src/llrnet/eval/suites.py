@@ -1,62 +1,57 @@
 """Named attack suites: which attacks run, in which order, on how many images.
 
-``get_suite(name, **options)`` builds a registered suite; ``list_suites()``
-names them. A custom suite is ``Suite.custom([attack, ...])``. The suites:
+:data:`SUITES` is an :class:`llrnet.registry.Registry` of keyword-only suite
+builders; ``get_suite(name, **options)`` builds one, ``list_suites()`` names
+them and ``register_suite`` adds one (the registry's ``build``, ``names`` and
+``register``). The built-in suites live in :mod:`llrnet.eval.suite_catalog`:
 
-* ``bird_or_bicycle``: the challenge's warm-up, exactly the spec's parameters
+* ``bird_or_bicycle``: the challenge's warm-up with exactly its parameters
   (clean, spatial_grid, common_corruptions, spsa_with_random_spatial,
-  boundary_with_random_spatial on the first 100 images).
-* ``digits``: the same five kinds scaled to 28x28 grayscale digits (spec 4.6),
-  with budgets that finish in minutes on a CPU for 100-200 images.
+  boundary_with_random_spatial on the first 100 images; docs/challenge.md
+  section 4).
+* ``digits``: the same five kinds scaled to 28x28 grayscale digits
+  (docs/challenge.md section 4.6), with budgets that finish in minutes on a
+  CPU for 100-200 images.
 * ``linf``: clean + PGD at ``eps`` (multi-targeted with ``multi_targeted=True``).
+
+A custom suite is ``Suite.custom([attack, ...])``. Each entry's kind and need
+for a pool come from its attack (``attack.kind``, ``attack.needs_pool``).
 """
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from llrnet.attacks.base import ATTACK_KINDS, UNDECLARED_KIND, AttackKind
 from llrnet.errors import UsageError
+from llrnet.registry import Registry
 
-Kind = Literal["clean", "spatial", "corruption", "black_box", "white_box"]
-KINDS: tuple[str, ...] = ("clean", "spatial", "corruption", "black_box", "white_box")
-
-# The kind of each attack class of llrnet.attacks: decides whether an attack needs
-# gradients (white_box) and feeds the sanity checks. Other classes may set ``kind``.
-_CLASS_KINDS: dict[str, Kind] = {
-    "Identity": "clean",
-    "SpatialGrid": "spatial",
-    "RandomSpatial": "spatial",
-    "CommonCorruptions": "corruption",
-    "SPSA": "black_box",
-    "Boundary": "black_box",
-    "PGD": "white_box",
-    "MultiTargetedPGD": "white_box",
-}
 EXECUTION_KEYS = frozenset({"batch_size", "max_batch", "directions_per_batch", "workers"})
 """Attack attributes that change speed and memory but never results (documented so by
 llrnet.attacks): left out of the resume check, so a run can resume on other hardware."""
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def attack_kind(attack: Any) -> Kind:
-    """The kind of ``attack``: its ``kind`` attribute, else by class (Chain: last stage).
+def attack_kind(attack: Any) -> AttackKind:
+    """The kind of ``attack``: its ``kind`` attribute (every llrnet attack has one).
 
-    Unknown classes count as ``white_box`` (the safe assumption: they may need
-    gradients).
+    A callable without ``kind`` (not an llrnet :class:`~llrnet.attacks.Attack`)
+    counts as :data:`~llrnet.attacks.base.UNDECLARED_KIND`, ``white_box``: the
+    safe assumption, as it may need gradients.
+
+    Raises:
+        UsageError: ``kind`` is not one of :data:`~llrnet.attacks.ATTACK_KINDS`.
     """
-    kind = getattr(attack, "kind", None)
-    if kind in KINDS:
-        return kind  # type: ignore[no-any-return,unused-ignore]
-    stages = getattr(attack, "attacks", None) or getattr(attack, "stages", None)
-    if type(attack).__name__ == "Chain" and stages:
-        return attack_kind(list(stages)[-1])
-    return _CLASS_KINDS.get(type(attack).__name__, "white_box")
+    kind = getattr(attack, "kind", UNDECLARED_KIND)
+    if kind not in ATTACK_KINDS:
+        raise UsageError(f"{type(attack).__name__} has kind {kind!r}; valid kinds: "
+                         f"{', '.join(ATTACK_KINDS)}")
+    return kind
 
 
 def _describe(value: Any, depth: int = 0) -> Any:
@@ -90,27 +85,35 @@ def describe_attack(attack: Any, depth: int = 0) -> dict[str, Any]:
     return record
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SuiteEntry:
     """One attack of a suite.
 
     ``name`` is the key in results (letters, digits, ``_.-``); ``max_images``
-    limits it to the first images (Boundary: 100); ``kind`` is one of
-    :data:`KINDS` (``white_box`` attacks need gradients).
+    limits it to the first images (Boundary: 100). ``kind`` (one of
+    :data:`~llrnet.attacks.ATTACK_KINDS`; ``white_box`` attacks need gradients)
+    is the attack's own (:func:`attack_kind`) unless given; giving it labels a
+    callable that declares none.
     """
 
     name: str
     attack: Any
-    max_images: int | None = None
-    kind: Kind = "white_box"
+    max_images: int | None
+    kind: AttackKind
 
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise UsageError(f"attack name {self.name!r} must use only letters, digits, '_.-'")
-        if self.max_images is not None and self.max_images < 1:
-            raise UsageError(f"max_images of {self.name} must be >= 1, got {self.max_images}")
-        if self.kind not in KINDS:
-            raise UsageError(f"kind of {self.name} must be one of {', '.join(KINDS)}")
+    def __init__(self, name: str, attack: Any, max_images: int | None = None,
+                 kind: AttackKind | None = None) -> None:
+        if not _NAME.match(name):
+            raise UsageError(f"attack name {name!r} must use only letters, digits, '_.-'")
+        if max_images is not None and max_images < 1:
+            raise UsageError(f"max_images of {name} must be >= 1, got {max_images}")
+        if kind is not None and kind not in ATTACK_KINDS:
+            raise UsageError(f"kind of {name} must be one of {', '.join(ATTACK_KINDS)}")
+        # Frozen: the fields are set once, here.
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "attack", attack)
+        object.__setattr__(self, "max_images", max_images)
+        object.__setattr__(self, "kind", attack_kind(attack) if kind is None else kind)
 
     @property
     def needs_gradients(self) -> bool:
@@ -119,20 +122,13 @@ class SuiteEntry:
 
     @property
     def needs_pool(self) -> bool:
-        """True if the attack needs clean reference images (Boundary)."""
-        return _needs_pool(self.attack)
+        """True if the attack needs clean reference images (Boundary, and Chains with it)."""
+        return bool(getattr(self.attack, "needs_pool", False))
 
     def describe(self) -> dict[str, Any]:
         """JSON-able configuration of this entry."""
         return {"name": self.name, "kind": self.kind, "max_images": self.max_images,
                 "attack": describe_attack(self.attack)}
-
-
-def _needs_pool(attack: Any) -> bool:
-    if getattr(attack, "needs_pool", False):
-        return True
-    stages = getattr(attack, "attacks", None) or getattr(attack, "stages", None) or ()
-    return any(_needs_pool(stage) for stage in stages)
 
 
 @dataclass(frozen=True)
@@ -180,12 +176,11 @@ class Suite:
                ) -> Suite:
         """A suite from attacks (each an ``Attack`` or a :class:`SuiteEntry`), in order.
 
-        Names come from each attack's ``name``; kinds from :func:`attack_kind`.
+        Names come from each attack's ``name``, kinds from the attacks.
         """
         entries = tuple(
             a if isinstance(a, SuiteEntry)
-            else SuiteEntry(name=str(getattr(a, "name", type(a).__name__)), attack=a,
-                            kind=attack_kind(a))
+            else SuiteEntry(name=str(getattr(a, "name", type(a).__name__)), attack=a)
             for a in attacks
         )
         return cls(name=name, entries=entries, batch_size=batch_size)
@@ -209,34 +204,23 @@ def _without(value: Any, keys: frozenset[str]) -> Any:
 
 
 SuiteBuilder = Callable[..., Suite]
-_SUITES: dict[str, SuiteBuilder] = {}
 
+SUITES: Registry[SuiteBuilder] = Registry("suite", keyword_only=True)
+"""Every registered suite builder, by name (keyword-only options)."""
 
-def register_suite(name: str) -> Callable[[SuiteBuilder], SuiteBuilder]:
-    """Register a suite builder (keyword-only options) under ``name``."""
+register_suite = SUITES.register
+"""Decorator: ``@register_suite`` (name from the function) or ``@register_suite("name")``."""
 
-    def decorate(builder: SuiteBuilder) -> SuiteBuilder:
-        if name in _SUITES:
-            raise UsageError(f"suite {name!r} is already registered")
-        _SUITES[name] = builder
-        return builder
-
-    return decorate
-
-
-def list_suites() -> list[str]:
-    """Names of the registered suites, sorted."""
-    return sorted(_SUITES)
+list_suites = SUITES.names
+"""Names of the registered suites, sorted."""
 
 
 def get_suite(name: str, **options: Any) -> Suite:
-    """Build the suite ``name`` with ``options`` (see each builder's docstring)."""
-    if name not in _SUITES:
-        raise UsageError(f"unknown suite {name!r}; choose from {', '.join(list_suites())}")
-    builder = _SUITES[name]
-    accepted = [p for p in inspect.signature(builder).parameters if not p.startswith("_")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise UsageError(f"unknown option(s) {', '.join(unknown)} for suite {name!r}; "
-                         f"it takes {', '.join(accepted) or 'none'}")
-    return builder(**options)
+    """Build the suite ``name`` with ``options`` (see each builder's docstring).
+
+    Raises:
+        UsageError: the name is unknown (the valid names are listed) or an option
+            is not one the builder takes.
+    """
+    suite: Suite = SUITES.build(name, **options)
+    return suite

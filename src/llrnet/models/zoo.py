@@ -30,7 +30,7 @@ def _bird_or_bicycle(trunk: ResNetV2, preprocess: bool, crop_fraction: float
                                    crop_fraction=crop_fraction)
 
 
-@register_model("llr_pretrain_adv")
+@register_model
 def llr_pretrain_adv(
     *,
     depth: int = 152,
@@ -50,7 +50,7 @@ def llr_pretrain_adv(
     return _bird_or_bicycle(trunk, preprocess, crop_fraction)
 
 
-@register_model("llr_pretrain_adv_tiny")
+@register_model
 def llr_pretrain_adv_tiny(
     *,
     units: tuple[int, ...] = TINY_UNITS,
@@ -103,7 +103,7 @@ for _depth in sorted(STAGE_UNITS):
     _register_imagenet(_depth)
 
 
-@register_model("resnet_v2_tiny_imagenet")
+@register_model
 def resnet_v2_tiny_imagenet(
     *,
     num_classes: int = 10,
@@ -147,7 +147,7 @@ _register_wrn("wrn_16_2_softplus", 16, 2, "softplus")
 _register_wrn("wrn_10_1_softplus", 10, 1, "softplus")
 
 
-@register_model("digits_wrn")
+@register_model
 def digits_wrn(
     *,
     depth: int = 10,

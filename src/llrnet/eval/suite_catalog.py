@@ -1,18 +1,30 @@
-"""The registered suites: ``bird_or_bicycle``, ``digits`` and ``linf``.
+"""The suite catalog: the built-in suites ``bird_or_bicycle``, ``digits`` and ``linf``.
 
-Attack classes are imported when a suite is built, so importing
-:mod:`llrnet.eval` stays cheap.
+Importing :mod:`llrnet.eval` imports this module, which registers them in
+:data:`llrnet.eval.suites.SUITES`. (Not to be confused with training's YAML
+presets, :mod:`llrnet.train.config`.) Each entry's kind comes from its attack.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from llrnet.attacks import (
+    PGD,
+    SPSA,
+    Boundary,
+    Chain,
+    CommonCorruptions,
+    Identity,
+    MultiTargetedPGD,
+    RandomSpatial,
+    SpatialGrid,
+)
 from llrnet.errors import UsageError
 from llrnet.eval.suites import Suite, SuiteEntry, register_suite
 
 
-@register_suite("linf")
+@register_suite
 def linf(
     *,
     eps: float = 8 / 255,
@@ -30,8 +42,6 @@ def linf(
     ``multi_targeted=True`` the attack is :class:`MultiTargetedPGD` (margin loss
     towards each other class, worst kept; ``num_targets`` limits the classes).
     """
-    from llrnet.attacks import PGD, Identity, MultiTargetedPGD
-
     if eps <= 0:
         raise UsageError(f"eps must be > 0, got {eps}")
     size = 2.5 * eps / steps if step_size is None else step_size
@@ -45,8 +55,8 @@ def linf(
     return Suite(
         name="linf",
         entries=(
-            SuiteEntry("clean", Identity(), kind="clean"),
-            SuiteEntry(name, attack, kind="white_box"),
+            SuiteEntry("clean", Identity()),
+            SuiteEntry(name, attack),
         ),
         options={"eps": eps, "steps": steps, "step_size": size, "restarts": restarts,
                  "loss": loss, "multi_targeted": multi_targeted, "num_targets": num_targets},
@@ -72,17 +82,15 @@ def _warm_up(
     batch_size: int,
     shuffle: bool,
 ) -> Suite:
-    from llrnet.attacks import Chain, Identity
-
     return Suite(
         name=name,
         entries=(
-            SuiteEntry("clean", Identity(), kind="clean"),
-            SuiteEntry("spatial_grid", grid, kind="spatial"),
-            SuiteEntry("common_corruptions", corruptions, kind="corruption"),
-            SuiteEntry("spsa_with_random_spatial", Chain(random_spatial, spsa), kind="black_box"),
+            SuiteEntry("clean", Identity()),
+            SuiteEntry("spatial_grid", grid),
+            SuiteEntry("common_corruptions", corruptions),
+            SuiteEntry("spsa_with_random_spatial", Chain(random_spatial, spsa)),
             SuiteEntry("boundary_with_random_spatial", Chain(random_spatial, boundary),
-                       kind="black_box", max_images=boundary_images),
+                       max_images=boundary_images),
         ),
         options=options,
         batch_size=batch_size,
@@ -90,14 +98,14 @@ def _warm_up(
     )
 
 
-@register_suite("bird_or_bicycle")
+@register_suite
 def bird_or_bicycle(
     *,
     grid: str = "challenge",
     boundary_images: int = 100,
     batch_size: int = 16,
 ) -> Suite:
-    """The challenge's warm-up suite with the spec's parameters (section 4).
+    """The challenge's warm-up suite with its parameters (docs/challenge.md section 4).
 
     For 224x224 RGB images in [0, 1] and a two-class model (0 bicycle, 1 bird).
     ``grid`` is ``"challenge"`` (what the reference code ran, comparable with
@@ -106,8 +114,6 @@ def bird_or_bicycle(
     order (the reference shuffled; the dataset is sorted by class), and
     Boundary runs on the first ``boundary_images`` of that order.
     """
-    from llrnet.attacks import SPSA, Boundary, CommonCorruptions, RandomSpatial, SpatialGrid
-
     return _warm_up(
         "bird_or_bicycle",
         corruptions=CommonCorruptions(),
@@ -122,7 +128,7 @@ def bird_or_bicycle(
     )
 
 
-@register_suite("digits")
+@register_suite
 def digits(
     *,
     spsa_steps: int = 20,
@@ -132,11 +138,12 @@ def digits(
     boundary_images: int = 50,
     batch_size: int = 32,
 ) -> Suite:
-    """The quick suite: the five warm-up kinds scaled to 28x28 grayscale digits (spec 4.6).
+    """The quick suite: the five warm-up kinds scaled to 28x28 grayscale digits.
 
-    Geometry of the reference's two-class MNIST warm-up: a grid of dx, dy in
-    {-10, -5, 0, 5, 10} px and 11 rotations over [-10, 10] degrees (275
-    transforms), the same 15% border convention; random spatial stage with the
+    Geometry of the reference's two-class MNIST warm-up (docs/challenge.md
+    section 4.6): a grid of dx, dy in {-10, -5, 0, 5, 10} px and 11 rotations
+    over [-10, 10] degrees (275 transforms), the same 15% border convention;
+    random spatial stage with the
     same limits and a 2-pixel border (20/224 of the side); SPSA at eps 0.3 and
     Boundary at L2 <= 4. Budgets are cut so ~100-200 images finish in minutes
     on a CPU: SPSA ``spsa_steps`` steps (reference 2,000) with ``spsa_samples``
@@ -144,8 +151,6 @@ def digits(
     ``boundary_directions`` candidates (reference 5,000 x 25) on the first
     ``boundary_images`` images.
     """
-    from llrnet.attacks import SPSA, Boundary, CommonCorruptions, RandomSpatial, SpatialGrid
-
     limits = (10.0, 10.0, 10.0)
     return _warm_up(
         "digits",
