@@ -1,6 +1,6 @@
 """Convert recognized modules into llrnet models, and prove the result complete.
 
-The mapping is derived from the module (:mod:`llrnet.hub.analyze`), never from
+The mapping is derived from the module (:mod:`llrnet.hub.recognition.analyze`), never from
 variable names: each recognized layer's variables go to the PyTorch parameter
 or buffer in the same structural position, with layouts converted (conv HWIO ->
 OIHW, dense (in, out) -> (out, in)). Completeness is then proved:
@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from llrnet.errors import UsageError, WeightsError
-from llrnet.hub.analyze import Analysis, analyze
-from llrnet.hub.graph import Layer
-from llrnet.hub.module import HubModule
+from llrnet.hub.formats.module import HubModule
+from llrnet.hub.recognition.analyze import Analysis, analyze
+from llrnet.hub.recognition.graph import Layer
 from llrnet.models import (
     BirdOrBicycleClassifier,
     ImageNetClassifier,

@@ -1,4 +1,4 @@
-"""Architecture facts read from a module's layer graph (:mod:`llrnet.hub.graph`).
+"""Architecture facts read from a module's layer graph (:mod:`llrnet.hub.recognition.graph`).
 
 :func:`parse_trunk` walks back from the output: optional head (dense or 1x1
 convolution), global mean, final batch norm, then residual units one ``add`` at
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llrnet.errors import InputError
-from llrnet.hub.graph import Layer, LayerGraph
+from llrnet.hub.recognition.graph import Layer, LayerGraph
 
 Shapes = dict[str, tuple[int, ...]]
 
