@@ -69,7 +69,7 @@ class BirdOrBicycleClassifier(nn.Module):
         return two_class_from_bird_logit(self.bird_logit(x))
 
     def import_structure(self) -> dict[str, Any]:
-        """The trunk's (:mod:`llrnet.models.layout`)."""
+        """The trunk's structural facts (:mod:`llrnet.models.layout`)."""
         return layout.importable(self.trunk).import_structure()
 
     def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
@@ -128,7 +128,7 @@ class ImageNetClassifier(nn.Module):
         return self.fc(self.latents(x).flatten(1))
 
     def import_structure(self) -> dict[str, Any]:
-        """The trunk's (:mod:`llrnet.models.layout`)."""
+        """The trunk's structural facts (:mod:`llrnet.models.layout`)."""
         return layout.importable(self.trunk).import_structure()
 
     def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
