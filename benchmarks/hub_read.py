@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llrnet.hub import crc32c as crc_module
 from llrnet.hub import import_hub, read_checkpoint, write_checkpoint
+from llrnet.hub.formats import crc32c as crc_module
 from llrnet.models import create_model, load_weights
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -19,7 +19,7 @@ from llrnet.hub import (
     read_saved_model,
     write_checkpoint,
 )
-from llrnet.hub.bundle import BundleEntry
+from llrnet.hub.formats.bundle import BundleEntry
 
 
 def _copy_checkpoint(name: str, tmp_path: Path) -> Path:
@@ -237,9 +237,9 @@ def test_open_module_rejects_other_files(tmp_path: Path) -> None:
 
 
 def test_cond_on_a_real_input_is_reported() -> None:
-    from llrnet.hub.graph import LayerGraph
-    from llrnet.hub.savedmodel import select_meta_graph
-    from llrnet.hub.structure import parse_trunk
+    from llrnet.hub.formats.savedmodel import select_meta_graph
+    from llrnet.hub.recognition.graph import LayerGraph
+    from llrnet.hub.recognition.structure import parse_trunk
 
     meta = select_meta_graph(read_saved_model(FIXTURES / "imagenet"), ())
     for node in meta.graph.node:
@@ -258,7 +258,7 @@ def _scale_input_in_graph(module: Path) -> None:
     """Rewrite saved_model.pb so the graph computes 2x - 1 of ``x`` before the stem."""
     from tensorboard.compat.proto import meta_graph_pb2
 
-    from llrnet.hub.protowire import field_bytes, field_varint, iter_fields
+    from llrnet.hub.formats.protowire import field_bytes, field_varint, iter_fields
 
     path = module / "saved_model.pb"
     out = field_varint(1, 1)

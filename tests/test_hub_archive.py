@@ -11,7 +11,7 @@ import pytest
 from hub_helpers import FIXTURES
 from llrnet.errors import InputError
 from llrnet.hub import extract_archive, open_module
-from llrnet.hub.archive import file_sha256, known_sha256
+from llrnet.hub.formats.archive import file_sha256, known_sha256
 
 
 def _module_archive(path: Path, name: str = "linear") -> Path:
@@ -95,7 +95,7 @@ def test_cli_imports_an_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     from llrnet.models import read_metadata
 
     monkeypatch.setenv("LLRNET_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("llrnet.hub.module.DEFAULT_CACHE", tmp_path / "cache")
+    monkeypatch.setattr("llrnet.hub.formats.module.DEFAULT_CACHE", tmp_path / "cache")
     archive = _module_archive(tmp_path / "cifar10.tar.gz", "cifar10")
     digest = file_sha256(archive)
     out = tmp_path / "wrn.safetensors"

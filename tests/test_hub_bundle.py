@@ -11,9 +11,9 @@ import pytest
 
 from hub_helpers import CHECKPOINTS, FIXTURES, many_name
 from llrnet.hub import CheckpointReader, read_checkpoint, write_checkpoint
-from llrnet.hub import crc32c as crc_module
-from llrnet.hub.protowire import read_varint
-from llrnet.hub.table import iter_block, read_block
+from llrnet.hub.formats import crc32c as crc_module
+from llrnet.hub.formats.protowire import read_varint
+from llrnet.hub.formats.table import iter_block, read_block
 
 
 @pytest.fixture(params=["fast", "python"])

@@ -144,7 +144,7 @@ def test_cli_inspect_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_layout_conversions_match_tensorflow_semantics() -> None:
-    from llrnet.hub.convert import hwio_to_oihw, io_to_oi, io_to_oi11
+    from llrnet.hub.conversion.convert import hwio_to_oihw, io_to_oi, io_to_oi11
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)  # NHWC

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hub_helpers import FIXTURES
 from llrnet.hub import read_saved_model
-from llrnet.hub.graph import LayerGraph
-from llrnet.hub.savedmodel import node_attrs, select_meta_graph
+from llrnet.hub.formats.savedmodel import node_attrs, select_meta_graph
+from llrnet.hub.recognition.graph import LayerGraph
 
 
 def test_meta_graphs_tags_and_signatures() -> None:

@@ -11,8 +11,8 @@ import torch
 from hub_helpers import FIXTURES
 from llrnet.errors import RunError
 from llrnet.hub import convert, import_hub, open_module
-from llrnet.hub import verify as verify_module
-from llrnet.hub.verify import find_tf_python, verification_images, verify_conversion
+from llrnet.hub.conversion import verify as verify_module
+from llrnet.hub.conversion.verify import find_tf_python, verification_images, verify_conversion
 
 
 def test_without_tensorflow_verification_is_skipped_with_reason(

@@ -9,14 +9,14 @@
 
 from __future__ import annotations
 
-from llrnet.hub.archive import extract_archive
-from llrnet.hub.bundle import CheckpointReader, read_checkpoint
-from llrnet.hub.bundle_writer import write_checkpoint
-from llrnet.hub.convert import Conversion, convert
+from llrnet.hub.conversion.convert import Conversion, convert
+from llrnet.hub.conversion.verify import verify_conversion
+from llrnet.hub.formats.archive import extract_archive
+from llrnet.hub.formats.bundle import CheckpointReader, read_checkpoint
+from llrnet.hub.formats.bundle_writer import write_checkpoint
+from llrnet.hub.formats.module import HubModule, open_module
+from llrnet.hub.formats.savedmodel import read_saved_model
 from llrnet.hub.importer import import_hub, inspect_hub
-from llrnet.hub.module import HubModule, open_module
-from llrnet.hub.savedmodel import read_saved_model
-from llrnet.hub.verify import verify_conversion
 
 __all__ = [
     "CheckpointReader",

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from llrnet.errors import LlrnetError, RunError
-from llrnet.hub.analyze import analyze
-from llrnet.hub.convert import Conversion, convert
-from llrnet.hub.module import HubModule, open_module
-from llrnet.hub.savedmodel import select_meta_graph
-from llrnet.hub.verify import verify_conversion
+from llrnet.hub.conversion.convert import Conversion, convert
+from llrnet.hub.conversion.verify import verify_conversion
+from llrnet.hub.formats.module import HubModule, open_module
+from llrnet.hub.formats.savedmodel import select_meta_graph
+from llrnet.hub.recognition.analyze import analyze
 from llrnet.models import save_weights
 
 logger = logging.getLogger(__name__)

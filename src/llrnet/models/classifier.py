@@ -8,10 +8,13 @@ through a sigmoid, and the challenge sees ``[relu(-l), relu(l)]``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.models import layout
 from llrnet.models.layers import ScaleToSymmetric
 from llrnet.models.preprocessing import CropResizeScale
 
@@ -65,6 +68,18 @@ class BirdOrBicycleClassifier(nn.Module):
         """The challenge view [N, 2]: ``[relu(-l), relu(l)]`` (0 bicycle, 1 bird)."""
         return two_class_from_bird_logit(self.bird_logit(x))
 
+    def import_structure(self) -> dict[str, Any]:
+        """The trunk's structural facts (:mod:`llrnet.models.layout`)."""
+        return layout.importable(self.trunk).import_structure()
+
+    def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
+        """The trunk's under ``trunk.``; the head (the separate linear module) into
+        the 1x1 convolution ``linear``."""
+        if network.head is None:
+            raise ValueError("the bird-or-bicycle head is filled from the linear module")
+        trunk = layout.importable(self.trunk).import_layout(network, f"{prefix}trunk.")
+        return trunk.with_targets(layout.conv(network.head, f"{prefix}linear"))
+
 
 def two_class_from_bird_logit(logit: torch.Tensor) -> torch.Tensor:
     """[N] bird logits -> [N, 2] challenge logits ``[relu(-l), relu(l)]``.
@@ -111,3 +126,14 @@ class ImageNetClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> logits [N, num_classes]."""
         return self.fc(self.latents(x).flatten(1))
+
+    def import_structure(self) -> dict[str, Any]:
+        """The trunk's structural facts (:mod:`llrnet.models.layout`)."""
+        return layout.importable(self.trunk).import_structure()
+
+    def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
+        """The trunk's under ``trunk.``; the module's head into ``fc``."""
+        if network.head is None:
+            raise ValueError("an ImageNet classifier is filled with its classification head")
+        trunk = layout.importable(self.trunk).import_layout(network, f"{prefix}trunk.")
+        return trunk.with_targets(layout.linear(network.head, f"{prefix}fc"))

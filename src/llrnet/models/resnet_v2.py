@@ -18,16 +18,21 @@ Options a faithful port needs are explicit constructor arguments:
   TF-slim's v2 has them.
 * ``bn_scale``: batch norm with a learned scale (gamma, default) or, if False,
   offset only (Sonnet's default ``scale=False``; :class:`OffsetBatchNorm2d`).
+
+:meth:`ResNetV2.import_structure` and :meth:`ResNetV2.import_layout` map a
+recognized network (:mod:`llrnet.models.layout`) onto the trunk, so that an
+importer (the TF-Hub import) needs no attribute path of it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.models import layout
 from llrnet.models.layers import Padding, conv2d, max_pool
 
 StrideIn = Literal["first", "last"]
@@ -183,3 +188,31 @@ class ResNetV2(nn.Module):
         x = self.stages(x)
         x = F.relu(self.final_bn(x), inplace=True)
         return x.mean(dim=(2, 3), keepdim=True)
+
+    def import_structure(self) -> dict[str, Any]:
+        """Units and bottleneck widths per stage, and the stem width."""
+        stages = self._units()
+        return {"units": tuple(len(units) for units in stages),
+                "widths": tuple(units[0].conv1.out_channels for units in stages),
+                "stem_width": self.stem_conv.out_channels}
+
+    def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
+        """Stem, the units in stage order, final batch norm (the head is the wrapper's).
+
+        Raises:
+            ValueError: ``network`` has a different number of units.
+        """
+        positions = [f"{prefix}stages.{s}.{i}" for s, units in enumerate(self._units())
+                     for i in range(len(units))]
+        if len(positions) != len(network.units):
+            raise ValueError(f"the network has {len(network.units)} units, this trunk "
+                             f"{len(positions)}")
+        targets = [layout.conv(network.stem, f"{prefix}stem_conv")]
+        for module, unit in zip(positions, network.units):
+            targets += layout.residual_unit(unit, module)
+        targets.append(layout.batch_norm(network.final_bn, f"{prefix}final_bn"))
+        return layout.Layout(tuple(targets))
+
+    def _units(self) -> list[list[BottleneckV2]]:
+        return [[cast(BottleneckV2, unit) for unit in cast(nn.Sequential, stage)]
+                for stage in self.stages]

@@ -6,17 +6,22 @@ WRN-d-k: a 3x3 stem convolution with 16 channels, three groups of
 layer. The activation is ``softplus`` (the LLR paper's CIFAR-10 models) or ``relu``.
 Input normalization ``(x - mean) / std`` lives inside the model, so the model
 takes [0, 1] images.
+
+:meth:`WideResNet.import_structure` and :meth:`WideResNet.import_layout` map a
+recognized network (:mod:`llrnet.models.layout`) onto the model, so that an
+importer (the TF-Hub import) needs no attribute path of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.models import layout
 from llrnet.models.layers import Normalize, Padding, conv2d
 
 Activation = Literal["softplus", "relu"]
@@ -131,3 +136,36 @@ class WideResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, C, H, W] in [0, 1] -> logits [N, num_classes]."""
         return self.fc(self.forward_features(x))
+
+    def import_structure(self) -> dict[str, Any]:
+        """Activation, depth and widening factor."""
+        first = self._blocks()[0]
+        return {"activation": self.act.__name__, "depth": 6 * len(first) + 4,
+                "width": first[0].conv1.out_channels // 16}
+
+    def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
+        """Stem, the units group by group, final batch norm and ``fc``; the input
+        normalization keeps its constructor values (the source expects normalized input).
+
+        Raises:
+            ValueError: ``network`` has a different number of units, or no head.
+        """
+        positions = [f"{prefix}groups.{g}.{i}" for g, blocks in enumerate(self._blocks())
+                     for i in range(len(blocks))]
+        if len(positions) != len(network.units):
+            raise ValueError(f"the network has {len(network.units)} units, this WRN "
+                             f"{len(positions)}")
+        if network.head is None:
+            raise ValueError("a Wide-ResNet is filled with its classification head")
+        targets = [layout.conv(network.stem, f"{prefix}stem_conv")]
+        for module, unit in zip(positions, network.units):
+            targets += layout.residual_unit(unit, module)
+        targets += [layout.batch_norm(network.final_bn, f"{prefix}final_bn"),
+                    layout.linear(network.head, f"{prefix}fc")]
+        rule = "the architecture's input normalization (the module expects normalized inputs)"
+        return layout.Layout(tuple(targets), {f"{prefix}normalize.mean": rule,
+                                              f"{prefix}normalize.std": rule})
+
+    def _blocks(self) -> list[list[BasicBlockV2]]:
+        return [[cast(BasicBlockV2, block) for block in cast(nn.Sequential, group)]
+                for group in self.groups]

@@ -1,9 +1,10 @@
 """LevelDB-style immutable tables (``variables.index``): read every entry, write one.
 
-Layout (see ``docs/hub.md`` and the spec): data blocks, a metaindex block, an
-index block mapping a separator key to each data block's handle, and a 48-byte
-footer ending in the magic number. Every block is followed by a 5-byte trailer
-(compression type, masked CRC32C of contents + type byte).
+Layout (see "The checkpoint format" in ``docs/hub.md``): data blocks, a
+metaindex block, an index block mapping a separator key to each data block's
+handle, and a 48-byte footer ending in the magic number. Every block is
+followed by a 5-byte trailer (compression type, masked CRC32C of contents +
+type byte).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import struct
 from collections.abc import Iterator
 
 from llrnet.errors import InputError
-from llrnet.hub.crc32c import crc32c, mask
-from llrnet.hub.protowire import read_varint, write_varint
+from llrnet.hub.formats.crc32c import crc32c, mask
+from llrnet.hub.formats.protowire import read_varint, write_varint
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

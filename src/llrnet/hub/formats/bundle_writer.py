@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llrnet.hub.crc32c import crc32c, mask
-from llrnet.hub.dtypes import BY_NAME, TFDType, numpy_to_tf
-from llrnet.hub.protowire import field_bytes, field_fixed32, field_varint, write_varint
-from llrnet.hub.table import TableWriter
+from llrnet.hub.formats.crc32c import crc32c, mask
+from llrnet.hub.formats.dtypes import BY_NAME, TFDType, numpy_to_tf
+from llrnet.hub.formats.protowire import field_bytes, field_fixed32, field_varint, write_varint
+from llrnet.hub.formats.table import TableWriter
 
 
 def _shape_proto(shape: tuple[int, ...]) -> bytes:

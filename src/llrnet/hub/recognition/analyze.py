@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llrnet.errors import InputError
-from llrnet.hub.graph import LayerGraph
-from llrnet.hub.module import HubModule
-from llrnet.hub.savedmodel import Signature, select_meta_graph
-from llrnet.hub.structure import Trunk, parse_trunk, resnet_facts, wrn_facts
+from llrnet.hub.formats.module import HubModule
+from llrnet.hub.formats.savedmodel import Signature, select_meta_graph
+from llrnet.hub.recognition.graph import LayerGraph
+from llrnet.hub.recognition.structure import Trunk, parse_trunk, resnet_facts, wrn_facts
 from llrnet.models.resnet_v2 import STAGE_UNITS
 
 

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from llrnet.errors import InputError
-from llrnet.hub.savedmodel import attr_value
+from llrnet.hub.formats.dtypes import BY_ENUM
+from llrnet.hub.formats.savedmodel import attr_value
 
 VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
 READ_OPS = frozenset({"Identity", "ReadVariableOp", "Snapshot", "Enter"})
@@ -376,8 +377,6 @@ def _attrs(node: Any) -> dict[str, Any]:
 
 def tensor_proto_value(proto: Any) -> np.ndarray:
     """A ``TensorProto`` as numpy (the dtypes constants in graphs use)."""
-    from llrnet.hub.dtypes import BY_ENUM
-
     dtype = BY_ENUM.get(proto.dtype)
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if dtype is None or dtype.disk is None:

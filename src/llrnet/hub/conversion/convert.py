@@ -1,15 +1,19 @@
 """Convert recognized modules into llrnet models, and prove the result complete.
 
-The mapping is derived from the module (:mod:`llrnet.hub.analyze`), never from
-variable names: each recognized layer's variables go to the PyTorch parameter
-or buffer in the same structural position, with layouts converted (conv HWIO ->
-OIHW, dense (in, out) -> (out, in)). Completeness is then proved:
+The mapping is derived from the module (:mod:`llrnet.hub.recognition.analyze`),
+never from variable names, and it is the architecture's: the recognized trunk
+is described by structural position (:class:`llrnet.models.layout.Network`),
+the model says which of its modules each position fills
+(``import_layout``), and this module copies each variable there with its
+layout converted (conv HWIO -> OIHW, dense (in, out) -> (out, in)). It knows no
+attribute path of any model. Completeness is then proved:
 
 * every checkpoint variable is consumed exactly once, except optimizer slots and
   counters, which are listed as ignored;
 * every parameter and buffer of the model is filled, either from a variable or
-  by a listed rule (``num_batches_tracked`` = 0; a WRN's input normalization,
-  which the module leaves to the caller);
+  by a listed rule (``num_batches_tracked`` = 0; the tensors the layout keeps
+  as constructed, such as a WRN's input normalization, which the module leaves
+  to the caller);
 * shapes are equal after conversion.
 
 Anything else raises :class:`~llrnet.errors.WeightsError` with the exact lists.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,9 +32,9 @@ import torch
 from torch import nn
 
 from llrnet.errors import UsageError, WeightsError
-from llrnet.hub.analyze import Analysis, analyze
-from llrnet.hub.graph import Layer
-from llrnet.hub.module import HubModule
+from llrnet.hub.formats.module import HubModule
+from llrnet.hub.recognition.analyze import Analysis, analyze
+from llrnet.hub.recognition.structure import OPTIONS, slot
 from llrnet.models import (
     BirdOrBicycleClassifier,
     ImageNetClassifier,
@@ -39,6 +43,7 @@ from llrnet.models import (
     list_models,
     model_arguments,
 )
+from llrnet.models.layout import Importable, Layout, Target
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -70,6 +75,40 @@ def same(w: np.ndarray) -> np.ndarray:
     return w
 
 
+def transform_for(target: Target, role: str) -> Transform:
+    """How the variable in ``role`` of ``target.slot`` becomes the target's tensor."""
+    if role != "w" or target.form == "batch_norm":
+        return same
+    if target.form == "linear":
+        return io_to_oi
+    return hwio_to_oihw if target.slot.kind == "conv" else io_to_oi11
+
+
+@dataclass(frozen=True)
+class ModuleKind:
+    """What a recognized module is, the llrnet class it converts into, and whether
+    its head is a separate linear module (``--linear``)."""
+
+    what: str
+    target: type[nn.Module]
+    separate_head: bool = False
+
+
+def module_kind(analysis: Analysis) -> ModuleKind:
+    """The kind of a recognized (non-linear) module.
+
+    A variant of a family (another WRN layout, say) subclasses or extends the
+    family's class and brings its own ``import_layout``; only a new family of
+    modules adds a kind here.
+    """
+    if analysis.family == "wide_resnet":
+        return ModuleKind("a Wide-ResNet", WideResNet)
+    if analysis.trunk is not None and analysis.trunk.head is not None:
+        return ModuleKind("a ResNet v2 classifier (with a dense head)", ImageNetClassifier)
+    return ModuleKind("a ResNet v2 latents module (no head)", BirdOrBicycleClassifier,
+                      separate_head=True)
+
+
 @dataclass
 class Assignment:
     """One filled tensor: ``key`` of the model from ``variable`` of ``source``."""
@@ -94,74 +133,13 @@ class Conversion:
     checks: list[str] = field(default_factory=list)
 
 
-class _Mapper:
-    def __init__(self) -> None:
-        self.assignments: list[Assignment] = []
-
-    def add(self, key: str, source: str, variable: str, transform: Transform = same) -> None:
-        self.assignments.append(Assignment(key, source, variable, transform))
-
-    def conv(self, prefix: str, layer: Layer, source: str = "module") -> None:
-        self.add(f"{prefix}.weight", source, layer.params["w"], hwio_to_oihw)
-        if "b" in layer.params:
-            self.add(f"{prefix}.bias", source, layer.params["b"])
-
-    def bn(self, prefix: str, layer: Layer) -> None:
-        roles = {"scale": "weight", "offset": "bias", "mean": "running_mean",
-                 "variance": "running_var"}
-        for role, name in roles.items():
-            if role in layer.params:
-                self.add(f"{prefix}.{name}", "module", layer.params[role])
-
-    def dense(self, prefix: str, layer: Layer, transform: Transform, source: str) -> None:
-        self.add(f"{prefix}.weight", source, layer.params["w"], transform)
-        if "b" in layer.params:
-            self.add(f"{prefix}.bias", source, layer.params["b"])
-
-
-def _map_resnet(mapper: _Mapper, analysis: Analysis, prefix: str) -> None:
-    trunk = analysis.trunk
-    assert trunk is not None  # analyze() sets it for this family
-    mapper.conv(f"{prefix}stem_conv", trunk.stem)
-    index = 0
-    for stage, count in enumerate(analysis.facts["units"]):
-        for unit_index in range(count):
-            unit = trunk.units[index]
-            index += 1
-            base = f"{prefix}stages.{stage}.{unit_index}"
-            for i, (bn, conv) in enumerate(zip(unit.bns, unit.convs), start=1):
-                mapper.bn(f"{base}.bn{i}", bn)
-                mapper.conv(f"{base}.conv{i}", conv)
-            if unit.shortcut is not None:
-                mapper.conv(f"{base}.shortcut", unit.shortcut)
-    mapper.bn(f"{prefix}final_bn", trunk.final_bn)
-
-
-def _map_wrn(mapper: _Mapper, analysis: Analysis) -> None:
-    trunk = analysis.trunk
-    assert trunk is not None
-    mapper.conv("stem_conv", trunk.stem)
-    per_group = (analysis.facts["depth"] - 4) // 6
-    for i, unit in enumerate(trunk.units):
-        base = f"groups.{i // per_group}.{i % per_group}"
-        for j, (bn, conv) in enumerate(zip(unit.bns, unit.convs), start=1):
-            mapper.bn(f"{base}.bn{j}", bn)
-            mapper.conv(f"{base}.conv{j}", conv)
-        if unit.shortcut is not None:
-            mapper.conv(f"{base}.shortcut", unit.shortcut)
-    mapper.bn("final_bn", trunk.final_bn)
-
-
 def _kwargs(architecture: str, analysis: Analysis) -> dict[str, Any]:
     accepted = model_arguments(architecture)
     facts = dict(analysis.facts)
     if facts.get("standard_depth"):
         facts["depth"] = facts["standard_depth"]
-    names = ("units", "widths", "stem_width", "padding", "bn_eps", "stride_in", "stem_bias",
-             "out_bias", "bn_scale", "num_classes", "in_channels", "depth", "width",
-             "activation")
     kwargs = {}
-    for name in names:
+    for name in OPTIONS:
         if name in accepted and name in facts:
             value = facts[name]
             kwargs[name] = list(value) if isinstance(value, tuple) else value
@@ -171,39 +149,25 @@ def _kwargs(architecture: str, analysis: Analysis) -> dict[str, Any]:
     return kwargs
 
 
-def _structure_of(model: nn.Module) -> dict[str, Any]:
-    """Units/widths (ResNetV2) or depth/width (WRN) of a built model."""
-    trunk = getattr(model, "trunk", None)
-    if trunk is not None and hasattr(trunk, "stages"):
-        return {"units": tuple(len(stage) for stage in trunk.stages),
-                "widths": tuple(stage[0].conv1.out_channels for stage in trunk.stages),
-                "stem_width": trunk.stem_conv.out_channels}
-    if isinstance(model, WideResNet):
-        first: Any = model.groups[0]
-        return {"depth": 6 * len(first) + 4, "width": first[0].conv1.out_channels // 16}
-    return {}
+def _check_kind(model: nn.Module, architecture: str, kind: ModuleKind, analysis: Analysis,
+                module: HubModule) -> Importable:
+    if not isinstance(model, kind.target):
+        raise UsageError(f"{module.path} is {kind.what}; {architecture} is a "
+                         f"{type(model).__name__}, not a {kind.target.__name__}")
+    if not isinstance(model, Importable):
+        raise UsageError(f"{architecture} ({type(model).__name__}) is not a target of the "
+                         f"TF-Hub import ({analysis.family} module)")
+    return model
 
 
-def _check_family(model: nn.Module, architecture: str, analysis: Analysis,
-                  module: HubModule) -> None:
-    has_head = analysis.trunk is not None and analysis.trunk.head is not None
-    if analysis.family == "wide_resnet":
-        expected: type[nn.Module] = WideResNet
-        what = "a Wide-ResNet"
-    elif has_head:
-        expected, what = ImageNetClassifier, "a ResNet v2 classifier (with a dense head)"
-    else:
-        expected, what = BirdOrBicycleClassifier, "a ResNet v2 latents module (no head)"
-    if not isinstance(model, expected):
-        raise UsageError(f"{module.path} is {what}; {architecture} is a "
-                         f"{type(model).__name__}, not a {expected.__name__}")
-    if isinstance(model, WideResNet) and model.act.__name__ != analysis.facts["activation"]:
+def _check_structure(model: Importable, architecture: str, analysis: Analysis,
+                     module: HubModule) -> None:
+    have = model.import_structure()
+    # A different activation is a different function, not a different size: said first.
+    activation = have.pop("activation", None)
+    if activation is not None and activation != analysis.facts["activation"]:
         raise UsageError(f"{module.path} uses {analysis.facts['activation']}; "
-                         f"{architecture} uses {model.act.__name__}")
-
-
-def _check_structure(model: nn.Module, architecture: str, analysis: Analysis) -> None:
-    have = _structure_of(model)
+                         f"{architecture} uses {activation}")
     want = {k: analysis.facts[k] for k in have if k in analysis.facts}
     if have != want:
         raise UsageError(f"the module is a {analysis.family} with {want}, but {architecture} "
@@ -222,7 +186,7 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
         raise UsageError(f"unknown architecture {architecture!r}; choose from "
                          f"{', '.join(list_models())}")
     analysis = analyze(module)
-    if analysis.family == "linear":
+    if analysis.family == "linear" or analysis.trunk is None:
         raise UsageError(f"{module.path} is a linear head module; pass the latents module "
                          "as PATH and this one with --linear")
     if analysis.graph.input_scaling:
@@ -235,38 +199,43 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
     # the converted tensors are assigned in _fill.
     with torch.device("meta"):
         model = create_model(architecture, **kwargs)
-    _check_family(model, architecture, analysis, module)
-    _check_structure(model, architecture, analysis)
-    mapper = _Mapper()
+    kind = module_kind(analysis)
+    importable = _check_kind(model, architecture, kind, analysis, module)
+    _check_structure(importable, architecture, analysis, module)
+    network = analysis.trunk.network()
     sources = {"module": module}
     head_analysis = None
-    if analysis.family == "wide_resnet":
-        _map_wrn(mapper, analysis)
-        if analysis.trunk is None or analysis.trunk.head is None:
-            raise UsageError(f"{module.path}: Wide-ResNet without a classification head")
-        mapper.dense("fc", analysis.trunk.head, io_to_oi, "module")
-    elif isinstance(model, BirdOrBicycleClassifier):
+    if kind.separate_head:
         if linear is None:
             raise UsageError(f"{architecture} needs the linear head module too: --linear PATH")
         head_analysis = analyze(linear)
         if head_analysis.family != "linear":
             raise UsageError(f"{linear.path} is not a linear head module")
-        _map_resnet(mapper, analysis, "trunk.")
-        mapper.dense("linear", head_analysis.graph.layers[0], io_to_oi11, "linear")
+        network = replace(network, head=slot(head_analysis.graph.layers[0], "linear"))
         sources["linear"] = linear
-    elif isinstance(model, ImageNetClassifier):
-        if analysis.trunk is None or analysis.trunk.head is None:
-            raise UsageError(f"{module.path} has no classification head; for latents modules "
-                             "use a bird-or-bicycle architecture with --linear")
-        _map_resnet(mapper, analysis, "trunk.")
-        mapper.dense("fc", analysis.trunk.head, io_to_oi, "module")
-    else:
-        raise UsageError(f"{architecture} ({type(model).__name__}) is not a target of the "
-                         f"TF-Hub import ({analysis.family} module)")
-    conversion = _fill(model, architecture, kwargs, analysis, mapper, sources)
+    elif network.head is None:
+        raise UsageError(f"{module.path} is {kind.what} without a classification head")
+    layout = importable.import_layout(network)
+    conversion = _fill(model, architecture, kwargs, analysis, layout, sources)
     if head_analysis is not None:
         conversion.facts["linear"] = head_analysis.facts
     return conversion
+
+
+def _assignments(layout: Layout) -> tuple[list[Assignment], list[str]]:
+    """Every (variable, tensor) pair the layout names; and the roles no tensor takes."""
+    assignments: list[Assignment] = []
+    problems: list[str] = []
+    for target in layout.targets:
+        variables = target.slot.variables
+        keys = target.keys()
+        for role, key in keys.items():
+            if role in variables:
+                assignments.append(Assignment(key, target.slot.source, variables[role],
+                                              transform_for(target, role)))
+        problems += [f"no model tensor for {variables[role]} ({role} of {target.module})"
+                     for role in variables if role not in keys]
+    return assignments, problems
 
 
 def _constructor_values(architecture: str, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -275,11 +244,12 @@ def _constructor_values(architecture: str, kwargs: dict[str, Any]) -> dict[str, 
 
 
 def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis: Analysis,
-          mapper: _Mapper, sources: dict[str, HubModule]) -> Conversion:
+          layout: Layout, sources: dict[str, HubModule]) -> Conversion:
     expected = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
-    problems: list[str] = []
-    uses: Counter[tuple[str, str]] = Counter((a.source, a.variable) for a in mapper.assignments)
+    assignments, problems = _assignments(layout)
+    constructed_rules = layout.constructed or {}
+    uses: Counter[tuple[str, str]] = Counter((a.source, a.variable) for a in assignments)
     twice = sorted(f"{s}:{v}" for (s, v), n in uses.items() if n > 1)
     if twice:
         problems.append(f"variables used more than once: {', '.join(twice)}")
@@ -290,11 +260,11 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         left = sorted(set(unused) - set(ignored[label]))
         if left:
             problems.append(f"{label} variables not consumed: {', '.join(left)}")
-    keys = Counter(a.key for a in mapper.assignments)
+    keys = Counter(a.key for a in assignments)
     doubled = sorted(k for k, n in keys.items() if n > 1)
     if doubled:
         problems.append(f"tensors filled more than once: {', '.join(doubled)}")
-    for assignment in mapper.assignments:
+    for assignment in assignments:
         if assignment.key not in expected:
             problems.append(f"no model tensor {assignment.key} for {assignment.variable}")
             continue
@@ -316,11 +286,10 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         if key.endswith("num_batches_tracked"):
             tensors[key] = torch.zeros(target.shape, dtype=target.dtype)
             derived[key] = "0 (TF keeps no batch counter; unused with a fixed momentum)"
-        elif key in ("normalize.mean", "normalize.std") and analysis.family == "wide_resnet":
+        elif key in constructed_rules:
             constructed = constructed or _constructor_values(architecture, kwargs)
             tensors[key] = constructed[key].clone()
-            derived[key] = ("the architecture's input normalization (the module expects "
-                            "normalized inputs)")
+            derived[key] = constructed_rules[key]
         elif key not in keys:
             not_filled.append(key)
     if not_filled:
@@ -337,11 +306,11 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         "crc32c: index blocks and tensors verified" if all(m.reader.verify
                                                           for m in sources.values())
         else "crc32c: skipped (verify=False)",
-        f"structure: {len(mapper.assignments)} of {n_vars} variables consumed exactly once "
+        f"structure: {len(assignments)} of {n_vars} variables consumed exactly once "
         f"({n_ignored} ignored: optimizer slots/counters)",
         f"structure: {len(tensors)} of {len(expected)} model tensors filled "
         f"({len(derived)} by rule), shapes equal",
         "options from the graph: " + ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())),
     ]
-    return Conversion(model, architecture, kwargs, dict(analysis.facts), mapper.assignments,
+    return Conversion(model, architecture, kwargs, dict(analysis.facts), assignments,
                       derived, ignored, checks)

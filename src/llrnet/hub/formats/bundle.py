@@ -1,7 +1,7 @@
 """Read TF checkpoints ("tensor bundle" V2) without TensorFlow.
 
 ``read_checkpoint(path)`` returns every tensor of a checkpoint as numpy arrays.
-The index (``<prefix>.index``, a LevelDB-style table: :mod:`llrnet.hub.table`)
+The index (``<prefix>.index``, a LevelDB-style table: :mod:`llrnet.hub.formats.table`)
 maps each tensor name to a ``BundleEntryProto`` (dtype, shape, shard, offset,
 size, masked CRC32C); the bytes live in ``<prefix>.data-NNNNN-of-MMMMM``.
 
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from llrnet.errors import InputError
-from llrnet.hub import ordered_code
-from llrnet.hub.crc32c import crc32c, mask
-from llrnet.hub.dtypes import BY_ENUM, TFDType, dtype_name
-from llrnet.hub.protowire import as_int64, iter_fields, read_varint
-from llrnet.hub.table import read_table
+from llrnet.hub.formats import ordered_code
+from llrnet.hub.formats.crc32c import crc32c, mask
+from llrnet.hub.formats.dtypes import BY_ENUM, TFDType, dtype_name
+from llrnet.hub.formats.protowire import as_int64, iter_fields, read_varint
+from llrnet.hub.formats.table import read_table
 
 Extent = tuple[int, int]
 """(start, length) of one dimension of a slice; length -1 means the full dimension."""

@@ -3,7 +3,7 @@
 TensorFlow is never required: :func:`find_tf_python` looks for an interpreter
 that can import it (``tf_python`` argument, ``LLRNET_TF_PYTHON``, or the current
 one), and :func:`verify_conversion` runs the module there in a subprocess
-(:mod:`llrnet.hub.tf_worker`) on the same inputs the PyTorch model gets:
+(:mod:`llrnet.hub.conversion.tf_worker`) on the same inputs the PyTorch model gets:
 uniform noise and smooth "real-looking" images. Without TensorFlow it returns a
 ``skipped`` result that says why.
 """
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from llrnet.errors import RunError
-from llrnet.hub.analyze import Analysis, analyze
-from llrnet.hub.convert import Conversion
-from llrnet.hub.module import HubModule
+from llrnet.hub.conversion.convert import Conversion
+from llrnet.hub.formats.module import HubModule
+from llrnet.hub.recognition.analyze import Analysis, analyze
 from llrnet.models import BirdOrBicycleClassifier, ImageNetClassifier, WideResNet
 
 TOLERANCE = 1e-4

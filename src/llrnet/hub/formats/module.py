@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llrnet.errors import InputError
-from llrnet.hub.archive import check_sha256, extract_archive, is_archive, known_sha256, module_root
-from llrnet.hub.bundle import CheckpointReader
-from llrnet.hub.savedmodel import MetaGraph, read_saved_model
+from llrnet.hub.formats.archive import (
+    check_sha256,
+    extract_archive,
+    is_archive,
+    known_sha256,
+    module_root,
+)
+from llrnet.hub.formats.bundle import CheckpointReader
+from llrnet.hub.formats.savedmodel import MetaGraph, read_saved_model
 
 logger = logging.getLogger(__name__)
 

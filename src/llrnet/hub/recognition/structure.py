@@ -1,4 +1,4 @@
-"""Architecture facts read from a module's layer graph (:mod:`llrnet.hub.graph`).
+"""Architecture facts read from a module's layer graph (:mod:`llrnet.hub.recognition.graph`).
 
 :func:`parse_trunk` walks back from the output: optional head (dense or 1x1
 convolution), global mean, final batch norm, then residual units one ``add`` at
@@ -8,7 +8,9 @@ subsample, or the identity. Three convolutions per unit make a ResNet v2
 bottleneck, two a Wide-ResNet basic block. :func:`resnet_facts` and
 :func:`wrn_facts` turn that into constructor options (units, widths, padding,
 stride placement, epsilon, biases) and fail with a message naming what does
-not fit the PyTorch architectures.
+not fit the PyTorch architectures. :meth:`Trunk.network` describes the trunk
+in the plain-data vocabulary of :mod:`llrnet.models.layout`, which the
+architectures map onto their own tensors.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llrnet.errors import InputError
-from llrnet.hub.graph import Layer, LayerGraph
+from llrnet.hub.recognition.graph import Layer, LayerGraph
+from llrnet.models import layout
 
 Shapes = dict[str, tuple[int, ...]]
+
+OPTIONS = ("units", "widths", "stem_width", "padding", "bn_eps", "stride_in", "stem_bias",
+           "out_bias", "bn_scale", "num_classes", "in_channels", "depth", "width", "activation")
+"""The facts that are constructor options of llrnet's architectures."""
 
 
 @dataclass
@@ -45,6 +52,19 @@ class Trunk:
     mean: Layer | None
     head: Layer | None
     layers: list[Layer] = field(default_factory=list)
+
+    def network(self) -> layout.Network:
+        """The trunk by structural position, with each layer's variables by role."""
+        units = tuple(layout.Unit(tuple(map(slot, u.bns)), tuple(map(slot, u.convs)),
+                                  None if u.shortcut is None else slot(u.shortcut))
+                      for u in self.units)
+        return layout.Network(slot(self.stem), units, slot(self.final_bn),
+                              None if self.head is None else slot(self.head))
+
+
+def slot(layer: Layer, source: str = "module") -> layout.Slot:
+    """``layer`` as a :class:`~llrnet.models.layout.Slot` of the input ``source``."""
+    return layout.Slot(layer.kind, dict(layer.params), source)
 
 
 def _layer(graph: LayerGraph, index: int, what: str) -> Layer:

@@ -1,4 +1,4 @@
-"""Run a TF1 Hub module in TensorFlow; executed by :mod:`llrnet.hub.verify`.
+"""Run a TF1 Hub module in TensorFlow; executed by :mod:`llrnet.hub.conversion.verify`.
 
 Usage: ``python tf_worker.py MODULE_DIR INPUTS.npz OUTPUTS.npz``. ``INPUTS.npz``
 holds the signature's inputs by key; the outputs are written by key. This file

@@ -2,7 +2,7 @@
 
 The outer ``SavedModel`` message (``int64 saved_model_schema_version = 1``,
 ``repeated MetaGraphDef meta_graphs = 2``) is split by hand
-(:mod:`llrnet.hub.protowire`); each ``MetaGraphDef`` is parsed with the protos
+(:mod:`llrnet.hub.formats.protowire`); each ``MetaGraphDef`` is parsed with the protos
 the ``tensorboard`` package ships (``tensorboard.compat.proto``).
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from llrnet.errors import InputError
-from llrnet.hub.dtypes import dtype_name
-from llrnet.hub.protowire import iter_fields
+from llrnet.hub.formats.dtypes import dtype_name
+from llrnet.hub.formats.protowire import iter_fields
 
 
 @dataclass(frozen=True)
