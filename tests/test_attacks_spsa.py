@@ -32,7 +32,7 @@ def labelled(model: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def reference_spsa(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, seed: int, *, eps: float,
                    steps: int, samples: int, threshold: float) -> tuple[torch.Tensor, int]:
-    """A plain one-image loop written from the spec's pseudo-code (cleverhans 2.1)."""
+    """A plain one-image loop written from docs/challenge.md's SPSA pseudo-code (4.4)."""
     rng = ImageRng([seed], salt=zlib.crc32(b"spsa"))
     def loss(z: torch.Tensor) -> torch.Tensor:
         return margin_loss(model(z), y.expand(z.shape[0]))
