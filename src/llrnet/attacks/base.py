@@ -11,7 +11,6 @@ search.
 from __future__ import annotations
 
 import time
-import zlib
 from typing import TYPE_CHECKING, Any, final
 
 import torch
@@ -175,8 +174,8 @@ class Attack:
             if x.shape[0] == 0:
                 x_adv = x.clone()
             else:
-                # Salted by the attack's name: the stages of a Chain draw independent streams.
-                rng = ImageRng(seed_tensor, salt=zlib.crc32(self.name.encode()))
+                # Keyed by the attack's name: the stages of a Chain draw independent streams.
+                rng = ImageRng(seed_tensor, self.name)
                 x_adv = self._run(counting, x.detach(), y, rng, pool)
         finally:
             model.train(was_training)
