@@ -80,6 +80,7 @@ class Tiny(nn.Module):
 def _setup() -> tuple[Tiny, Tensor, Tensor, tuple[Tensor, Tensor]]:
     torch.manual_seed(0)
     model = Tiny()
+    assert model.bn.running_mean is not None
     with torch.no_grad():
         model.bn.running_mean.uniform_(-0.1, 0.1)
         model.fc.weight.mul_(20.0)  # distinct predictions across the random images
