@@ -1,6 +1,6 @@
 """The Boundary attack (Brendel et al. 2018) with foolbox 1.x semantics, batched.
 
-Per image (spec 4.5):
+Per image (``docs/challenge.md``, 4.5):
 
 * Already misclassified -> the input is returned.
 * Starting point: a clean image of another class drawn from ``pool`` (with
@@ -33,7 +33,8 @@ search would not have needed. The walk is computed in float64 (foolbox's
 
 Not reproduced: foolbox's convergence-confirmation mode (after the first
 convergence it reset the steps to 1e-2 and ran up to 100 more steps); here
-the walk stops at the first convergence, as the spec states.
+the walk stops at the first convergence (``docs/challenge.md``, 4.5: stop when
+the source step falls below 1e-7).
 """
 
 from __future__ import annotations

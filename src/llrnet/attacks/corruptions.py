@@ -1,6 +1,6 @@
 """The challenge's common corruptions: worst of 17 ImageNet-C corruptions at severity 1.
 
-Per image (spec 4.2): convert to 8 bits by truncation, apply every corruption
+Per image (``docs/challenge.md``, 4.2): convert to 8 bits by truncation, apply every corruption
 (``imagecorruptions-imaug``, the maintained fork of ``imagenet_c``), back to
 float by /255, classify all, and keep the corruption with the largest
 *wrong-class logit* (``max_{k != y} logit[k]``; not the margin), strict ``>``

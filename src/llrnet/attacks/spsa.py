@@ -1,6 +1,6 @@
 """SPSA (Uesato et al. 2018) with cleverhans 2.1 semantics, batched across images.
 
-Per image (spec 4.4)::
+Per image (``docs/challenge.md``, 4.4)::
 
     loss(x) = logit[y] - max_{k != y} logit[k]            # minimized
     p = project(U(-eps, eps))                              # random start
