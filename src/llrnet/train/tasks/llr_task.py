@@ -60,10 +60,7 @@ class LLRTask(RadiusWarmup):
     binary: bool = False
 
     def __post_init__(self) -> None:
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        LLROptions(eps=self.eps, steps=self.steps)  # the regularizer's checks of eps and steps
         if self.lam < 0 or self.mu < 0 or self.nominal_weight < 0:
             raise ValueError("lam, mu and nominal_weight must be >= 0")
 
