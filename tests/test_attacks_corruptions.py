@@ -25,7 +25,7 @@ class BrightnessModel(nn.Module):
         return torch.stack([5 * m, m], dim=1)
 
 
-def test_challenge_list_is_the_spec_order() -> None:
+def test_challenge_list_is_the_reference_order() -> None:
     assert len(CHALLENGE_CORRUPTIONS) == 17
     assert CHALLENGE_CORRUPTIONS[0] == "gaussian_noise"
     assert CHALLENGE_CORRUPTIONS[4] == "glass_blur"

@@ -94,6 +94,19 @@ def test_bad_pgd_configuration(kwargs: dict[str, object], match: str) -> None:
         PGD(**kwargs)  # type: ignore[arg-type]
 
 
+def test_bad_balls() -> None:
+    from llrnet.attacks import L2Ball, LinfBall
+
+    with pytest.raises(UsageError, match=r"eps must be >= 0, got -0\.1"):
+        LinfBall(-0.1)
+    with pytest.raises(UsageError, match="eps must be a number"):
+        L2Ball("big")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="norm='linf' contradicts the ball L2Ball"):
+        PGD(L2Ball(1.0), 1, 0.1, norm="linf")
+    with pytest.raises(UsageError, match="norm='l2' contradicts the ball LinfBall"):
+        pgd_perturb(model(), X, Y, eps=LinfBall(0.1), steps=1, step_size=0.1, norm="l2")
+
+
 def test_bad_pgd_perturb_and_multi_targeted() -> None:
     with pytest.raises(UsageError, match="norm must be one of"):
         pgd_perturb(model(), X, Y, eps=0.1, steps=1, step_size=0.1, norm="linf2")

@@ -101,7 +101,7 @@ def test_results_are_the_metric_on_the_attacked_images(tmp_path: Path) -> None:
                 "model_evaluations", "coverage_curve"} <= set(record)
         assert record["images"] == 24
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["suite"]["attacks"][1]["attack"]["inner"]["eps"] == "0.05"
+    assert config["suite"]["attacks"][1]["attack"]["inner"]["ball"]["eps"] == "0.05"
     table = format_table(results)
     assert "pgd" in table.splitlines()[2 + 1] and "acc@80%" in table
 

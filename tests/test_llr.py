@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.train.llr import LLRTerms, linear_warmup, llr_regularizer, maximize_deviation
+from llrnet.train.llr import (
+    LLROptions,
+    LLRTerms,
+    linear_warmup,
+    llr_regularizer,
+    maximize_deviation,
+)
 
 EPS = 0.05
 
@@ -36,8 +42,8 @@ def test_deviation_equals_analytic_value_for_a_quadratic_loss() -> None:
     x = interior_batch()
     y = torch.tensor([1, 0, 1, 0])
     a = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5, 0.25])
-    terms = llr_regularizer(nn.Flatten(), x, y, eps=EPS, steps=3, mu=0.0,
-                            loss_fn=quadratic_loss(a))
+    terms = llr_regularizer(nn.Flatten(), x, y,
+                            LLROptions(eps=EPS, steps=3, mu=0.0, loss_fn=quadratic_loss(a)))
     d = terms.delta.flatten(1)
     analytic = 0.5 * (a * d * d).sum(dim=1)
     torch.testing.assert_close(terms.deviation, analytic, rtol=1e-4, atol=1e-7)
@@ -54,8 +60,9 @@ def test_deviation_is_zero_for_a_loss_linear_in_the_input() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
     with torch.no_grad():
         model[1].weight.copy_(weight)
-    terms = llr_regularizer(model, x, y, eps=EPS, steps=5, mu=0.3,
-                            loss_fn=lambda z, _y: z @ torch.tensor([1.0, -2.0, 0.5]))
+    options = LLROptions(eps=EPS, steps=5, mu=0.3,
+                         loss_fn=lambda z, _y: z @ torch.tensor([1.0, -2.0, 0.5]))
+    terms = llr_regularizer(model, x, y, options)
     assert terms.deviation.abs().max() < 1e-5
     # ... while the gradient term is the exact |d . grad l|.
     grad = weight.t() @ torch.tensor([1.0, -2.0, 0.5])
@@ -70,8 +77,8 @@ def test_abs_is_taken_per_example_not_of_the_batch_mean() -> None:
     x = interior_batch()
     y = torch.tensor([1, 0, 1, 0])
     a = torch.ones(6)
-    terms = llr_regularizer(nn.Flatten(), x, y, eps=EPS, steps=3, mu=0.0,
-                            loss_fn=quadratic_loss(a))
+    terms = llr_regularizer(nn.Flatten(), x, y,
+                            LLROptions(eps=EPS, steps=3, mu=0.0, loss_fn=quadratic_loss(a)))
     expected = 0.5 * EPS**2 * 6
     torch.testing.assert_close(terms.regularizer, torch.tensor(expected))
     assert terms.deviation.min() > 0.9 * expected
@@ -99,11 +106,11 @@ def test_examples_do_not_mix_across_the_batch() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(25, 8), nn.Softplus(), nn.Linear(8, 3))
     x = torch.rand(4, 1, 5, 5)
     y = torch.tensor([0, 1, 2, 1])
-    first = llr_regularizer(model, x, y, eps=0.1, steps=3,
+    first = llr_regularizer(model, x, y, LLROptions(eps=0.1, steps=3),
                             generator=torch.Generator().manual_seed(1))
     x2 = x.clone()
     x2[1:] = torch.rand(3, 1, 5, 5)
-    second = llr_regularizer(model, x2, y, eps=0.1, steps=3,
+    second = llr_regularizer(model, x2, y, LLROptions(eps=0.1, steps=3),
                              generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(first.delta[0], second.delta[0])
     torch.testing.assert_close(first.deviation[0], second.deviation[0])
@@ -114,7 +121,7 @@ def test_examples_do_not_mix_across_the_batch() -> None:
 def _regularizer_at(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     # steps=0: d is the seeded uniform start, independent of the parameters, so
     # R(theta) is a smooth function that finite differences can check.
-    terms = llr_regularizer(model, x, y, eps=0.1, steps=0, mu=0.3,
+    terms = llr_regularizer(model, x, y, LLROptions(eps=0.1, steps=0, mu=0.3),
                             generator=torch.Generator().manual_seed(3))
     return terms.regularizer
 
@@ -146,7 +153,7 @@ def test_double_backprop_contributes_to_the_gradient() -> None:
     model = _Smooth().double().train()
     x = torch.rand(6, 1, 5, 5, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    terms = llr_regularizer(model, x, y, eps=0.1, steps=0,
+    terms = llr_regularizer(model, x, y, LLROptions(eps=0.1, steps=0),
                             generator=torch.Generator().manual_seed(3))
     weight = model.conv.weight
     full = torch.autograd.grad(terms.regularizer, weight, retain_graph=True)[0]
@@ -177,7 +184,7 @@ def test_inner_loop_never_leaves_the_ball_or_the_box() -> None:
     eps = 0.2
     seen: list[Tensor] = []
     model[0].register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
-    terms = llr_regularizer(model, x, y, eps=eps, steps=6)
+    terms = llr_regularizer(model, x, y, LLROptions(eps=eps, steps=6))
     assert len(seen) == 1 + 6 + 1  # clean, inner steps, regularizer
     for point in seen:
         assert point.min() >= 0.0 and point.max() <= 1.0
@@ -199,9 +206,9 @@ def test_maximize_deviation_increases_the_objective_over_its_start() -> None:
             pert = F.cross_entropy(model(x + d), y, reduction="none")
         return float((pert - clean.detach() - (d * g).flatten(1).sum(1)).abs().mean())
 
-    start = maximize_deviation(model, x, y, clean, g, eps=0.3, steps=0,
+    start = maximize_deviation(model, x, y, clean, g, LLROptions(eps=0.3, steps=0),
                                generator=torch.Generator().manual_seed(0))
-    found = maximize_deviation(model, x, y, clean, g, eps=0.3, steps=10,
+    found = maximize_deviation(model, x, y, clean, g, LLROptions(eps=0.3, steps=10),
                                generator=torch.Generator().manual_seed(0))
     assert objective(found) > 1.5 * objective(start)
 
@@ -218,7 +225,7 @@ def test_zero_radius_gives_zero_regularizer() -> None:
     model = _Smooth().train()
     x = torch.rand(4, 1, 5, 5)
     y = torch.tensor([0, 1, 2, 0])
-    terms = llr_regularizer(model, x, y, eps=0.0, steps=2)
+    terms = llr_regularizer(model, x, y, LLROptions(eps=0.0, steps=2))
     assert isinstance(terms, LLRTerms)
     assert float(terms.delta.abs().max()) == 0.0
     assert float(terms.regularizer.detach()) < 1e-5

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llrnet.train.bn_replay import BatchNormReplay, frozen_batch_norm
-from llrnet.train.llr import llr_regularizer
+from llrnet.train.llr import LLROptions, llr_regularizer
 
 
 def _bn(channels: int = 3) -> nn.BatchNorm2d:
@@ -161,7 +161,7 @@ def test_llr_perturbed_passes_use_clean_statistics_not_running_or_own() -> None:
     # Known mistake: the inner loop with running-average batch norm. The running
     # averages here are far off, so any pass using them would change the loss.
     model, x, y = _far_off_running_stats()
-    terms = llr_regularizer(model, x, y, eps=0.1, steps=3)
+    terms = llr_regularizer(model, x, y, LLROptions(eps=0.1, steps=3))
     mean = x.mean(dim=(0, 2, 3))
     var = x.var(dim=(0, 2, 3), unbiased=False)
 
@@ -185,7 +185,7 @@ def test_every_perturbed_pass_of_the_inner_loop_uses_the_clean_statistics() -> N
     passes: list[tuple[Tensor, Tensor]] = []
     model.bn.register_forward_hook(
         lambda _m, inp, out: passes.append((inp[0].detach(), out.detach())))
-    llr_regularizer(model, x, y, eps=0.1, steps=4)
+    llr_regularizer(model, x, y, LLROptions(eps=0.1, steps=4))
     assert len(passes) == 1 + 4 + 1
     mean = x.mean(dim=(0, 2, 3))
     var = x.var(dim=(0, 2, 3), unbiased=False)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from llrnet.train.bn_replay import frozen_batch_norm
-from llrnet.train.llr import llr_regularizer
+from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
 
 MODEL = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
@@ -47,11 +47,11 @@ def test_bad_task_settings_are_rejected(make, match: str) -> None:  # type: igno
 
 def test_llr_regularizer_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="eps must be >= 0"):
-        llr_regularizer(MODEL, X, Y, eps=-1.0, steps=1)
+        llr_regularizer(MODEL, X, Y, LLROptions(eps=-1.0, steps=1))
     with pytest.raises(ValueError, match="steps must be >= 0"):
-        llr_regularizer(MODEL, X, Y, eps=0.1, steps=-2)
+        llr_regularizer(MODEL, X, Y, LLROptions(eps=0.1, steps=-2))
     with pytest.raises(ValueError, match=r"y must have shape \[3\]"):
-        llr_regularizer(MODEL, X, Y[:1], eps=0.1, steps=1)
+        llr_regularizer(MODEL, X, Y[:1], LLROptions(eps=0.1, steps=1))
 
 
 def test_frozen_batch_norm_mode_is_checked() -> None:

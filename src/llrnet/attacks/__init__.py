@@ -1,8 +1,8 @@
 """Adversarial attacks on float NCHW images in [0, 1]: ``attack(model, x, y) -> x_adv``.
 
-Contract (cross-area contracts), kept exactly::
+Contract, kept exactly::
 
-    attack = PGD(eps=8/255, steps=10, step_size=2/255)
+    attack = PGD(eps=8/255, steps=10, step_size=2/255)   # or PGD(LinfBall(8/255), 10, 2/255)
     x_adv = attack(model, x, y, seeds=0)       # seeds: int s -> image i uses s + i
     attack.last_stats["model_evaluations"]     # images forwarded, total
 
@@ -15,18 +15,21 @@ depend on batch-mates) and enforces the threat model (the attack's ball and
 Attacks: :class:`Identity` ("clean"), :class:`SpatialGrid`,
 :class:`CommonCorruptions`, :class:`RandomSpatial`, :class:`SPSA`,
 :class:`Boundary`, :class:`PGD`, :class:`MultiTargetedPGD`, :class:`Chain`;
-the functional :func:`pgd_perturb` for training; parts in
-:mod:`llrnet.attacks.parts`.
+the functional :func:`pgd_perturb` for training. Threat models are balls,
+:class:`LinfBall` and :class:`L2Ball` (:mod:`llrnet.attacks.balls`); the other
+parts are in :mod:`llrnet.attacks.parts`.
 
-Compatible extensions of the contract (documented here as agreed):
+Beyond the minimal contract:
 
 * ``last_stats`` also holds ``"images"`` and ``"seconds"``; :class:`Chain`
   adds ``stage_stats`` (each stage's ``last_stats``).
-* ``Attack.norm`` / ``Attack.eps`` name the ball the base class clips to
-  (``None`` for unbounded attacks such as the spatial grid); ``Attack.needs_pool``
-  says whether ``pool`` is required (Boundary, and Chains containing it).
-* Per-image random streams are salted by the attack's ``name``, so the stages
-  of a Chain draw independently from the same seeds.
+* ``Attack.ball`` is the :class:`Ball` the base class clips to (``None`` for
+  unbounded attacks such as the spatial grid), ``Attack.eps`` its radius;
+  ``Attack.needs_pool`` says whether ``pool`` is required (Boundary, and
+  Chains containing it).
+* Image i's random stream is seeded ``llrnet.seeding.derive(seed_i, name)``
+  with the attack's ``name``, so the stages of a Chain draw independently
+  from the same seeds.
 * :mod:`llrnet.attacks.parts` also provides :class:`~llrnet.attacks.parts.ImageRng`
   (per-image random streams), :class:`~llrnet.attacks.parts.AdamState`,
   ``draw_uniform``, ``random_init_l2`` and ``wrong_class_margin``.
@@ -39,6 +42,7 @@ Compatible extensions of the contract (documented here as agreed):
 
 from __future__ import annotations
 
+from llrnet.attacks.balls import Ball, L2Ball, LinfBall
 from llrnet.attacks.base import ATTACK_KINDS, Attack, AttackKind, CountingModel, Identity
 from llrnet.attacks.boundary import Boundary
 from llrnet.attacks.chain import Chain
@@ -54,11 +58,14 @@ __all__ = [
     "SPSA",
     "Attack",
     "AttackKind",
+    "Ball",
     "Boundary",
     "Chain",
     "CommonCorruptions",
     "CountingModel",
     "Identity",
+    "L2Ball",
+    "LinfBall",
     "MultiTargetedPGD",
     "RandomSpatial",
     "SpatialGrid",

@@ -3,21 +3,24 @@
 Like foolbox 3, the public ``__call__`` is final: it validates the input, puts
 the model in eval mode (and restores whatever mode it found), counts model
 evaluations, derives per-image random streams from ``seeds``, runs the
-subclass's ``_run``, and enforces the threat model (the subclass's ball and
-[0, 1]). Subclasses implement only the search.
+subclass's ``_run``, and enforces the threat model (the subclass's
+:class:`~llrnet.attacks.balls.Ball` and [0, 1]). Subclasses implement only the
+search.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
-from typing import Any, Literal, final, get_args
+from typing import TYPE_CHECKING, Any, Literal, final, get_args
 
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks.parts import ImageRng, project_l2, project_linf
+from llrnet.attacks.parts import ImageRng
 from llrnet.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from llrnet.attacks.balls import Ball
 
 Pool = tuple[Tensor, Tensor]
 
@@ -138,13 +141,13 @@ class Attack:
 
     Subclasses implement ``_run(model, x, y, rng, pool)`` (``model`` is a
     :class:`CountingModel` in eval mode; ``rng`` an :class:`ImageRng`) and, if
-    they have a norm ball, set ``norm`` ("linf"/"l2") and ``eps``.
+    they search in a norm ball, set ``ball`` (a :class:`~llrnet.attacks.balls.Ball`).
     """
 
     name: str = "attack"
-    #: The ball the base class clips to after ``_run`` ("linf", "l2" or None).
-    norm: str | None = None
-    eps: float = 0.0
+    #: The threat model the base class clips to after ``_run`` (None: unbounded,
+    #: e.g. the spatial grid; the result is only clipped to [0, 1]).
+    ball: Ball | None = None
     #: True for attacks that need ``pool`` (Boundary).
     needs_pool: bool = False
 
@@ -159,6 +162,11 @@ class Attack:
 
     def __init__(self) -> None:
         self.last_stats: dict[str, float] = {}
+
+    @property
+    def eps(self) -> float | None:
+        """The radius of :attr:`ball` (None for an unbounded attack)."""
+        return None if self.ball is None else self.ball.eps
 
     @final
     def __call__(
@@ -189,8 +197,8 @@ class Attack:
             if x.shape[0] == 0:
                 x_adv = x.clone()
             else:
-                # Salted by the attack's name: the stages of a Chain draw independent streams.
-                rng = ImageRng(seed_tensor, salt=zlib.crc32(self.name.encode()))
+                # Keyed by the attack's name: the stages of a Chain draw independent streams.
+                rng = ImageRng(seed_tensor, self.name)
                 x_adv = self._run(counting, x.detach(), y, rng, pool)
         finally:
             model.train(was_training)
@@ -229,12 +237,9 @@ class Attack:
             raise RuntimeError(
                 f"{self.name} returned shape {list(x_adv.shape)} for {list(x.shape)}"
             )
-        if self.norm == "linf":
-            return x + project_linf(x_adv - x, x, self.eps)
-        if self.norm == "l2":
-            # 1e-6 relative slack so a point exactly on the sphere is not rescaled by float noise.
-            return x + project_l2(x_adv - x, x, self.eps * (1 + 1e-6))
-        return x_adv.clamp(0.0, 1.0)
+        if self.ball is None:
+            return x_adv.clamp(0.0, 1.0)
+        return self.ball.clip(x, x_adv)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None

@@ -1,6 +1,6 @@
 """The Boundary attack (Brendel et al. 2018) with foolbox 1.x semantics, batched.
 
-Per image (spec 4.5):
+Per image (``docs/challenge.md``, 4.5):
 
 * Already misclassified -> the input is returned.
 * Starting point: a clean image of another class drawn from ``pool`` (with
@@ -33,7 +33,8 @@ search would not have needed. The walk is computed in float64 (foolbox's
 
 Not reproduced: foolbox's convergence-confirmation mode (after the first
 convergence it reset the steps to 1e-2 and ran up to 100 more steps); here
-the walk stops at the first convergence, as the spec states.
+the walk stops at the first convergence (``docs/challenge.md``, 4.5: stop when
+the source step falls below 1e-7).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from llrnet.attacks.balls import L2Ball
 from llrnet.attacks.base import Attack, Pool, check_count, check_positive
 from llrnet.attacks.parts import ImageRng
 from llrnet.errors import InputError
@@ -138,8 +140,7 @@ class Boundary(Attack):
         max_batch: int = 256,
     ) -> None:
         super().__init__()
-        self.norm = "l2"
-        self.eps = check_positive(threshold, "threshold")
+        self.ball: L2Ball = L2Ball(check_positive(threshold, "threshold"))
         self.iterations = check_count(iterations, "iterations", minimum=0)
         self.max_directions = check_count(max_directions, "max_directions")
         self.spherical_step = check_positive(spherical_step, "spherical_step")
@@ -151,7 +152,8 @@ class Boundary(Attack):
 
     @property
     def threshold(self) -> float:
-        return self.eps
+        """The L2 radius (the radius of :attr:`ball`)."""
+        return self.ball.eps
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype) -> Tensor:
         out = [
@@ -199,14 +201,14 @@ class Boundary(Attack):
                 for k in keep
             ]
             for walk in walks:
-                walk.done = walk.distance <= self.eps
+                walk.done = walk.distance <= self.threshold
             self._walk(model, walks, sub_rng.subset(keep), y[[todo[k] for k in keep]], x.shape[1:],
                        dtype)
             for k, walk in zip(keep, walks):
                 adv = walk.best
                 dist = float((adv - walk.original).norm())
-                if dist > self.eps:
-                    adv = walk.original + (adv - walk.original) * (self.eps / dist)
+                if dist > self.threshold:
+                    adv = walk.original + (adv - walk.original) * (self.threshold / dist)
                 result[todo[k]] = adv.reshape(x.shape[1:]).to(dtype)
         return result
 
@@ -264,11 +266,11 @@ class Boundary(Attack):
                         walk.spherical_stats.appendleft(adv_s_list[r][j])
                         if not adv_s_list[r][j]:
                             continue
-                        walk.see(spherical[r, j], self.eps)
+                        walk.see(spherical[r, j], self.threshold)
                         walk.step_stats.appendleft(adv_c_list[r][j])
                     if adv_c_list[r][j]:
                         point = candidates[r, j]
-                        distance = walk.see(point, self.eps)
+                        distance = walk.see(point, self.threshold)
                         if distance < walk.distance:
                             walk.perturbed, walk.distance = point.clone(), distance
                         found[k] = True

@@ -1,6 +1,6 @@
 """The challenge's common corruptions: worst of 17 ImageNet-C corruptions at severity 1.
 
-Per image (spec 4.2): convert to 8 bits by truncation, apply every corruption
+Per image (``docs/challenge.md``, 4.2): convert to 8 bits by truncation, apply every corruption
 (``imagecorruptions-imaug``, the maintained fork of ``imagenet_c``), back to
 float by /255, classify all, and keep the corruption with the largest
 *wrong-class logit* (``max_{k != y} logit[k]``; not the margin), strict ``>``
@@ -16,9 +16,10 @@ Decisions:
   averaged back to 1 channel (the average is not re-quantized).
 * Determinism: several corruptions draw from numpy's global generator (and
   ``impulse_noise``/``glass_blur`` from their ``seed`` argument), so each
-  (image, corruption) pair seeds both from the image's seed and the
-  corruption's index. Results do not depend on batch-mates or on how the
-  work is split across processes.
+  (image, corruption) pair seeds both with
+  ``llrnet.seeding.derive(image_seed, attack name, corruption name) % 2**32``
+  (numpy takes seeds below 2**32). Results do not depend on batch-mates, on
+  the other corruptions searched, or on how the work is split across processes.
 * Parallelism: the CPU work runs in a pool of ``workers`` processes (spawned,
   kept for the attack's lifetime; ``workers=0`` runs in-process). Processes,
   not threads, because numpy's global generator is per process. The first
@@ -43,6 +44,7 @@ from llrnet.attacks.base import Attack, Pool, check_count
 from llrnet.attacks.geometry import to_uint8_levels
 from llrnet.attacks.parts import ImageRng
 from llrnet.errors import RunError, UsageError
+from llrnet.seeding import derive
 
 #: The challenge's 17 corruptions, in the reference order (snow and frost disabled there).
 CHALLENGE_CORRUPTIONS: tuple[str, ...] = (
@@ -141,8 +143,9 @@ class CommonCorruptions(Attack):
             self._pool = None
 
     def _seeds(self, image_seed: int) -> list[int]:
-        return [(image_seed * 1_000_003 + 7_919 * (k + 1)) % (2**32)
-                for k in range(len(self.corruptions))]
+        """numpy seeds of one image's corruptions: derived from the image's seed and
+        the corruption's name, reduced mod 2**32 (numpy's seed range)."""
+        return [derive(image_seed, self.name, name) % (2**32) for name in self.corruptions]
 
     def corrupt(self, x: Tensor, seeds: Sequence[int]) -> Tensor:
         """Every corruption of every image: [N, K, C, H, W] float in [0, 1] (multiples of 1/255

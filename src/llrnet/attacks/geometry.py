@@ -1,6 +1,6 @@
 """Image geometry of the challenge's spatial attacks, batched on tensors.
 
-Two conventions exist in the reference kit (spec 4.1 and 4.3) and both are
+Two conventions exist in the reference kit (``docs/challenge.md``, 4.1 and 4.3) and both are
 reproduced here, on [N, C, H, W] float tensors, on any device:
 
 * **PIL path** (``spatial_grid``): 8-bit truncation, PIL bilinear shrink and

@@ -4,6 +4,9 @@ Everything here is a plain function on tensors with *per-example* state, so the
 training code (PGD adversarial training, the LLR inner loop) and the evaluation
 attacks (PGD, SPSA) differ only in loss and schedule (DeepMind's
 adversarial_robustness style: optimizer x initialization x projection x loss).
+The norm-dependent parts (projection, random start, ascent step) are reached
+through the ball objects of :mod:`llrnet.attacks.balls`, which call these
+functions; the per-image random streams are :class:`ImageRng`.
 
 Conventions: ``x`` is the clean (center) image batch [N, C, H, W] in [0, 1];
 ``delta`` a perturbation of the same shape; ``eps`` a float or a per-example
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llrnet.errors import UsageError
+from llrnet.seeding import derive
 
 Eps = float | Tensor
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
@@ -194,22 +198,23 @@ def wrong_class_margin(logits: Tensor, y: Tensor) -> Tensor:
 
 
 class ImageRng:
-    """Per-image random streams: image i draws only from ``torch.Generator(seed_i)``.
+    """Per-image random streams: image i draws only from its own ``torch.Generator``,
+    seeded ``llrnet.seeding.derive(seed_i, *keys)``.
 
     This is what makes every attack batch-invariant: an image's random numbers
-    do not depend on its batch-mates. Draws happen on the CPU (so CPU and CUDA
-    runs see the same numbers) and are moved to the requested device.
+    do not depend on its batch-mates. The keys name the stream: the attack base
+    class passes the attack's ``name``, so the stages of a composite attack draw
+    independent streams from the same seeds. Draws happen on the CPU (so CPU
+    and CUDA runs see the same numbers) and are moved to the requested device.
     """
 
-    def __init__(self, seeds: Tensor | Sequence[int], *, salt: int = 0) -> None:
+    def __init__(self, seeds: Tensor | Sequence[int], *keys: int | str) -> None:
         values = seeds.tolist() if isinstance(seeds, Tensor) else list(seeds)
         self.seeds: list[int] = [int(s) for s in values]
-        self.generators: list[torch.Generator] = []
-        for s in self.seeds:
-            g = torch.Generator()
-            # Mix the salt in so different stages of a composite attack draw independent streams.
-            g.manual_seed((int(s) * 1_000_003 + salt) % (2**63))
-            self.generators.append(g)
+        self.keys: tuple[int | str, ...] = keys
+        self.generators: list[torch.Generator] = [
+            torch.Generator().manual_seed(derive(s, *keys)) for s in self.seeds
+        ]
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -217,7 +222,7 @@ class ImageRng:
     def subset(self, index: Sequence[int] | Tensor) -> ImageRng:
         """The streams of the images ``index`` (sharing generator state with ``self``)."""
         idx = index.tolist() if isinstance(index, Tensor) else list(index)
-        out = ImageRng([])
+        out = ImageRng([], *self.keys)
         out.seeds = [self.seeds[i] for i in idx]
         out.generators = [self.generators[i] for i in idx]
         return out

@@ -1,4 +1,5 @@
-"""Projected gradient descent (Madry et al.), L-inf and L2, and its multi-targeted form.
+"""Projected gradient descent (Madry et al.) in any :class:`~llrnet.attacks.balls.Ball`,
+and its multi-targeted form.
 
 * :func:`pgd_perturb`: the functional form for training. It does not touch the
   model's mode (call it with the model in train mode if that is what the
@@ -9,6 +10,10 @@
   keeping each image's worst case).
 * :class:`MultiTargetedPGD`: Gowal et al.'s multi-targeted attack: one PGD run
   per target class (``logit[t] - logit[y]`` maximized), worst case kept.
+
+The threat model is a ball: ``PGD(LinfBall(8/255), 10, 2/255)``, or a radius
+and a norm name, ``PGD(8/255, 10, 2/255, norm="linf")`` (the same attack). The
+ball supplies the random start, the ascent step and the projection.
 """
 
 from __future__ import annotations
@@ -18,30 +23,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from llrnet.attacks.balls import Ball, resolve_ball
 from llrnet.attacks.base import Attack, Pool, check_count, check_positive
-from llrnet.attacks.parts import (
-    GeneratorLike,
-    ImageRng,
-    cross_entropy_per_example,
-    project_l2,
-    project_linf,
-    random_init_l2,
-    random_init_linf,
-    wrong_class_margin,
-)
+from llrnet.attacks.parts import ImageRng, cross_entropy_per_example, wrong_class_margin
 from llrnet.errors import UsageError
 
 #: A loss to MAXIMIZE: (logits [N, K], labels [N]) -> [N].
 Objective = Callable[[Tensor, Tensor], Tensor]
 
-NORMS = ("linf", "l2")
 LOSSES: dict[str, Objective] = {"ce": cross_entropy_per_example, "margin": wrong_class_margin}
-
-
-def _check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise UsageError(f"norm must be one of {list(NORMS)}, got {norm!r}")
-    return norm
 
 
 def _objective(loss: str) -> Objective:
@@ -50,33 +40,22 @@ def _objective(loss: str) -> Objective:
     return LOSSES[loss]
 
 
-def _project(norm: str, delta: Tensor, x: Tensor, eps: float) -> Tensor:
-    return project_linf(delta, x, eps) if norm == "linf" else project_l2(delta, x, eps)
-
-
-def _random_init(norm: str, x: Tensor, eps: float, generator: GeneratorLike) -> Tensor:
-    if norm == "linf":
-        return random_init_linf(x, eps, generator)
-    return random_init_l2(x, eps, generator)
-
-
 def pgd_steps(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
     delta: Tensor,
     *,
-    eps: float,
+    ball: Ball,
     steps: int,
     step_size: float,
-    norm: str,
     objective: Objective,
 ) -> Tensor:
     """Run ``steps`` PGD ascent steps on ``objective`` from ``delta``; returns ``x + delta``.
 
-    L-inf: ``delta += step_size * sign(grad)``; L2: ``delta += step_size *
-    grad / ||grad||``; both followed by the projection onto the eps-ball and
-    [0, 1]. Gradients are taken with respect to ``delta`` only.
+    Each step is ``ball.step``: ``delta += step_size * ball.direction(grad)``
+    (L-inf: ``sign(grad)``; L2: ``grad / ||grad||``), then the projection onto
+    the ball and [0, 1]. Gradients are taken with respect to ``delta`` only.
     """
     delta = delta.detach()
     with torch.enable_grad():
@@ -85,12 +64,7 @@ def pgd_steps(
             value = objective(model(x + delta), y).sum()
             (grad,) = torch.autograd.grad(value, [delta])
             with torch.no_grad():
-                if norm == "linf":
-                    step = grad.sign()
-                else:
-                    gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-                    step = grad / gnorm.reshape(-1, *([1] * (grad.dim() - 1)))
-                delta = _project(norm, delta + step_size * step, x, eps)
+                delta = ball.step(delta, grad, x, step_size)
             delta = delta.detach()
     return (x + delta).detach()
 
@@ -100,10 +74,10 @@ def pgd_perturb(
     x: Tensor,
     y: Tensor,
     *,
-    eps: float,
+    eps: float | Ball,
     steps: int,
     step_size: float,
-    norm: str = "linf",
+    norm: str | None = None,
     loss: str = "ce",
     random_start: bool = True,
     generator: torch.Generator | None = None,
@@ -111,24 +85,24 @@ def pgd_perturb(
     """PGD adversarial examples for training: ``x_adv`` [N, C, H, W] in [0, 1], detached.
 
     No mode switch (the caller decides train/eval mode), gradients with
-    respect to the input only. ``loss`` "ce" (cross-entropy) or "margin"
-    (``max_{k != y} logit[k] - logit[y]``) is maximized. ``generator`` draws the
-    random start (None: torch's global generator).
+    respect to the input only. ``eps`` is a :class:`~llrnet.attacks.balls.Ball`,
+    or a radius with ``norm`` "linf" (default) or "l2". ``loss`` "ce"
+    (cross-entropy) or "margin" (``max_{k != y} logit[k] - logit[y]``) is
+    maximized. ``generator`` draws the random start (None: torch's global
+    generator).
 
     Example::
 
         x_adv = pgd_perturb(model, x, y, eps=8/255, steps=10, step_size=2/255)
     """
-    _check_norm(norm)
+    ball = resolve_ball(eps, norm)
     objective = _objective(loss)
-    check_positive(eps, "eps", allow_zero=True)
     check_count(steps, "steps", minimum=0)
     check_positive(step_size, "step_size", allow_zero=True)
     x = x.detach()
-    delta = _random_init(norm, x, eps, generator) if random_start else torch.zeros_like(x)
+    delta = ball.random_start(x, generator) if random_start else torch.zeros_like(x)
     return pgd_steps(
-        model, x, y, delta, eps=eps, steps=steps, step_size=step_size, norm=norm,
-        objective=objective,
+        model, x, y, delta, ball=ball, steps=steps, step_size=step_size, objective=objective,
     )
 
 
@@ -146,7 +120,7 @@ def _keep_worst(
 
 
 class PGD(Attack):
-    """PGD with random start and restarts, L-inf or L2, cross-entropy or margin loss.
+    """PGD with random start and restarts in a ball (L-inf or L2), cross-entropy or margin loss.
 
     Per image, the restart whose final point has the largest wrong-class
     margin ``max_{k != y} logit[k] - logit[y]`` is kept (ties: the first
@@ -154,10 +128,11 @@ class PGD(Attack):
     among restarts costs one extra forward per restart (only when restarts > 1).
 
     Args:
-        eps: radius of the ball (L-inf: per pixel, e.g. 8/255; L2: Euclidean).
+        eps: the ball (``LinfBall(8/255)``, ``L2Ball(1.0)``), or its radius
+            (L-inf: per pixel, e.g. 8/255; L2: Euclidean) with ``norm``.
         steps: ascent steps per restart.
         step_size: L-inf: per-step change per pixel; L2: per-step L2 length.
-        norm: "linf" or "l2".
+        norm: with a radius, "linf" (default) or "l2"; with a ball, omit it.
         loss: "ce" or "margin".
         random_start: start uniformly in the ball (else at ``x``).
         restarts: independent runs per image.
@@ -168,21 +143,19 @@ class PGD(Attack):
 
     def __init__(
         self,
-        eps: float,
+        eps: float | Ball,
         steps: int,
         step_size: float,
         *,
-        norm: str = "linf",
+        norm: str | None = None,
         loss: str = "ce",
         random_start: bool = True,
         restarts: int = 1,
     ) -> None:
         super().__init__()
-        self.eps = check_positive(eps, "eps", allow_zero=True)
+        self.ball: Ball = resolve_ball(eps, norm)
         self.steps = check_count(steps, "steps", minimum=0)
         self.step_size = check_positive(step_size, "step_size", allow_zero=True)
-        self._norm = _check_norm(norm)
-        self.norm = self._norm
         self.loss = loss
         self._objective = _objective(loss)
         self.random_start = bool(random_start)
@@ -191,7 +164,7 @@ class PGD(Attack):
     def _start(self, x: Tensor, rng: ImageRng) -> Tensor:
         if not self.random_start:
             return torch.zeros_like(x)
-        return _random_init(self._norm, x, self.eps, rng.generators)
+        return self.ball.random_start(x, rng.generators)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
@@ -200,8 +173,8 @@ class PGD(Attack):
         best_score: Tensor | None = None
         for _ in range(self.restarts):
             x_adv = pgd_steps(
-                model, x, y, self._start(x, rng), eps=self.eps, steps=self.steps,
-                step_size=self.step_size, norm=self._norm, objective=self._objective,
+                model, x, y, self._start(x, rng), ball=self.ball, steps=self.steps,
+                step_size=self.step_size, objective=self._objective,
             )
             if self.restarts == 1:
                 return x_adv
@@ -226,11 +199,11 @@ class MultiTargetedPGD(PGD):
 
     def __init__(
         self,
-        eps: float,
+        eps: float | Ball,
         steps: int,
         step_size: float,
         *,
-        norm: str = "linf",
+        norm: str | None = None,
         num_targets: int | None = None,
         random_start: bool = True,
         restarts: int = 1,
@@ -262,8 +235,8 @@ class MultiTargetedPGD(PGD):
 
             for _ in range(self.restarts):
                 x_adv = pgd_steps(
-                    model, x, y, self._start(x, rng), eps=self.eps, steps=self.steps,
-                    step_size=self.step_size, norm=self._norm, objective=objective,
+                    model, x, y, self._start(x, rng), ball=self.ball, steps=self.steps,
+                    step_size=self.step_size, objective=objective,
                 )
                 best, best_score = _keep_worst(model, x_adv, y, best, best_score)
         assert best is not None

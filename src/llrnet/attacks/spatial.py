@@ -1,12 +1,12 @@
 """Spatial attacks: the challenge's worst-of-775 grid and the random rotation+translation.
 
-* :class:`SpatialGrid` (spec 4.1): border (PIL path), every transform of a
+* :class:`SpatialGrid` (``docs/challenge.md``, 4.1): border (PIL path), every transform of a
   grid, 8-bit quantized, per image the transform with the largest margin
   ``logit[wrong] - logit[true]`` (strict ``>``: the first maximum in grid
   order wins; some transform is always chosen, even if none misclassifies).
   The transforms of many images are warped and classified in batches of
   ``batch_size`` (image, transform) pairs, not one image at a time.
-* :class:`RandomSpatial` (spec 4.3): one continuous random rotation and
+* :class:`RandomSpatial` (``docs/challenge.md``, 4.3): one continuous random rotation and
   translation per image (TF path border), float output. The first stage of
   the SPSA and Boundary attacks (see :class:`~llrnet.attacks.chain.Chain`).
 """
@@ -40,7 +40,7 @@ def spatial_grid(
     that is the ``"intended"`` grid. Its code unpacked each tuple as
     (angle, dx, dy): the ``"challenge"`` grid (what produced the leaderboard)
     has rotation in the first factor's values, horizontal shift in the second
-    and vertical shift in the third (spec 4.1). Both hold ``g0 * g1 * g2``
+    and vertical shift in the third (``docs/challenge.md``, 4.1). Both hold ``g0 * g1 * g2``
     transforms (775 by default) and contain the identity when every
     granularity is odd.
     """

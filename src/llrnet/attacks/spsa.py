@@ -1,6 +1,6 @@
 """SPSA (Uesato et al. 2018) with cleverhans 2.1 semantics, batched across images.
 
-Per image (spec 4.4)::
+Per image (``docs/challenge.md``, 4.4)::
 
     loss(x) = logit[y] - max_{k != y} logit[k]            # minimized
     p = project(U(-eps, eps))                              # random start
@@ -28,8 +28,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.base import Attack, Pool, check_count, check_positive
-from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss, project_linf
+from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss
 from llrnet.errors import UsageError
 
 
@@ -108,8 +109,7 @@ class SPSA(Attack):
         max_batch: int | None = None,
     ) -> None:
         super().__init__()
-        self.norm = "linf"
-        self.eps = check_positive(eps, "eps", allow_zero=True)
+        self.ball: LinfBall = LinfBall(eps)
         self.steps = check_count(steps, "steps", minimum=0)
         self.samples = check_count(samples, "samples", minimum=2)
         if samples % 2:
@@ -176,11 +176,8 @@ class SPSA(Attack):
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
     ) -> Tensor:
         x0 = x
-        if self.random_start:
-            u = rng.uniform(x0.shape[1:], x0.device).to(x0.dtype)
-            p = project_linf((2.0 * u - 1.0) * self.eps, x0, self.eps)
-        else:
-            p = torch.zeros_like(x0)
+        ball = self.ball
+        p = ball.random_start(x0, rng.generators) if self.random_start else torch.zeros_like(x0)
         # The images still running, compacted: Adam updates their state in place, and
         # they are re-gathered only when some image stops early.
         active = torch.arange(x0.shape[0], device=x0.device)
@@ -196,7 +193,7 @@ class SPSA(Attack):
                 adam_step(pa, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
                           eps=self.adam_eps)
                 current = _margins(model, current_x, ya, work.batch)  # before the update
-                pa = project_linf(pa, xa, self.eps)
+                pa = ball.project(pa, xa)
                 if self.threshold is None:
                     continue
                 stopped = current < self.threshold

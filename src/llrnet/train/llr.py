@@ -10,15 +10,19 @@ For a batch ``x`` with labels ``y`` and per-example cross-entropy ``l``::
 ``d_LLR`` comes from ``steps`` Adam ascent steps (lr 0.1, betas (0.9, 0.999),
 epsilon 1e-9 added to sqrt(v_hat), bias-corrected, fresh state per batch) from a
 uniform start in the ball, projected onto the ball and the image box after every
-step; in the inner objective the ``d`` of the linear term is held constant (the
-official code stops its gradient), so the ascent direction is
+step (the start and the projection are :class:`~llrnet.attacks.balls.LinfBall`'s,
+the Adam step is :func:`~llrnet.attacks.parts.adam_step`, as in SPSA); in the
+inner objective the ``d`` of the linear term is held constant (the official
+code stops its gradient), so the ascent direction is
 ``sign(diff_i) * grad l(x_i + d_i)``. Every perturbed pass normalizes batch norm
 with the clean pass's statistics (:mod:`llrnet.train.bn_replay`): detached in the
 inner loop, attached in the regularizer; no perturbed pass touches running averages.
 
 :func:`llr_regularizer` is the public entry point for people who bring their own
-loop; :class:`llrnet.train.tasks.LLRTask` adds the nominal cross-entropy, the
-weights and the eps warm-up.
+loop; what defines the regularizer (eps, inner steps and Adam, mu, the loss)
+travels as one :class:`LLROptions`. :class:`llrnet.train.tasks.LLRTask` adds the
+nominal cross-entropy, the weights and the eps warm-up. The step is written out
+in ``docs/llr.md`` ("The LLR step, exactly").
 """
 
 from __future__ import annotations
@@ -29,17 +33,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks.parts import (
-    AdamState,
-    adam_step,
-    cross_entropy_per_example,
-    project_linf,
-    random_init_linf,
-)
+from llrnet.attacks.balls import LinfBall
+from llrnet.attacks.parts import AdamState, adam_step, cross_entropy_per_example
 from llrnet.train.bn_replay import BatchNormReplay
 from llrnet.train.unwrap import unwrap_ddp
 
 __all__ = [
+    "LLROptions",
     "LLRTerms",
     "LossFn",
     "linear_warmup",
@@ -61,6 +61,43 @@ def linear_warmup(value: float, step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return float(value)
     return float(value) * min(1.0, max(int(step), 0) / warmup_steps)
+
+
+@dataclass(frozen=True)
+class LLROptions:
+    """What defines the LLR regularizer of a batch; defaults: DeepMind's official CIFAR-10
+    configuration.
+
+    Attributes:
+        eps: L-inf radius of the ball (8/255; pass a warmed-up value).
+        steps: inner Adam steps (10).
+        mu: weight of ``|d . G|`` in the regularizer (0.3, relative to lambda).
+        lr, betas, adam_eps: the inner Adam (0.1, (0.9, 0.999), 1e-9).
+        loss_fn: per-example loss ``(logits, y) -> [N]`` (cross-entropy).
+
+    Example:
+        >>> LLROptions(eps=4 / 255, steps=2).ball
+        LinfBall(eps=0.01568627450980392)
+    """
+
+    eps: float = 8 / 255
+    steps: int = 10
+    mu: float = 0.3
+    lr: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-9
+    loss_fn: LossFn = cross_entropy_per_example
+
+    def __post_init__(self) -> None:
+        if not self.eps >= 0.0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+    @property
+    def ball(self) -> LinfBall:
+        """The inner maximization's ball: its uniform start and its projection."""
+        return LinfBall(self.eps)
 
 
 @dataclass(frozen=True)
@@ -87,15 +124,11 @@ class LLRTerms:
     clean_logits: Tensor
 
 
-def _check_inputs(x: Tensor, y: Tensor, eps: float, steps: int) -> None:
+def _check_inputs(x: Tensor, y: Tensor) -> None:
     if x.dim() < 2 or not x.is_floating_point():
         raise ValueError(f"x must be a float batch [N, ...], got {x.dtype} {tuple(x.shape)}")
     if y.shape != (x.shape[0],):
         raise ValueError(f"y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
-    if not eps >= 0.0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -109,13 +142,8 @@ def maximize_deviation(
     y: Tensor,
     clean_loss: Tensor,
     clean_grad: Tensor,
+    options: LLROptions,
     *,
-    eps: float,
-    steps: int,
-    lr: float = 0.1,
-    betas: tuple[float, float] = (0.9, 0.999),
-    adam_eps: float = 1e-9,
-    loss_fn: LossFn = cross_entropy_per_example,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """LLR's inner loop: Adam ascent on ``mean_i |l(x_i + d_i) - l(x_i) - d_i . G_i|``.
@@ -123,6 +151,8 @@ def maximize_deviation(
     Runs the model as it is (call it inside ``BatchNormReplay.replay(detach=True)``
     to get the official batch-norm behaviour); gradients are taken wrt ``d``
     only. ``clean_loss`` [N] and ``clean_grad`` [N, ...] are used as constants.
+    ``options`` gives eps, the steps, the Adam settings and the loss (``mu`` is
+    not used here); ``generator`` draws the uniform start (None: torch's global one).
 
     Returns:
         ``d_LLR`` [N, C, H, W], detached, ``|d|_inf <= eps`` and ``x + d`` in [0, 1].
@@ -130,22 +160,24 @@ def maximize_deviation(
     x = x.detach()
     clean_loss = clean_loss.detach()
     clean_grad = clean_grad.detach()
+    ball = options.ball
+    beta1, beta2 = options.betas
     # Uniform start in the ball, projected into [0, 1] (official: U(-eps, eps), then projected).
-    delta = random_init_linf(x, eps, generator)
+    delta = ball.random_start(x, generator)
     state = AdamState.zeros_like(delta)
     with torch.enable_grad():
-        for _ in range(steps):
+        for _ in range(options.steps):
             delta.requires_grad_(True)
-            perturbed = loss_fn(model(x + delta), y)
+            perturbed = options.loss_fn(model(x + delta), y)
             # The linear term's d is a constant here, as in the official code.
             diff = perturbed - clean_loss - _dot(delta.detach(), clean_grad)
             (grad,) = torch.autograd.grad(diff.abs().mean(), delta)
             with torch.no_grad():
                 # Ascent: the shared Adam step minimizes, so give it the negated gradient.
                 delta = delta.detach()
-                adam_step(delta, -grad, state, lr=lr, beta1=betas[0], beta2=betas[1],
-                          eps=adam_eps)
-                delta = project_linf(delta, x, eps)
+                adam_step(delta, -grad, state, lr=options.lr, beta1=beta1, beta2=beta2,
+                          eps=options.adam_eps)
+                delta = ball.project(delta, x)
     return delta.detach()
 
 
@@ -153,14 +185,8 @@ def llr_regularizer(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    options: LLROptions | None = None,
     *,
-    eps: float,
-    steps: int = 10,
-    mu: float = 0.3,
-    lr: float = 0.1,
-    betas: tuple[float, float] = (0.9, 0.999),
-    adam_eps: float = 1e-9,
-    loss_fn: LossFn = cross_entropy_per_example,
     generator: torch.Generator | None = None,
     update_running_stats: bool = False,
 ) -> LLRTerms:
@@ -169,11 +195,8 @@ def llr_regularizer(
     Args:
         model: ``model(x) -> logits [N, K]``, usually in training mode.
         x: images [N, C, H, W] in [0, 1]. y: int64 labels [N].
-        eps: L-inf radius of the ball (e.g. 8/255; pass a warmed-up value).
-        steps: inner Adam steps (official: 10).
-        mu: weight of ``|d . G|`` (official: 0.3 relative to lambda).
-        lr, betas, adam_eps: the inner Adam (official: 0.1, (0.9, 0.999), 1e-9).
-        loss_fn: per-example loss ``(logits, y) -> [N]`` (official: cross-entropy).
+        options: eps, inner steps and Adam, mu and the loss (:class:`LLROptions`;
+            None: the official configuration, eps 8/255).
         generator: randomness of the uniform start (default: torch's global RNG).
         update_running_stats: whether the clean pass updates batch-norm running
             averages. Keep ``False`` when you run your own nominal pass; LLRTask
@@ -185,31 +208,24 @@ def llr_regularizer(
         double-backprop term.
 
     Example:
-        >>> terms = llr_regularizer(model, x, y, eps=8 / 255, steps=10)
+        >>> terms = llr_regularizer(model, x, y, LLROptions(eps=8 / 255, steps=10))
         >>> loss = 2.0 * ce + 4.0 * terms.regularizer  # doctest: +SKIP
     """
-    _check_inputs(x, y, eps, steps)
+    options = LLROptions() if options is None else options
+    _check_inputs(x, y)
     with torch.enable_grad():  # works inside torch.no_grad() too (e.g. to measure gamma)
-        return _llr_terms(model, x, y, eps=eps, steps=steps, mu=mu, lr=lr, betas=betas,
-                          adam_eps=adam_eps, loss_fn=loss_fn, generator=generator,
-                          update_running_stats=update_running_stats)
+        return _llr_terms(model, x, y, options, generator, update_running_stats)
 
 
 def _llr_terms(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    *,
-    eps: float,
-    steps: int,
-    mu: float,
-    lr: float,
-    betas: tuple[float, float],
-    adam_eps: float,
-    loss_fn: LossFn,
+    options: LLROptions,
     generator: torch.Generator | None,
     update_running_stats: bool,
 ) -> LLRTerms:
+    loss_fn = options.loss_fn
     replay = BatchNormReplay(model)
     x_clean = x.detach()
     x_var = x_clean.clone().requires_grad_(True)
@@ -220,16 +236,14 @@ def _llr_terms(
     (clean_grad,) = torch.autograd.grad(clean_loss.sum(), x_var, create_graph=True)
     inner = unwrap_ddp(model)  # one wrapper forward per step (see unwrap_ddp)
     with replay.replay(detach=True):
-        delta = maximize_deviation(
-            inner, x_clean, y, clean_loss, clean_grad, eps=eps, steps=steps, lr=lr,
-            betas=betas, adam_eps=adam_eps, loss_fn=loss_fn, generator=generator,
-        )
+        delta = maximize_deviation(inner, x_clean, y, clean_loss, clean_grad, options,
+                                   generator=generator)
     with replay.replay(detach=False):
         perturbed = loss_fn(inner(x_clean + delta), y)
     linear = _dot(delta, clean_grad)
     deviation = (perturbed - clean_loss - linear).abs()
     grad_term = linear.abs()
-    regularizer = (deviation + mu * grad_term).mean()
+    regularizer = (deviation + options.mu * grad_term).mean()
     return LLRTerms(
         regularizer=regularizer,
         deviation=deviation,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.attacks.parts import project_linf
+from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
 from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.tasks.common import (
@@ -90,8 +90,9 @@ class PGDTask(RadiusWarmup):
         inner = unwrap_ddp(model)
         attacked = BirdLogitView(inner) if self.binary else inner
         with frozen_batch_norm(inner, mode=self.attack_bn):
-            x_adv = pgd_perturb(attacked, x, y, eps=eps, steps=self.steps, step_size=step_size,
-                                norm="linf", loss=self.loss, random_start=self.random_start)
+            x_adv = pgd_perturb(attacked, x, y, eps=LinfBall(eps), steps=self.steps,
+                                step_size=step_size, loss=self.loss,
+                                random_start=self.random_start)
         logits = model(x_adv)
         if self.binary:
             adv_ce = binary_cross_entropy_per_example(logits, y).mean()
@@ -168,10 +169,11 @@ class TRADESTask(RadiusWarmup):
             return (target.exp() * (target - log_q)).sum(dim=1)
 
         x = x.detach()
-        start = project_linf(0.001 * torch.randn_like(x), x, eps)
+        ball = LinfBall(eps)
+        start = ball.project(0.001 * torch.randn_like(x), x)
         with frozen_batch_norm(inner, mode=self.attack_bn):
-            x_adv = pgd_steps(inner, x, y, start, eps=eps, steps=self.steps,
-                              step_size=step_size, norm="linf", objective=kl_to_clean)
+            x_adv = pgd_steps(inner, x, y, start, ball=ball, steps=self.steps,
+                              step_size=step_size, objective=kl_to_clean)
         adv_logits = inner(x_adv)
         log_q = _log_probs(adv_logits, binary)
         kl = (log_p_clean.exp() * (log_p_clean - log_q)).sum(dim=1).mean()

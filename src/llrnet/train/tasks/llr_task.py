@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.parts import cross_entropy_per_example
-from llrnet.train.llr import llr_regularizer
+from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.tasks.common import (
     RadiusWarmup,
     accuracy,
@@ -23,7 +23,7 @@ __all__ = ["LLRTask"]
 class LLRTask(RadiusWarmup):
     """``loss = nominal_weight * CE(x) + lam * [ gamma_i + mu * |d_i . G_i| ]_mean``.
 
-    Exactly the step of ``shared/spec/llr.md`` section 3; see
+    Exactly the step written out in ``docs/llr.md`` ("The LLR step, exactly"); see
     :func:`llrnet.train.llr.llr_regularizer` for the regularizer. The nominal
     pass and the clean LLR pass share one forward (identical inputs): it runs in
     training mode, updates batch-norm running averages once, and its batch
@@ -60,10 +60,7 @@ class LLRTask(RadiusWarmup):
     binary: bool = False
 
     def __post_init__(self) -> None:
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        LLROptions(eps=self.eps, steps=self.steps)  # the regularizer's checks of eps and steps
         if self.lam < 0 or self.mu < 0 or self.nominal_weight < 0:
             raise ValueError("lam, mu and nominal_weight must be >= 0")
 
@@ -72,10 +69,9 @@ class LLRTask(RadiusWarmup):
         x, y = check_batch(batch)
         eps = self.eps_at(step)
         loss_fn = binary_cross_entropy_per_example if self.binary else cross_entropy_per_example
-        terms = llr_regularizer(
-            model, x, y, eps=eps, steps=self.steps, mu=self.mu, lr=self.lr, betas=self.betas,
-            adam_eps=self.adam_eps, loss_fn=loss_fn, update_running_stats=True,
-        )
+        options = LLROptions(eps=eps, steps=self.steps, mu=self.mu, lr=self.lr,
+                             betas=self.betas, adam_eps=self.adam_eps, loss_fn=loss_fn)
+        terms = llr_regularizer(model, x, y, options, update_running_stats=True)
         ce = terms.clean_loss.mean()
         loss = self.nominal_weight * ce + self.lam * terms.regularizer
         return {
