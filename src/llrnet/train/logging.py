@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from llrnet.fileio import atomic_write_text
@@ -42,6 +43,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 class MetricsLogger:
     """Writes metrics to ``out_dir/metrics.jsonl`` and (optionally) ``out_dir/tensorboard``.
+
+    A context manager: leaving the ``with`` block closes it.
 
     Args:
         out_dir: the run folder.
@@ -87,3 +90,10 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -3,46 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from llrnet.errors import RunError, UsageError, WeightsError
-from llrnet.train.config import ModelConfig, TaskConfig, _from_dict
+from llrnet.errors import WeightsError
+from llrnet.train.coerce import from_mapping
+from llrnet.train.config import ModelConfig, TaskConfig
+from llrnet.train.tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
-#: Task names of the configuration -> classes of ``llrnet.train.tasks``.
-TASKS = {"standard": "StandardTask", "pgd": "PGDTask", "trades": "TRADESTask", "llr": "LLRTask"}
-
-
-def task_class(name: str) -> type:
-    """The task class registered under ``name`` (``standard``, ``pgd``, ``trades``, ``llr``)."""
-    if name not in TASKS:
-        raise UsageError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
-    tasks = importlib.import_module("llrnet.train.tasks")
-    cls = getattr(tasks, TASKS[name], None)
-    if cls is None:
-        raise RunError(f"task {name!r} ({TASKS[name]}) is not available in this version of llrnet")
-    return cls
-
 
 def build_task(config: TaskConfig) -> Any:
-    """The task object: ``task(model, (x, y), step) -> {"loss": ..., **terms}``.
+    """The task ``TASKS.get(config.name)`` built with ``config.options``:
+    ``task(model, (x, y), step) -> {"loss": ..., **terms}``.
 
-    ``config.options`` are checked against the task's fields (names and types)
-    before it is built, so a typo is an error naming the valid options.
+    ``config.options`` are checked before the task is built: against the
+    fields' names and types for a dataclass task, against the parameters'
+    names otherwise, so a typo is an error naming the valid options.
     """
-    cls = task_class(config.name)
+    cls = TASKS.get(config.name)
     if dataclasses.is_dataclass(cls):
-        return _from_dict(cls, config.options, f"task.options ({config.name})")
-    try:
-        return cls(**config.options)
-    except TypeError as error:
-        raise UsageError(f"task.options ({config.name}): {error}") from None
+        return from_mapping(cls, config.options, f"task.options ({config.name})")
+    return TASKS.build(config.name, **config.options)
 
 
 def _load_init_weights(model: nn.Module, path: str, strict: bool) -> None:
