@@ -1,4 +1,4 @@
-"""``llrnet train`` and ``llrnet demo``: argument parsing only.
+"""``llrnet train`` and ``llrnet demo`` (:mod:`llrnet.demo`): argument parsing only.
 
 Examples::
 
@@ -106,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llrnet.train.demo import run_demo
+    from llrnet.demo import run_demo
 
     _set_threads(args.threads)
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
