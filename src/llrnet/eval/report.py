@@ -33,7 +33,8 @@ EXAMPLES = "examples.png"
 
 def error_indices(logits: np.ndarray, labels: np.ndarray, indices: np.ndarray,
                   coverage: float) -> list[int]:
-    """Global indices of covered, misclassified images at ``coverage`` (spec section 3)."""
+    """Global indices of covered, misclassified images at ``coverage`` (the challenge's
+    rule: see docs/challenge.md)."""
     conf = logits.max(axis=1)
     ordered = np.sort(conf)[::-1]
     threshold = ordered[int(coverage * len(conf)) - 1]
