@@ -2,8 +2,8 @@
 
 :func:`train` reads top to bottom: start the processes, check the run folder
 (:class:`~llrnet.train.run_dir.RunDir`), build what training changes
-(:class:`Trainee`: model, task, optimizer, schedule, EMA) and the data, resume
-from the newest checkpoint, then run :func:`train_one_step` for each step with
+(:class:`~llrnet.train.setup.Trainee`: model, task, optimizer, schedule, EMA)
+and the data, resume from the newest checkpoint, then run :func:`train_one_step` for each step with
 logging, periodic :func:`evaluate` and :func:`write_checkpoint` in between,
 and at the end evaluate and write the final weights. The task owns forward +
 loss; the loop owns everything else: device and precision (bf16 autocast),
@@ -29,9 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from llrnet import distributed
 from llrnet.errors import RunError, UsageError
@@ -55,18 +51,16 @@ from llrnet.train.checkpoint import (
 )
 from llrnet.train.config import TrainConfig, config_to_dict
 from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out
-from llrnet.train.ema import ModelEMA
 from llrnet.train.evaluation import robust_accuracy
-from llrnet.train.logging import MetricsLogger
-from llrnet.train.optim import build_optimizer, build_scheduler
+from llrnet.train.logging import MetricsLogger, RunningMeans
 from llrnet.train.presets import dump_config
 from llrnet.train.run_dir import RunDir
-from llrnet.train.setup import build_model, build_task
+from llrnet.train.setup import Trainee, build_trainee
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteGuard", "TrainResult", "Trainee", "build_trainee", "evaluate",
-           "seed_everything", "train", "train_one_step", "write_checkpoint"]
+__all__ = ["NonFiniteGuard", "TrainResult", "evaluate", "seed_everything", "train",
+           "train_one_step", "write_checkpoint"]
 
 
 @dataclass
@@ -125,7 +119,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     sampler = ShardedBatches(images, config.batch_size, config.seed, start, stop,
                              distributed.rank(), distributed.world_size())
     guard = NonFiniteGuard(config.on_nonfinite, config.max_skipped, last_checkpoint)
-    window = _Window()
+    window = RunningMeans()
     with MetricsLogger(run.path, enabled=distributed.rank() == 0,
                        tensorboard=config.tensorboard,
                        resume_step=start if resume else None) as log, \
@@ -141,7 +135,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 window.add(terms, batch[0].shape[0] * distributed.world_size())
             if done % config.log_every == 0 or done == stop:
                 _log_window(log, bar, done, {**window.means(), "lr": lr})
-                window = _Window()
+                window = RunningMeans()
             if config.eval.every and done % config.eval.every == 0 and done < config.steps:
                 evaluate(trainee.evaluated_model, held, config, device, log, done)
             if done % config.checkpoint_every == 0 or done == stop:
@@ -172,71 +166,6 @@ def _start_processes(config: TrainConfig) -> torch.device:
         raise UsageError(f"batch_size {config.batch_size} is not divisible by the {world} "
                          "processes; the batch size is global")
     return device
-
-
-@dataclass
-class Trainee:
-    """What the optimizer steps change: the state a checkpoint holds.
-
-    Attributes:
-        model: the network (on the run's device).
-        wrapped: ``model`` inside ``DistributedDataParallel`` under ``torchrun``,
-            else ``model`` itself: what the task's one wrapper forward goes through.
-        task: ``task(model, (x, y), step) -> {"loss": ..., **terms}``.
-        optimizer, scheduler: the optimizer and its learning-rate schedule.
-        ema: the weights' moving average, or None.
-    """
-
-    model: nn.Module
-    wrapped: nn.Module
-    task: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    ema: ModelEMA | None
-
-    @property
-    def evaluated_model(self) -> nn.Module:
-        """The model that is evaluated and saved: the EMA one when there is one."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None:
-            if state["ema"] is None:
-                raise RunError("the checkpoint has no EMA state but ema_decay is set")
-            self.ema.load_state_dict(state["ema"])
-
-
-def build_trainee(config: TrainConfig, device: torch.device, task: Any = None) -> Trainee:
-    """Model (from torch's current RNG state), task (``task`` or ``config.task``),
-    optimizer, schedule and EMA of a run, wrapped for DDP when there are several processes."""
-    model = build_model(config.model).to(device)
-    if config.model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    task = build_task(config.task) if task is None else task
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.steps)
-    ema = ModelEMA(model, config.ema_decay) if config.ema_decay is not None else None
-    wrapped: nn.Module = model
-    if distributed.world_size() > 1:
-        with warnings.catch_warnings():
-            # torch >= 2.10 deprecates broadcast_buffers but says to keep it for
-            # rank-local buffers: batch-norm statistics stay per device, never synced.
-            warnings.simplefilter("ignore", FutureWarning)
-            wrapped = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False)
-    return Trainee(model, wrapped, task, optimizer, scheduler, ema)
 
 
 def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: bool
@@ -353,29 +282,6 @@ class NonFiniteGuard:
 
 
 # --- between steps: logs, evaluation, checkpoints ------------------------------------------
-
-
-class _Window:
-    """Running means of the task's terms between two log lines, plus throughput."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.images = 0
-        self.start = time.perf_counter()
-
-    def add(self, terms: Mapping[str, Tensor], images: int) -> None:
-        for name, value in terms.items():
-            if isinstance(value, Tensor) and value.numel() == 1:
-                self.sums[name] = self.sums.get(name, 0.0) + float(value.detach().float())
-        self.count += 1
-        self.images += images
-
-    def means(self) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        values["images_per_second"] = self.images / elapsed
-        return values
 
 
 def _progress_bar(total: int, start: int, show: bool) -> Any:
