@@ -52,8 +52,8 @@ from llrnet.attacks import PGD, MultiTargetedPGD
 from llrnet.attacks.spsa import SPSA
 from llrnet.data import two_class_digits
 from llrnet.fileio import atomic_write_json
-from llrnet.train.config import config_from_dict, preset_values
-from llrnet.train.loop import train
+from llrnet.train import config_from_dict, train
+from llrnet.train.presets import preset_values
 from llrnet.train.setup import build_task
 
 #: SPSA (black-box) runs on the first test images only: it costs 33 forwards per step.

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from llrnet.cli import main
-from llrnet.train.demo import MODELS, leaderboard
+from llrnet.demo import MODELS, leaderboard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-from llrnet.train import TrainConfig, config_from_dict, config_to_dict, list_presets, load_config
-from llrnet.train.config import dump_config, parse_override, preset_values
+from llrnet.errors import UsageError
+from llrnet.train import (
+    DATASETS,
+    TASKS,
+    TaskConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    list_presets,
+    load_config,
+)
+from llrnet.train.coerce import from_mapping
+from llrnet.train.config import FREE_FORM_KEYS, flatten
+from llrnet.train.presets import dump_config, parse_override, preset_values
 from llrnet.train.setup import build_task
 
 REQUIRED = {
@@ -93,3 +106,45 @@ def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
     assert load_config(str(path)) == config
     assert config_from_dict(yaml.safe_load(dump_config(config))) == config
     assert config_to_dict(TrainConfig()) == config_to_dict(config_from_dict({}))
+
+
+def test_free_form_keys_come_from_the_schema_and_stay_whole() -> None:
+    assert sorted(FREE_FORM_KEYS) == ["model.kwargs", "task.options"]
+    flat = flatten({"model": {"name": "m", "kwargs": {"width": 2}}, "optim": {"lr": 0.1}})
+    assert flat == {"model.name": "m", "model.kwargs": {"width": 2}, "optim.lr": 0.1}
+
+
+def test_dataset_and_task_names_come_from_their_registries() -> None:
+    assert DATASETS.names() == ["bird_or_bicycle", "cifar10", "digits10", "digits2", "imagenet"]
+    with pytest.raises(UsageError, match=r"data\.name: 'mnist' is not one of 'bird_or_bicycle', "
+                                         r"'cifar10', 'digits10', 'digits2', 'imagenet'"):
+        config_from_dict({"data": {"name": "mnist"}})
+    assert TASKS.names() == ["llr", "pgd", "standard", "trades"]
+    for name in TASKS.names():
+        task = build_task(TaskConfig(name=name))
+        assert isinstance(task, TASKS.get(name))
+
+
+@dataclass
+class Inner:
+    rate: float = 1.0
+    pair: tuple[int, int] = (1, 2)
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    tags: list[str] = field(default_factory=list)
+    limit: int | None = None
+
+
+def test_coercion_checks_nested_dataclasses_by_annotation() -> None:
+    built = from_mapping(Outer, {"inner": {"rate": 2, "pair": [3, 4]}, "tags": ["a"]})
+    assert built == Outer(Inner(2.0, (3, 4)), ["a"], None)
+    assert isinstance(built.inner.rate, float)
+    with pytest.raises(UsageError, match=r"inner\.pair\[1\]: expected an integer, got 'x'"):
+        from_mapping(Outer, {"inner": {"pair": [1, "x"]}})
+    with pytest.raises(UsageError, match="unknown key 'size' in inner; valid keys: pair, rate"):
+        from_mapping(Outer, {"inner": {"size": 1}})
+    with pytest.raises(UsageError, match="limit: expected an integer, got 'many'"):
+        from_mapping(Outer, {"limit": "many"})

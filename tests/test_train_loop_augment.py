@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llrnet import seeding
+from llrnet.data.transforms import cifar_train_transform, random_crop
 from llrnet.errors import UsageError
-from llrnet.train.augment import augment, random_crop, random_rotate_translate
+from llrnet.train.augment import augment, random_rotate_translate
 from llrnet.train.data import ShardedBatches, global_batch_indices, shard
 
 
@@ -72,3 +74,25 @@ def test_batch_order_is_a_function_of_seed_and_step_and_shards_partition_it() ->
     assert torch.equal(torch.cat([shard(whole, r, 4) for r in range(4)]), whole)
     resumed = list(ShardedBatches(n, batch, 7, start=3, stop=5, rank=1, world=2))
     assert resumed == [shard(global_batch_indices(n, batch, 7, s), 1, 2).tolist() for s in (3, 4)]
+
+
+def test_batch_order_comes_from_the_epoch_stream() -> None:
+    # Epoch e's permutation is generator(seed, "train", "epoch", e) (see docs/training.md).
+    n, batch = 50, 8
+    for step in (0, 5, 6, 13):
+        epoch, offset = divmod(step, n // batch)
+        order = torch.randperm(n, generator=seeding.generator(7, "train", "epoch", epoch))
+        assert torch.equal(global_batch_indices(n, batch, 7, step),
+                           order[offset * batch:(offset + 1) * batch])
+
+
+def test_cifar_dataset_transform_is_the_loop_recipe_on_one_image() -> None:
+    image = torch.rand(3, 32, 32)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        one = cifar_train_transform()(image)
+        batch = random_crop(image[None], 4, torch.Generator().manual_seed(seed), flip=True)
+        assert torch.equal(one, batch[0])
+    x = torch.rand(4, 3, 32, 32)
+    assert torch.equal(augment(x, "flip_crop", generator(2)),
+                       random_crop(x, 4, generator(2), flip=True))

@@ -1,4 +1,4 @@
-"""``llrnet train`` and ``llrnet demo``: argument parsing only.
+"""``llrnet train`` and ``llrnet demo`` (:mod:`llrnet.demo`): argument parsing only.
 
 Examples::
 
@@ -73,15 +73,13 @@ def _set_threads(threads: int | None) -> None:
 def _train(args: argparse.Namespace) -> int:
     from llrnet.errors import UsageError
     from llrnet.train import dump_config, list_presets, load_config, load_run_config, train
-    from llrnet.train.config import apply_overrides, config_from_dict, config_to_dict
 
     if args.list_presets:
         for name in list_presets():
             print(name)
         return 0
     if args.preset is None and args.resume and args.out:
-        saved = load_run_config(args.out)
-        config = config_from_dict(apply_overrides(config_to_dict(saved), args.overrides))
+        config = load_run_config(args.out, args.overrides)
     elif args.preset is None and not args.print_config:
         raise UsageError("give --preset NAME (see --list-presets), or --out DIR --resume")
     else:
@@ -108,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llrnet.train.demo import run_demo
+    from llrnet.demo import run_demo
 
     _set_threads(args.threads)
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)

@@ -33,7 +33,8 @@ EXAMPLES = "examples.png"
 
 def error_indices(logits: np.ndarray, labels: np.ndarray, indices: np.ndarray,
                   coverage: float) -> list[int]:
-    """Global indices of covered, misclassified images at ``coverage`` (spec section 3)."""
+    """Global indices of covered, misclassified images at ``coverage`` (the challenge's
+    rule: see docs/challenge.md)."""
     conf = logits.max(axis=1)
     ordered = np.sort(conf)[::-1]
     threshold = ordered[int(coverage * len(conf)) - 1]
@@ -103,7 +104,8 @@ def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -112,26 +114,39 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_risk_coverage(attacks: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-    """Risk (errors / (N * coverage)) against coverage, one curve per attack."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for name, record in attacks.items():
-        curve = record["coverage_curve"]
-        axis.plot(curve["coverage"], curve["risk"], label=name)
+def draw_risk_coverage(axis: Any, curves: Mapping[str, Mapping[str, Any]]) -> None:
+    """Risk against coverage on ``axis``, one line per label of ``curves`` (each a
+    ``coverage_curve`` record of results.json), with the 80% coverage marked."""
+    for label, curve in curves.items():
+        axis.plot(curve["coverage"], curve["risk"], label=label)
     axis.axvline(0.8, color="grey", linestyle=":", linewidth=1)
     axis.set_xlabel("coverage")
-    axis.set_ylabel("risk (errors / (N x coverage))")
     axis.set_xlim(0, 1)
     # The nominal count makes risk exceed 1 at tiny coverages of small sets
     # (k = int(coverage * N) = 0 covers everything); clip the view, not the data.
     axis.set_ylim(0, 1.05)
     axis.grid(alpha=0.3)
+
+
+RISK_LABEL = "risk (errors / (N x coverage))"
+"""The y-axis label of risk-coverage plots."""
+
+
+def save_figure(figure: Any, path: Path, *, dpi: int) -> None:
+    """Write ``figure`` as a PNG at ``path`` (atomically) and close it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(figure)
+
+
+def plot_risk_coverage(attacks: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Risk (errors / (N * coverage)) against coverage, one curve per attack."""
+    figure, axis = pyplot().subplots(figsize=(6, 4.5))
+    draw_risk_coverage(axis, {name: record["coverage_curve"] for name, record in attacks.items()})
+    axis.set_ylabel(RISK_LABEL)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, dpi=120)
 
 
 CELL = 112

@@ -1,5 +1,10 @@
 """Training: tasks (standard, PGD, TRADES, LLR), the LLR regularizer, the loop.
 
+Modules: ``config`` (the schema), ``presets`` (YAML, ``extends``, overrides),
+``run_dir`` (a run's files), ``loop`` (:func:`train`), ``tasks`` (``TASKS``),
+``data`` (``DATASETS``, the batch order), ``setup``, ``optim``, ``checkpoint``,
+``ema``, ``logging``, ``augment``, ``evaluation``, ``llr``, ``bn_replay``.
+
 Example::
 
     from llrnet.train import load_config, train
@@ -19,17 +24,19 @@ from llrnet.train.config import (
     TrainConfig,
     config_from_dict,
     config_to_dict,
-    dump_config,
-    list_presets,
-    load_config,
 )
+from llrnet.train.data import DATASETS
 from llrnet.train.ema import ModelEMA
 from llrnet.train.llr import llr_regularizer
-from llrnet.train.loop import TrainResult, load_run_config, train
+from llrnet.train.loop import TrainResult, train
 from llrnet.train.optim import build_optimizer, build_scheduler, lr_factor
-from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
+from llrnet.train.presets import dump_config, list_presets, load_config
+from llrnet.train.run_dir import RunDir, load_run_config
+from llrnet.train.tasks import TASKS, LLRTask, PGDTask, StandardTask, TRADESTask
 
 __all__ = [
+    "DATASETS",
+    "TASKS",
     "DataConfig",
     "EvalConfig",
     "LLRTask",
@@ -37,6 +44,7 @@ __all__ = [
     "ModelEMA",
     "OptimConfig",
     "PGDTask",
+    "RunDir",
     "StandardTask",
     "TRADESTask",
     "TaskConfig",

@@ -2,7 +2,9 @@
 
 The loop seeds one generator per ``(seed, step, rank)``, so augmentation never
 touches the global RNG and a resumed run draws the same transformations.
-Images are float ``[N, C, H, W]`` in [0, 1] and stay in [0, 1].
+Images are float ``[N, C, H, W]`` in [0, 1] and stay in [0, 1]. The crops
+(``flip_crop``, ``crop``) are the data area's recipe
+(:func:`llrnet.data.transforms.random_crop`), the one CIFAR datasets use.
 """
 
 from __future__ import annotations
@@ -13,29 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llrnet.data.transforms import random_crop
 from llrnet.errors import UsageError
-
-
-def _uniform(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(n, generator=generator).to(device)
-
-
-def random_crop(x: Tensor, pad: int, generator: torch.Generator, *, flip: bool) -> Tensor:
-    """Reflect-pad by ``pad`` pixels and crop back to ``H x W`` at a random offset per image;
-    with ``flip`` also mirror each image horizontally with probability 1/2 (CIFAR recipe)."""
-    n, _, h, w = x.shape
-    if pad > 0:
-        offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # [N, H]
-        cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # [N, W]
-        batch = torch.arange(n, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-        x = x.permute(0, 3, 1, 2).contiguous()
-    if flip:
-        mirror = _uniform(n, generator, x.device) < 0.5
-        x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-    return x
 
 
 def random_rotate_translate(x: Tensor, max_rotation: float, max_shift: float,

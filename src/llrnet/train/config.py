@@ -1,44 +1,40 @@
-"""Training configuration: typed dataclasses, YAML presets, ``key=value`` overrides.
+"""The training configuration's schema: typed dataclasses and their checks.
 
-A run is described by one :class:`TrainConfig`. Presets are YAML files shipped
-inside the package (``llrnet/configs/NAME.yaml``); a preset may start from
-another one with ``extends: OTHER``. Command-line overrides ``--set
-optim.lr=0.05`` are parsed as YAML scalars and checked against the field's
-annotation, so a typo in a key or a value of the wrong type is an error that
-names the key and the valid choices, never silently ignored.
+A run is described by one :class:`TrainConfig`, whose sections are
+:class:`ModelConfig`, :class:`DataConfig`, :class:`TaskConfig`,
+:class:`OptimConfig` and :class:`EvalConfig`. The annotations are the types:
+:func:`config_from_dict` checks every key and value against them
+(:mod:`llrnet.train.coerce`), and :class:`TrainConfig` checks ranges and names
+when it is built, so a bad setting is an error naming the key and the valid
+choices, never silently ignored.
 
-The resolved configuration (:func:`config_to_dict`) is written next to every
-run (``config.yaml``) and into the final weights' metadata (``recipe``).
+Where the values come from (YAML presets, ``extends``, ``--set`` overrides) is
+:mod:`llrnet.train.presets`; where a run keeps them (``config.yaml``) is
+:mod:`llrnet.train.run_dir`.
 
 Example::
 
-    config = load_config("digits_llr", overrides=["steps=50", "optim.lr=0.05"])
-    config.task.name, config.optim.lr      # ('llr', 0.05)
+    config = config_from_dict({"steps": 50, "optim": {"lr": 0.05}})
+    config.steps, config.optim.lr, config.optim.momentum     # (50, 0.05, 0.9)
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal, Union
-
-import yaml
+from typing import Any, Literal
 
 from llrnet.errors import UsageError
+from llrnet.train.coerce import field_types, from_mapping, is_mapping_type
+from llrnet.train.data import DATASETS
 
 Precision = Literal["fp32", "bf16"]
 OnNonfinite = Literal["stop", "skip"]
 Schedule = Literal["constant", "step", "cosine"]
 OptimizerName = Literal["sgd", "adamw"]
 Augment = Literal["none", "flip_crop", "crop", "rotate_translate"]
-DatasetName = Literal["digits2", "digits10", "cifar10", "imagenet", "bird_or_bicycle"]
 
 
 @dataclass
@@ -68,8 +64,9 @@ class DataConfig:
     """Where the batches come from.
 
     Attributes:
-        name: ``digits2`` (two-class digits 6 vs 7), ``digits10``, ``cifar10``,
-            ``imagenet``, ``bird_or_bicycle``.
+        name: a dataset of ``llrnet.train.data.DATASETS``: ``digits2``
+            (two-class digits 6 vs 7), ``digits10``, ``cifar10``, ``imagenet``,
+            ``bird_or_bicycle``.
         root: dataset folder for the datasets that live on disk.
         size: image side for the digits (pixels); ignored by the others.
         augment: batch augmentation applied on the device: ``flip_crop``
@@ -86,7 +83,7 @@ class DataConfig:
         num_workers: DataLoader worker processes (0 = in the main process).
     """
 
-    name: DatasetName = "digits2"
+    name: str = "digits2"
     root: str | None = None
     size: int = 28
     augment: Augment = "none"
@@ -101,10 +98,11 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    """The training objective: a task class of ``llrnet.train.tasks`` and its options.
+    """The training objective: a task of ``llrnet.train.tasks.TASKS`` and its options.
 
     ``name`` is one of ``standard``, ``pgd``, ``trades``, ``llr``; ``options``
-    are keyword arguments of that class (checked against its signature).
+    are keyword arguments of that class, checked against its fields when the
+    task is built (:func:`llrnet.train.setup.build_task`).
     """
 
     name: str = "standard"
@@ -212,6 +210,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_ranges(self)
+        _check_names(self)
 
 
 def _check_ranges(config: TrainConfig) -> None:
@@ -241,97 +240,47 @@ def _check_ranges(config: TrainConfig) -> None:
         raise UsageError(f"optim.milestones must be increasing, got {config.optim.milestones}")
 
 
-# --- converting between dicts and dataclasses, with type checks -------------------------
+def _check_names(config: TrainConfig) -> None:
+    # The dataset's name is checked here, against the registry, so that a typo is
+    # caught when the configuration is read, not when the run starts.
+    if config.data.name not in DATASETS:
+        choices = ", ".join(repr(name) for name in DATASETS.names())
+        raise UsageError(f"data.name: {config.data.name!r} is not one of {choices}")
 
 
-def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
+def _free_form_keys(cls: type, prefix: str = "") -> frozenset[str]:
+    keys: set[str] = set()
+    for name, annotation in field_types(cls).items():
+        if is_mapping_type(annotation):
+            keys.add(prefix + name)
+        elif dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+            keys |= _free_form_keys(annotation, f"{prefix}{name}.")
+    return frozenset(keys)
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """``value`` checked (and minimally converted) against ``annotation``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options[:-1]:
-            with contextlib.suppress(UsageError):
-                return _coerce(value, option, key)
-        # The last alternative's error names the expected type (e.g. "expected a number").
-        return _coerce(value, options[-1], key)
-    if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise UsageError(f"{key}: {value!r} is not one of {choices}")
-        return value
-    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        return _from_dict(annotation, value, key)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{key}: expected a list ({_type_name(annotation)}), got {value!r}")
-        if origin is list:
-            item = args[0] if args else Any
-            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if args and len(args) != len(value):
-            raise UsageError(f"{key}: expected {len(args)} values, got {list(value)!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise UsageError(f"{key}: expected a mapping, got {value!r}")
-        return {str(k): v for k, v in value.items()}
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise UsageError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise UsageError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise UsageError(f"{key}: unsupported type {_type_name(annotation)}")  # pragma: no cover
+FREE_FORM_KEYS = _free_form_keys(TrainConfig)
+"""Dotted keys of the free-form argument mappings (``model.kwargs``, ``task.options``).
+
+They belong to one model or one task: presets replace them as a whole rather
+than merging them key by key, and their keys are checked by the model or task
+that receives them, not by the schema."""
 
 
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _from_dict(cls: type, values: Any, prefix: str = "") -> Any:
-    if not isinstance(values, Mapping):
-        raise UsageError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
-    fields = _fields(cls)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        where = f" in {prefix}" if prefix else ""
-        raise UsageError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
-            f"{where}; valid keys: {', '.join(sorted(fields))}"
-        )
-    kwargs = {
-        name: _coerce(value, fields[name], f"{prefix}.{name}" if prefix else name)
-        for name, value in values.items()
-    }
-    return cls(**kwargs)
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; free-form mappings stay whole."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name not in FREE_FORM_KEYS:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """A checked :class:`TrainConfig` from a (possibly partial) nested mapping."""
-    return typing.cast(TrainConfig, _from_dict(TrainConfig, values))
+    return from_mapping(TrainConfig, values)
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -345,133 +294,3 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
         return value
 
     return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))
-
-
-# --- presets and overrides ---------------------------------------------------------------
-
-
-def _preset_dir() -> Any:
-    return resources.files("llrnet") / "configs"
-
-
-def list_presets() -> list[str]:
-    """Names of the presets shipped with llrnet (``llrnet/configs/*.yaml``)."""
-    return sorted(
-        entry.name[: -len(".yaml")]
-        for entry in _preset_dir().iterdir()
-        if entry.name.endswith(".yaml")
-    )
-
-
-def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise UsageError(f"{source} is not valid YAML: {error}".replace("\n", " ")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{source} must hold a mapping of settings, got {type(data).__name__}")
-    return data
-
-
-def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        # Free-form argument mappings (model.kwargs, task.options) are replaced as a
-        # whole: they belong to one model or task, and a child preset may change it.
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key not in (
-            "kwargs", "options"
-        ):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def preset_values(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The raw settings of a preset name or a YAML file path, ``extends`` resolved."""
-    path = Path(name_or_path)
-    if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {name_or_path}")
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        entry = _preset_dir() / f"{name_or_path}.yaml"
-        if not entry.is_file():
-            raise UsageError(
-                f"unknown preset {name_or_path!r}; choose one of: {', '.join(list_presets())} "
-                "(or give a path to a .yaml file)"
-            )
-        text, source = entry.read_text(encoding="utf-8"), f"preset {name_or_path}"
-    if name_or_path in _seen:
-        raise UsageError(f"presets extend each other in a cycle: {' -> '.join(_seen)}")
-    values = _read_yaml(text, source)
-    parent = values.pop("extends", None)
-    if parent is None:
-        return values
-    if not isinstance(parent, str):
-        raise UsageError(f"{source}: 'extends' must name a preset, got {parent!r}")
-    return _deep_merge(preset_values(parent, (*_seen, name_or_path)), values)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=0.05"`` -> ``(["optim", "lr"], 0.05)``; the value is a YAML scalar."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise UsageError(f"override {text!r} must look like key=value (e.g. optim.lr=0.05)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise UsageError(f"override {text!r}: the value is not valid YAML") from None
-    return key.split("."), value
-
-
-def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``values`` with each ``key=value`` of ``overrides`` set (keys are checked later)."""
-    result: dict[str, Any] = copy.deepcopy(dict(values))
-    for text in overrides:
-        path, value = parse_override(text)
-        _check_override_path(path, text)
-        node = result
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[path[-1]] = value
-    return result
-
-
-def _check_override_path(path: list[str], text: str) -> None:
-    cls: Any = TrainConfig
-    for depth, part in enumerate(path):
-        if cls is None:  # inside a free-form mapping (model.kwargs, task.options)
-            return
-        fields = _fields(cls)
-        if part not in fields:
-            where = ".".join(path[:depth]) or "the top level"
-            raise UsageError(
-                f"override {text!r}: unknown key {part!r} at {where}; "
-                f"valid keys: {', '.join(sorted(fields))}"
-            )
-        annotation = fields[part]
-        if dataclasses.is_dataclass(annotation):
-            cls = annotation
-        elif typing.get_origin(annotation) is dict:
-            cls = None
-        elif depth != len(path) - 1:
-            raise UsageError(f"override {text!r}: {'.'.join(path[: depth + 1])} has no sub-keys")
-
-
-def load_config(preset: str | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """A checked configuration from a preset (name or YAML path) plus ``key=value`` overrides."""
-    values = preset_values(preset) if preset else {}
-    return config_from_dict(apply_overrides(values, overrides))
-
-
-def dump_config(config: TrainConfig) -> str:
-    """The resolved configuration as YAML text (what ``config.yaml`` of a run holds)."""
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

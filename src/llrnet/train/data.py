@@ -1,7 +1,8 @@
-"""Training data: datasets by name, and a deterministic sharded batch order.
+"""Training data: datasets by name (:data:`DATASETS`), and a deterministic sharded batch order.
 
 The batch order is a pure function of ``(seed, step)``: epoch ``e`` visits the
-training set in the permutation drawn from ``seed + e``, cut into global
+training set in the permutation drawn from
+``llrnet.seeding.generator(seed, "train", "epoch", e)``, cut into global
 batches of ``batch_size`` (the last incomplete batch of each epoch is dropped).
 Rank ``r`` of ``K`` processes takes the ``r``-th contiguous ``batch_size / K``
 slice of each global batch. So the data position of a run is just its step: a
@@ -11,16 +12,23 @@ resumed run, or a run on K processes, sees exactly the same global batches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from llrnet.errors import UsageError
-from llrnet.train.config import DataConfig
+from llrnet.registry import Registry
+from llrnet.seeding import generator
+
+if TYPE_CHECKING:  # the schema (config.py) checks data.name against DATASETS
+    from llrnet.train.config import DataConfig
 
 TrainEval = tuple[Dataset[Any], Dataset[Any]]
+
+DATASETS: Registry[Callable[[DataConfig], TrainEval]] = Registry("dataset")
+"""Dataset builders by name (``data.name``): ``builder(data_config) -> (train, held_out)``."""
 
 
 def _digits2(config: DataConfig) -> TrainEval:
@@ -72,21 +80,16 @@ def _bird_or_bicycle(config: DataConfig) -> TrainEval:
     return train, BirdOrBicycle(root, config.eval_split)
 
 
-DATASETS: dict[str, Callable[[DataConfig], TrainEval]] = {
-    "digits2": _digits2,
-    "digits10": _digits10,
-    "cifar10": _cifar10,
-    "imagenet": _imagenet,
-    "bird_or_bicycle": _bird_or_bicycle,
-}
+DATASETS.add(_digits2, name="digits2")
+DATASETS.add(_digits10, name="digits10")
+DATASETS.add(_cifar10, name="cifar10")
+DATASETS.add(_imagenet, name="imagenet")
+DATASETS.add(_bird_or_bicycle, name="bird_or_bicycle")
 
 
 def build_datasets(config: DataConfig) -> TrainEval:
     """``(train, held_out)`` datasets of ``(image [C, H, W] in [0, 1], label)``."""
-    builder = DATASETS.get(config.name)
-    if builder is None:
-        raise UsageError(f"unknown dataset {config.name!r}; choose one of: {', '.join(DATASETS)}")
-    return builder(config)
+    return DATASETS.get(config.name)(config)
 
 
 def in_memory(dataset: Dataset[Any]) -> tuple[Tensor, Tensor] | None:
@@ -103,8 +106,7 @@ def global_batch_indices(n: int, batch_size: int, seed: int, step: int) -> Tenso
     if per_epoch < 1:
         raise UsageError(f"batch_size {batch_size} is larger than the training set ({n} images)")
     epoch, offset = divmod(step, per_epoch)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator(seed, "train", "epoch", epoch))
     return order[offset * batch_size:(offset + 1) * batch_size]
 
 
@@ -133,9 +135,14 @@ class ShardedBatches:
         return max(0, self.stop - self.start)
 
 
-def batches(dataset: Dataset[Any], sampler: ShardedBatches, num_workers: int = 0
-            ) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(x [n, C, H, W] float, y int64 [n])`` CPU batches in the sampler's order."""
+def batches(dataset: Dataset[Any], sampler: ShardedBatches, num_workers: int = 0,
+            device: str | torch.device = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x [n, C, H, W] float, y int64 [n])`` CPU batches in the sampler's order.
+
+    In-memory datasets (the digits) are indexed directly when ``num_workers``
+    is 0; otherwise a ``DataLoader`` with :func:`llrnet.data.loader_settings`
+    for ``device`` (pinned memory on CUDA) and ``num_workers`` workers reads them.
+    """
     memory = in_memory(dataset)
     if memory is not None and num_workers == 0:
         images, labels = memory
@@ -143,8 +150,10 @@ def batches(dataset: Dataset[Any], sampler: ShardedBatches, num_workers: int = 0
             index = torch.tensor(indices, dtype=torch.int64)
             yield images[index], labels[index]
         return
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                        persistent_workers=False)
+    from llrnet.data import loader_settings
+
+    loader = DataLoader(dataset, batch_sampler=sampler,
+                        **loader_settings(device, workers=num_workers))
     for x, y in loader:
         yield x.float(), torch.as_tensor(y, dtype=torch.int64)
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+from torch import Tensor
 
 from llrnet.fileio import atomic_write_text
 
@@ -42,6 +46,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 class MetricsLogger:
     """Writes metrics to ``out_dir/metrics.jsonl`` and (optionally) ``out_dir/tensorboard``.
+
+    A context manager: leaving the ``with`` block closes it.
 
     Args:
         out_dir: the run folder.
@@ -87,3 +93,37 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+class RunningMeans:
+    """Running means of the task's terms between two log lines, plus throughput.
+
+    ``add`` each step's terms (scalar tensors; others are ignored) and image
+    count; ``means()`` gives the means and ``images_per_second`` since creation.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.images = 0
+        self.start = time.perf_counter()
+
+    def add(self, terms: Mapping[str, Tensor], images: int) -> None:
+        for name, value in terms.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                self.sums[name] = self.sums.get(name, 0.0) + float(value.detach().float())
+        self.count += 1
+        self.images += images
+
+    def means(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        values["images_per_second"] = self.images / elapsed
+        return values

@@ -1,21 +1,27 @@
 """The training loop: one loop for every task.
 
-:func:`train` builds the model, task, optimizer, schedule and data from a
-:class:`~llrnet.train.config.TrainConfig`, then runs ``config.steps`` optimizer
-steps. The task owns forward + loss; the loop owns everything else: device and
-precision (bf16 autocast), channels_last, DistributedDataParallel under
-``torchrun``, gradient clipping, EMA, NaN/Inf handling, checkpoints, metrics,
-progress and periodic evaluation (clean + PGD) on held-out images.
+:func:`train` reads top to bottom: start the processes, check the run folder
+(:class:`~llrnet.train.run_dir.RunDir`), build what training changes
+(:class:`~llrnet.train.setup.Trainee`: model, task, optimizer, schedule, EMA)
+and the data, resume from the newest checkpoint, then run :func:`train_one_step` for each step with
+logging, periodic :func:`evaluate` and :func:`write_checkpoint` in between,
+and at the end evaluate and write the final weights. The task owns forward +
+loss; the loop owns everything else: device and precision (bf16 autocast),
+channels_last, DistributedDataParallel under ``torchrun``, gradient clipping,
+EMA, NaN/Inf handling, checkpoints, metrics, progress and evaluation (clean +
+PGD) on held-out images.
 
-A run folder holds ``config.yaml`` (the resolved configuration),
-``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and, when finished,
-``final.safetensors`` (the resolved configuration is its ``recipe``) and
-``result.json``.
+Random streams (every derived seed is :func:`llrnet.seeding.derive`):
 
-Determinism: the batch order is a function of ``(seed, step)``, augmentation
-draws from a generator seeded by ``(seed, step, rank)``, and checkpoints hold
-every RNG state, so on CPU a resumed run ends with bit-identical weights to an
-uninterrupted one.
+* model initialization: torch's global generator seeded with ``seed``, the
+  same on every rank;
+* batch order: ``generator(seed, "train", "epoch", e)`` (:mod:`llrnet.train.data`);
+* augmentation of step ``s`` on rank ``r``: ``generator(seed, "train", "augment", s, r)``;
+* the tasks' own draws (PGD random starts, ...): torch's global generator,
+  seeded with ``derive(seed, "train", "task", r)`` once the model is built.
+
+Checkpoints hold every RNG state, so on CPU a resumed run ends with
+bit-identical weights to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,9 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
-import warnings
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,40 +37,30 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from llrnet import distributed
 from llrnet.errors import RunError, UsageError
-from llrnet.fileio import atomic_write_json, atomic_write_text
+from llrnet.seeding import derive, generator
 from llrnet.train.augment import augment
 from llrnet.train.checkpoint import (
     checkpoint_path,
-    has_checkpoints,
     latest_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from llrnet.train.config import TrainConfig, config_to_dict, dump_config, preset_values
+from llrnet.train.config import TrainConfig, config_to_dict
 from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out
-from llrnet.train.ema import ModelEMA
 from llrnet.train.evaluation import robust_accuracy
-from llrnet.train.logging import MetricsLogger
-from llrnet.train.optim import build_optimizer, build_scheduler
-from llrnet.train.setup import build_model, build_task
+from llrnet.train.logging import MetricsLogger, RunningMeans
+from llrnet.train.presets import dump_config
+from llrnet.train.run_dir import RunDir
+from llrnet.train.setup import Trainee, build_trainee
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-FINAL_WEIGHTS = "final.safetensors"
-RESULT_FILE = "result.json"
-CHECKPOINTS = "checkpoints"
-
-#: Settings that may change when resuming (they do not change the weights).
-RESUMABLE_CHANGES = frozenset({
-    "log_every", "tensorboard", "checkpoint_every", "keep_checkpoints", "eval.every",
-    "data.num_workers", "device", "description",
-})
+__all__ = ["NonFiniteGuard", "TrainResult", "evaluate", "seed_everything", "train",
+           "train_one_step", "write_checkpoint"]
 
 
 @dataclass
@@ -89,293 +82,10 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key not in ("kwargs", "options"):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _check_resume_config(saved: Mapping[str, Any], config: TrainConfig) -> None:
-    old, new = _flatten(saved), _flatten(config_to_dict(config))
-    changed = sorted(k for k in set(old) | set(new)
-                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
-        raise UsageError(f"cannot resume with a different configuration ({details}); "
-                         "resume with the run's own config.yaml or start a new --out folder")
-
-
-def _prepare_out_dir(out_dir: Path, config: TrainConfig, resume: bool) -> None:
-    saved = out_dir / CONFIG_FILE
-    started = has_checkpoints(out_dir / CHECKPOINTS) or (out_dir / FINAL_WEIGHTS).exists()
-    if started and not resume:
-        raise UsageError(f"{out_dir} already holds a training run; pass --resume to continue "
-                         "it or choose another --out folder")
-    if resume and saved.is_file():
-        _check_resume_config(preset_values(str(saved)), config)
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
-
-
-def _all_finite(value: Tensor, device: torch.device) -> bool:
-    """True if ``value`` is finite on every rank (so all ranks take the same branch)."""
-    flag = torch.tensor([0.0 if bool(torch.isfinite(value).all()) else 1.0], device=device)
-    if distributed.is_distributed():
-        dist.all_reduce(flag)
-    return bool(flag.item() == 0.0)
-
-
-class _Window:
-    """Running means of the task's terms between two log lines, plus throughput."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.images = 0
-        self.start = time.perf_counter()
-
-    def add(self, terms: Mapping[str, Tensor], images: int) -> None:
-        for name, value in terms.items():
-            if isinstance(value, Tensor) and value.numel() == 1:
-                self.sums[name] = self.sums.get(name, 0.0) + float(value.detach().float())
-        self.count += 1
-        self.images += images
-
-    def means(self) -> dict[str, float]:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        values["images_per_second"] = self.images / elapsed
-        return values
-
-
-@dataclass
-class _Run:
-    """The live objects of a run (to keep :func:`train` short)."""
-
-    config: TrainConfig
-    out_dir: Path
-    device: torch.device
-    model: nn.Module
-    wrapped: nn.Module
-    task: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    ema: ModelEMA | None
-    train_set: Any
-    eval_images: Tensor
-    eval_labels: Tensor
-    log: MetricsLogger
-    rank: int
-    world: int
-    last_checkpoint: Path | None = None
-    skipped_in_a_row: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def evaluated_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
-
-    def state(self, step: int) -> dict[str, Any]:
-        rng = distributed.all_gather_objects(rng_state())
-        return {
-            "step": step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": rng,
-            "data": {"next_step": step, "batch_size": self.config.batch_size,
-                     "seed": self.config.seed},
-            "config": dump_config(self.config),
-        }
-
-    def restore(self, state: Mapping[str, Any]) -> int:
-        try:
-            self.model.load_state_dict(state["model"], strict=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if self.ema is not None:
-                if state["ema"] is None:
-                    raise RunError("the checkpoint has no EMA state but ema_decay is set")
-                self.ema.load_state_dict(state["ema"])
-            rngs = state["rng"]
-            set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
-            return int(state["step"])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise RunError(f"checkpoint does not fit this run: {error}") from None
-
-    def checkpoint(self, step: int) -> None:
-        state = self.state(step)  # every rank takes part in gathering the RNG states
-        if self.rank == 0:
-            self.last_checkpoint = save_checkpoint(self.out_dir / CHECKPOINTS, step, state,
-                                                   keep=self.config.keep_checkpoints)
-        distributed.barrier()
-
-    def evaluate(self, step: int) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        if self.rank == 0 and len(self.eval_labels):
-            metrics = robust_accuracy(self.evaluated_model, self.eval_images, self.eval_labels,
-                                      self.config.eval, device=self.device)
-            self.log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
-            logger.info("step %d: %s", step,
-                        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        distributed.barrier()
-        self.metrics = metrics
-        return metrics
-
-
-def _setup(config: TrainConfig, out_dir: Path, resume: bool, task: Any) -> tuple[_Run, int]:
-    device = distributed.local_device(config.device)
-    distributed.init_from_env(device)
-    rank, world = distributed.rank(), distributed.world_size()
-    if config.batch_size % world:
-        raise UsageError(f"batch_size {config.batch_size} is not divisible by the {world} "
-                         "processes; the batch size is global")
-    _prepare_out_dir(out_dir, config, resume)
-
-    seed_everything(config.seed)  # identical initialization on every rank
-    model = build_model(config.model).to(device)
-    if config.model.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    task = build_task(config.task) if task is None else task
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, config.steps)
-    ema = ModelEMA(model, config.ema_decay) if config.ema_decay is not None else None
-    train_set, eval_set = build_datasets(config.data)
-    eval_images, eval_labels = held_out(eval_set, config.data.eval_images)
-
-    start = 0
-    found = latest_checkpoint(out_dir / CHECKPOINTS) if resume else None
-    wrapped: nn.Module = model
-    if world > 1:
-        with warnings.catch_warnings():
-            # torch >= 2.10 deprecates broadcast_buffers but says to keep it for
-            # rank-local buffers: batch-norm statistics stay per device, never synced.
-            warnings.simplefilter("ignore", FutureWarning)
-            wrapped = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False)
-    run = _Run(config=config, out_dir=out_dir, device=device, model=model, wrapped=wrapped,
-               task=task, optimizer=optimizer, scheduler=scheduler, ema=ema,
-               train_set=train_set, eval_images=eval_images, eval_labels=eval_labels,
-               log=MetricsLogger(out_dir, enabled=False), rank=rank, world=world)
-    if found is not None:
-        start = run.restore(found[1])
-        run.last_checkpoint = checkpoint_path(out_dir / CHECKPOINTS, start)
-        logger.info("resuming %s from step %d", out_dir, start)
-    else:
-        torch.manual_seed(config.seed * 7919 + 1 + rank)  # per-rank stream for the tasks
-    if rank == 0:
-        atomic_write_text(out_dir / CONFIG_FILE, dump_config(config))
-    run.log = MetricsLogger(out_dir, enabled=rank == 0, tensorboard=config.tensorboard,
-                            resume_step=start if resume else None)
-    return run, start
-
-
-def _handle_nonfinite(run: _Run, step: int, what: str) -> None:
-    run.optimizer.zero_grad(set_to_none=True)
-    where = (f"the last good checkpoint is {run.last_checkpoint}" if run.last_checkpoint
-             else "no checkpoint was written yet")
-    if run.config.on_nonfinite == "stop":
-        raise RunError(f"non-finite {what} at step {step}: training stopped; {where}. "
-                       "Lower optim.lr, set optim.grad_clip, or set on_nonfinite=skip")
-    run.skipped_in_a_row += 1
-    logger.warning("non-finite %s at step %d: batch skipped (%d in a row)", what, step,
-                   run.skipped_in_a_row)
-    if run.skipped_in_a_row >= run.config.max_skipped:
-        raise RunError(f"{run.skipped_in_a_row} batches in a row had a non-finite {what} "
-                       f"(last at step {step}): training stopped; {where}")
-
-
-def _train_step(run: _Run, step: int, x: Tensor, y: Tensor) -> dict[str, Tensor] | None:
-    """One optimizer step; returns the task's terms, or None when the batch was skipped."""
-    config = run.config
-    x = augment(x, config.data.augment, _step_generator(config.seed, step, run.rank),
-                pad=config.data.pad, max_rotation=config.data.max_rotation,
-                max_shift=config.data.max_shift)
-    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-    if config.model.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    run.wrapped.train()
-    with _autocast(run.device, config.precision):
-        terms = run.task(run.wrapped, (x, y), step)
-    loss = terms["loss"]
-    if not _all_finite(loss.detach(), run.device):
-        _handle_nonfinite(run, step, f"loss ({float(loss.detach()):.4g})")
-        return None
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.optim.grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.optim.grad_clip)
-        if not _all_finite(norm, run.device):
-            _handle_nonfinite(run, step, "gradient norm")
-            return None
-    run.optimizer.step()
-    run.skipped_in_a_row = 0
-    if run.ema is not None:
-        run.ema.update(run.model)
-    return terms
-
-
-def _progress(run: _Run, start: int, stop: int, show: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=run.config.steps, initial=start, disable=not show or run.rank != 0,
-                desc="train", unit="step", dynamic_ncols=True, leave=False)
-
-
-def _iterate(run: _Run, start: int, stop: int) -> Iterator[tuple[int, Tensor, Tensor]]:
-    train_set = run.train_set
-    sampler = ShardedBatches(len(train_set), run.config.batch_size,
-                             run.config.seed, start, stop, run.rank, run.world)
-    for step, (x, y) in zip(range(start, stop), batches(train_set, sampler,
-                                                        run.config.data.num_workers)):
-        yield step, x, y
-
-
-def _finish(run: _Run, step: int) -> Path:
-    from llrnet.models import save_weights
-
-    weights = run.out_dir / FINAL_WEIGHTS
-    if run.rank == 0:
-        record = {
-            "recipe": config_to_dict(run.config),
-            "metrics": run.metrics,
-            "source": f"llrnet train, {step} steps"
-                      + (", EMA weights" if run.ema is not None else ""),
-        }
-        save_weights(run.evaluated_model, weights, record)
-        atomic_write_json(run.out_dir / RESULT_FILE, {
-            "step": step, "metrics": run.metrics, "weights": FINAL_WEIGHTS,
-        })
-    distributed.barrier()
-    return weights
-
-
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
           until_step: int | None = None, progress: bool = True,
           task: Any = None) -> TrainResult:
-    """Train ``config`` into ``out_dir``; see the module docstring for the folder layout.
+    """Train ``config`` into ``out_dir`` (layout: :mod:`llrnet.train.run_dir`).
 
     Args:
         config: the run's configuration.
@@ -391,60 +101,244 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         UsageError: bad configuration, or ``out_dir`` holds a run and ``resume`` is False.
         RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available.
     """
-    out = Path(out_dir)
-    run, start = _setup(config, out, resume, task)
+    run = RunDir(out_dir)
+    device = _start_processes(config)
+    run.prepare(config, resume=resume)
+    seed_everything(config.seed)  # identical initialization on every rank
+    trainee = build_trainee(config, device, task)
+    train_set, eval_set = build_datasets(config.data)
+    held = held_out(eval_set, config.data.eval_images)
+    start, last_checkpoint = _resume_or_seed(trainee, run, config, resume)
+    if distributed.rank() == 0:
+        run.write_config(config)
+    if run.is_finished() and start >= config.steps:
+        return TrainResult(run.path, start, True, run.final_weights, run.read_metrics())
+
     stop = config.steps if until_step is None else min(until_step, config.steps)
-    if (out / FINAL_WEIGHTS).exists() and start >= config.steps:
-        run.log.close()
-        return TrainResult(out, start, True, out / FINAL_WEIGHTS, _saved_metrics(out))
-    window = _Window()
-    bar = _progress(run, start, stop, progress)
-    step = start
-    try:
-        for step, x, y in _iterate(run, start, stop):
-            terms = _train_step(run, step, x, y)
-            lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step used
-            run.scheduler.step()
+    images = len(train_set)  # type: ignore[arg-type]
+    sampler = ShardedBatches(images, config.batch_size, config.seed, start, stop,
+                             distributed.rank(), distributed.world_size())
+    guard = NonFiniteGuard(config.on_nonfinite, config.max_skipped, last_checkpoint)
+    window = RunningMeans()
+    with MetricsLogger(run.path, enabled=distributed.rank() == 0,
+                       tensorboard=config.tensorboard,
+                       resume_step=start if resume else None) as log, \
+            _progress_bar(config.steps, start, progress) as bar:
+        data = batches(train_set, sampler, config.data.num_workers, device)
+        for step, batch in zip(range(start, stop), data):
+            lr = float(trainee.optimizer.param_groups[0]["lr"])  # the rate this step uses
+            terms = train_one_step(trainee, batch, step, config, device, guard)
+            trainee.scheduler.step()
             done = step + 1
-            if terms is not None:
-                window.add(terms, x.shape[0] * run.world)
             bar.update(1)
+            if terms is not None:
+                window.add(terms, batch[0].shape[0] * distributed.world_size())
             if done % config.log_every == 0 or done == stop:
-                values = window.means()
-                values["lr"] = lr
-                run.log.log(done, values)
-                bar.set_postfix({k: f"{values[k]:.3g}" for k in ("loss", "gamma")
-                                 if k in values} | {"img/s": f"{values['images_per_second']:.0f}"})
-                window = _Window()
+                _log_window(log, bar, done, {**window.means(), "lr": lr})
+                window = RunningMeans()
             if config.eval.every and done % config.eval.every == 0 and done < config.steps:
-                run.evaluate(done)
+                evaluate(trainee.evaluated_model, held, config, device, log, done)
             if done % config.checkpoint_every == 0 or done == stop:
-                run.checkpoint(done)
-        step = stop
+                guard.last_checkpoint = write_checkpoint(trainee, run, config, done)
         if stop < config.steps:
-            return TrainResult(out, max(stop, start), False)
-        metrics = run.evaluate(stop)
-        weights = _finish(run, stop)
-        return TrainResult(out, stop, True, weights, metrics)
-    finally:
-        bar.close()
-        run.log.close()
+            return TrainResult(run.path, max(stop, start), False)
+        metrics = evaluate(trainee.evaluated_model, held, config, device, log, stop)
+        weights = _write_final_weights(trainee, run, config, stop, metrics)
+    return TrainResult(run.path, stop, True, weights, metrics)
 
 
-def load_run_config(out_dir: str | Path) -> TrainConfig:
-    """The configuration saved in a run folder (for ``--resume`` without a preset)."""
-    from llrnet.train.config import config_from_dict
-
-    path = Path(out_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {out_dir} is not a training run folder")
-    return config_from_dict(preset_values(str(path)))
+# --- setting up ----------------------------------------------------------------------------
 
 
-def _saved_metrics(out_dir: Path) -> dict[str, float]:
-    import json
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
-    path = out_dir / RESULT_FILE
-    if not path.is_file():
-        return {}
-    return dict(json.loads(path.read_text(encoding="utf-8")).get("metrics", {}))
+
+def _start_processes(config: TrainConfig) -> torch.device:
+    """This process's device, with the process group started under ``torchrun``."""
+    device = distributed.local_device(config.device)
+    distributed.init_from_env(device)
+    world = distributed.world_size()
+    if config.batch_size % world:
+        raise UsageError(f"batch_size {config.batch_size} is not divisible by the {world} "
+                         "processes; the batch size is global")
+    return device
+
+
+def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: bool
+                    ) -> tuple[int, Path | None]:
+    """``(first step, its checkpoint)``: restored from the newest intact checkpoint
+    when resuming and there is one; else ``(0, None)`` with the tasks' stream seeded."""
+    rank = distributed.rank()
+    found = latest_checkpoint(run.checkpoints) if resume else None
+    if found is None:
+        torch.manual_seed(derive(config.seed, "train", "task", rank))
+        return 0, None
+    state = found[1]
+    try:
+        trainee.load_state_dict(state)
+        rngs = state["rng"]
+        set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+        start = int(state["step"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise RunError(f"checkpoint does not fit this run: {error}") from None
+    logger.info("resuming %s from step %d", run.path, start)
+    return start, checkpoint_path(run.checkpoints, start)
+
+
+# --- one step ------------------------------------------------------------------------------
+
+
+def train_one_step(trainee: Trainee, batch: tuple[Tensor, Tensor], step: int,
+                   config: TrainConfig, device: torch.device, guard: NonFiniteGuard
+                   ) -> dict[str, Tensor] | None:
+    """One optimizer step on ``batch`` (CPU); the task's terms, or None if it was skipped."""
+    x, y = _prepare_batch(batch, step, config, device)
+    trainee.wrapped.train()
+    with _autocast(device, config.precision):
+        terms = trainee.task(trainee.wrapped, (x, y), step)
+    loss = terms["loss"]
+    if not _all_finite(loss.detach(), device):
+        trainee.optimizer.zero_grad(set_to_none=True)
+        guard.skip_or_stop(step, f"loss ({float(loss.detach()):.4g})")
+        return None
+    trainee.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.optim.grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), config.optim.grad_clip)
+        if not _all_finite(norm, device):
+            trainee.optimizer.zero_grad(set_to_none=True)
+            guard.skip_or_stop(step, "gradient norm")
+            return None
+    trainee.optimizer.step()
+    guard.passed()
+    if trainee.ema is not None:
+        trainee.ema.update(trainee.model)
+    return terms
+
+
+def _prepare_batch(batch: tuple[Tensor, Tensor], step: int, config: TrainConfig,
+                   device: torch.device) -> tuple[Tensor, Tensor]:
+    """Augmented (seeded by step and rank), on the device, channels_last if asked."""
+    x, y = batch
+    data = config.data
+    x = augment(x, data.augment, generator(config.seed, "train", "augment", step,
+                                           distributed.rank()),
+                pad=data.pad, max_rotation=data.max_rotation, max_shift=data.max_shift)
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if config.model.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _all_finite(value: Tensor, device: torch.device) -> bool:
+    """True if ``value`` is finite on every rank (so all ranks take the same branch)."""
+    flag = torch.tensor([0.0 if bool(torch.isfinite(value).all()) else 1.0], device=device)
+    if distributed.is_distributed():
+        dist.all_reduce(flag)
+    return bool(flag.item() == 0.0)
+
+
+class NonFiniteGuard:
+    """The ``on_nonfinite`` policy: ``stop`` at the first non-finite loss or gradient
+    norm, or ``skip`` the batch, up to ``max_skipped`` batches in a row.
+
+    ``last_checkpoint`` (set by the loop after each checkpoint) is named in the
+    error, so the user knows where a rerun would resume.
+    """
+
+    def __init__(self, policy: str, max_skipped: int, last_checkpoint: Path | None) -> None:
+        self.policy = policy
+        self.max_skipped = max_skipped
+        self.last_checkpoint = last_checkpoint
+        self.in_a_row = 0
+
+    def passed(self) -> None:
+        """A step went through: the count of skipped batches in a row restarts."""
+        self.in_a_row = 0
+
+    def skip_or_stop(self, step: int, what: str) -> None:
+        """Raise RunError (``stop``, or too many skipped) or log the skipped batch."""
+        where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                 else "no checkpoint was written yet")
+        if self.policy == "stop":
+            raise RunError(f"non-finite {what} at step {step}: training stopped; {where}. "
+                           "Lower optim.lr, set optim.grad_clip, or set on_nonfinite=skip")
+        self.in_a_row += 1
+        logger.warning("non-finite %s at step %d: batch skipped (%d in a row)", what, step,
+                       self.in_a_row)
+        if self.in_a_row >= self.max_skipped:
+            raise RunError(f"{self.in_a_row} batches in a row had a non-finite {what} "
+                           f"(last at step {step}): training stopped; {where}")
+
+
+# --- between steps: logs, evaluation, checkpoints ------------------------------------------
+
+
+def _progress_bar(total: int, start: int, show: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not show or distributed.rank() != 0,
+                desc="train", unit="step", dynamic_ncols=True, leave=False)
+
+
+def _log_window(log: MetricsLogger, bar: Any, step: int, values: dict[str, float]) -> None:
+    log.log(step, values)
+    shown = {k: f"{values[k]:.3g}" for k in ("loss", "gamma") if k in values}
+    bar.set_postfix(shown | {"img/s": f"{values['images_per_second']:.0f}"})
+
+
+def evaluate(model: nn.Module, held: tuple[Tensor, Tensor], config: TrainConfig,
+             device: torch.device, log: MetricsLogger, step: int) -> dict[str, float]:
+    """Clean and PGD accuracy of ``model`` on the held-out images, on rank 0 (logged
+    as ``eval/...``); the other ranks wait and get ``{}``."""
+    images, labels = held
+    metrics: dict[str, float] = {}
+    if distributed.rank() == 0 and len(labels):
+        metrics = robust_accuracy(model, images, labels, config.eval, device=device)
+        log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
+        logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    distributed.barrier()
+    return metrics
+
+
+def write_checkpoint(trainee: Trainee, run: RunDir, config: TrainConfig, step: int) -> Path:
+    """Write the checkpoint of ``step`` (rank 0; every rank's RNG state); its ``.pt`` path."""
+    rngs = distributed.all_gather_objects(rng_state())  # every rank takes part
+    if distributed.rank() == 0:
+        state = {
+            "step": step,
+            **trainee.state_dict(),
+            "rng": rngs,
+            "data": {"next_step": step, "batch_size": config.batch_size, "seed": config.seed},
+            "config": dump_config(config),
+        }
+        save_checkpoint(run.checkpoints, step, state, keep=config.keep_checkpoints)
+    distributed.barrier()
+    return checkpoint_path(run.checkpoints, step)
+
+
+def _write_final_weights(trainee: Trainee, run: RunDir, config: TrainConfig, step: int,
+                         metrics: dict[str, float]) -> Path:
+    from llrnet.models import save_weights
+
+    if distributed.rank() == 0:
+        record = {
+            "recipe": config_to_dict(config),
+            "metrics": metrics,
+            "source": f"llrnet train, {step} steps"
+                      + (", EMA weights" if trainee.ema is not None else ""),
+        }
+        save_weights(trainee.evaluated_model, run.final_weights, record)
+        run.write_result(step, metrics)
+    distributed.barrier()
+    return run.final_weights

@@ -5,10 +5,16 @@ A task owns the forward passes and the loss of one batch; the loop
 float [N, C, H, W] in [0, 1] and ``y`` int64 [N]; ``step`` is the optimizer step
 counted from 0 (warm-up schedules read it). The returned ``"loss"`` is the
 scalar to back-propagate; every other entry is a detached scalar for logging.
+
+:data:`TASKS` names the task classes for configurations (``task.name`` of a
+preset): ``standard``, ``pgd``, ``trades``, ``llr``. A task written elsewhere
+can be registered with ``TASKS.add(MyTask, name="mine")``, or passed to
+``llrnet.train.train(..., task=...)`` without registering it.
 """
 
 from __future__ import annotations
 
+from llrnet.registry import Registry
 from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
 from llrnet.train.tasks.common import (
     BirdLogitView,
@@ -18,7 +24,15 @@ from llrnet.train.tasks.common import (
 from llrnet.train.tasks.llr_task import LLRTask
 from llrnet.train.tasks.standard import StandardTask
 
+TASKS: Registry[type] = Registry("task")
+"""Task classes by the name configurations use (``task.name``)."""
+TASKS.add(StandardTask, name="standard")
+TASKS.add(PGDTask, name="pgd")
+TASKS.add(TRADESTask, name="trades")
+TASKS.add(LLRTask, name="llr")
+
 __all__ = [
+    "TASKS",
     "BirdLogitView",
     "LLRTask",
     "PGDTask",

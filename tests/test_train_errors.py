@@ -1,16 +1,26 @@
-"""Error paths of training: configuration, overrides, presets, datasets, tasks, CLI."""
+"""Error paths of training: configuration, overrides, presets, datasets, tasks, the LLR
+regularizer, CLI. Every message is matched."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from llrnet.cli import main
 from llrnet.errors import UsageError
 from llrnet.train import load_config
+from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.data import build_datasets, global_batch_indices, shard
-from llrnet.train.setup import build_task, task_class
+from llrnet.train.llr import LLROptions, llr_regularizer
+from llrnet.train.setup import build_task
+from llrnet.train.tasks import TASKS, LLRTask, PGDTask, StandardTask, TRADESTask
+
+MODEL = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+X = torch.rand(3, 1, 2, 2)
+Y = torch.tensor([0, 1, 0])
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -67,8 +77,8 @@ def test_task_options_are_checked_against_the_task() -> None:
         build_task(load_config("digits_llr", ["task.options.steps=many"]).task)
     with pytest.raises(ValueError, match="eps must be >= 0"):
         build_task(load_config("digits_llr", ["task.options.eps=-1"]).task)
-    with pytest.raises(UsageError, match="unknown task 'fgsm'; choose one of: standard, pgd"):
-        task_class("fgsm")
+    with pytest.raises(UsageError, match="unknown task 'fgsm'; valid names: llr, pgd, standard"):
+        TASKS.get("fgsm")
 
 
 def test_datasets_that_are_not_there() -> None:
@@ -105,3 +115,47 @@ def test_cli_lists_and_prints(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--preset", "digits_llr", "--set", "steps=5", "--print-config"]) == 0
     text = capsys.readouterr().out
     assert "steps: 5" in text and "name: llr" in text
+
+
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        ((X,), "must be a pair"),
+        ((X.long(), Y), "float tensor"),
+        ((X, Y.float()), "labels must be int64"),
+        ((X, Y[:2]), r"labels must be int64 \[3\]"),
+    ],
+)
+def test_bad_batches_are_rejected(batch: tuple, match: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=match):
+        StandardTask()(MODEL, batch, 0)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: LLRTask(eps=-0.1), "eps must be >= 0"),
+        (lambda: LLRTask(steps=-1), "steps must be >= 0"),
+        (lambda: LLRTask(lam=-1.0), "must be >= 0"),
+        (lambda: PGDTask(step_size=-0.1), "step_size must be >= 0"),
+        (lambda: PGDTask(attack_bn="running"), "attack_bn must be 'batch' or 'eval'"),
+        (lambda: TRADESTask(beta=-1.0), "beta must be >= 0"),
+    ],
+)
+def test_bad_task_settings_are_rejected(make, match: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_llr_regularizer_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        llr_regularizer(MODEL, X, Y, LLROptions(eps=-1.0, steps=1))
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        llr_regularizer(MODEL, X, Y, LLROptions(eps=0.1, steps=-2))
+    with pytest.raises(ValueError, match=r"y must have shape \[3\]"):
+        llr_regularizer(MODEL, X, Y[:1], LLROptions(eps=0.1, steps=1))
+
+
+def test_frozen_batch_norm_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="'batch' or 'eval'"), frozen_batch_norm(MODEL, mode="x"):
+        pass

@@ -1,4 +1,8 @@
-"""The main demo (``llrnet demo``, what ``make demo`` runs).
+"""The main demo (``llrnet demo``, what ``make demo`` runs): train, evaluate, report.
+
+It sits at the package top level because it uses both halves of llrnet:
+:mod:`llrnet.train` for the models and :mod:`llrnet.eval` (the runner and the
+report's plotting helpers) for their evaluation.
 
 On the bundled two-class digits it trains three models of the same small
 architecture (presets ``digits_standard``, ``digits_pgd``, ``digits_llr``),
@@ -27,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from llrnet.errors import RunError
+from llrnet.eval.report import RISK_LABEL, draw_risk_coverage, pyplot, save_figure
 from llrnet.fileio import atomic_path, atomic_write_text
-from llrnet.train.config import load_config
+from llrnet.train import RunDir, load_config, train
 from llrnet.train.logging import read_metrics
-from llrnet.train.loop import FINAL_WEIGHTS, train
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +92,13 @@ def demo_suite(eps: float, *, quick: bool) -> Any:
 
 def _train_one(name: str, preset: str, out: Path, quick: bool, progress: bool) -> Path:
     config = load_config(preset, QUICK_OVERRIDES if quick else ())
-    run_dir = out / name / "train"
-    if (run_dir / FINAL_WEIGHTS).exists():
-        logger.info("%s: already trained (%s)", name, run_dir / FINAL_WEIGHTS)
-        return run_dir / FINAL_WEIGHTS
+    run = RunDir(out / name / "train")
+    if run.is_finished():
+        logger.info("%s: already trained (%s)", name, run.final_weights)
+        return run.final_weights
     logger.info("%s: training %d steps (%s, task %s)", name, config.steps, preset,
                 config.task.name)
-    result = train(config, run_dir, resume=True, progress=progress)
+    result = train(config, run.path, resume=True, progress=progress)
     if result.weights is None:
         raise RunError(f"{name}: training stopped at step {result.step} without final weights")
     return result.weights
@@ -135,46 +139,25 @@ def leaderboard(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_risk_coverage(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+def plot_risk_coverage_per_attack(results: dict[str, dict[str, dict[str, Any]]],
+                                  path: Path) -> None:
     """One panel per attack, one risk-coverage curve per model."""
-    plt = _pyplot()
     attacks = list(next(iter(results.values())))
-    figure, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.2),
-                                squeeze=False)
+    figure, axes = pyplot().subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.2),
+                                     squeeze=False)
     for axis, attack in zip(axes[0], attacks):
-        for model, records in results.items():
-            if attack in records:
-                curve = records[attack]["coverage_curve"]
-                axis.plot(curve["coverage"], curve["risk"], label=model)
-        axis.axvline(0.8, color="grey", linestyle=":", linewidth=1)
+        draw_risk_coverage(axis, {model: records[attack]["coverage_curve"]
+                                  for model, records in results.items() if attack in records})
         axis.set_title(attack, fontsize=9)
-        axis.set_xlabel("coverage")
-        axis.set_xlim(0, 1)
-        # Risk uses the nominal count N x coverage, so it exceeds 1 at tiny
-        # coverages of a small set (as in the reference); clip the view, not the data.
-        axis.set_ylim(0, 1.05)
-        axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("risk (errors / (N x coverage))")
+    axes[0][0].set_ylabel(RISK_LABEL)
     axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def plot_training_curves(run_dirs: dict[str, Path], path: Path) -> None:
     """Training loss of each model against the step, and LLR's gamma."""
-    plt = _pyplot()
-    figure, (loss_axis, gamma_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, (loss_axis, gamma_axis) = pyplot().subplots(1, 2, figsize=(9, 3.4))
     for model, run_dir in run_dirs.items():
         records = [r for r in read_metrics(run_dir) if r.get("loss") is not None]
         loss_axis.plot([r["step"] for r in records], [r["loss"] for r in records], label=model)
@@ -190,9 +173,7 @@ def plot_training_curves(run_dirs: dict[str, Path], path: Path) -> None:
         if axis.lines:
             axis.legend(fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def stack_examples(images: dict[str, Path], path: Path) -> None:
@@ -268,7 +249,7 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
                for name, path in weights.items()}
     table = leaderboard(results)
     atomic_write_text(out / TABLE, table + "\n")
-    plot_risk_coverage(results, out / RISK_COVERAGE)
+    plot_risk_coverage_per_attack(results, out / RISK_COVERAGE)
     plot_training_curves({name: out / name / "train" for name in MODELS}, out / TRAINING_CURVES)
     stack_examples({name: out / name / "eval" / "examples.png" for name in MODELS},
                    out / EXAMPLES)

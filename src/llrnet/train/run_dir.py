@@ -1,0 +1,143 @@
+"""The run folder: what a training run writes where, and reading it back.
+
+A run folder (``llrnet train --out DIR``) holds:
+
+* ``config.yaml``: the resolved configuration (:func:`~llrnet.train.presets.dump_config`);
+* ``metrics.jsonl`` and ``tensorboard/`` (:mod:`llrnet.train.logging`);
+* ``checkpoints/`` (:mod:`llrnet.train.checkpoint`);
+* when finished, ``final.safetensors`` (the weights; the resolved configuration
+  is their ``recipe``) and ``result.json`` (``step``, ``metrics``, ``weights``).
+
+A folder that holds a checkpoint or final weights is *started*: training into
+it again needs ``resume``, and resuming checks that the configuration is the
+saved one up to :data:`RESUMABLE_CHANGES`.
+
+Example::
+
+    run = RunDir("runs/digits_llr")
+    run.read_config().steps, run.read_metrics()    # (100, {"clean_accuracy": ..., ...})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from llrnet.errors import UsageError
+from llrnet.fileio import atomic_write_json, atomic_write_text
+from llrnet.train.checkpoint import has_checkpoints
+from llrnet.train.config import TrainConfig, config_to_dict, flatten
+from llrnet.train.presets import dump_config, load_config, preset_values
+
+__all__ = [
+    "CHECKPOINTS",
+    "CONFIG_FILE",
+    "FINAL_WEIGHTS",
+    "RESULT_FILE",
+    "RESUMABLE_CHANGES",
+    "RunDir",
+    "load_run_config",
+]
+
+CONFIG_FILE = "config.yaml"
+FINAL_WEIGHTS = "final.safetensors"
+RESULT_FILE = "result.json"
+CHECKPOINTS = "checkpoints"
+
+#: Settings that may change when resuming (they do not change the weights).
+RESUMABLE_CHANGES = frozenset({
+    "log_every", "tensorboard", "checkpoint_every", "keep_checkpoints", "eval.every",
+    "data.num_workers", "device", "description",
+})
+
+
+class RunDir:
+    """The files of the training run in ``path`` (nothing is created until written)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def final_weights(self) -> Path:
+        return self.path / FINAL_WEIGHTS
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / RESULT_FILE
+
+    def is_started(self) -> bool:
+        """True when the folder holds a checkpoint (intact or not) or final weights."""
+        return has_checkpoints(self.checkpoints) or self.final_weights.exists()
+
+    def is_finished(self) -> bool:
+        """True when the final weights are written."""
+        return self.final_weights.exists()
+
+    def prepare(self, config: TrainConfig, *, resume: bool) -> None:
+        """Check that ``config`` may train into this folder.
+
+        Raises:
+            UsageError: the folder holds a run and ``resume`` is False, or
+                ``resume`` is True and ``config`` differs from the saved one in
+                a setting that changes the weights.
+        """
+        if self.is_started() and not resume:
+            raise UsageError(f"{self.path} already holds a training run; pass --resume to "
+                             "continue it or choose another --out folder")
+        if resume and self.config_file.is_file():
+            check_resumable(preset_values(str(self.config_file)), config)
+
+    def write_config(self, config: TrainConfig) -> None:
+        """Write ``config.yaml`` (the resolved configuration)."""
+        atomic_write_text(self.config_file, dump_config(config))
+
+    def read_config(self, overrides: Sequence[str] = ()) -> TrainConfig:
+        """The configuration saved in ``config.yaml``, with ``key=value`` overrides."""
+        if not self.config_file.is_file():
+            raise FileNotFoundError(f"{self.config_file} not found: {self.path} is not a "
+                                    "training run folder")
+        return load_config(str(self.config_file), overrides)
+
+    def write_result(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Write ``result.json`` (after the final weights)."""
+        atomic_write_json(self.result_file, {
+            "step": step, "metrics": dict(metrics), "weights": FINAL_WEIGHTS,
+        })
+
+    def read_metrics(self) -> dict[str, float]:
+        """The final evaluation's metrics from ``result.json`` (empty if not finished)."""
+        if not self.result_file.is_file():
+            return {}
+        result = json.loads(self.result_file.read_text(encoding="utf-8"))
+        return dict(result.get("metrics", {}))
+
+
+def check_resumable(saved: Mapping[str, Any], config: TrainConfig) -> None:
+    """Raise UsageError if ``config`` differs from the ``saved`` values beyond
+    :data:`RESUMABLE_CHANGES` (naming the first changed keys)."""
+    old, new = flatten(saved), flatten(config_to_dict(config))
+    changed = sorted(k for k in set(old) | set(new)
+                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise UsageError(f"cannot resume with a different configuration ({details}); "
+                         "resume with the run's own config.yaml or start a new --out folder")
+
+
+def load_run_config(out_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The configuration saved in a run folder (for ``--resume`` without a preset),
+    with ``key=value`` overrides."""
+    return RunDir(out_dir).read_config(overrides)
