@@ -6,8 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from llrnet.errors import UsageError
 from llrnet.train.bn_replay import frozen_batch_norm
+from llrnet.train.config import TaskConfig
 from llrnet.train.llr import llr_regularizer
+from llrnet.train.setup import build_task
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
 
 MODEL = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
@@ -57,3 +60,10 @@ def test_llr_regularizer_checks_its_arguments() -> None:
 def test_frozen_batch_norm_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="'batch' or 'eval'"), frozen_batch_norm(MODEL, mode="x"):
         pass
+
+
+@pytest.mark.parametrize("name", ["standard", "pgd", "trades", "llr"])
+def test_the_removed_binary_option_is_an_unknown_key(name: str) -> None:
+    # The model's head decides the loss now; a preset still saying `binary` must fail.
+    with pytest.raises(UsageError, match=rf"unknown key 'binary' in task.options \({name}\)"):
+        build_task(TaskConfig(name=name, options={"binary": True}))

@@ -5,25 +5,22 @@ A task owns the forward passes and the loss of one batch; the loop
 float [N, C, H, W] in [0, 1] and ``y`` int64 [N]; ``step`` is the optimizer step
 counted from 0 (warm-up schedules read it). The returned ``"loss"`` is the
 scalar to back-propagate; every other entry is a detached scalar for logging.
+The loss, accuracy and attack view follow the model's head
+(:func:`llrnet.models.head_of`), so no task needs to be told whether it trains
+a softmax classifier or a sigmoid bird logit.
 """
 
 from __future__ import annotations
 
 from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
-from llrnet.train.tasks.common import (
-    BirdLogitView,
-    Task,
-    binary_cross_entropy_per_example,
-)
+from llrnet.train.tasks.common import Task
 from llrnet.train.tasks.llr_task import LLRTask
 from llrnet.train.tasks.standard import StandardTask
 
 __all__ = [
-    "BirdLogitView",
     "LLRTask",
     "PGDTask",
     "StandardTask",
     "TRADESTask",
     "Task",
-    "binary_cross_entropy_per_example",
 ]
