@@ -193,7 +193,12 @@ def head_of(model: nn.Module) -> Head:
 
 
 def set_head(model: nn.Module, head: Head) -> nn.Module:
-    """Declare ``head`` as ``model``'s head (an instance attribute) and return ``model``."""
+    """Declare ``head`` as ``model``'s head (an instance attribute) and return ``model``.
+
+    The head is not part of the state dict, so weights files do not carry it:
+    ``load_weights`` rebuilds the architecture, and only a head declared by
+    the class (or set by its registered builder) comes back.
+    """
     if not isinstance(head, Head):
         raise UsageError(f"head must be a llrnet.models.heads.Head, got {type(head).__name__}")
     setattr(model, HEAD_ATTRIBUTE, head)
