@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -22,6 +23,8 @@ from llrnet.eval import (
     evaluate,
     format_table,
 )
+from llrnet.models.heads import SIGMOID_BIRD_HEAD, ChallengeView
+from llrnet.models.weights import tensors_sha256
 
 
 def tiny_data(n: int = 24) -> tuple[Tensor, Tensor]:
@@ -237,7 +240,9 @@ def test_attack_subsets_share_an_output_folder(tmp_path: Path) -> None:
 
 class _BirdHead(nn.Module):
     """A bird-or-bicycle style model: raw head whose column 0 is meaningless,
-    with the challenge view in ``two_class_logits`` (bird logit = oracle margin)."""
+    declaring a sigmoid bird head on column 1 (bird logit = oracle margin)."""
+
+    output_head = SIGMOID_BIRD_HEAD
 
     def __init__(self) -> None:
         super().__init__()
@@ -247,10 +252,6 @@ class _BirdHead(nn.Module):
         margin = self.oracle(x)[:, 1] - self.oracle(x)[:, 0]
         return torch.stack([torch.full_like(margin, 1e3), margin], dim=1)
 
-    def two_class_logits(self, x: Tensor) -> Tensor:
-        bird = self.forward(x)[:, 1]
-        return torch.stack([torch.relu(-bird), torch.relu(bird)], dim=1)
-
 
 def test_bird_or_bicycle_models_are_scored_through_their_challenge_view(tmp_path: Path) -> None:
     images, labels = tiny_data()
@@ -259,3 +260,17 @@ def test_bird_or_bicycle_models_are_scored_through_their_challenge_view(tmp_path
                        out_dir=tmp_path, progress=False)
     # The raw head would predict class 0 everywhere (column 0 = 1000); the view is exact.
     assert results["clean"]["accuracy@100"] == 1.0
+
+
+def test_the_model_fingerprint_is_the_weights_hash_of_the_scored_module(tmp_path: Path) -> None:
+    entries = (SuiteEntry("clean", Identity(), kind="clean"),)
+    evaluate(_BirdHead(), Suite("clean", entries, batch_size=8), tiny_data(), out_dir=tmp_path,
+             progress=False)
+    manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
+    # The runner scores (and so fingerprints) the challenge view of the model.
+    scored = ChallengeView(_BirdHead())
+    expected = hashlib.sha256(
+        f"ChallengeView|{tensors_sha256(scored.state_dict())}".encode()).hexdigest()
+    assert manifest["model"] == expected
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_class"] == "ChallengeView"

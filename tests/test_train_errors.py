@@ -13,6 +13,7 @@ from llrnet.cli import main
 from llrnet.errors import UsageError
 from llrnet.train import load_config
 from llrnet.train.bn_replay import frozen_batch_norm
+from llrnet.train.config import TaskConfig
 from llrnet.train.data import build_datasets, global_batch_indices, shard
 from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.setup import build_task
@@ -159,3 +160,10 @@ def test_llr_regularizer_checks_its_arguments() -> None:
 def test_frozen_batch_norm_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="'batch' or 'eval'"), frozen_batch_norm(MODEL, mode="x"):
         pass
+
+
+@pytest.mark.parametrize("name", ["standard", "pgd", "trades", "llr"])
+def test_the_removed_binary_option_is_an_unknown_key(name: str) -> None:
+    # The model's head decides the loss now; a preset still saying `binary` must fail.
+    with pytest.raises(UsageError, match=rf"unknown key 'binary' in task.options \({name}\)"):
+        build_task(TaskConfig(name=name, options={"binary": True}))

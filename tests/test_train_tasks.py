@@ -1,5 +1,5 @@
 """Training tasks: the dict contract, a backward step, the losses each one defines,
-the warm-up, running-average updates, and the bird-logit (sigmoid head) option."""
+the warm-up, running-average updates, and models with a sigmoid bird head."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.train.tasks import (
-    BirdLogitView,
-    LLRTask,
-    PGDTask,
-    StandardTask,
-    TRADESTask,
-    binary_cross_entropy_per_example,
-)
+from llrnet.models.heads import SIGMOID_BIRD_HEAD, BirdLogitView, set_head
+from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
 
 
 def _net(classes: int = 3) -> nn.Module:
@@ -25,6 +19,11 @@ def _net(classes: int = 3) -> nn.Module:
         nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
         nn.Flatten(), nn.Linear(4 * 4 * 4, classes),
     ).train()
+
+
+def _bird_net() -> nn.Module:
+    """``_net(2)`` declaring a sigmoid bird head (column 1 is the bird logit)."""
+    return set_head(_net(2), SIGMOID_BIRD_HEAD)
 
 
 def _batch(n: int = 8, classes: int = 3) -> tuple[Tensor, Tensor]:
@@ -160,26 +159,26 @@ def test_trades_kl_term_vanishes_without_perturbation_and_grows_with_it() -> Non
     torch.testing.assert_close(some["loss"].detach(), some["ce"] + 2.0 * some["kl"])
 
 
-def test_binary_option_is_bce_on_the_bird_logit() -> None:
+def test_sigmoid_bird_head_is_bce_on_the_bird_logit() -> None:
     x, y = _batch(classes=2)
     logits = _net(2)(x)
     expected = F.binary_cross_entropy_with_logits(logits[:, 1], y.float())
-    out = StandardTask(binary=True)(_net(2), (x, y), 0)
+    out = StandardTask()(_bird_net(), (x, y), 0)
     torch.testing.assert_close(out["loss"], expected)
-    torch.testing.assert_close(binary_cross_entropy_per_example(logits, y).mean(), expected)
+    torch.testing.assert_close(SIGMOID_BIRD_HEAD.per_example_loss(logits, y).mean(), expected)
     # Softmax CE of the view [0, z] is the same BCE, so CE attacks attack the sigmoid head.
-    view = BirdLogitView(_net(2))
+    view = BirdLogitView(_bird_net())
     torch.testing.assert_close(F.cross_entropy(view(x), y), expected)
-    for task in (PGDTask(eps=0.1, steps=1, binary=True),
-                 TRADESTask(eps=0.1, steps=1, binary=True),
-                 LLRTask(eps=0.1, steps=1, binary=True, warmup_steps=0)):
-        result = task(_net(2), (x, y), 0)
+    for task in (PGDTask(eps=0.1, steps=1),
+                 TRADESTask(eps=0.1, steps=1),
+                 LLRTask(eps=0.1, steps=1, warmup_steps=0)):
+        result = task(_bird_net(), (x, y), 0)
         result["loss"].backward()
         assert torch.isfinite(result["loss"])
 
 
-def test_llr_binary_uses_bce_as_the_nominal_loss() -> None:
+def test_llr_on_a_sigmoid_bird_head_uses_bce_as_the_nominal_loss() -> None:
     x, y = _batch(classes=2)
-    out = LLRTask(eps=0.05, steps=1, binary=True, warmup_steps=0)(_net(2), (x, y), 0)
+    out = LLRTask(eps=0.05, steps=1, warmup_steps=0)(_bird_net(), (x, y), 0)
     expected = F.binary_cross_entropy_with_logits(_net(2)(x)[:, 1], y.float())
     torch.testing.assert_close(out["ce"], expected.detach())

@@ -1,5 +1,8 @@
 """Scoring image files with a bird-or-bicycle classifier (``llrnet predict``).
 
+Any model whose head is a sigmoid bird logit (:class:`llrnet.models.SigmoidBirdHead`,
+such as :class:`~llrnet.models.BirdOrBicycleClassifier`) can score images.
+
 Images are decoded with Pillow, converted to RGB, resized so the shorter side is
 224 (bilinear, antialiased), center-cropped to 224x224 and scaled to [0, 1].
 """
@@ -16,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
 from llrnet.errors import InputError
-from llrnet.models.classifier import BirdOrBicycleClassifier
+from llrnet.models.heads import SigmoidBirdHead, head_of
 
 IMAGE_SIZE = 224
 
@@ -65,7 +68,7 @@ def load_image(path: str | os.PathLike[str], size: int = IMAGE_SIZE) -> torch.Te
 
 
 def predict_images(
-    model: BirdOrBicycleClassifier,
+    model: torch.nn.Module,
     paths: list[str | os.PathLike[str]],
     *,
     batch_size: int = 8,
@@ -76,9 +79,11 @@ def predict_images(
     Returns the predictions (in input order, readable files only) and a mapping
     from each unreadable path to the reason.
     """
-    if not isinstance(model, BirdOrBicycleClassifier):
+    head = head_of(model)
+    if not isinstance(head, SigmoidBirdHead):
         raise InputError(
-            f"predict needs a bird-or-bicycle classifier, got {type(model).__name__}"
+            f"predict needs a bird-or-bicycle classifier (a sigmoid bird head), got "
+            f"{type(model).__name__} with a {type(head).__name__}"
         )
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -95,7 +100,7 @@ def predict_images(
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
             batch = torch.stack([image for _, image in chunk]).to(device)
-            logits = model.bird_logit(batch).float().cpu().numpy()
+            logits = head.bird_logit(model(batch)).float().cpu().numpy()
             for (path, _), logit in zip(chunk, logits):
                 predictions.append(_prediction(path, float(logit)))
     return predictions, failures

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.parts import ImageRng
+from llrnet.contracts import check_images
 from llrnet.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -88,22 +89,6 @@ def resolve_seeds(seeds: Tensor | int | None, n: int) -> Tensor:
     raise InputError(
         f"seeds must be an int, a 1-D int64 tensor or None, got {type(seeds).__name__}"
     )
-
-
-def _check_images(x: Any, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
-    if x.dim() != 4:
-        raise InputError(f"{name} must be [N, C, H, W], got shape {list(x.shape)}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise InputError(f"{name} contains NaN or infinite values")
-    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise InputError(
-            f"{name} must lie in [0, 1], got range [{float(x.min()):.4g}, {float(x.max()):.4g}]"
-        )
-    return x
 
 
 def _check_labels(y: Any, n: int, device: torch.device, name: str) -> Tensor:
@@ -180,7 +165,7 @@ class Attack:
     ) -> Tensor:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        x = _check_images(x, "x")
+        x = check_images(x, "x")
         y = _check_labels(y, x.shape[0], x.device, "y")
         device = _model_device(model)
         if device is not None and device != x.device:
@@ -220,7 +205,7 @@ class Attack:
             return None
         if not isinstance(pool, tuple) or len(pool) != 2:
             raise InputError("pool must be a tuple (images [M, C, H, W], labels [M])")
-        images = _check_images(pool[0], "pool images")
+        images = check_images(pool[0], "pool images")
         if images.shape[1:] != x.shape[1:]:
             raise InputError(
                 f"pool images must have the shape of x per image, {list(x.shape[1:])}, "

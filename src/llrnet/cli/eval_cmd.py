@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+#: Help text: the data each suite scores (``llrnet.data.evaluation_dataset`` decides).
 SUITE_DATA = {
     "bird_or_bicycle": "the bird-or-bicycle test split under llrnet.data.DEFAULT_ROOT",
     "digits": "the bundled two-class digits test split (6 vs 7)",
@@ -45,47 +46,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from llrnet.models import BirdOrBicycleClassifier, ChallengeView, create_model, load_weights
+    from llrnet.models import create_model, load_weights
 
     if args.weights is not None:
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {args.weights}")
-        model = load_weights(args.weights, device=args.device)
-    else:
-        import torch
+        return load_weights(args.weights, device=args.device)
+    import torch
 
-        torch.manual_seed(args.seed)  # the same untrained model on a rerun, so it resumes
-        model = create_model(args.model)
-    return ChallengeView(model) if isinstance(model, BirdOrBicycleClassifier) else model
-
-
-def _dataset(suite: str, data: str | None) -> Any:
-    from llrnet import data as datasets
-    from llrnet.errors import InputError
-
-    if suite == "bird_or_bicycle":
-        root = Path(data) if data is not None else Path(datasets.DEFAULT_ROOT)
-        if not root.expanduser().exists():
-            raise InputError(f"bird-or-bicycle data not found at {root}; run `llrnet data "
-                             "download` or pass --data")
-        return datasets.BirdOrBicycle(root, "test")
-    if data is None:
-        return datasets.two_class_digits("test")
-    if suite == "digits":
-        raise InputError("the digits suite uses the bundled digits; leave out --data")
-    folder = Path(data).expanduser()
-    if not folder.is_dir():
-        raise InputError(f"--data {data} is not a folder")
-    if (folder / "cifar-10-batches-bin").is_dir():
-        return datasets.CIFAR10(folder, "test", augment=False)
-    if (folder / "val").is_dir():
-        return datasets.imagenet(folder, "val")
-    raise InputError(f"--data {data}: expected CIFAR-10 (cifar-10-batches-bin/) or ImageNet "
-                     "(val/<class>/<image>)")
+    torch.manual_seed(args.seed)  # the same untrained model on a rerun, so it resumes
+    return create_model(args.model)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from llrnet import distributed
+    from llrnet.data import evaluation_dataset
     from llrnet.errors import UsageError
     from llrnet.eval import evaluate, format_table, get_suite, list_suites
 
@@ -100,7 +75,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise UsageError("--attacks is empty; give names such as clean,spatial_grid")
     suite = get_suite(args.suite)
     suite.select(attacks)  # unknown names fail here, before loading data or model
-    dataset = _dataset(args.suite, args.data)
+    dataset = evaluation_dataset(args.suite, args.data)
     model = _model(args)
     class_names = ("bicycle", "bird") if args.suite == "bird_or_bicycle" else None
     results = evaluate(model, suite, dataset, out_dir=args.out, seed=args.seed,

@@ -57,7 +57,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = load_weights(args.weights, device=args.device)
     predictions, failures = predict_images(
-        model, args.images, batch_size=args.batch_size, device=args.device  # type: ignore[arg-type]
+        model, args.images, batch_size=args.batch_size, device=args.device
     )
     for prediction in predictions:
         if args.json:

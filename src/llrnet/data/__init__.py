@@ -24,6 +24,7 @@ from llrnet.data.bird_or_bicycle import (
     verify,
 )
 from llrnet.data.digits import DigitsDataset, digits, two_class_digits
+from llrnet.data.evaluation import evaluation_dataset, find_test_split
 from llrnet.data.folders import CIFAR10, ImageFolderDataset, cifar10, imagenet
 from llrnet.data.loaders import loader_settings
 from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
@@ -51,7 +52,9 @@ __all__ = [
     "cifar_train_transform",
     "digits",
     "download",
+    "evaluation_dataset",
     "evaluation_loader",
+    "find_test_split",
     "imagenet",
     "imagenet_eval_transform",
     "imagenet_train_transform",

@@ -45,28 +45,6 @@ def check_model_fn_output(output: Any, count: int) -> np.ndarray:
     return output
 
 
-def check_module_output(output: Any, count: int, num_classes: int | None) -> torch.Tensor:
-    """Validate an ``nn.Module`` result: a floating [count, K] tensor, finite, K >= classes."""
-    if not isinstance(output, torch.Tensor):
-        raise InputError(f"the model must return a tensor of logits, got {type(output).__name__}")
-    if output.dim() != 2 or output.shape[0] != count or output.shape[1] < 2:
-        raise InputError(
-            f"the model must return logits of shape [{count}, K] with K >= 2 for {count} "
-            f"images, got {list(output.shape)}"
-        )
-    if num_classes is not None and output.shape[1] < num_classes:
-        raise InputError(
-            f"the model returns {output.shape[1]} logits per image but the labels need "
-            f"{num_classes} classes"
-        )
-    if not output.is_floating_point():
-        raise InputError(f"the model must return floating-point logits, got {output.dtype}")
-    if not bool(torch.isfinite(output).all()):
-        bad = int((~torch.isfinite(output)).any(dim=1).sum())
-        raise InputError(f"the model returned NaN or infinite logits for {bad} of {count} images")
-    return output
-
-
 class ModelFnModule(nn.Module):
     """A forward-only module around a numpy ``model_fn`` (NHWC in, (N, 2) out).
 

@@ -26,10 +26,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llrnet import __version__, distributed
+from llrnet.contracts import check_images, check_logits
 from llrnet.errors import InputError, RunError, UsageError
 from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
-from llrnet.eval.model_fn import ModelFnModule, check_module_output
+from llrnet.eval.model_fn import ModelFnModule
 from llrnet.eval.report import (
     EXAMPLES,
     format_table,
@@ -40,6 +41,8 @@ from llrnet.eval.report import (
 from llrnet.eval.seeds import image_seeds
 from llrnet.eval.state import ChunkResult, RunState
 from llrnet.eval.suites import Suite, SuiteEntry, get_suite
+from llrnet.models.heads import challenge_view
+from llrnet.models.weights import tensors_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +80,9 @@ def _resolve_suite(suite: str | Suite | Sequence[Any]) -> Suite:
 
 
 def _fingerprint_module(model: nn.Module) -> str:
-    digest = hashlib.sha256(type(model).__name__.encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
-                      .tobytes())
-    return digest.hexdigest()
+    """sha256 of the class name and the weights file's tensor hash of the state dict."""
+    tensors = tensors_sha256(model.state_dict())
+    return hashlib.sha256(f"{type(model).__name__}|{tensors}".encode()).hexdigest()
 
 
 def _fingerprint_outputs(logits: torch.Tensor) -> str:
@@ -91,26 +90,13 @@ def _fingerprint_outputs(logits: torch.Tensor) -> str:
     return hashlib.sha256(rounded.tobytes()).hexdigest()
 
 
-class _TwoClassLogits(nn.Module):
-    """Scores a classifier through its ``two_class_logits`` (the challenge view)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.two_class_logits(x)  # type: ignore[operator]
-
-
 def _prepare_model(model_or_fn: Any, device: torch.device) -> tuple[nn.Module, bool]:
     if isinstance(model_or_fn, nn.Module):
-        if callable(getattr(model_or_fn, "two_class_logits", None)):
-            # A bird-or-bicycle classifier's raw head is not the challenge contract;
-            # its two-class view is (llrnet.models.ChallengeView does the same).
-            logger.info("scoring %s through its two_class_logits",
-                        type(model_or_fn).__name__)
-            model_or_fn = _TwoClassLogits(model_or_fn)
-        return model_or_fn.to(device), False
+        view = challenge_view(model_or_fn)
+        if view is not model_or_fn:
+            # A sigmoid bird head's raw logits are not the challenge contract; its view is.
+            logger.info("scoring %s through its challenge view", type(model_or_fn).__name__)
+        return view.to(device), False
     if callable(model_or_fn):
         return ModelFnModule(model_or_fn), True
     raise UsageError(
@@ -127,9 +113,7 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _validate_first_batch(run: _Run) -> tuple[torch.Tensor, list[str]]:
     """Forward the first batch twice; raise InputError on bad outputs; sanity warnings."""
     x, y = run.source.get(run.source.order[: run.batch_size])
-    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
-        raise InputError(f"images must lie in [0, 1], got [{float(x.min()):.4g}, "
-                         f"{float(x.max()):.4g}]; convert with x / 255")
+    check_images(x)
     if int(y.min()) < 0:
         raise InputError("labels must be non-negative class indices")
     x = x.to(run.device)
@@ -141,7 +125,7 @@ def _validate_first_batch(run: _Run) -> tuple[torch.Tensor, list[str]]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"the model failed on the first batch (images {list(x.shape)}): "
                          f"{reason}; do the model and the data match?") from error
-    check_module_output(first, len(x), int(y.max()) + 1)
+    check_logits(first, len(x), num_classes=int(y.max()) + 1)
     second = _forward(run.model, x)
     return first, checks.check_outputs(first, second)
 
@@ -161,7 +145,7 @@ def _run_chunk(run: _Run, entry: SuiteEntry, chunk: int, indices: list[int]) -> 
     else:
         x_adv = entry.attack(run.model, x, y, seeds=seeds)
     stats = getattr(entry.attack, "last_stats", None) or {}
-    logits = check_module_output(_forward(run.model, x_adv), len(indices), int(y.max()) + 1)
+    logits = check_logits(_forward(run.model, x_adv), len(indices), num_classes=int(y.max()) + 1)
     wall = time.perf_counter() - start
     keep = x_adv if run.save_adversarial else (x_adv[:EXAMPLE_COUNT] if chunk == 0 else None)
     evaluations = stats.get("model_evaluations")
@@ -243,9 +227,9 @@ def evaluate(
 
     Args:
         model_or_model_fn: an ``nn.Module`` mapping float [N, C, H, W] images in
-            [0, 1] to logits [N, K] (the fast path; a module with a
-            ``two_class_logits`` method, such as a bird-or-bicycle classifier,
-            is scored through it), or the challenge's numpy
+            [0, 1] to logits [N, K] (the fast path; a model with a sigmoid
+            bird head, such as a bird-or-bicycle classifier, is scored through
+            its challenge view, ``llrnet.models.challenge_view``), or the challenge's numpy
             ``model_fn`` (NHWC float32 -> (N, 2) float32). A model_fn only
             supports attacks that need no gradients.
         suite: a suite name (:func:`list_suites`), a :class:`Suite`, or a list

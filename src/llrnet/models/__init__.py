@@ -1,16 +1,25 @@
 """Models: the registry, ResNet v2, Wide-ResNet, the bird-or-bicycle classifier,
-adapters to the hub/challenge conventions, and safetensors weights."""
+heads (how logits are read; the challenge view of any model), adapters to the
+hub/challenge conventions, and safetensors weights."""
 
 from __future__ import annotations
 
 from llrnet.models import zoo as _zoo  # noqa: F401  (registers the models)
 from llrnet.models.adapters import as_model_fn, latents_module, linear_module
-from llrnet.models.classifier import (
+from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
+from llrnet.models.heads import (
     BICYCLE,
     BIRD,
-    BirdOrBicycleClassifier,
+    SIGMOID_BIRD_HEAD,
+    SOFTMAX_HEAD,
+    BirdLogitView,
     ChallengeView,
-    ImageNetClassifier,
+    Head,
+    SigmoidBirdHead,
+    SoftmaxHead,
+    challenge_view,
+    head_of,
+    set_head,
     two_class_from_bird_logit,
 )
 from llrnet.models.layers import Conv2dSame, MaxPool2dSame, Normalize, same_padding
@@ -23,17 +32,25 @@ from llrnet.models.wide_resnet import WideResNet
 __all__ = [
     "BICYCLE",
     "BIRD",
+    "SIGMOID_BIRD_HEAD",
+    "SOFTMAX_HEAD",
+    "BirdLogitView",
     "BirdOrBicycleClassifier",
     "ChallengeView",
     "Conv2dSame",
     "CropResizeScale",
+    "Head",
     "ImageNetClassifier",
     "MaxPool2dSame",
     "Normalize",
     "ResNetV2",
+    "SigmoidBirdHead",
+    "SoftmaxHead",
     "WideResNet",
     "as_model_fn",
+    "challenge_view",
     "create_model",
+    "head_of",
     "latents_module",
     "linear_module",
     "list_models",
@@ -44,6 +61,7 @@ __all__ = [
     "register_model",
     "same_padding",
     "save_weights",
+    "set_head",
     "tf1_central_crop",
     "tf1_resize_bilinear",
     "two_class_from_bird_logit",

@@ -19,6 +19,7 @@ from torch import nn
 
 from llrnet.errors import InputError
 from llrnet.models.classifier import BirdOrBicycleClassifier
+from llrnet.models.heads import challenge_view
 
 HubCall = Callable[[Mapping[str, Any]], torch.Tensor]
 ModelFn = Callable[[np.ndarray], np.ndarray]
@@ -99,16 +100,17 @@ def as_model_fn(
 ) -> ModelFn:
     """The challenge's ``model_fn`` for ``model``: NHWC float32 -> (N, 2) float32.
 
-    ``model`` is either a :class:`BirdOrBicycleClassifier` (its two-class view is
-    used) or any module already returning [N, 2] challenge logits. The model is
-    run in eval mode without gradients, ``batch_size`` images at a time.
+    ``model`` is scored through its challenge view
+    (:func:`~llrnet.models.heads.challenge_view`): the two-class logits of a
+    sigmoid bird head such as :class:`BirdOrBicycleClassifier`, or the output of
+    a module already returning [N, 2] challenge logits. The model is run in eval
+    mode without gradients, ``batch_size`` images at a time.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     target = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(target).eval()
-    forward: Callable[[torch.Tensor], torch.Tensor]
-    forward = model.two_class_logits if isinstance(model, BirdOrBicycleClassifier) else model
+    forward = challenge_view(model)
 
     def model_fn(images: np.ndarray) -> np.ndarray:
         validate_challenge_images(images)

@@ -3,7 +3,9 @@
 ``BirdOrBicycleClassifier`` reproduces DeepMind's submission: preprocessing ->
 latents (ResNet trunk, [N, 2048, 1, 1]) -> linear (1x1 convolution 2048 -> 2).
 Only channel 1 of the head (the bird logit ``l``) is meaningful; it is read
-through a sigmoid, and the challenge sees ``[relu(-l), relu(l)]``.
+through a sigmoid, and the challenge sees ``[relu(-l), relu(l)]``. The class
+declares that head (:data:`~llrnet.models.heads.SIGMOID_BIRD_HEAD`), so training,
+evaluation and :func:`~llrnet.models.heads.challenge_view` follow it.
 """
 
 from __future__ import annotations
@@ -11,17 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llrnet.models import layout
+from llrnet.models.heads import SIGMOID_BIRD_HEAD, SigmoidBirdHead
 from llrnet.models.layers import ScaleToSymmetric
 from llrnet.models.preprocessing import CropResizeScale
-
-BICYCLE = 0
-"""Challenge label of bicycles (column 0 of the two-class logits)."""
-BIRD = 1
-"""Challenge label of birds (column 1 of the two-class logits)."""
 
 
 class BirdOrBicycleClassifier(nn.Module):
@@ -34,6 +31,9 @@ class BirdOrBicycleClassifier(nn.Module):
             callers that feed already-preprocessed inputs in [-1, 1].
         crop_fraction: central crop kept per side.
     """
+
+    #: The class's head: channel 1 of ``linear`` is the bird logit (see ``llrnet.models.heads``).
+    output_head: SigmoidBirdHead = SIGMOID_BIRD_HEAD
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class BirdOrBicycleClassifier(nn.Module):
 
     def bird_logit(self, x: torch.Tensor) -> torch.Tensor:
         """The bird logit ``l`` [N]; ``sigmoid(l)`` is the bird probability."""
-        return self.forward(x)[:, BIRD]
+        return self.output_head.bird_logit(self.forward(x))
 
     def bird_probability(self, x: torch.Tensor) -> torch.Tensor:
         """P(bird) [N] in [0, 1]."""
@@ -66,7 +66,7 @@ class BirdOrBicycleClassifier(nn.Module):
 
     def two_class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The challenge view [N, 2]: ``[relu(-l), relu(l)]`` (0 bicycle, 1 bird)."""
-        return two_class_from_bird_logit(self.bird_logit(x))
+        return self.output_head.challenge_logits(self.forward(x))
 
     def import_structure(self) -> dict[str, Any]:
         """The trunk's structural facts (:mod:`llrnet.models.layout`)."""
@@ -80,30 +80,6 @@ class BirdOrBicycleClassifier(nn.Module):
         trunk = layout.importable(self.trunk).import_layout(network, f"{prefix}trunk.")
         return trunk.with_targets(layout.conv(network.head, f"{prefix}linear"))
 
-
-def two_class_from_bird_logit(logit: torch.Tensor) -> torch.Tensor:
-    """[N] bird logits -> [N, 2] challenge logits ``[relu(-l), relu(l)]``.
-
-    The confidence (max logit) is ``|l|`` and a zero logit is a tie, which the
-    challenge scores as bicycle.
-    """
-    return torch.stack([F.relu(-logit), F.relu(logit)], dim=1)
-
-
-class ChallengeView(nn.Module):
-    """Wraps a :class:`BirdOrBicycleClassifier` so ``forward`` is the challenge view.
-
-    Attacks and the evaluation runner take any ``model(x) -> logits [N, 2]``;
-    this module gives them ``two_class_logits`` under that contract.
-    """
-
-    def __init__(self, model: BirdOrBicycleClassifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] -> [N, 2] two-class logits."""
-        return self.model.two_class_logits(x)
 
 
 class ImageNetClassifier(nn.Module):

@@ -5,14 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from llrnet.models.heads import challenge_view
 from llrnet.train.config import EvalConfig
-
-
-def _challenge_view(model: nn.Module) -> nn.Module:
-    """The two-class view of a bird-or-bicycle classifier (whose raw head is a sigmoid)."""
-    from llrnet.models import BirdOrBicycleClassifier, ChallengeView
-
-    return ChallengeView(model) if isinstance(model, BirdOrBicycleClassifier) else model
 
 
 def robust_accuracy(model: nn.Module, images: Tensor, labels: Tensor, config: EvalConfig,
@@ -21,11 +15,13 @@ def robust_accuracy(model: nn.Module, images: Tensor, labels: Tensor, config: Ev
 
     PGD: ``config.steps`` L-inf steps of size ``config.step_size`` (default
     ``2.5 * eps / steps``) with random start, seeded per image (seed = index).
-    The model's train/eval mode is restored afterwards.
+    Accuracies are those of the model's challenge view
+    (:func:`llrnet.models.challenge_view`: the two-class logits of a sigmoid
+    bird head). The model's train/eval mode is restored afterwards.
     """
     from llrnet.attacks import PGD
 
-    view = _challenge_view(model)
+    view = challenge_view(model)
     was_training = model.training
     model.eval()
     step_size = config.step_size if config.step_size is not None else (

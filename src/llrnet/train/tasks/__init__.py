@@ -10,17 +10,17 @@ scalar to back-propagate; every other entry is a detached scalar for logging.
 preset): ``standard``, ``pgd``, ``trades``, ``llr``. A task written elsewhere
 can be registered with ``TASKS.add(MyTask, name="mine")``, or passed to
 ``llrnet.train.train(..., task=...)`` without registering it.
+
+The loss, accuracy and attack view follow the model's head
+(:func:`llrnet.models.head_of`), so no task needs to be told whether it trains
+a softmax classifier or a sigmoid bird logit.
 """
 
 from __future__ import annotations
 
 from llrnet.registry import Registry
 from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
-from llrnet.train.tasks.common import (
-    BirdLogitView,
-    Task,
-    binary_cross_entropy_per_example,
-)
+from llrnet.train.tasks.common import Task
 from llrnet.train.tasks.llr_task import LLRTask
 from llrnet.train.tasks.standard import StandardTask
 
@@ -33,11 +33,9 @@ TASKS.add(LLRTask, name="llr")
 
 __all__ = [
     "TASKS",
-    "BirdLogitView",
     "LLRTask",
     "PGDTask",
     "StandardTask",
     "TRADESTask",
     "Task",
-    "binary_cross_entropy_per_example",
 ]

@@ -19,19 +19,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
+from llrnet.models.heads import head_of
 from llrnet.train.bn_replay import frozen_batch_norm
-from llrnet.train.tasks.common import (
-    BirdLogitView,
-    RadiusWarmup,
-    accuracy,
-    binary_cross_entropy_per_example,
-    check_batch,
-)
+from llrnet.train.tasks.common import RadiusWarmup, accuracy, check_batch
 from llrnet.train.unwrap import unwrap_ddp
 
 __all__ = ["PGDTask", "TRADESTask"]
@@ -52,7 +46,11 @@ def _check_common(eps: float, steps: int, step_size: float, attack_bn: str) -> N
 
 @dataclass(frozen=True)
 class PGDTask(RadiusWarmup):
-    """Madry et al. adversarial training: CE of ``model(PGD(x))``, L-inf.
+    """Madry et al. adversarial training: the head's loss of ``model(PGD(x))``, L-inf.
+
+    The loss (softmax CE, or BCE on the bird logit) and the attack's view
+    come from the model's head (:func:`llrnet.models.head_of`): a sigmoid bird
+    head is attacked through ``[0, l]``, whose softmax CE is that BCE.
 
     Args:
         eps: L-inf radius after warm-up (8/255, the CIFAR-10 setting).
@@ -64,7 +62,6 @@ class PGDTask(RadiusWarmup):
         attack_bn: batch-norm statistics during the attack, "batch" or "eval"
             (see the module docstring).
         warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
-        binary: BCE on the bird logit (sigmoid head) for training and attack.
 
     Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}``. Cost: K + 1
     forward-backward passes (the attack's backward passes skip weight gradients).
@@ -77,7 +74,6 @@ class PGDTask(RadiusWarmup):
     loss: Literal["ce", "margin"] = "ce"
     attack_bn: AttackBN = "batch"
     warmup_steps: int = 0
-    binary: bool = False
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
@@ -88,30 +84,20 @@ class PGDTask(RadiusWarmup):
         eps = self.eps_at(step)
         step_size = self.scaled_step_size(self.step_size, eps)
         inner = unwrap_ddp(model)
-        attacked = BirdLogitView(inner) if self.binary else inner
+        head = head_of(model)
+        attacked = head.attack_view(inner)
         with frozen_batch_norm(inner, mode=self.attack_bn):
             x_adv = pgd_perturb(attacked, x, y, eps=LinfBall(eps), steps=self.steps,
                                 step_size=step_size, loss=self.loss,
                                 random_start=self.random_start)
         logits = model(x_adv)
-        if self.binary:
-            adv_ce = binary_cross_entropy_per_example(logits, y).mean()
-        else:
-            adv_ce = F.cross_entropy(logits, y)
+        adv_ce = head.loss(logits, y)
         return {
             "loss": adv_ce,
             "adv_ce": adv_ce.detach(),
-            "adv_accuracy": accuracy(logits, y, binary=self.binary),
+            "adv_accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
         }
-
-
-def _log_probs(logits: Tensor, binary: bool) -> Tensor:
-    """Log class probabilities [N, K] (binary: of the sigmoid head, [N, 2])."""
-    if binary:
-        z = logits[:, 1]
-        return torch.stack([F.logsigmoid(-z), F.logsigmoid(z)], dim=1)
-    return F.log_softmax(logits, dim=1)
 
 
 @dataclass(frozen=True)
@@ -121,7 +107,9 @@ class TRADESTask(RadiusWarmup):
     ``x_adv`` maximizes the KL by L-inf PGD (sign steps, projection every step)
     from ``x + 0.001 * N(0, 1)`` (the official start); the KL is summed over
     classes and averaged over the batch, and gradients flow through both
-    ``p(x)`` and ``p(x_adv)`` as in the official code.
+    ``p(x)`` and ``p(x_adv)`` as in the official code. The loss and the class
+    probabilities are the model's head's (:func:`llrnet.models.head_of`): for a
+    sigmoid bird head, BCE on the bird logit and the KL of Bernoullis.
 
     Args:
         eps, steps, step_size: the attack (official CIFAR-10: 8/255, 10, 0.007 ~ 2/255).
@@ -129,7 +117,6 @@ class TRADESTask(RadiusWarmup):
         attack_bn: batch-norm statistics during the attack, "batch" or "eval"
             (the official code uses eval mode; see the module docstring).
         warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
-        binary: the sigmoid head (BCE on the bird logit, KL of Bernoullis).
 
     Order of the passes: the clean training-mode forward first (updates the
     running averages; its detached probabilities are the attack's target),
@@ -145,7 +132,6 @@ class TRADESTask(RadiusWarmup):
     beta: float = 6.0
     attack_bn: AttackBN = "batch"
     warmup_steps: int = 0
-    binary: bool = False
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
@@ -158,14 +144,14 @@ class TRADESTask(RadiusWarmup):
         eps = self.eps_at(step)
         step_size = self.scaled_step_size(self.step_size, eps)
         inner = unwrap_ddp(model)
-        binary = self.binary
+        head = head_of(model)
 
         logits = model(x)
-        log_p_clean = _log_probs(logits, binary)
+        log_p_clean = head.log_probs(logits)
         target = log_p_clean.detach()
 
         def kl_to_clean(adv_logits: Tensor, _labels: Tensor) -> Tensor:
-            log_q = _log_probs(adv_logits, binary)
+            log_q = head.log_probs(adv_logits)
             return (target.exp() * (target - log_q)).sum(dim=1)
 
         x = x.detach()
@@ -175,17 +161,14 @@ class TRADESTask(RadiusWarmup):
             x_adv = pgd_steps(inner, x, y, start, ball=ball, steps=self.steps,
                               step_size=step_size, objective=kl_to_clean)
         adv_logits = inner(x_adv)
-        log_q = _log_probs(adv_logits, binary)
+        log_q = head.log_probs(adv_logits)
         kl = (log_p_clean.exp() * (log_p_clean - log_q)).sum(dim=1).mean()
-        if binary:
-            ce = binary_cross_entropy_per_example(logits, y).mean()
-        else:
-            ce = F.cross_entropy(logits, y)
+        ce = head.loss(logits, y)
         loss = ce + self.beta * kl
         return {
             "loss": loss,
             "ce": ce.detach(),
             "kl": kl.detach(),
-            "accuracy": accuracy(logits, y, binary=binary),
+            "accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
         }

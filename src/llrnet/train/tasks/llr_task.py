@@ -7,14 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks.parts import cross_entropy_per_example
+from llrnet.models.heads import head_of
 from llrnet.train.llr import LLROptions, llr_regularizer
-from llrnet.train.tasks.common import (
-    RadiusWarmup,
-    accuracy,
-    binary_cross_entropy_per_example,
-    check_batch,
-)
+from llrnet.train.tasks.common import RadiusWarmup, accuracy, check_batch
 
 __all__ = ["LLRTask"]
 
@@ -22,6 +17,10 @@ __all__ = ["LLRTask"]
 @dataclass(frozen=True)
 class LLRTask(RadiusWarmup):
     """``loss = nominal_weight * CE(x) + lam * [ gamma_i + mu * |d_i . G_i| ]_mean``.
+
+    ``CE`` is the model's head's per-example loss (:func:`llrnet.models.head_of`):
+    softmax cross-entropy, or BCE on the bird logit for a sigmoid bird head; the
+    linearity deviation ``gamma`` is measured on that same loss.
 
     Exactly the step written out in ``docs/llr.md`` ("The LLR step, exactly"); see
     :func:`llrnet.train.llr.llr_regularizer` for the regularizer. The nominal
@@ -41,7 +40,6 @@ class LLRTask(RadiusWarmup):
         warmup_steps: eps grows linearly from 0 at step 0 to ``eps`` at this
             step (500); 0 disables the warm-up.
         lr, betas, adam_eps: the inner Adam (0.1, (0.9, 0.999), 1e-9).
-        binary: BCE on the bird logit instead of softmax CE (sigmoid head).
 
     Returns ``{"loss", "ce", "gamma", "grad_term", "regularizer", "accuracy", "eps"}``:
     ``gamma`` is the batch mean of the linearity deviation at ``d_LLR``,
@@ -57,7 +55,6 @@ class LLRTask(RadiusWarmup):
     lr: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-9
-    binary: bool = False
 
     def __post_init__(self) -> None:
         LLROptions(eps=self.eps, steps=self.steps)  # the regularizer's checks of eps and steps
@@ -68,9 +65,10 @@ class LLRTask(RadiusWarmup):
                  ) -> dict[str, Tensor]:
         x, y = check_batch(batch)
         eps = self.eps_at(step)
-        loss_fn = binary_cross_entropy_per_example if self.binary else cross_entropy_per_example
+        head = head_of(model)
         options = LLROptions(eps=eps, steps=self.steps, mu=self.mu, lr=self.lr,
-                             betas=self.betas, adam_eps=self.adam_eps, loss_fn=loss_fn)
+                             betas=self.betas, adam_eps=self.adam_eps,
+                             loss_fn=head.per_example_loss)
         terms = llr_regularizer(model, x, y, options, update_running_stats=True)
         ce = terms.clean_loss.mean()
         loss = self.nominal_weight * ce + self.lam * terms.regularizer
@@ -80,6 +78,6 @@ class LLRTask(RadiusWarmup):
             "gamma": terms.deviation.detach().mean(),
             "grad_term": terms.grad_term.detach().mean(),
             "regularizer": terms.regularizer.detach(),
-            "accuracy": accuracy(terms.clean_logits, y, binary=self.binary),
+            "accuracy": accuracy(terms.clean_logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
         }

@@ -1,0 +1,91 @@
+"""The two tensor contracts every layer checks: images in, logits out.
+
+* images: float tensors [N, C, H, W] with values in [0, 1] (normalization
+  lives inside the models);
+* logits: a model's output, a floating tensor [N, K] with K >= 2.
+
+Attacks, the evaluation runner and the training tasks all check their inputs
+here, so a broken input gets the same :class:`~llrnet.errors.InputError` and
+the same words wherever it enters. This module depends on nothing of ours but
+:mod:`llrnet.errors`, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from llrnet.errors import InputError
+
+__all__ = ["check_images", "check_logits"]
+
+
+def check_images(x: Any, name: str = "images", *, values: bool = True) -> Tensor:
+    """Check that ``x`` is a float tensor [N, C, H, W] in [0, 1]; return it.
+
+    Args:
+        x: the images.
+        name: what to call them in the message ("x", "batch images", ...).
+        values: also check that every value is finite and in [0, 1]. These two
+            checks read the data (on a GPU, a synchronization); a training
+            step, which checks every batch, leaves them out.
+
+    Raises:
+        InputError: naming the first broken rule (type, dtype, rank, NaN or
+            infinity, range) and what was found.
+    """
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise InputError(f"{name} must be [N, C, H, W], got shape {list(x.shape)}")
+    if values and x.numel():
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"{name} contains NaN or infinite values")
+        low, high = float(x.min()), float(x.max())
+        if low < 0.0 or high > 1.0:
+            raise InputError(f"{name} must lie in [0, 1], got range [{low:.4g}, {high:.4g}]"
+                             + ("; convert 8-bit images with x / 255" if high > 1.0 else ""))
+    return x
+
+
+def check_logits(output: Any, count: int, *, num_classes: int | None = None,
+                 finite: bool = True) -> Tensor:
+    """Check that a model returned logits for ``count`` images; return them.
+
+    Args:
+        output: what the model returned.
+        count: the number of images it was given.
+        num_classes: the labels' classes, if known: K must be at least this.
+        finite: also check that every logit is finite (reads the data; an
+            attack's inner loop, which checks every forward, leaves it out).
+
+    Raises:
+        InputError: not a tensor, not [count, K] with K >= 2, fewer logits
+            than classes, not floating point, or NaN/infinite logits.
+    """
+    if not isinstance(output, Tensor):
+        raise InputError(f"the model must return a tensor of logits, got {type(output).__name__}")
+    if output.dim() != 2 or output.shape[0] != count:
+        raise InputError(
+            f"the model must map [N, C, H, W] images to logits [N, K]: logits of shape "
+            f"[{count}, K] with K >= 2 for {count} images, got {list(output.shape)}"
+        )
+    if output.shape[1] < 2:
+        raise InputError(
+            f"the model must return at least 2 logits per image (K >= 2), got {output.shape[1]}"
+        )
+    if num_classes is not None and output.shape[1] < num_classes:
+        raise InputError(
+            f"the model returns {output.shape[1]} logits per image but the labels need "
+            f"{num_classes} classes"
+        )
+    if not output.is_floating_point():
+        raise InputError(f"the model must return floating-point logits, got {output.dtype}")
+    if finite and not bool(torch.isfinite(output).all()):
+        bad = int((~torch.isfinite(output)).any(dim=1).sum())
+        raise InputError(f"the model returned NaN or infinite logits for {bad} of {count} images")
+    return output
