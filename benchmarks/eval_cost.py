@@ -7,8 +7,8 @@
    spent (counted by the attack base class, early stops included).
 3. Count the FLOPs of one 224x224 forward of ``llr_pretrain_adv`` (ResNet-152 v2)
    with ``torch.utils.flop_counter.FlopCounterMode`` and scale: measured
-   evaluations/image x suite images x FLOPs, next to the spec's upper bound
-   (no early stop anywhere).
+   evaluations/image x suite images x FLOPs, next to the upper bound
+   from docs/challenge.md section 4 (no early stop anywhere).
 
 Writes the ``## Evaluation cost`` section of docs/benchmarks.md with --write-docs.
 
@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_description, write_section
 
-# Full warm-up suite sizes (spec section 4) and the spec's per-image upper bounds
+# Full warm-up suite sizes (docs/challenge.md section 4) and their per-image upper bounds
 # on model evaluations (what a model that never lets an attack stop early costs).
 SUITE_IMAGES = {"clean": 250, "spatial_grid": 250, "common_corruptions": 250,
                 "spsa_with_random_spatial": 250, "boundary_with_random_spatial": 100}
@@ -173,7 +173,7 @@ def main() -> None:
         f"**{flops / 1e9:.2f} GFLOPs** (multiply-add = 2 FLOPs). Suite totals add one scoring "
         "forward per image and attack; no attack of this suite needs backward passes.",
         "",
-        "| attack | images measured | evals/image measured | evals/image upper bound (spec) "
+        "| attack | images measured | evals/image measured | evals/image upper bound "
         "| suite images | TFLOPs at measured rate | TFLOPs at upper bound |",
         "|---|---|---|---|---|---|---|",
         *rows,

@@ -200,7 +200,7 @@ def summarize(results: list[dict[str, Any]]) -> str:
     for eps in sorted({r["eps"] for r in results}):
         at_eps = [r for r in results if r["eps"] == eps]
         lines = [
-            "| method | fwd-bwd per step (spec cost model) | forward passes per step (measured) "
+            "| method | fwd-bwd per step (cost model, llr.md) | forward passes per step (measured) "
             "| train time (s) "
             "| clean acc (%) | robust acc (%), PGD-20x2 + MT-PGD-20 "
             "| seed 0, 36 images: white-box / SPSA acc (%) | SPSA breaks, white-box not |",

@@ -1,4 +1,4 @@
-"""Extras selection on a hand-made box CSV: every rule of spec section 1."""
+"""Extras selection on a hand-made box CSV: every rule of docs/challenge.md section 1."""
 
 from __future__ import annotations
 

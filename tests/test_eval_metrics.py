@@ -1,4 +1,4 @@
-"""The challenge metric against the spec's oracle cases and a brute-force reference."""
+"""The challenge metric against its oracle cases (docs/challenge.md 3) and brute force."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_truncation_and_index_minus_one() -> None:
     assert accuracy_at_coverage(logits, labels, 0.5) == 1.0
     # int(0.2 * 3) = 0: thr = sorted[-1], the lowest confidence -> everything covered.
     assert accuracy_at_coverage(logits, labels, 0.2) == pytest.approx(1 / 3)
-    # int(0.29 * 100) = 28, not 29 (float truncation is part of the spec).
+    # int(0.29 * 100) = 28, not 29 (float truncation is part of the metric).
     assert int(0.29 * 100) == 28
 
 

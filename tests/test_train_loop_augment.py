@@ -96,3 +96,11 @@ def test_cifar_dataset_transform_is_the_loop_recipe_on_one_image() -> None:
     x = torch.rand(4, 3, 32, 32)
     assert torch.equal(augment(x, "flip_crop", generator(2)),
                        random_crop(x, 4, generator(2), flip=True))
+
+
+def test_every_augmentation_name_has_one_implementation() -> None:
+    from typing import get_args
+
+    from llrnet.train.augment import _AUGMENTATIONS, Augment
+
+    assert set(_AUGMENTATIONS) == set(get_args(Augment))

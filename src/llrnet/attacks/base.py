@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.parts import ImageRng
-from llrnet.contracts import check_images
+from llrnet.contracts import check_images, check_logits
 from llrnet.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -52,17 +52,7 @@ class CountingModel(nn.Module):
         self.evaluations = 0
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.model(x)
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-            shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise InputError(
-                f"model must map [N, C, H, W] images to logits [N, K]; got {shape} "
-                f"for {x.shape[0]} images"
-            )
-        if logits.shape[1] < 2:
-            raise InputError(
-                f"model must return at least 2 logits per image, got {logits.shape[1]}"
-            )
+        logits = check_logits(self.model(x), x.shape[0], finite=False)
         self.evaluations += int(x.shape[0])
         return logits
 

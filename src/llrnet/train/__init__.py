@@ -27,7 +27,7 @@ from llrnet.train.config import (
 )
 from llrnet.train.data import DATASETS
 from llrnet.train.ema import ModelEMA
-from llrnet.train.llr import llr_regularizer
+from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.loop import TrainResult, train
 from llrnet.train.optim import build_optimizer, build_scheduler, lr_factor
 from llrnet.train.presets import dump_config, list_presets, load_config
@@ -39,6 +39,7 @@ __all__ = [
     "TASKS",
     "DataConfig",
     "EvalConfig",
+    "LLROptions",
     "LLRTask",
     "ModelConfig",
     "ModelEMA",

@@ -10,6 +10,8 @@ Images are float ``[N, C, H, W]`` in [0, 1] and stay in [0, 1]. The crops
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,9 @@ from torch import Tensor
 
 from llrnet.data.transforms import random_crop
 from llrnet.errors import UsageError
+
+Augment = Literal["none", "flip_crop", "crop", "rotate_translate"]
+"""The batch augmentations by name (``DataConfig.augment``); :func:`augment` applies them."""
 
 
 def random_rotate_translate(x: Tensor, max_rotation: float, max_shift: float,
@@ -42,16 +47,19 @@ def random_rotate_translate(x: Tensor, max_rotation: float, max_shift: float,
     return out.clamp_(0.0, 1.0)
 
 
+_AUGMENTATIONS: dict[str, Callable[..., Tensor]] = {
+    "none": lambda x, g, pad, rot, shift: x,
+    "flip_crop": lambda x, g, pad, rot, shift: random_crop(x, pad, g, flip=True),
+    "crop": lambda x, g, pad, rot, shift: random_crop(x, pad, g, flip=False),
+    "rotate_translate": lambda x, g, pad, rot, shift: random_rotate_translate(x, rot, shift, g),
+}
+"""One implementation per name of :data:`Augment` (a test checks they agree)."""
+
+
 def augment(x: Tensor, kind: str, generator: torch.Generator, *, pad: int = 4,
             max_rotation: float = 30.0, max_shift: float = 18.0) -> Tensor:
-    """Apply the augmentation ``kind`` (see ``DataConfig.augment``) to a batch."""
-    kinds = {
-        "none": lambda: x,
-        "flip_crop": lambda: random_crop(x, pad, generator, flip=True),
-        "crop": lambda: random_crop(x, pad, generator, flip=False),
-        "rotate_translate": lambda: random_rotate_translate(x, max_rotation, max_shift,
-                                                            generator),
-    }
-    if kind not in kinds:
-        raise UsageError(f"unknown augmentation {kind!r}; choose one of: {', '.join(kinds)}")
-    return kinds[kind]()
+    """Apply the augmentation ``kind`` (one of :data:`Augment`) to a batch."""
+    if kind not in _AUGMENTATIONS:
+        raise UsageError(f"unknown augmentation {kind!r}; choose one of: "
+                         f"{', '.join(get_args(Augment))}")
+    return _AUGMENTATIONS[kind](x, generator, pad, max_rotation, max_shift)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llrnet.errors import UsageError
+from llrnet.train.augment import Augment
 from llrnet.train.coerce import field_types, from_mapping, is_mapping_type
 from llrnet.train.data import DATASETS
 
@@ -34,7 +35,6 @@ Precision = Literal["fp32", "bf16"]
 OnNonfinite = Literal["stop", "skip"]
 Schedule = Literal["constant", "step", "cosine"]
 OptimizerName = Literal["sgd", "adamw"]
-Augment = Literal["none", "flip_crop", "crop", "rotate_translate"]
 
 
 @dataclass

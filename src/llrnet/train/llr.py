@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.parts import AdamState, adam_step, cross_entropy_per_example
+from llrnet.errors import InputError, UsageError
 from llrnet.train.bn_replay import BatchNormReplay
 from llrnet.train.unwrap import unwrap_ddp
 
@@ -90,9 +91,9 @@ class LLROptions:
 
     def __post_init__(self) -> None:
         if not self.eps >= 0.0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
+            raise UsageError(f"eps must be >= 0, got {self.eps}")
         if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+            raise UsageError(f"steps must be >= 0, got {self.steps}")
 
     @property
     def ball(self) -> LinfBall:
@@ -126,9 +127,9 @@ class LLRTerms:
 
 def _check_inputs(x: Tensor, y: Tensor) -> None:
     if x.dim() < 2 or not x.is_floating_point():
-        raise ValueError(f"x must be a float batch [N, ...], got {x.dtype} {tuple(x.shape)}")
+        raise InputError(f"x must be a float batch [N, ...], got {x.dtype} {tuple(x.shape)}")
     if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
+        raise InputError(f"y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
