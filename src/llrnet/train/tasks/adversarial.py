@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
-from llrnet.models.heads import head_of
+from llrnet.models.heads import Head, head_of
 from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.tasks.common import RadiusWarmup, accuracy, check_batch
 from llrnet.train.unwrap import unwrap_ddp
@@ -42,6 +42,27 @@ def _check_common(eps: float, steps: int, step_size: float, attack_bn: str) -> N
         raise ValueError(f"step_size must be >= 0, got {step_size}")
     if attack_bn not in ("batch", "eval"):
         raise ValueError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
+
+
+@dataclass(frozen=True)
+class _Attacked:
+    """What both adversarial tasks start a step from."""
+
+    x: Tensor
+    y: Tensor
+    eps: float
+    step_size: float
+    inner: nn.Module
+    head: Head
+
+
+def _begin(task: PGDTask | TRADESTask, model: nn.Module, batch: tuple[Tensor, Tensor],
+           step: int) -> _Attacked:
+    """Check the batch; the warmed-up radius and step size; the unwrapped model; its head."""
+    x, y = check_batch(batch)
+    eps = task.eps_at(step)
+    return _Attacked(x, y, eps, task.scaled_step_size(task.step_size, eps),
+                     unwrap_ddp(model), head_of(model))
 
 
 @dataclass(frozen=True)
@@ -80,11 +101,9 @@ class PGDTask(RadiusWarmup):
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
-        x, y = check_batch(batch)
-        eps = self.eps_at(step)
-        step_size = self.scaled_step_size(self.step_size, eps)
-        inner = unwrap_ddp(model)
-        head = head_of(model)
+        run = _begin(self, model, batch, step)
+        x, y, eps, step_size, inner, head = (run.x, run.y, run.eps, run.step_size,
+                                             run.inner, run.head)
         attacked = head.attack_view(inner)
         with frozen_batch_norm(inner, mode=self.attack_bn):
             x_adv = pgd_perturb(attacked, x, y, eps=LinfBall(eps), steps=self.steps,
@@ -140,12 +159,9 @@ class TRADESTask(RadiusWarmup):
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
-        x, y = check_batch(batch)
-        eps = self.eps_at(step)
-        step_size = self.scaled_step_size(self.step_size, eps)
-        inner = unwrap_ddp(model)
-        head = head_of(model)
-
+        run = _begin(self, model, batch, step)
+        x, y, eps, step_size, inner, head = (run.x, run.y, run.eps, run.step_size,
+                                             run.inner, run.head)
         logits = model(x)
         log_p_clean = head.log_probs(logits)
         target = log_p_clean.detach()
