@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from llrnet.errors import InputError
+from llrnet.fileio import publish_mode
 
 KNOWN_SHA256: dict[str, str] = {
     "deepmind/local-linearity/imagenet/1.tar.gz":
@@ -99,6 +100,7 @@ def extract_archive(path: str | os.PathLike[str], target: str | os.PathLike[str]
             for member in members:
                 _check_member(member, str(path))
             archive.extractall(tmp, members=members, filter="data")
+        publish_mode(tmp, folder=True)  # mkdtemp's 0700 -> what mkdir would have made
         os.replace(tmp, target)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise InputError(f"{path}: not a readable tar archive ({error})") from None
