@@ -15,11 +15,10 @@ import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from llrnet.errors import InputError
-from llrnet.fileio import publish_mode
+from llrnet.fileio import publish_mode, temporary_folder
 
 KNOWN_SHA256: dict[str, str] = {
     "deepmind/local-linearity/imagenet/1.tar.gz":
@@ -93,7 +92,7 @@ def extract_archive(path: str | os.PathLike[str], target: str | os.PathLike[str]
     if target.exists():
         raise InputError(f"extraction target {target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = temporary_folder(target)
     try:
         with tarfile.open(path, "r:*") as archive:
             members = archive.getmembers()
