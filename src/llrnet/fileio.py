@@ -140,7 +140,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], *,
     Returns the paths removed; each is also logged. Entries that are not
     temporaries of ours are never touched.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
