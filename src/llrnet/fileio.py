@@ -3,17 +3,79 @@
 A job killed mid-write leaves either the old file or no file under the final
 name, never a half-written one that looks complete. Used by weights,
 checkpoints, evaluation state, reports and downloads.
+
+Modes: ``mkstemp`` creates its file 0600 (and safetensors' ``save_file``
+keeps or sets 0600), which would make every output private to its owner. The
+final file is given the mode ``open()`` would have given it, 0666 less the
+process umask (0644 under the usual 022), just before the rename; folders
+published by a rename get 0777 less the umask (:func:`publish_mode`).
+
+Leftovers: a job killed with -9 cannot remove its temporary file, so it
+stays beside the output. Temporary names record who wrote them,
+``.<name>.<host>-<pid>.<random>.tmp``, and every folder that an atomic write
+(or :func:`temporary_folder`) uses is swept once per process by
+:func:`remove_stale_temporaries`. A temporary is stale when its writer is
+known to be dead (same host, no process with that pid: removed at once, so
+a resumed job cleans up after the killed one) or, when that cannot be known
+(another host sharing the folder, a pid now alive, a name from an older
+version), when nothing in it changed for :data:`STALE_AFTER` seconds. The
+pid alone is not enough on a shared file system, where a live writer on
+another machine has a pid that means nothing here; the age alone would leave
+the leftovers of a job resumed right after its kill (tensorflow_hub's
+resolver likewise treats an extraction lock as abandoned only once it has
+stopped changing for a while). None of our writes pauses that long: each
+streams its bytes in one go.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+STALE_AFTER = 3600.0
+"""Seconds without change after which a temporary of unknown liveness is stale."""
+
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
+_OURS = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+# Names from versions before the writer was recorded: atomic files, hub extractions.
+_LEGACY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$|^\.[0-9a-f]{16}\.[a-z0-9_]{8}$")
+_swept: set[str] = set()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting
+    and restoring it (``os.umask`` has no read-only form), which is only racy
+    against another thread creating files in the same instant.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike[str], *, folder: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()`` (or ``mkdir``) would: 0666 (0777 for
+    a folder) less the umask."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
 @contextmanager
@@ -21,6 +83,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    The final file gets the mode ``open()`` would give it (0644 under umask 022),
+    not ``mkstemp``'s 0600.
 
     Example::
 
@@ -29,13 +93,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _sweep_once(target.parent)
+    fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        publish_mode(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -56,3 +122,85 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as indented, key-sorted JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def temporary_folder(target: str | os.PathLike[str]) -> Path:
+    """A new empty folder beside ``target``, named as a temporary of it, to be
+    renamed to ``target`` when complete (the caller removes it on failure)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
+    return Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], *,
+                             max_age: float = STALE_AFTER) -> list[Path]:
+    """Remove the stale temporaries (see the module docstring) in ``folder``.
+
+    Returns the paths removed; each is also logged. Entries that are not
+    temporaries of ours are never touched.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        match = _OURS.match(name)
+        if match is None and not _LEGACY.match(name):
+            continue
+        dead = (match is not None and match["host"] == _HOST
+                and not _alive(int(match["pid"])))
+        try:
+            if not dead and now - _last_change(entry) <= max_age:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # removed meanwhile (its writer finished, or another sweep)
+            continue
+        except OSError as error:
+            logger.warning("cannot remove the stale temporary %s (%s)", entry, error)
+            continue
+        logger.info("removed the stale temporary %s", entry)
+        removed.append(entry)
+    return removed
+
+
+def _prefix(target: Path) -> str:
+    return f".{target.name}.{_HOST}-{os.getpid()}."
+
+
+def _sweep_once(folder: Path) -> None:
+    key = str(folder.resolve())
+    if key not in _swept:
+        _swept.add(key)
+        remove_stale_temporaries(folder)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or a pid we cannot judge): assume alive
+    return True
+
+
+def _last_change(path: Path) -> float:
+    """The newest modification time of ``path`` (of anything under it, for a folder)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return newest

@@ -26,7 +26,12 @@ Batching: all images walk together. Candidates are generated and classified
 ``directions_per_batch`` at a time per image, for groups of images bounded by
 ``max_batch`` model inputs; each image's result depends only on its own seed
 (candidates are visited in order, so the outcome equals foolbox's
-one-at-a-time search with batch size 1). Model evaluations therefore include
+one-at-a-time search with batch size 1). The noise of candidate ``j`` of
+iteration ``t`` comes from its own generator, seeded
+``derive(seed_i, "boundary", "walk", t, j)``, so neither ``directions_per_batch``
+nor ``max_batch`` changes which numbers a candidate sees: candidates drawn but
+not needed (after the first success of a chunk) consume nothing that a later
+one would have used. Model evaluations therefore include
 up to ``directions_per_batch - 1`` candidates per iteration that a sequential
 search would not have needed. The walk is computed in float64 (foolbox's
 ``internal_dtype``); the model sees the input dtype.
@@ -228,13 +233,13 @@ class Boundary(Attack):
             for s in range(0, len(active), group_size):
                 group = active[s : s + group_size]
                 self._iteration(model, [walks[k] for k in group], rng.subset(group), y[group],
-                                shape, dtype, do_spherical)
+                                shape, dtype, do_spherical, step)
             for k in active:
                 walks[k].update_step_sizes(self.step_adaptation)
 
     def _iteration(
         self, model: nn.Module, walks: list[_Walk], rng: ImageRng, y: Tensor,
-        shape: torch.Size, dtype: torch.dtype, do_spherical: bool,
+        shape: torch.Size, dtype: torch.dtype, do_spherical: bool, step: int,
     ) -> None:
         """One walk iteration for a group of images: candidates in order until a success."""
         found = [False] * len(walks)
@@ -244,7 +249,7 @@ class Boundary(Attack):
                 return
             count = min(self.directions_per_batch, self.max_directions - j0)
             candidates, spherical = self._candidates([walks[k] for k in rem], rng.subset(rem),
-                                                     count)
+                                                     count, step, j0)
             labels = y[rem].repeat_interleave(count)
             flat = (len(rem) * count, *shape)
             if do_spherical:
@@ -276,8 +281,10 @@ class Boundary(Attack):
                         found[k] = True
                         break
 
-    def _candidates(self, walks: list[_Walk], rng: ImageRng, count: int) -> tuple[Tensor, Tensor]:
-        """foolbox 1.x ``generate_candidate_default`` for ``count`` directions per image.
+    def _candidates(self, walks: list[_Walk], rng: ImageRng, count: int, step: int,
+                    first: int) -> tuple[Tensor, Tensor]:
+        """foolbox 1.x ``generate_candidate_default`` for candidates ``first`` to
+        ``first + count - 1`` of iteration ``step``, per image.
 
         Returns (candidates, spherical candidates), each [n, count, D] float64.
         The two results are the only full-size tensors: every step updates them
@@ -296,8 +303,9 @@ class Boundary(Attack):
         source_norm = unnormalized.norm(dim=-1, keepdim=True)
         direction = unnormalized / source_norm
         # The spherical step: noise orthogonal to the direction, scaled to sph * |x - x'|.
-        noise = rng.normal_into(  # [n, count, D]
-            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device)
+        noise = rng.indexed_normal_into(  # [n, count, D]
+            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device),
+            "walk", step, start=first,
         )
         dot = torch.bmm(noise, direction.transpose(1, 2))  # [n, count, 1]
         noise.addcmul_(dot, direction, value=-1.0)

@@ -279,6 +279,25 @@ class ImageRng:
             out[r].copy_(torch.randn(tuple(out.shape[1:]), generator=g))
         return out
 
+    def indexed_normal_into(self, out: Tensor, *keys: int | str, start: int = 0) -> Tensor:
+        """Fill ``out`` [N, M, ...] with standard normal samples, one stream per cell.
+
+        Cell (i, j) is drawn (float32, on the CPU) from a generator seeded
+        ``derive(seed_i, *self.keys, *keys, start + j)``, not from image i's
+        running stream: the numbers of candidate ``start + j`` are the same
+        whether it is drawn alone or with others, and drawing candidates that are
+        never used does not shift the ones that follow. Returns ``out``.
+        """
+        if out.shape[0] != len(self.seeds):
+            raise ValueError(f"out has {out.shape[0]} rows for {len(self.seeds)} streams")
+        drawn = torch.empty(tuple(out.shape), dtype=torch.float32)  # one copy to out's device
+        cell = torch.Generator()
+        for r, seed in enumerate(self.seeds):
+            for j in range(out.shape[1]):
+                cell.manual_seed(derive(seed, *self.keys, *keys, start + j))
+                torch.randn(tuple(out.shape[2:]), generator=cell, out=drawn[r, j])
+        return out.copy_(drawn)
+
     def integers(self, high: int) -> list[int]:
         """One integer in [0, high) per image."""
         return [int(torch.randint(0, high, (1,), generator=g)) for g in self.generators]

@@ -9,10 +9,20 @@ A chunk is a fixed slice of the *global* image order (``batch_size`` images), so
 chunk files from runs with different numbers of processes are interchangeable.
 Each file is written atomically (temporary file + rename): a chunk file exists
 only once its batch is complete. Nothing here is pickled.
+
+Each chunk carries a sha256 of its content (every tensor's name, dtype, shape
+and bytes, and the other metadata entries) in its own metadata, as a training
+checkpoint carries one in its manifest. A chunk whose digest does not match (a
+flipped bit on disk, an edited file, a chunk from an older version without a
+digest) is reported with a warning naming the file and computed again, so a
+damaged state can cost time but never change ``results.json``. The digest sits
+inside the file rather than beside it so that one rename publishes both: there
+is no moment when a chunk exists without its digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -29,6 +39,24 @@ from llrnet.fileio import atomic_path, atomic_write_json
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+DIGEST_KEY = "sha256"
+
+
+def chunk_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The sha256 that a chunk stores under ``metadata["sha256"]``.
+
+    Covers each tensor's name, dtype, shape and bytes (in name order) and every
+    other metadata entry, so a change to any of them changes the digest.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        header = json.dumps([name, str(tensor.dtype), list(tensor.shape)])
+        digest.update(header.encode() + b"\0")
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    entries = {key: value for key, value in metadata.items() if key != DIGEST_KEY}
+    digest.update(json.dumps(entries, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -100,7 +128,11 @@ class RunState:
         return self.root / attack / f"chunk_{chunk:05d}.safetensors"
 
     def load_chunk(self, attack: str, chunk: int) -> ChunkResult | None:
-        """The saved chunk, or None if it is missing (or unreadable, then it is redone)."""
+        """The saved chunk, or None if it is missing, unreadable or damaged.
+
+        An unreadable or damaged chunk (its sha256 does not match) is reported
+        with a warning naming the file; the caller then computes that batch again.
+        """
         path = self.chunk_path(attack, chunk)
         if not path.exists():
             return None
@@ -108,6 +140,10 @@ class RunState:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
                 tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            if DIGEST_KEY not in meta:
+                raise ValueError("it has no sha256 (written by an older version?)")
+            if chunk_digest(tensors, meta) != meta[DIGEST_KEY]:
+                raise ValueError("its sha256 does not match its content (corrupt)")
             return ChunkResult(
                 indices=tensors["indices"],
                 labels=tensors["labels"],
@@ -117,8 +153,8 @@ class RunState:
                 adversarial=tensors.get("adversarial"),
             )
         except (SafetensorError, OSError, KeyError, ValueError) as error:
-            logger.warning("ignoring unreadable state file %s (%s); redoing that batch", path,
-                           error)
+            logger.warning("ignoring damaged or unreadable state file %s (%s); redoing that "
+                           "batch", path, error)
             return None
 
     def save_chunk(self, attack: str, chunk: int, result: ChunkResult) -> None:
@@ -136,5 +172,6 @@ class RunState:
             "model_evaluations": repr(float(result.model_evaluations)),
             "wall_time": repr(float(result.wall_time)),
         }
+        metadata[DIGEST_KEY] = chunk_digest(tensors, metadata)
         with atomic_path(self.chunk_path(attack, chunk)) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)

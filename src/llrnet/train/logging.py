@@ -6,6 +6,14 @@
 ``eval/clean_accuracy`` and ``eval/pgd_accuracy``. Only rank 0 writes. On
 resume, records after the checkpoint's step are dropped, so the file describes
 one consistent history.
+
+The final evaluation has its own record type: ``"final": true`` beside its
+``eval/...`` values, written once, after the last checkpoint. A job killed
+between that record and ``result.json`` resumes from the last checkpoint and
+evaluates again; the resumed logger drops the old final record, so there is
+never more than one. Trust the final record (the same numbers as
+``result.json`` and the metadata of ``final.safetensors``); periodic records
+(without ``final``) describe the run along the way.
 """
 
 from __future__ import annotations
@@ -65,7 +73,8 @@ class MetricsLogger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
-            kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
+            kept = [r for r in read_metrics(self.path)
+                    if int(r.get("step", 0)) <= resume_step and not r.get("final")]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif self.path.exists():
             self.path.unlink()
@@ -75,11 +84,12 @@ class MetricsLogger:
             self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"),
                                          purge_step=resume_step + 1 if resume_step else None)
 
-    def log(self, step: int, values: Mapping[str, float]) -> None:
-        """Append one record for ``step`` (non-finite values are written as null)."""
+    def log(self, step: int, values: Mapping[str, float], *, final: bool = False) -> None:
+        """Append one record for ``step`` (non-finite values are written as null);
+        ``final`` marks the final evaluation's record (``"final": true``)."""
         if not self.enabled:
             return
-        record: dict[str, Any] = {"step": step}
+        record: dict[str, Any] = {"step": step, "final": True} if final else {"step": step}
         for name, value in values.items():
             number = float(value)
             record[name] = number if math.isfinite(number) else None

@@ -142,7 +142,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                 guard.last_checkpoint = write_checkpoint(trainee, run, config, done)
         if stop < config.steps:
             return TrainResult(run.path, max(stop, start), False)
-        metrics = evaluate(trainee.evaluated_model, held, config, device, log, stop)
+        metrics = evaluate(trainee.evaluated_model, held, config, device, log, stop, final=True)
         weights = _write_final_weights(trainee, run, config, stop, metrics)
     return TrainResult(run.path, stop, True, weights, metrics)
 
@@ -298,14 +298,16 @@ def _log_window(log: MetricsLogger, bar: Any, step: int, values: dict[str, float
 
 
 def evaluate(model: nn.Module, held: tuple[Tensor, Tensor], config: TrainConfig,
-             device: torch.device, log: MetricsLogger, step: int) -> dict[str, float]:
+             device: torch.device, log: MetricsLogger, step: int, *, final: bool = False
+             ) -> dict[str, float]:
     """Clean and PGD accuracy of ``model`` on the held-out images, on rank 0 (logged
-    as ``eval/...``); the other ranks wait and get ``{}``."""
+    as ``eval/...``, in a ``final`` record for the final evaluation); the other
+    ranks wait and get ``{}``."""
     images, labels = held
     metrics: dict[str, float] = {}
     if distributed.rank() == 0 and len(labels):
         metrics = robust_accuracy(model, images, labels, config.eval, device=device)
-        log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
+        log.log(step, {f"eval/{k}": v for k, v in metrics.items()}, final=final)
         logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     distributed.barrier()
     return metrics

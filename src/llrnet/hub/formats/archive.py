@@ -15,10 +15,10 @@ import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from llrnet.errors import InputError
+from llrnet.fileio import publish_mode, temporary_folder
 
 KNOWN_SHA256: dict[str, str] = {
     "deepmind/local-linearity/imagenet/1.tar.gz":
@@ -92,13 +92,14 @@ def extract_archive(path: str | os.PathLike[str], target: str | os.PathLike[str]
     if target.exists():
         raise InputError(f"extraction target {target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = temporary_folder(target)
     try:
         with tarfile.open(path, "r:*") as archive:
             members = archive.getmembers()
             for member in members:
                 _check_member(member, str(path))
             archive.extractall(tmp, members=members, filter="data")
+        publish_mode(tmp, folder=True)  # mkdtemp's 0700 -> what mkdir would have made
         os.replace(tmp, target)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise InputError(f"{path}: not a readable tar archive ({error})") from None
