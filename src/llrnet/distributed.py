@@ -43,8 +43,14 @@ def init_from_env(device: str | torch.device = "cpu") -> bool:
 
 
 def local_device(device: str | torch.device) -> torch.device:
-    """``device`` with the CUDA index set to ``LOCAL_RANK`` under torchrun."""
-    target = torch.device(device)
+    """``device`` with the CUDA index set to ``LOCAL_RANK`` under torchrun.
+
+    Raises:
+        UsageError: a misspelt device, or one this machine does not have.
+    """
+    from llrnet.devices import resolve_device
+
+    target = resolve_device(device)
     if target.type == "cuda" and target.index is None and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return target

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
+from llrnet.devices import resolve_device
 from llrnet.errors import InputError
 from llrnet.models.heads import SigmoidBirdHead, head_of
 
@@ -50,21 +51,47 @@ class Prediction:
 def load_image(path: str | os.PathLike[str], size: int = IMAGE_SIZE) -> torch.Tensor:
     """Decode ``path`` to a float tensor [3, size, size] in [0, 1].
 
+    8-bit modes (L, P, RGB, RGBA, CMYK, YCbCr, ...) go through Pillow's RGB
+    conversion; 16-bit grayscale (``I;16``) is scaled by 65535, not clipped to
+    8 bits. 32-bit integer and float images (``I``, ``F``) have no agreed
+    range and are refused. Animated files are scored on their first frame.
+
     Raises:
-        InputError: the file is missing, not an image, or truncated.
+        InputError: the file is missing, a folder, not an image, truncated, a
+            decompression bomb (more pixels than Pillow's limit), or of a mode
+            without a defined range.
     """
+    if Path(path).is_dir():
+        raise InputError(f"{path}: is a directory, not an image")
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGB")
+            tensor = _decode(opened, path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:
+        raise InputError(f"{path}: refused as a decompression bomb ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{path}: cannot decode image ({error})") from None
-    tensor = TF.pil_to_tensor(image)
     tensor = TF.resize(tensor, size, interpolation=TF.InterpolationMode.BILINEAR,
                        antialias=True)
-    tensor = TF.center_crop(tensor, [size, size])
-    return tensor.float().div_(255.0)
+    return TF.center_crop(tensor, [size, size]).clamp_(0.0, 1.0)
+
+
+def _decode(image: Image.Image, path: str | os.PathLike[str]) -> torch.Tensor:
+    """[3, H, W] float in [0, 1] from an opened image of any mode Pillow reads."""
+    if image.mode.startswith("I;16"):
+        # Pillow's RGB conversion clips 16-bit values at 255: scale them ourselves.
+        values = np.asarray(image).astype(np.float32) / 65535.0
+        gray = torch.from_numpy(values)
+        return gray.unsqueeze(0).expand(3, -1, -1).contiguous()
+    if image.mode in ("I", "F"):
+        kind = "32-bit integer" if image.mode == "I" else "floating-point"
+        raise InputError(f"{path}: {kind} images (mode {image.mode}) have no defined "
+                         "range; convert it to an 8- or 16-bit image")
+    rgb = image.convert("RGB")
+    return TF.pil_to_tensor(rgb).float().div_(255.0)
 
 
 def predict_images(
@@ -87,6 +114,7 @@ def predict_images(
         )
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
+    device = resolve_device(device)
     model = model.to(device).eval()
     failures: dict[str, str] = {}
     readable: list[tuple[str, torch.Tensor]] = []

@@ -12,11 +12,13 @@ records how, so that :func:`~llrnet.models.save_weights` can rebuild it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
+from llrnet.errors import UsageError
 from llrnet.registry import Registry
 
 Builder = Callable[..., nn.Module]
@@ -34,13 +36,58 @@ model_arguments = MODELS.arguments
 """The keyword arguments of model ``name`` with their defaults (None if required)."""
 
 
+def check_model_arguments(name: str, kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` checked against the signature of model ``name``, before anything is built.
+
+    Every key must be a parameter of the builder and every value must match its
+    annotation (a list is accepted for a tuple, an integer for a float, as JSON
+    stores them). Integer sizes (every ``int`` parameter with a positive
+    default, and the entries of ``tuple[int, ...]`` ones) must be >= 1.
+    Returns the converted arguments.
+
+    Raises:
+        UsageError: the name is unknown, ``kwargs`` is not a mapping, or a key
+            or value is invalid; the message names the key.
+    """
+    from llrnet.train.coerce import coerce
+
+    builder = MODELS.get(name)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise UsageError(f"model {name!r}: arguments must be a mapping of names to values, "
+                         f"got {type(kwargs).__name__} {kwargs!r}"[:200])
+    MODELS.check_arguments(name, dict(kwargs))
+    hints = typing.get_type_hints(builder)
+    defaults = MODELS.arguments(name)
+    checked: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        where = f"model {name!r} argument {key}"
+        hint = hints.get(key, Any)
+        if typing.get_origin(hint) is typing.Literal:
+            checked[key] = value  # the builder checks its choices, in its own words
+            continue
+        checked[key] = coerce(value, hint, where)
+        default = defaults.get(key)
+        sizes = [checked[key]] if _is_size(default) else []
+        if isinstance(default, tuple) and default and all(_is_size(d) for d in default):
+            sizes = list(checked[key])
+        if any(size < 1 for size in sizes):
+            raise UsageError(f"{where}: sizes must be >= 1, got {value!r}")
+    return checked
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments ``kwargs``.
 
     Raises:
-        UsageError: the name is unknown or an argument is not one the builder takes.
+        UsageError: the name is unknown, or an argument is not one the builder
+            takes or has the wrong type (:func:`check_model_arguments`).
     """
-    model: nn.Module = MODELS.build(name, **kwargs)
+    kwargs = check_model_arguments(name, kwargs)
+    model: nn.Module = MODELS.get(name)(**kwargs)
     # Recorded so that save_weights can rebuild the model exactly.
     model.llrnet_architecture = name  # type: ignore[assignment]
     model.llrnet_kwargs = dict(kwargs)  # type: ignore[assignment]

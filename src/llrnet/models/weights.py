@@ -21,9 +21,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from llrnet.errors import WeightsError
+from llrnet.devices import resolve_device
+from llrnet.errors import UsageError, WeightsError
 from llrnet.fileio import atomic_path
-from llrnet.models.registry import create_model
+from llrnet.models.registry import check_model_arguments, create_model
 
 METADATA_KEY = "llrnet"
 FORMAT_VERSION = 1
@@ -114,10 +115,13 @@ def _record(raw: Mapping[str, str] | None, path: str | os.PathLike[str]) -> dict
 
 def load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor],
                       *, source: str = "weights") -> None:
-    """Copy ``tensors`` into ``model``; every key must match in name and shape.
+    """Copy ``tensors`` into ``model``; every key must match in name, shape and dtype.
+
+    A dtype mismatch is an error rather than a silent cast: an int32 kernel
+    cast to float32 is a different file from the one that was saved.
 
     Raises:
-        WeightsError: listing missing, unexpected and mis-shaped tensors.
+        WeightsError: listing missing, unexpected, mis-shaped and mis-typed tensors.
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -127,6 +131,11 @@ def load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor],
         for k in set(expected) & set(tensors)
         if tuple(tensors[k].shape) != tuple(expected[k].shape)
     )
+    dtypes = sorted(
+        f"{k} {tensors[k].dtype} != {expected[k].dtype}"
+        for k in set(expected) & set(tensors)
+        if tensors[k].dtype != expected[k].dtype
+    )
     problems = []
     if missing:
         problems.append(f"missing: {', '.join(missing)}")
@@ -134,6 +143,8 @@ def load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor],
         problems.append(f"unexpected: {', '.join(extra)}")
     if shapes:
         problems.append(f"wrong shape: {', '.join(shapes)}")
+    if dtypes:
+        problems.append(f"wrong dtype: {', '.join(dtypes)}")
     if problems:
         raise WeightsError(f"{source} does not match the model; " + "; ".join(problems))
     model.load_state_dict(dict(tensors), strict=True)
@@ -147,6 +158,7 @@ def load_weights(
     The returned model is in eval mode on ``device``; its record is attached as
     ``model.llrnet_metadata``.
     """
+    target = resolve_device(device)
     with _open(path) as handle:
         record = _record(handle.metadata(), path)
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
@@ -156,7 +168,14 @@ def load_weights(
             f"{path}: tensor sha256 {digest[:16]}... does not match the record "
             f"{str(record.get('sha256'))[:16]}...; the file is corrupt or was modified"
         )
-    model = create_model(record["architecture"], **record.get("kwargs", {}))
+    # The record is untrusted input: its kwargs are checked against the
+    # architecture's signature before anything is built.
+    try:
+        model = create_model(str(record["architecture"]),
+                             **check_model_arguments(str(record["architecture"]),
+                                                     record.get("kwargs", {})))
+    except UsageError as error:
+        raise WeightsError(f"{path}: metadata record: {error}") from None
     load_state_strict(model, tensors, source=str(path))
     model.llrnet_metadata = record  # type: ignore[assignment]
-    return model.to(device).eval()
+    return model.to(target).eval()

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llrnet.devices import parse_device
 from llrnet.errors import UsageError
 from llrnet.train.augment import Augment
 from llrnet.train.coerce import field_types, from_mapping, is_mapping_type
@@ -241,6 +242,9 @@ def _check_ranges(config: TrainConfig) -> None:
 
 
 def _check_names(config: TrainConfig) -> None:
+    # Only the spelling: whether the device exists is checked when the run starts,
+    # since a configuration may be written on one machine and run on another.
+    parse_device(config.device, what="device")
     # The dataset's name is checked here, against the registry, so that a typo is
     # caught when the configuration is read, not when the run starts.
     if config.data.name not in DATASETS:
