@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
+from attack_helpers import data, linear_model
 from llrnet.attacks.boundary import Boundary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def linear_model() -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
-    with torch.no_grad():
-        model[1].weight.mul_(4)
-    return model
-
-
-def data(model: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 8, 8, generator=g)
-    with torch.no_grad():
-        return x, model(x).argmax(1)
 
 
 def test_starting_points_are_pool_images_of_the_other_class() -> None:
