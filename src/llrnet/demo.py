@@ -33,6 +33,7 @@ from typing import Any
 from llrnet.errors import RunError
 from llrnet.eval.report import RISK_LABEL, draw_risk_coverage, pyplot, save_figure
 from llrnet.fileio import atomic_path, atomic_write_text
+from llrnet.paths import output_folder
 from llrnet.train import RunDir, load_config, train
 from llrnet.train.logging import read_metrics
 
@@ -241,7 +242,7 @@ def _report(out: Path, table: str, results: dict[str, dict[str, dict[str, Any]]]
 def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
              progress: bool = True) -> DemoResult:
     """Train, evaluate and report the three digits models into ``out_dir`` (resumable)."""
-    out = Path(out_dir)
+    out = output_folder(out_dir, what="demo output (--out)")
     out.mkdir(parents=True, exist_ok=True)
     weights = {name: _train_one(name, preset, out, quick, progress)
                for name, preset in MODELS.items()}

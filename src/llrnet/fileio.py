@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llrnet.paths import output_file
+
 logger = logging.getLogger(__name__)
 
 STALE_AFTER = 3600.0
@@ -83,6 +85,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    A ``path`` that is a folder (or below a file) is refused before anything is
+    written (:func:`llrnet.paths.output_file`).
     The final file gets the mode ``open()`` would give it (0644 under umask 022),
     not ``mkstemp``'s 0600.
 
@@ -91,7 +95,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with atomic_path("out/results.json") as tmp:
             tmp.write_text(text)
     """
-    target = Path(path)
+    target = output_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(target.parent)
     fd, name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)

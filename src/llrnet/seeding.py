@@ -19,10 +19,27 @@ import hashlib
 
 import torch
 
-__all__ = ["MAX_SEED", "derive", "generator"]
+from llrnet.errors import UsageError
+
+__all__ = ["MAX_SEED", "check_seed", "derive", "generator"]
 
 MAX_SEED = (1 << 63) - 1
 """Derived seeds lie in [0, MAX_SEED] (they fit a signed 64-bit integer)."""
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int in [0, MAX_SEED] (what ``torch.manual_seed`` and every
+    generator take).
+
+    Raises:
+        UsageError: ``seed`` is not an integer (a bool is not), or lies outside
+            [0, 2**63 - 1]; the message names ``name``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"{name} must be an integer, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{name} must be in [0, 2**63 - 1], got {seed}")
+    return seed
 
 
 def derive(seed: int, *keys: int | str) -> int:

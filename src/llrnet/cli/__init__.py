@@ -4,7 +4,8 @@ Each area of the library registers its subcommands from its own module here
 (``models_cmd``, ``eval_cmd``, ``train_cmd``, ``data_cmd``, ``hub_cmd``), so the
 areas grow independently. Errors raised on purpose by the library become one
 line on stderr and an exit code: 2 for bad usage or input, 1 for a failed run,
-130 when interrupted. No traceback reaches the user unless ``LLRNET_DEBUG=1``.
+130 when interrupted (:func:`describe`); warnings are one line each. No
+traceback reaches the user unless ``LLRNET_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from llrnet import __version__
+from llrnet.cli.arguments import Parser
 from llrnet.errors import LlrnetError, RunError
 
 COMMAND_MODULES = ("models_cmd", "eval_cmd", "train_cmd", "data_cmd", "hub_cmd")
@@ -24,7 +28,7 @@ COMMAND_MODULES = ("models_cmd", "eval_cmd", "train_cmd", "data_cmd", "hub_cmd")
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every area's subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="llrnet",
         description="Robust bird-or-bicycle classification: models, evaluation, training, "
         "data and TF-Hub import.",
@@ -47,14 +51,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("llrnet: interrupted", file=sys.stderr)
-        return 130
-    except (LlrnetError, ValueError, FileNotFoundError, PermissionError) as error:
-        if os.environ.get("LLRNET_DEBUG") == "1":
-            raise
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"llrnet {args.command}: error: {message}", file=sys.stderr)
-        return 1 if isinstance(error, RunError) else 2
+    prog = " ".join(["llrnet", args.command, *filter(None, [getattr(args, "data_command", None)])])
+    debug = os.environ.get("LLRNET_DEBUG") == "1"
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(prog)
+        try:
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("llrnet: interrupted", file=sys.stderr)
+            return 130
+        except Exception as error:
+            if debug:
+                raise
+            message, code = describe(error)
+            print(f"{prog}: {message}", file=sys.stderr)
+            return code
+
+
+def describe(error: Exception) -> tuple[str, int]:
+    """The one stderr line (after ``llrnet CMD: ``) and exit code for ``error``.
+
+    * llrnet's own errors, ``ValueError``: ``error: <first line>``; exit 1 for a
+      failed run (:class:`RunError`), else 2.
+    * ``OSError``: ``error: <reason>: <path>``; exit 2 when the path is the
+      mistake (missing, a folder, not a folder, no permission), else 1 (a full
+      disk, an I/O error).
+    * anything else is a defect of llrnet, not the user's: ``internal error``
+      with the exception's type, exit 1, and how to see the traceback.
+    """
+    if isinstance(error, LlrnetError | ValueError):
+        return f"error: {_first_line(error)}", 1 if isinstance(error, RunError) else 2
+    if isinstance(error, OSError):
+        reason = error.strerror or _first_line(error)
+        where = f": {error.filename}" if error.filename else ""
+        user = isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError
+                          | NotADirectoryError | FileExistsError)
+        return f"error: {reason}{where}", 2 if user else 1
+    return (f"internal error: {type(error).__name__}: {_first_line(error)} (a bug in llrnet; "
+            "rerun with LLRNET_DEBUG=1 for the traceback)", 1)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _one_line_warnings(prog: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` printing ``llrnet CMD: warning: <message>``.
+
+    The library reports each condition once, through :mod:`warnings` (so API
+    users can filter or catch it); the command shows it as one line, without
+    the source line Python's default adds.
+    """
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        text = str(message).splitlines()[0] if str(message).strip() else category.__name__
+        print(f"{prog}: warning: {text}", file=sys.stderr)
+
+    return show

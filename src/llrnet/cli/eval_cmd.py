@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from llrnet.cli.arguments import seed
+
 #: Help text: the data each suite scores (``llrnet.data.evaluation_dataset`` decides).
 SUITE_DATA = {
     "bird_or_bicycle": "the bird-or-bicycle test split under llrnet.data.DEFAULT_ROOT",
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        "(untrained: for smoke tests); see `llrnet models`")
     parser.add_argument("--data", help="dataset folder (default depends on the suite)")
     parser.add_argument("--out", required=True, help="output folder (also the resume state)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0, help="the run's seed, in [0, 2**63 - 1]")
     parser.add_argument("--max-images", type=int, default=None,
                         help="evaluate the first N images only")
     parser.add_argument("--attacks", default=None,
@@ -41,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per batch (default: the suite's)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="score the readable images and report the unreadable ones "
+                        "(default: stop before any attack and list them)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
 
@@ -82,7 +87,7 @@ def _eval(args: argparse.Namespace) -> int:
                        device=args.device, batch_size=args.batch_size,
                        max_images=args.max_images, attacks=attacks,
                        progress=not args.no_progress,
-                       class_names=class_names)
+                       class_names=class_names, skip_unreadable=args.skip_unreadable)
     if distributed.rank() == 0:
         print(format_table(results))
         print(f"results: {Path(args.out) / 'results.json'}")

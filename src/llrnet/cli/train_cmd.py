@@ -15,12 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _threads(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return number
+from llrnet.cli.arguments import at_least
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -38,10 +33,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     train.add_argument("--out", help="run folder (checkpoints, metrics, final weights)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its newest intact checkpoint")
+    train.add_argument("--restart", action="store_true",
+                       help="start the run in --out again from step 0 (its checkpoints and "
+                       "final files are moved to OUT/discarded/); needed when every "
+                       "checkpoint is damaged")
     train.add_argument("--until-step", type=int, default=None, metavar="N",
                        help="stop (with a checkpoint) after N steps; resume later")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--threads", type=_threads, default=None,
+    train.add_argument("--threads", type=at_least(1), default=None,
                        help="CPU threads for torch (default: torch's choice)")
     train.add_argument("--list-presets", action="store_true", help="list presets and exit")
     train.add_argument("--print-config", action="store_true",
@@ -56,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--quick", action="store_true",
                       help="a seconds-long version (few steps, few images) for tests")
-    demo.add_argument("--threads", type=_threads, default=1,
+    demo.add_argument("--threads", type=at_least(1), default=1,
                       help="CPU threads for torch (default 1: the demo's tiny convolutions "
                       "gain little from more, and lose a lot on a busy machine)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -78,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
         for name in list_presets():
             print(name)
         return 0
-    if args.preset is None and args.resume and args.out:
+    if args.preset is None and (args.resume or args.restart) and args.out:
         config = load_run_config(args.out, args.overrides)
     elif args.preset is None and not args.print_config:
         raise UsageError("give --preset NAME (see --list-presets), or --out DIR --resume")
@@ -91,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("give --out DIR: the run folder")
     _set_threads(args.threads)
     result = train(config, args.out, resume=args.resume, until_step=args.until_step,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, restart=args.restart)
     from llrnet import distributed
 
     if distributed.rank() == 0:

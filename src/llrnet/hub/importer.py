@@ -14,6 +14,7 @@ from llrnet.hub.formats.module import HubModule, open_module
 from llrnet.hub.formats.savedmodel import select_meta_graph
 from llrnet.hub.recognition.analyze import analyze
 from llrnet.models import save_weights
+from llrnet.paths import output_file
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str,
         WeightsError: incomplete mapping (exact lists in the message).
         RunError: TensorFlow verification failed (nothing is written).
     """
+    output_file(out, what="weights file (--out)")  # before the conversion's work
     module = open_module(path, verify=verify_crc, expected_sha256=expected_sha256)
     head = None if linear is None else open_module(linear, verify=verify_crc,
                                                    expected_sha256=linear_sha256)

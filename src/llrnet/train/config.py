@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from llrnet.devices import parse_device
 from llrnet.errors import UsageError
+from llrnet.seeding import check_seed
 from llrnet.train.augment import Augment
 from llrnet.train.coerce import field_types, from_mapping, is_mapping_type
 from llrnet.train.data import DATASETS
@@ -233,6 +234,7 @@ def _check_ranges(config: TrainConfig) -> None:
     for key, number in non_negative.items():
         if number < 0:
             raise UsageError(f"{key} must be >= 0, got {number}")
+    check_seed(config.seed)
     if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
         raise UsageError(f"ema_decay must be in (0, 1) or null, got {config.ema_decay}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:

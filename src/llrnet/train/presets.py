@@ -84,10 +84,16 @@ def preset_values(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, A
 def _read_preset(name_or_path: str) -> tuple[str, str]:
     """``(text, source for messages)`` of a preset name or a YAML file path."""
     path = Path(name_or_path)
+    if path.is_dir():
+        raise UsageError(f"config {name_or_path} is a folder, not a YAML file")
     if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {name_or_path}")
-        return path.read_text(encoding="utf-8"), str(path)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as error:
+            raise UsageError(f"config file {path} is not UTF-8 text (byte {error.start}: "
+                             f"{error.reason}); save it as UTF-8 YAML") from None
     entry = _preset_dir() / f"{name_or_path}.yaml"
     if not entry.is_file():
         raise UsageError(

@@ -35,6 +35,7 @@ from llrnet.data.bird_or_bicycle.sources import CLASSES, SPLIT_SIZES, SPLITS, VE
 from llrnet.data.http import FetchError, RetryPolicy, fetch
 from llrnet.errors import RunError, UsageError
 from llrnet.fileio import atomic_write_bytes, atomic_write_json
+from llrnet.paths import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def download(
     sources = sources or Sources()
     policy = policy or RetryPolicy()
     extras_rule = extras_rule or ExtrasRule()
-    base = Path(root).expanduser() / VERSION
+    base = output_folder(root, what="dataset root (--root)") / VERSION
     report = DownloadReport(root=str(Path(root).expanduser()), splits=split_names,
                             started=_now())
     report.sources = {"id_lists": str(sources.id_list_base), "images": str(sources.image_base)}

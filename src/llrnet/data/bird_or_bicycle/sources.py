@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from llrnet.errors import UsageError
 
 #: Dataset version this package reproduces.
 VERSION = "0.0.4"
@@ -65,7 +68,15 @@ SPLITS: tuple[str, ...] = ("train", "test", "extras")
 
 
 def _pick(explicit: str | None, env: str, default: str) -> str:
+    """The URL in force: ``explicit``, else ``$env``, else ``default``; checked
+    up front, so a typo fails once here rather than once per image."""
     value = explicit if explicit is not None else os.environ.get(env) or default
+    source = "the URL given" if explicit is not None else (
+        f"${env}" if os.environ.get(env) else "the default URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"{source} is not an http(s) URL: {value!r} (expected e.g. "
+                         "https://host/path)")
     return value.rstrip("/")
 
 

@@ -17,6 +17,7 @@ from llrnet.data.bird_or_bicycle.download import parse_splits
 from llrnet.data.bird_or_bicycle.idlists import parse_id_list, split_ids
 from llrnet.data.bird_or_bicycle.process import check_stored_image
 from llrnet.data.bird_or_bicycle.sources import CLASSES, SPLIT_SIZES
+from llrnet.errors import InputError
 
 
 @dataclass
@@ -40,7 +41,15 @@ class VerifyReport:
 
 
 def verify(root: str | Path, splits: str | Sequence[str] = ("train", "test")) -> VerifyReport:
-    """Check the given splits under ``root``; never raises for a bad dataset."""
+    """Check the given splits under ``root``; never raises for a bad dataset.
+
+    Raises:
+        InputError: ``root`` does not exist (nothing to verify; the message
+            names the command that downloads it).
+    """
+    if not Path(root).expanduser().exists():
+        raise InputError(f"no dataset at {root}; download it with: llrnet data download "
+                         f"--root {root}")
     report = VerifyReport()
     for split in parse_splits(splits):
         folder = split_folder(root, split)
