@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import random
 import re
 import warnings
@@ -32,8 +31,6 @@ import torch
 
 from llrnet.errors import RunError
 from llrnet.fileio import atomic_write_bytes, atomic_write_json
-
-logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step-(\d{8,})\.(pt|json)$")
 
@@ -108,7 +105,8 @@ def _verify(folder: Path, step: int) -> tuple[bytes | None, str]:
 def latest_checkpoint(directory: str | Path) -> tuple[int, dict[str, Any]] | None:
     """``(step, state)`` of the newest intact checkpoint in ``directory``, or None.
 
-    Damaged checkpoints are reported with a :class:`RuntimeWarning` (and the log)
+    Damaged checkpoints are reported with a :class:`RuntimeWarning` (once each:
+    the command shows warnings as one line, so they are not logged as well)
     and skipped; the previous good one is returned.
     """
     folder = Path(directory)
@@ -117,7 +115,6 @@ def latest_checkpoint(directory: str | Path) -> tuple[int, dict[str, Any]] | Non
         if data is None:
             message = f"checkpoint {folder / _stem(step)}.pt is unusable: {reason}; " \
                       "falling back to the previous one"
-            logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             continue
         try:
@@ -125,7 +122,6 @@ def latest_checkpoint(directory: str | Path) -> tuple[int, dict[str, Any]] | Non
         except Exception as error:  # a matching hash but unloadable content: report, go on
             message = f"checkpoint {folder / _stem(step)}.pt cannot be read ({error}); " \
                       "falling back to the previous one"
-            logger.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             continue
         return step, state

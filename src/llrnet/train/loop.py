@@ -39,18 +39,21 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from llrnet import distributed
-from llrnet.errors import RunError, UsageError
+from llrnet.errors import InputError, RunError, UsageError
+from llrnet.models.heads import head_of
+from llrnet.paths import output_folder
 from llrnet.seeding import derive, generator
 from llrnet.train.augment import augment
 from llrnet.train.checkpoint import (
     checkpoint_path,
+    has_checkpoints,
     latest_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from llrnet.train.config import TrainConfig, config_to_dict
-from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out
+from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out, in_memory
 from llrnet.train.evaluation import robust_accuracy
 from llrnet.train.logging import MetricsLogger, RunningMeans
 from llrnet.train.presets import dump_config
@@ -84,30 +87,42 @@ class TrainResult:
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
           until_step: int | None = None, progress: bool = True,
-          task: Any = None) -> TrainResult:
+          task: Any = None, restart: bool = False) -> TrainResult:
     """Train ``config`` into ``out_dir`` (layout: :mod:`llrnet.train.run_dir`).
 
     Args:
         config: the run's configuration.
         out_dir: run folder (created). A folder that already holds a run needs ``resume``.
-        resume: continue from the newest intact checkpoint in ``out_dir`` (if any).
+        resume: continue from the newest intact checkpoint in ``out_dir``. A
+            folder whose checkpoints are all damaged is refused (RunError), so
+            a resume never silently becomes a fresh start.
         until_step: stop after this many steps with a checkpoint, without
             finishing (for jobs cut into time slices; resume later).
         progress: show a progress bar on rank 0.
         task: a task object to use instead of building ``config.task`` (bring
             your own objective: ``task(model, (x, y), step) -> {"loss": ..., ...}``).
+        restart: start again from step 0 in a folder that holds a run, moving
+            its checkpoints and final files to ``out_dir/discarded/``.
 
     Raises:
         UsageError: bad configuration, or ``out_dir`` holds a run and ``resume`` is False.
-        RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available.
+        RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available,
+            or ``resume`` with checkpoints none of which is usable.
     """
-    run = RunDir(out_dir)
+    run = RunDir(output_folder(out_dir, what="run folder (--out)"))
     device = _start_processes(config)
-    run.prepare(config, resume=resume)
+    run.prepare(config, resume=resume, restart=restart)
+    if restart:
+        resume = False
+        if distributed.rank() == 0 and (moved := run.discard()) is not None:
+            logger.info("restarting %s from step 0; the previous attempt is in %s",
+                        run.path, moved)
+        distributed.barrier()
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
     train_set, eval_set = build_datasets(config.data)
     held = held_out(eval_set, config.data.eval_images)
+    check_classes(trainee.model, train_set, held, device)
     start, last_checkpoint = _resume_or_seed(trainee, run, config, resume)
     if distributed.rank() == 0:
         run.write_config(config)
@@ -157,6 +172,46 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def check_classes(model: nn.Module, train_set: Any, held: tuple[Tensor, Tensor],
+                  device: torch.device) -> None:
+    """Refuse, before step 0, labels the model has no class for.
+
+    The model's classes are its head's (:func:`llrnet.models.head_of`: a sigmoid
+    bird head has 2 from its one logit), read off one forward of one image in
+    eval mode (no statistics change, no random numbers drawn). The labels are
+    the held-out ones and, where the dataset keeps them in memory or as
+    ``targets``, the training ones.
+
+    Raises:
+        InputError: a label >= the model's number of classes, or a model that
+            cannot take the data's images.
+    """
+    memory = in_memory(train_set)
+    labels = [held[1]]
+    if memory is not None:
+        labels.append(memory[1])
+    elif getattr(train_set, "targets", None) is not None:
+        labels.append(torch.as_tensor(train_set.targets))
+    needed = max((int(t.max()) + 1 for t in labels if t.numel()), default=0)
+    sample = held[0][:1] if len(held[0]) else torch.as_tensor(train_set[0][0])[None].float()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(sample.to(device))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+        raise InputError(f"the model cannot take the data's images (shape "
+                         f"{list(sample.shape)}): {reason}") from None
+    finally:
+        model.train(was_training)
+    classes = head_of(model).log_probs(logits).shape[1]
+    if needed > classes:
+        raise InputError(f"the data has labels up to {needed - 1} but the model has "
+                         f"{classes} classes; set model.kwargs.num_classes (or choose "
+                         "another dataset)")
+
+
 def _start_processes(config: TrainConfig) -> torch.device:
     """This process's device, with the process group started under ``torchrun``."""
     device = distributed.local_device(config.device)
@@ -174,6 +229,10 @@ def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: 
     when resuming and there is one; else ``(0, None)`` with the tasks' stream seeded."""
     rank = distributed.rank()
     found = latest_checkpoint(run.checkpoints) if resume else None
+    if found is None and resume and has_checkpoints(run.checkpoints):
+        raise RunError(f"no usable checkpoint in {run.checkpoints}: every one is damaged "
+                       "(see the warnings); rerun with --restart to start again from step 0 "
+                       "(the damaged files are kept in discarded/)")
     if found is None:
         torch.manual_seed(derive(config.seed, "train", "task", rank))
         return 0, None

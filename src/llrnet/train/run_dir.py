@@ -6,7 +6,9 @@ A run folder (``llrnet train --out DIR``) holds:
 * ``metrics.jsonl`` and ``tensorboard/`` (:mod:`llrnet.train.logging`);
 * ``checkpoints/`` (:mod:`llrnet.train.checkpoint`);
 * when finished, ``final.safetensors`` (the weights; the resolved configuration
-  is their ``recipe``) and ``result.json`` (``step``, ``metrics``, ``weights``).
+  is their ``recipe``) and ``result.json`` (``step``, ``metrics``, ``weights``);
+* after a restart (``--restart``), ``discarded/``: the previous attempt's
+  checkpoints and final files, kept until the next restart replaces them.
 
 A folder that holds a checkpoint or final weights is *started*: training into
 it again needs ``resume``, and resuming checks that the configuration is the
@@ -21,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ CONFIG_FILE = "config.yaml"
 FINAL_WEIGHTS = "final.safetensors"
 RESULT_FILE = "result.json"
 CHECKPOINTS = "checkpoints"
+DISCARDED = "discarded"
 
 #: Settings that may change when resuming (they do not change the weights).
 RESUMABLE_CHANGES = frozenset({
@@ -86,19 +90,42 @@ class RunDir:
         """True when the final weights are written."""
         return self.final_weights.exists()
 
-    def prepare(self, config: TrainConfig, *, resume: bool) -> None:
+    def prepare(self, config: TrainConfig, *, resume: bool, restart: bool = False) -> None:
         """Check that ``config`` may train into this folder.
 
+        ``restart`` starts again from step 0 whatever the folder holds (see
+        :meth:`discard`), with any configuration.
+
         Raises:
-            UsageError: the folder holds a run and ``resume`` is False, or
-                ``resume`` is True and ``config`` differs from the saved one in
-                a setting that changes the weights.
+            UsageError: the folder holds a run and neither ``resume`` nor
+                ``restart`` is set, or ``resume`` is set and ``config`` differs
+                from the saved one in a setting that changes the weights.
         """
+        if restart:
+            return
         if self.is_started() and not resume:
             raise UsageError(f"{self.path} already holds a training run; pass --resume to "
-                             "continue it or choose another --out folder")
+                             "continue it, --restart to start it again, or choose another "
+                             "--out folder")
         if resume and self.config_file.is_file():
             check_resumable(preset_values(str(self.config_file)), config)
+
+    def discard(self) -> Path | None:
+        """Move this run's checkpoints and final files to ``discarded/`` (replacing
+        an earlier ``discarded/``), so a restart begins from nothing without
+        deleting the attempt it replaces. Returns the folder, or None when there
+        was nothing to move."""
+        moved = [p for p in (self.checkpoints, self.final_weights, self.result_file)
+                 if p.exists()]
+        if not moved:
+            return None
+        target = self.path / DISCARDED
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir()
+        for path in moved:
+            path.rename(target / path.name)
+        return target
 
     def write_config(self, config: TrainConfig) -> None:
         """Write ``config.yaml`` (the resolved configuration)."""
