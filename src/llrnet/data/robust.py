@@ -107,6 +107,29 @@ class ImageFileDataset(Dataset[tuple[Any, int]]):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def load(self, index: int) -> tuple[Any, int]:
+        """``(transform(image), label)`` of sample ``index``, with no substitution.
+
+        For evaluation, where scoring the next image in place of an unreadable
+        one would be a silent substitution.
+
+        Raises:
+            InputError: the file cannot be decoded (the message names it).
+        """
+        path, label = self.samples[index]
+        try:
+            image = load_rgb(path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise InputError(f"unreadable image {path}: {error}") from None
+        return (self.transform(image) if self.transform else image), label
+
+    def unreadable(self, indices: Sequence[int]) -> dict[int, str]:
+        """``{index: "path: reason"}`` for each sample in ``indices`` that cannot
+        be decoded (a full decode of each file)."""
+        paths = {index: self.samples[index][0] for index in indices}
+        bad = find_unreadable(list(paths.values()))
+        return {index: f"{path}: {bad[path]}" for index, path in paths.items() if path in bad}
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         """``(transform(image), label)``; an unreadable file yields the next readable one."""
         n = len(self.samples)

@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import Dataset
 
 from llrnet.errors import InputError
+
+
+@runtime_checkable
+class ImageFiles(Protocol):
+    """A dataset of image files that can be checked and read without substitution
+    (``llrnet.data.ImageFileDataset`` is one: bird-or-bicycle, ImageNet folders)."""
+
+    def load(self, index: int) -> tuple[Any, int]:
+        """``(image [C, H, W], label)`` of ``index``; InputError if unreadable."""
+        ...
+
+    def unreadable(self, indices: Sequence[int]) -> dict[int, str]:
+        """``{index: reason}`` of the files among ``indices`` that cannot be decoded."""
+        ...
 
 
 class ImageSource:
@@ -27,10 +41,18 @@ class ImageSource:
     ``DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed))``
     visits (``llrnet.data.evaluation_loader``'s order). ``max_images`` keeps the
     first ``max_images`` of that order.
+
+    Image files (an :class:`ImageFiles` dataset, such as
+    ``llrnet.data.ImageFileDataset``: bird-or-bicycle, ImageNet folders) are
+    all decoded once here, before any attack, and read
+    without substitution after. An unreadable file is an :class:`InputError`
+    listing every such file, unless ``skip_unreadable``: then those images
+    leave the order and :attr:`skipped` maps their indices to the reason, so
+    the count reported is the count scored.
     """
 
     def __init__(self, dataset: Any, max_images: int | None = None,
-                 shuffle_seed: int | None = None) -> None:
+                 shuffle_seed: int | None = None, skip_unreadable: bool = False) -> None:
         if max_images is not None and max_images < 1:
             raise InputError(f"max_images must be >= 1, got {max_images}")
         self._images: torch.Tensor | None = None
@@ -63,6 +85,32 @@ class ImageSource:
         else:
             generator = torch.Generator().manual_seed(shuffle_seed)
             self.order = torch.randperm(total, generator=generator)[: self.count].tolist()
+        self.skip_unreadable = skip_unreadable
+        self.skipped: dict[int, str] = {}
+        self._checked: set[int] = set()
+        self._drop_unreadable(self.order)
+        self.order = [index for index in self.order if index not in self.skipped]
+        self.count = len(self.order)
+        if self.count == 0:
+            raise InputError(f"none of the {len(self.skipped)} images can be read")
+
+    def _drop_unreadable(self, indices: Sequence[int]) -> None:
+        """Decode the image files among ``indices`` not yet checked; raise listing
+        the unreadable ones, or (``skip_unreadable``) record them in :attr:`skipped`."""
+        if not isinstance(self._dataset, ImageFiles):
+            return
+        fresh = sorted(set(indices) - self._checked)
+        self._checked.update(fresh)
+        bad = self._dataset.unreadable(fresh)
+        if bad and not self.skip_unreadable:
+            listing = "; ".join(reason for _, reason in sorted(bad.items())[:5])
+            more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise InputError(
+                f"{len(bad)} of {len(fresh)} images cannot be read ({listing}{more}); fix or "
+                "remove them, or skip them explicitly (--skip-unreadable, "
+                "skip_unreadable=True) to score the readable ones"
+            )
+        self.skipped.update(bad)
 
     def __len__(self) -> int:
         return self.count
@@ -76,8 +124,9 @@ class ImageSource:
             rows = torch.as_tensor(list(indices), dtype=torch.long)
             return self._images[rows].float(), self._labels[rows]
         images, labels = [], []
+        files = isinstance(self._dataset, ImageFiles)
         for index in indices:
-            image, label = self._dataset[index]
+            image, label = self._dataset.load(index) if files else self._dataset[index]
             images.append(torch.as_tensor(image, dtype=torch.float32))
             labels.append(int(label))
         if len({tuple(image.shape) for image in images}) > 1:
@@ -89,9 +138,12 @@ class ImageSource:
 
         The clean reference pool of attacks that start from other images
         (Boundary). It does not depend on ``max_images``, so an image's result
-        does not either.
+        does not either. With ``skip_unreadable``, unreadable images are left
+        out of it (it is then smaller); otherwise one is an :class:`InputError`.
         """
-        return self.get(range(min(size, self.total)))
+        indices = range(min(size, self.total))
+        self._drop_unreadable(indices)
+        return self.get([index for index in indices if index not in self.skipped])
 
     def fingerprint(self, batch_size: int) -> str:
         """sha256 over the count and the first batch (images and labels).

@@ -82,7 +82,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
-    """A leaderboard-style table (one row per attack, accuracy in percent)."""
+    """A leaderboard-style table (one row per attack, accuracy in percent), with a
+    line under it when unreadable images were skipped (``skipped_images``)."""
     header = ("attack", "acc@80%", "acc@100%", "images", "evals/img", "time")
     rows = [header]
     for name, record in attacks.items():
@@ -101,7 +102,11 @@ def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
         return "  ".join(cells)
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+    lines = [line(rows[0]), rule, *(line(row) for row in rows[1:])]
+    skipped = max((int(r.get("skipped_images", 0)) for r in attacks.values()), default=0)
+    if skipped:
+        lines.append(f"({skipped} unreadable image(s) skipped, not scored: see results.json)")
+    return "\n".join(lines)
 
 
 def pyplot() -> Any:

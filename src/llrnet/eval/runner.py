@@ -43,6 +43,8 @@ from llrnet.eval.state import ChunkResult, RunState
 from llrnet.eval.suites import Suite, SuiteEntry, get_suite
 from llrnet.models.heads import challenge_view
 from llrnet.models.weights import tensors_sha256
+from llrnet.paths import output_folder
+from llrnet.seeding import check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +224,7 @@ def evaluate(
     save_adversarial: bool = False,
     progress: bool = True,
     class_names: Sequence[str] | None = None,
+    skip_unreadable: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a classifier under a suite of attacks and write a report to ``out_dir``.
 
@@ -252,6 +255,10 @@ def evaluate(
             (otherwise only the first few, for ``examples.png``).
         progress: show a progress bar per attack (rank 0 only).
         class_names: names for ``examples.png`` titles.
+        skip_unreadable: score the readable images of a dataset of image files
+            and report the others (``skipped`` in results.json, ``skipped_images``
+            in each record, a line under the table). By default an unreadable
+            file stops the run before any attack, with the list of such files.
 
     Returns:
         attack name -> record with ``accuracy@80``, ``accuracy@100``, ``images``,
@@ -265,6 +272,8 @@ def evaluate(
         UsageError: unknown suite or attack names, a white-box attack on a
             model_fn, or ``out_dir`` holding a run with different arguments.
     """
+    out = output_folder(out_dir, what="evaluation output (out_dir)")
+    seed = check_seed(seed)
     target = distributed.local_device(device)
     if target.type == "cuda":
         torch.cuda.set_device(target)  # NCCL object gathers use the current device
@@ -275,7 +284,8 @@ def evaluate(
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     shuffled = resolved.shuffle if shuffle is None else shuffle
-    source = ImageSource(dataset, max_images, shuffle_seed=int(seed) if shuffled else None)
+    source = ImageSource(dataset, max_images, shuffle_seed=int(seed) if shuffled else None,
+                         skip_unreadable=skip_unreadable)
     model, is_model_fn = _prepare_model(model_or_model_fn, target)
     if is_model_fn:
         white_box = [entry.name for entry in resolved.entries if entry.needs_gradients]
@@ -303,7 +313,8 @@ def evaluate(
             else _fingerprint_module(model),
             "save_adversarial": bool(save_adversarial),
         }
-        out = Path(out_dir)
+        if source.skipped:  # absent otherwise, so earlier runs' manifests still match
+            manifest["skipped"] = sorted(source.skipped)
         state = RunState(out)
         resumed = state.check_manifest(manifest)
         distributed.barrier()
@@ -327,6 +338,8 @@ def evaluate(
             model_evaluations=_evaluations(per_attack[entry.name]),
             wall_time=float(sum(c.wall_time for c in per_attack[entry.name].values())),
         )
+        if source.skipped:
+            attack_records[entry.name]["skipped_images"] = len(source.skipped)
     found += checks.check_attack_strengths(
         {entry.name: entry.kind for entry in resolved.entries},
         {name: record["accuracy@80"] for name, record in attack_records.items()},
@@ -340,6 +353,9 @@ def evaluate(
             "order": resolved.names,
             "warnings": found,
         }
+        if source.skipped:
+            summary["skipped"] = [{"index": index, "reason": reason}
+                                  for index, reason in sorted(source.skipped.items())]
         config = {
             **manifest,
             "suite": resolved.describe(),
