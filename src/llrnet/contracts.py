@@ -19,7 +19,7 @@ from torch import Tensor
 
 from llrnet.errors import InputError
 
-__all__ = ["check_images", "check_logits"]
+__all__ = ["SCALE_LIMITS", "check_images", "check_logits", "check_scale"]
 
 
 def check_images(x: Any, name: str = "images", *, values: bool = True) -> Tensor:
@@ -43,12 +43,47 @@ def check_images(x: Any, name: str = "images", *, values: bool = True) -> Tensor
     if x.dim() != 4:
         raise InputError(f"{name} must be [N, C, H, W], got shape {list(x.shape)}")
     if values and x.numel():
+        if x.device.type == "meta":
+            raise InputError(f"{name} is on the meta device: it holds no values")
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"{name} contains NaN or infinite values")
         low, high = float(x.min()), float(x.max())
         if low < 0.0 or high > 1.0:
             raise InputError(f"{name} must lie in [0, 1], got range [{low:.4g}, {high:.4g}]"
                              + ("; convert 8-bit images with x / 255" if high > 1.0 else ""))
+    return x
+
+
+SCALE_LIMITS = (-1.0, 2.0)
+"""Values outside these mean another scale, not a [0, 1] image a little off.
+
+Attack probes may lie slightly outside [0, 1] (SPSA's are ``x +- delta``),
+so a model cannot demand [0, 1] exactly; 8-bit values (up to 255) or a
+second normalization (ImageNet-normalized pixels reach -2.1 and 2.6) fall
+outside these limits."""
+
+
+def check_scale(x: Tensor, name: str = "the model's input") -> Tensor:
+    """Refuse images on another scale than [0, 1] (0-255, or normalized); return ``x``.
+
+    Cheaper and looser than :func:`check_images` (two reductions, no rank or
+    dtype rules): for a model's forward, which sees every attack probe. It
+    reads the data, so on a GPU it synchronizes; it is skipped while
+    ``torch.compile`` traces.
+
+    Raises:
+        InputError: a value below -1 or above 2, with the range found.
+    """
+    if x.numel() == 0 or torch.compiler.is_compiling():
+        return x
+    low, high = SCALE_LIMITS
+    values = x.detach()
+    found_low, found_high = float(values.min()), float(values.max())
+    if found_low < low or found_high > high:
+        hint = ("; 8-bit images need x / 255" if found_high > high
+                else "; give unnormalized images (the model normalizes them itself)")
+        raise InputError(f"{name} must be images in [0, 1], got values in "
+                         f"[{found_low:.4g}, {found_high:.4g}]{hint}")
     return x
 
 

@@ -44,15 +44,30 @@ class CountingModel(nn.Module):
     """Wraps a model: counts forwarded images and checks the logits' shape.
 
     ``evaluations`` is the total number of images passed through ``forward``.
+    ``num_classes`` (set by the attack from its labels) is the least number of
+    logits the labels need, so a label the model has no logit for is an
+    :class:`InputError`, not an index error deep inside the attack. The
+    model's first call failing (images it cannot take: wrong channel count,
+    wrong size) is an :class:`InputError` naming the images' shape.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.evaluations = 0
+        self.num_classes: int | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = check_logits(self.model(x), x.shape[0], finite=False)
+        """Logits [N, K] of images [N, C, H, W], checked; counts N."""
+        try:
+            output = self.model(x)
+        except RuntimeError as error:
+            if self.evaluations:
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+            raise InputError(f"the model cannot take images of shape {list(x.shape)}: "
+                             f"{reason}") from error
+        logits = check_logits(output, x.shape[0], num_classes=self.num_classes, finite=False)
         self.evaluations += int(x.shape[0])
         return logits
 
@@ -155,15 +170,17 @@ class Attack:
     ) -> Tensor:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        device = _model_device(model)
+        if isinstance(x, Tensor) and device is not None and device != x.device:
+            raise InputError(f"x is on {x.device} but the model is on {device}; move one of them")
         x = check_images(x, "x")
         y = _check_labels(y, x.shape[0], x.device, "y")
-        device = _model_device(model)
-        if device is not None and device != x.device:
-            raise InputError(f"x is on {x.device} but the model is on {device}; move one of them")
         seed_tensor = resolve_seeds(seeds, x.shape[0])
         pool = self._check_pool(pool, x)
 
         counting = model if isinstance(model, CountingModel) else CountingModel(model)
+        if y.numel():
+            counting.num_classes = max(counting.num_classes or 0, int(y.max()) + 1)
         before = counting.evaluations
         was_training = model.training
         start = time.perf_counter()

@@ -78,7 +78,8 @@ def linear_module(model: BirdOrBicycleClassifier) -> HubCall:
 
 
 def validate_challenge_images(images: Any) -> np.ndarray:
-    """Check a challenge batch: numpy float32 [N, H, W, 3], finite. Returns it."""
+    """Check a challenge batch: numpy float32 [N, H, W, 3], finite, in [0, 1].
+    Returns it."""
     if not isinstance(images, np.ndarray):
         raise InputError(f"images must be a numpy array, got {type(images).__name__}")
     if images.ndim != 4:
@@ -89,6 +90,10 @@ def validate_challenge_images(images: Any) -> np.ndarray:
         raise InputError(f"images must be float32, got {images.dtype}")
     if not np.isfinite(images).all():
         raise InputError("images contain NaN or infinite values")
+    if images.size and (images.min() < 0.0 or images.max() > 1.0):
+        hint = "; 8-bit images need x / 255" if images.max() > 1.0 else ""
+        raise InputError(f"images must lie in [0, 1], got values in "
+                         f"[{images.min():.4g}, {images.max():.4g}]{hint}")
     return images
 
 

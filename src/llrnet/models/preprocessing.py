@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llrnet.contracts import check_scale
+
 
 def tf1_resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """TF1 ``resize_bilinear(align_corners=False)`` of [N, C, H, W] to [N, C, *size].
@@ -68,6 +70,13 @@ class CropResizeScale(nn.Module):
         self.enabled = enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C, H, W] in [0, 1] -> the same shape in [-1, 1].
+
+        Raises:
+            InputError: values on another scale (0-255, or already normalized;
+                :func:`llrnet.contracts.check_scale`).
+        """
+        check_scale(x)
         if not self.enabled:
             return x
         h, w = x.shape[-2:]
