@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +28,20 @@ def copy_module(name: str, target: Path) -> Path:
 def many_name(i: int) -> str:
     """Names in checkpoints/many (mirrors scripts/make_hub_fixtures.py); value i / 2."""
     return f"model/layer_{i:04d}/" + "a_very_long_sonnet_style_scope_name_" * 4 + "variable"
+
+
+def module_archive(path: Path, name: str = "linear") -> Path:
+    """The fixture module ``name`` packed as a ``.tar.gz`` at ``path``."""
+    with tarfile.open(path, "w:gz") as archive:
+        for file in sorted((FIXTURES / name).rglob("*")):
+            archive.add(file, arcname=file.relative_to(FIXTURES / name).as_posix(),
+                        recursive=False)
+    return path
+
+
+def archive_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    """A ``.tar.gz`` at ``path`` holding the one (hostile) ``member``."""
+    with tarfile.open(path, "w:gz") as archive:
+        member.size = len(data) if member.isfile() else 0
+        archive.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return path

@@ -13,7 +13,6 @@ to 64x64 images, a two-step training run), so the file takes seconds.
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import re
@@ -31,7 +30,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hub_helpers import FIXTURES
+from hub_helpers import FIXTURES, archive_with, module_archive
 from llrnet.cli import main
 from llrnet.errors import InputError, LlrnetError, UsageError
 from llrnet.models import as_model_fn, create_model, save_weights
@@ -155,18 +154,10 @@ class Kit:
     def _archives(folder: Path) -> dict[str, Path]:
         folder.mkdir(parents=True)
         paths: dict[str, Path] = {}
-        good = folder / "linear.tar.gz"
-        with tarfile.open(good, "w:gz") as archive:
-            for file in sorted((FIXTURES / "linear").rglob("*")):
-                archive.add(file, arcname=file.relative_to(FIXTURES / "linear").as_posix(),
-                            recursive=False)
-        paths["good"] = good
+        paths["good"] = module_archive(folder / "linear.tar.gz")
 
         def hostile(name: str, member: tarfile.TarInfo, data: bytes = b"") -> None:
-            paths[name] = folder / f"{name}.tar.gz"
-            with tarfile.open(paths[name], "w:gz") as archive:
-                member.size = len(data) if member.isfile() else 0
-                archive.addfile(member, io.BytesIO(data) if member.isfile() else None)
+            paths[name] = archive_with(folder / f"{name}.tar.gz", member, data)
 
         hostile("dotdot", tarfile.TarInfo("../evil.txt"), b"x")
         hostile("absolute", tarfile.TarInfo("/tmp/llrnet-evil.txt"), b"x")
@@ -179,7 +170,7 @@ class Kit:
         device = tarfile.TarInfo("dev/null")
         device.type = tarfile.CHRTYPE
         hostile("device", device)
-        data = good.read_bytes()
+        data = paths["good"].read_bytes()
         paths["truncated"] = folder / "truncated.tar.gz"
         paths["truncated"].write_bytes(data[: len(data) // 2])
         paths["not_gzip"] = folder / "not_gzip.tar.gz"

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from hub_helpers import FIXTURES
+from hub_helpers import FIXTURES, archive_with, module_archive
 from llrnet.errors import InputError
 from llrnet.hub import extract_archive, open_module
 from llrnet.hub.formats.archive import file_sha256, known_sha256
 
 
-def _module_archive(path: Path, name: str = "linear") -> Path:
-    with tarfile.open(path, "w:gz") as archive:
-        for file in sorted((FIXTURES / name).rglob("*")):
-            archive.add(file, arcname=file.relative_to(FIXTURES / name).as_posix(),
-                        recursive=False)
-    return path
-
-
-def _archive_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
-    with tarfile.open(path, "w:gz") as archive:
-        member.size = len(data) if member.isfile() else 0
-        archive.addfile(member, io.BytesIO(data) if member.isfile() else None)
-    return path
-
-
 def test_archive_opens_like_the_folder(tmp_path: Path) -> None:
-    archive = _module_archive(tmp_path / "linear.tar.gz")
+    archive = module_archive(tmp_path / "linear.tar.gz")
     digest = file_sha256(archive)
     module = open_module(archive, cache_dir=tmp_path / "cache", expected_sha256=digest)
     assert module.sha256 == digest and module.sha256_checked
@@ -41,7 +25,7 @@ def test_archive_opens_like_the_folder(tmp_path: Path) -> None:
 
 
 def test_sha256_mismatch_is_refused(tmp_path: Path) -> None:
-    archive = _module_archive(tmp_path / "linear.tar.gz")
+    archive = module_archive(tmp_path / "linear.tar.gz")
     with pytest.raises(InputError, match=r"linear\.tar\.gz: sha256 [0-9a-f]{64} does not match "
                                          "the expected"):
         open_module(archive, cache_dir=tmp_path / "cache", expected_sha256="ab" * 32)
@@ -53,14 +37,14 @@ def test_known_hash_of_the_published_imagenet_module(tmp_path: Path) -> None:
     assert known_sha256("/x/deepmind/local-linearity/imagenet/1.tar.gz") == published
     assert known_sha256("deepmind_local-linearity_imagenet_1.tar.gz") == published
     assert known_sha256("other/1.tar.gz") is None
-    fake = _module_archive(tmp_path / "deepmind_local-linearity_imagenet_1.tar.gz")
+    fake = module_archive(tmp_path / "deepmind_local-linearity_imagenet_1.tar.gz")
     with pytest.raises(InputError, match="not the published module"):
         open_module(fake, cache_dir=tmp_path / "cache")
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "/etc/evil.txt", "a/../../evil.txt"])
 def test_path_traversal_is_refused(tmp_path: Path, name: str) -> None:
-    archive = _archive_with(tmp_path / "bad.tar.gz", tarfile.TarInfo(name), b"x")
+    archive = archive_with(tmp_path / "bad.tar.gz", tarfile.TarInfo(name), b"x")
     with pytest.raises(InputError, match="path escapes the target folder"):
         extract_archive(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
@@ -73,7 +57,7 @@ def test_links_out_of_the_target_are_refused(tmp_path: Path, kind: bytes, target
     member = tarfile.TarInfo("variables/link")
     member.type = kind
     member.linkname = target
-    archive = _archive_with(tmp_path / "bad.tar.gz", member)
+    archive = archive_with(tmp_path / "bad.tar.gz", member)
     with pytest.raises(InputError, match="points outside the target folder"):
         extract_archive(archive, tmp_path / "out")
 
@@ -82,7 +66,7 @@ def test_devices_and_corrupt_archives_are_refused(tmp_path: Path) -> None:
     member = tarfile.TarInfo("dev")
     member.type = tarfile.CHRTYPE
     with pytest.raises(InputError, match="not a regular file or folder"):
-        extract_archive(_archive_with(tmp_path / "dev.tar.gz", member), tmp_path / "out")
+        extract_archive(archive_with(tmp_path / "dev.tar.gz", member), tmp_path / "out")
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(InputError, match="not a readable tar archive"):
@@ -96,7 +80,7 @@ def test_cli_imports_an_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setenv("LLRNET_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("llrnet.hub.formats.module.DEFAULT_CACHE", tmp_path / "cache")
-    archive = _module_archive(tmp_path / "cifar10.tar.gz", "cifar10")
+    archive = module_archive(tmp_path / "cifar10.tar.gz", "cifar10")
     digest = file_sha256(archive)
     out = tmp_path / "wrn.safetensors"
     assert main(["import-hub", str(archive), "--arch", "wrn_10_1_softplus", "--out", str(out),
