@@ -25,8 +25,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     imp.add_argument("path", help="module folder or .tar.gz (the latents module for "
                      "llr_pretrain_adv)")
     imp.add_argument("--linear", default=None, help="the llr-pretrain-adv/linear module")
-    imp.add_argument("--arch", required=True,
-                     help=f"target architecture (llrnet models), e.g. {', '.join(TARGETS)}")
+    imp.add_argument("--arch", default=None,
+                     help="target architecture (llrnet models), e.g. "
+                     f"{', '.join(TARGETS)}; default: read from the module (a registered "
+                     "name that matches it exactly, else its family with every argument)")
     imp.add_argument("--out", required=True, help="output .safetensors file")
     imp.add_argument("--verify", action="store_true",
                      help="compare with TensorFlow when available (else reported as skipped)")
@@ -80,6 +82,8 @@ def _import(args: argparse.Namespace) -> int:
                         expected_sha256=args.sha256, tf_python=args.tf_python,
                         image_size=args.image_size)
     print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
+    if args.arch is None:
+        print(f"  architecture: {record['import']['facts']['architecture_choice']}")
     for check in record["checks"]:
         print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")
               else f"  --  {check}")

@@ -63,7 +63,7 @@ def _source_record(module: HubModule) -> dict[str, Any]:
             Path(module.source).is_file() else "module files"}
 
 
-def import_hub(path: str | os.PathLike[str], *, architecture: str,
+def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
                out: str | os.PathLike[str], linear: str | os.PathLike[str] | None = None,
                verify: bool = False, verify_crc: bool = True,
                expected_sha256: str | None = None, linear_sha256: str | None = None,
@@ -73,7 +73,9 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str,
     Args:
         path: module folder or ``.tar.gz``.
         architecture: a registered llrnet model (``llr_pretrain_adv``,
-            ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``, or small variants).
+            ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``, or small variants);
+            None: read from the module (a registered name that matches it
+            exactly, else its family builder with every argument).
         out: the ``.safetensors`` file to write.
         linear: the ``llr-pretrain-adv/linear`` module, for bird-or-bicycle models.
         verify: also compare with TensorFlow (skipped, and recorded so, without it).
@@ -112,6 +114,7 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str,
             "facts": conversion.facts,
             "derived_tensors": _group(conversion.derived),
             "ignored_variables": conversion.ignored,
+            "bookkeeping": conversion.bookkeeping,
             "verification": None if verification is None else verification.as_dict(),
         },
     }
