@@ -7,24 +7,29 @@ import json
 from typing import Any
 
 TARGETS = ("llr_pretrain_adv", "resnet152_v2_imagenet", "wrn_40_8_softplus")
+SOURCE_HELP = ("module folder, .tar.gz archive, handle (deepmind/llr-pretrain-adv/latents/1, "
+               "fetched from $LLRNET_HUB_URL or https://tfhub.dev into the module cache), "
+               "tfhub.dev or Kaggle Models URL")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``inspect-hub`` and ``import-hub``."""
     inspect = subparsers.add_parser(
         "inspect-hub", help="show a TF-Hub module's signatures, variables, ops and architecture")
-    inspect.add_argument("path", help="module folder or .tar.gz archive")
+    inspect.add_argument("path", help=SOURCE_HELP)
     inspect.add_argument("--json", action="store_true", help="print everything as JSON")
     inspect.add_argument("--no-verify", action="store_true",
                          help="skip the CRC32C checks of the checkpoint")
     inspect.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    inspect.add_argument("--offline", action="store_true",
+                         help="handles and URLs: use the module cache only, never download")
     inspect.set_defaults(func=_inspect)
 
     imp = subparsers.add_parser(
         "import-hub", help="convert a TF-Hub module into an llrnet weights file")
-    imp.add_argument("path", help="module folder or .tar.gz (the latents module for "
-                     "llr_pretrain_adv)")
-    imp.add_argument("--linear", default=None, help="the llr-pretrain-adv/linear module")
+    imp.add_argument("path", help=SOURCE_HELP + " (the latents module for llr_pretrain_adv)")
+    imp.add_argument("--linear", default=None,
+                     help="the llr-pretrain-adv/linear module (same forms as PATH)")
     imp.add_argument("--arch", default=None,
                      help="target architecture (llrnet models), e.g. "
                      f"{', '.join(TARGETS)}; default: read from the module (a registered "
@@ -39,13 +44,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     imp.add_argument("--sha256", default=None, help="expected sha256 of the module archive")
     imp.add_argument("--no-verify-crc", action="store_true",
                      help="skip the CRC32C checks of the checkpoint")
+    imp.add_argument("--offline", action="store_true",
+                     help="handles and URLs: use the module cache only, never download")
     imp.set_defaults(func=_import)
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from llrnet.hub import inspect_hub
 
-    report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256)
+    report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256,
+                         offline=args.offline)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
         return 0
@@ -80,7 +88,7 @@ def _import(args: argparse.Namespace) -> int:
     record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
                         verify=args.verify, verify_crc=not args.no_verify_crc,
                         expected_sha256=args.sha256, tf_python=args.tf_python,
-                        image_size=args.image_size)
+                        image_size=args.image_size, offline=args.offline)
     print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
     if args.arch is None:
         print(f"  architecture: {record['import']['facts']['architecture_choice']}")
