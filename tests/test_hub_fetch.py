@@ -298,3 +298,66 @@ def test_download_killed_midway_then_run_again(hub: tuple[Hub, str], tmp_path: P
     assert _cache_entries() == [key, f"{key}.descriptor.txt"]  # the leftover was swept
     assert read_metadata(out)["architecture"] == "wide_resnet"
     shutil.rmtree(root)
+
+
+@pytest.fixture
+def tiny_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``llr_pretrain_adv`` released as the DeepMind-built fixtures (a tiny architecture)."""
+    from llrnet.hub.pretrained import RELEASED, Released
+
+    monkeypatch.setitem(RELEASED, "llr_pretrain_adv",
+                        Released(LATENTS, "the tiny fixture pair", linear=LINEAR,
+                                 architecture="llr_pretrain_adv_tiny"))
+
+
+def _bird(model: torch.nn.Module) -> np.ndarray:
+    data = golden("dm_latents")
+    with torch.no_grad():
+        return model.bird_logit(torch.from_numpy(data["images"]).permute(0, 3, 1, 2)).numpy()
+
+
+@pytest.mark.usefixtures("tiny_release")
+def test_create_model_pretrained_fetches_converts_once_and_caches(
+        hub: tuple[Hub, str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from llrnet.errors import UsageError
+    from llrnet.hub.pretrained import weights_path
+    from llrnet.models import create_model
+
+    state, _ = hub
+    monkeypatch.setenv("LLRNET_OFFLINE", "1")
+    with pytest.raises(InputError, match=r"llr_pretrain_adv: no converted weights at .*, and "
+                                         rf"the modules {LATENTS}, {LINEAR} are not in the "
+                                         r"module cache \(offline\)"):
+        create_model("llr_pretrain_adv", pretrained=True)
+    monkeypatch.delenv("LLRNET_OFFLINE")
+    assert main(["pretrained"]) == 0
+    listing = capsys.readouterr().out
+    assert f"{LATENTS} (not cached)" in listing and "weights not converted" in listing
+    model = create_model("llr_pretrain_adv", pretrained=True)
+    np.testing.assert_allclose(_bird(model), golden("dm_latents")["bird_logit"], atol=1e-5,
+                               rtol=0)
+    assert weights_path("llr_pretrain_adv").is_file()
+    state.requests.clear()
+    monkeypatch.setenv("LLRNET_OFFLINE", "1")
+    again = create_model("llr_pretrain_adv", pretrained=True)  # from the converted cache
+    assert state.requests == [] and again.llrnet_metadata["sha256"] == \
+        model.llrnet_metadata["sha256"]
+    assert main(["pretrained"]) == 0
+    assert f"{LATENTS} (cached)" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="no arguments"):
+        create_model("llr_pretrain_adv", pretrained=True, depth=50)
+    with pytest.raises(UsageError, match="no released weights for 'digits_wrn'"):
+        create_model("digits_wrn", pretrained=True)
+
+
+@pytest.mark.usefixtures("tiny_release")
+def test_cli_pretrained_and_torch_hub_load(hub: tuple[Hub, str],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrained", "llr_pretrain_adv"]) == 0
+    assert "llr_pretrain_adv.safetensors" in capsys.readouterr().out
+    repository = Path(__file__).resolve().parents[1]
+    model = torch.hub.load(str(repository), "llr_pretrain_adv", source="local",
+                           pretrained=True, trust_repo=True)
+    np.testing.assert_allclose(_bird(model), golden("dm_latents")["bird_logit"], atol=1e-5,
+                               rtol=0)

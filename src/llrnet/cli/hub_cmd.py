@@ -1,4 +1,4 @@
-"""``llrnet inspect-hub`` and ``llrnet import-hub``: TF-Hub modules without TensorFlow."""
+"""``llrnet inspect-hub``, ``import-hub`` and ``pretrained``: TF-Hub modules without TensorFlow."""
 
 from __future__ import annotations
 
@@ -48,6 +48,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="handles and URLs: use the module cache only, never download")
     imp.set_defaults(func=_import)
 
+    pre = subparsers.add_parser(
+        "pretrained", help="list DeepMind's released models and their cache state, or fetch "
+        "and convert one")
+    pre.add_argument("name", nargs="?", default=None,
+                     help="a released model to fetch and convert (default: list them)")
+    pre.add_argument("--offline", action="store_true", help="use the caches only")
+    pre.add_argument("--verify", action="store_true",
+                     help="compare the conversion with TensorFlow when available")
+    pre.set_defaults(func=_pretrained)
+
 
 def _inspect(args: argparse.Namespace) -> int:
     from llrnet.hub import inspect_hub
@@ -95,4 +105,20 @@ def _import(args: argparse.Namespace) -> int:
     for check in record["checks"]:
         print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")
               else f"  --  {check}")
+    return 0
+
+
+def _pretrained(args: argparse.Namespace) -> int:
+    from llrnet.hub.pretrained import RELEASED, cache_state, fetch_pretrained
+
+    if args.name is None:
+        for name in sorted(RELEASED):
+            state = cache_state(name)
+            modules = ", ".join(f"{h} ({'cached' if c else 'not cached'})"
+                                for h, c in zip(state["handles"], state["modules_cached"]))
+            converted = "converted" if state["converted"] else "not converted"
+            print(f"{name:<24} {state['what']}\n{'':<24} {modules}; weights {converted}")
+        return 0
+    path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify)
+    print(f"{args.name}: {path}")
     return 0
