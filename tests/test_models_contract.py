@@ -164,3 +164,15 @@ def test_stride_in_last_puts_stride_in_last_unit() -> None:
     assert strides == [[1, 2], [1, 2], [1, 2], [1, 1]]
     first = create_model("llr_pretrain_adv_tiny", units=(2, 2, 2, 2))
     assert [[u.stride for u in s] for s in first.trunk.stages] == [[1, 1], [2, 1], [2, 1], [2, 1]]
+
+
+@pytest.mark.parametrize("preset", ["cifar10_wrn28x8_llr", "cifar10_wrn28x8_pgd",
+                                    "cifar10_wrn28x8_trades"])
+def test_presets_claiming_deepminds_configuration_build_deepminds_wrn(preset: str) -> None:
+    from llrnet.train.presets import load_config
+
+    config = load_config(preset)
+    with torch.device("meta"):
+        model = create_model(config.model.name, **config.model.kwargs)
+    assert isinstance(model, WideResNet) and model.variant == "deepmind"
+    assert model.stem_conv.out_channels == 16 * 8
