@@ -239,18 +239,24 @@ def test_offline_without_cache_says_what_is_missing(hub: tuple[Hub, str],
     assert f"https://tfhub.dev/{CIFAR} is not in the cache" in err and "offline" in err
 
 
-def test_a_wrong_pinned_sha256_is_refused(hub: tuple[Hub, str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_pinned_sha256_is_refused(hub: tuple[Hub, str], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr("llrnet.hub.formats.archive.KNOWN_SHA256",
                         {f"{CIFAR}.tar.gz": "0" * 64})
-    with pytest.raises(InputError, match=r"archive sha256 [0-9a-f]{64} does not match the "
-                                         r"pinned 0{64}"):
-        fetch_module(from_handle(CIFAR), policy=FAST, progress=False)
-    assert _cache_entries() == []
-    monkeypatch.setattr("llrnet.hub.formats.archive.KNOWN_SHA256",
-                        {f"{CIFAR}.tar.gz": file_sha256(FIXTURES / ARCHIVES[CIFAR])})
-    cached = fetch_module(from_handle(CIFAR), policy=FAST, progress=False)
-    assert cached.sha256_checked and cached.downloaded
+    out = tmp_path / "x.safetensors"
+    assert main(["import-hub", CIFAR, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert re.search(r"archive sha256 [0-9a-f]{64} does not match the pinned 0{64}", err), err
+    assert _cache_entries() == [] and not out.exists()
+    digest = file_sha256(FIXTURES / ARCHIVES[CIFAR])
+    monkeypatch.setattr("llrnet.hub.formats.archive.KNOWN_SHA256", {f"{CIFAR}.tar.gz": digest})
+    assert main(["import-hub", CIFAR, "--out", str(out)]) == 0
+    assert "sha256 matched" in capsys.readouterr().out
+    assert read_metadata(out)["source"]["module"]["sha256_checked"] is True
+    cached = fetch_module(from_handle(CIFAR), policy=FAST, progress=False, offline=True)
+    assert cached.sha256 == digest and cached.sha256_checked and not cached.downloaded
 
 
 def test_a_broken_transfer_is_retried(hub: tuple[Hub, str]) -> None:
@@ -361,3 +367,13 @@ def test_cli_pretrained_and_torch_hub_load(hub: tuple[Hub, str],
                            pretrained=True, trust_repo=True)
     np.testing.assert_allclose(_bird(model), golden("dm_latents")["bird_logit"], atol=1e-5,
                                rtol=0)
+
+
+def test_a_stalled_transfer_times_out(hub: tuple[Hub, str]) -> None:
+    state, _ = hub
+    state.fault = "stall"
+    with pytest.raises(RunError, match=r"transfer broken after \d+ bytes \(ReadTimeoutError\) "
+                                       r"\(after 1 attempts\)"):
+        fetch_module(from_handle(CIFAR), policy=RetryPolicy(timeout=0.5, attempts=1),
+                     progress=False)
+    assert _cache_entries() == []

@@ -100,8 +100,6 @@ def _import(args: argparse.Namespace) -> int:
                         expected_sha256=args.sha256, tf_python=args.tf_python,
                         image_size=args.image_size, offline=args.offline)
     print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
-    if args.arch is None:
-        print(f"  architecture: {record['import']['facts']['architecture_choice']}")
     for check in record["checks"]:
         print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")
               else f"  --  {check}")
