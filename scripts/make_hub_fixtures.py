@@ -23,6 +23,24 @@ Writes, under ``--out``:
 * ``cifar10/``: a tiny softplus WRN like ``local-linearity/cifar10/1`` (inputs
   ``x``, ``decay_rate``, ``count``; fused batch norm, epsilon 1e-3, resource
   variables).
+* ``dm_latents.tar.gz``, ``dm_linear.tar.gz``, ``dm_cifar10.tar.gz``: modules built the way
+  DeepMind's public LLR code builds its networks
+  (``deepmind/local_linearity_regularizer``) and exported through
+  tensorflow_hub's own TF1 module API (``hub.create_module_spec`` +
+  ``Module.export``, tag sets {} and {"train"}), as the released modules were.
+  Every batch norm is DeepMind's: ``gamma``, ``beta``, a float scalar
+  ``accumulation_counter``, ``accumulated_mean``, ``accumulated_var``; the
+  batch statistics ``E[x^2] - E[x]^2`` are computed in both graphs, used only
+  in "train" (with the counter and moving-average updates), and inference
+  normalizes with ``tf.nn.batch_normalization`` on the accumulated statistics
+  (epsilon 1e-5). ``dm_latents``: a ResNet v2 under ``resnet_v2`` (image input
+  ``inputs``, plus ``decay_rate``; ref variables); ``dm_linear``: ``snt.Linear``-style
+  matmul head on ``[N, 1, 1, C]``; ``dm_cifar10``: DeepMind's WRN-10-1 under
+  ``wide_res_net`` (``init_conv`` to ``16 * width``, ``resnet_lay_{l}_block_{i}``
+  with a ``shortcut_x`` projection in every layer's first block applied after
+  its first BN + softplus, head ``linear``; inputs ``x``, ``decay_rate``,
+  ``count``; resource variables). Stored as archives, the form tfhub.dev serves,
+  because two graphs of small ops compress well.
 * ``golden_*.npz``: inputs and TensorFlow's outputs (no pickles).
 * ``checkpoints/``: bundles written by TF's SaveV2 covering every dtype,
   scalars, strings, a partitioned variable, many variables (several index data
@@ -398,9 +416,243 @@ def checkpoint_fixtures(out: Path) -> None:
     np.savez(folder / "sharded" / "golden.npz", **sharded)
 
 
+def _import_tensorflow_hub():
+    """tensorflow_hub 0.15.0, the last release with the TF1 module API (``native_module``).
+
+    On TF 2.21 its package ``__init__`` fails importing the estimator and
+    feature-column modules (TF dropped ``tf.compat.v1.estimator``); neither is
+    used here, so empty stand-ins are registered first. No installed file is
+    changed.
+    """
+    import sys
+    import types
+
+    stubs = {"tensorflow_hub.estimator": ("LatestModuleExporter", "register_module_for_export"),
+             "tensorflow_hub.feature_column": ("image_embedding_column",
+                                               "sparse_text_embedding_column",
+                                               "text_embedding_column"),
+             "tensorflow_hub.feature_column_v2": ("text_embedding_column_v2",)}
+    for name, attributes in stubs.items():
+        if name not in sys.modules:
+            stub = types.ModuleType(name)
+            for attribute in attributes:
+                setattr(stub, attribute, None)
+            sys.modules[name] = stub
+    import tensorflow_hub as hub
+
+    if not hub.__version__.startswith("0.15."):
+        raise SystemExit(f"tensorflow_hub 0.15.x is needed (TF1 module export), got "
+                         f"{hub.__version__}")
+    return hub
+
+
+class DeepMindBuilder:
+    """Variables of DeepMind-style networks, values drawn by name (same in every graph).
+
+    ``hub.create_module_spec`` calls the module function once per tag set and the
+    export builds a third graph, so values are keyed by variable name and loaded
+    after the module is instantiated (zeros initializers keep them out of the graph).
+    """
+
+    def __init__(self, values: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        self.values = values
+        self.rng = rng
+
+    def var(self, name, draw, shape, trainable=True):
+        full = f"{v1.get_variable_scope().name}/{name}".lstrip("/")
+        if full not in self.values:
+            self.values[full] = np.asarray(draw(shape), np.float32)
+        return v1.get_variable(name, shape=shape, initializer=v1.zeros_initializer(),
+                               trainable=trainable)
+
+    def conv(self, x, out_ch, k, stride, name):
+        """``snt.Conv2D``: HWIO ``w``, no bias, SAME padding."""
+        in_ch = int(x.shape[-1])
+        with v1.variable_scope(name):
+            w = self.var("w", lambda s: self.rng.normal(0, math.sqrt(2.0 / (k * k * in_ch)), s),
+                         (k, k, in_ch, out_ch))
+            return tf.nn.conv2d(x, w, [1, stride, stride, 1], "SAME")
+
+    def linear(self, x, out, name="linear"):
+        """``snt.Linear``: ``matmul(x, w) + b``."""
+        in_ch = int(x.shape[-1])
+        with v1.variable_scope(name, use_resource=False):
+            w = self.var("w", lambda s: self.rng.normal(0, 1 / math.sqrt(in_ch), s), (in_ch, out))
+            b = self.var("b", lambda s: self.rng.normal(0, 0.1, s), (out,))
+            return tf.matmul(x, w) + b
+
+    def batch_norm(self, x, *, is_training, test_local_stats, decay_rate, eps=1e-5):
+        """DeepMind's LLR ``BatchNorm`` (hub-modules.md section 6), scope ``BatchNorm``,
+        ``BatchNorm_1``, ... within the enclosing scope."""
+        c = int(x.shape[-1])
+        with v1.variable_scope(None, default_name="BatchNorm"):
+            axis = list(range(x.shape.ndims - 1))
+            mean = tf.reduce_mean(x, axis=axis)
+            var = tf.reduce_mean(x ** 2, axis=axis) - mean ** 2
+            gamma = self.var("gamma", lambda s: 1 + self.rng.normal(0, 0.2, s), (c,))
+            beta = self.var("beta", lambda s: self.rng.normal(0, 0.2, s), (c,))
+            counter = self.var("accumulation_counter",
+                               lambda s: np.float32(self.rng.integers(1, 10**5)), (),
+                               trainable=False)
+            acc_mean = self.var("accumulated_mean", lambda s: self.rng.normal(0, 0.2, s), (c,),
+                                trainable=False)
+            acc_var = self.var("accumulated_var", lambda s: self.rng.uniform(0.5, 1.5, s), (c,),
+                               trainable=False)
+            if is_training:
+                v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, tf.group([
+                    v1.assign_add(counter, 1.0),
+                    v1.assign_sub(acc_mean, decay_rate * (acc_mean - mean)),
+                    v1.assign_sub(acc_var, decay_rate * (acc_var - var)),
+                ]))
+            return tf.nn.batch_normalization(
+                x, mean if test_local_stats else acc_mean, var if test_local_stats else acc_var,
+                offset=beta, scale=gamma, variance_epsilon=eps)
+
+
+def dm_resnet_v2(b: DeepMindBuilder, x, *, units, widths, stem_width, bn):
+    """A ResNet v2 (stride in a stage's first unit) with DeepMind's batch norm."""
+    with v1.variable_scope("resnet_v2", use_resource=False):
+        net = b.conv(x, stem_width, 7, 2, "conv2d")
+        net = tf.nn.max_pool2d(net, 3, 2, "SAME", name="max_pool")
+        for stage, (count, width) in enumerate(zip(units, widths)):
+            for unit in range(count):
+                stride = 2 if (unit == 0 and stage > 0) else 1
+                with v1.variable_scope(f"block_group_{stage}/block_{unit}"):
+                    preact = tf.nn.relu(b.batch_norm(net, **bn))
+                    shortcut = (b.conv(preact, 4 * width, 1, stride, "shortcut_conv")
+                                if int(net.shape[-1]) != 4 * width or stride > 1 else net)
+                    y = b.conv(preact, width, 1, 1, "conv_0")
+                    y = b.conv(tf.nn.relu(b.batch_norm(y, **bn)), width, 3, stride, "conv_1")
+                    y = b.conv(tf.nn.relu(b.batch_norm(y, **bn)), 4 * width, 1, 1, "conv_2")
+                    net = y + shortcut
+        net = tf.nn.relu(b.batch_norm(net, **bn))
+        return tf.reduce_mean(net, [1, 2], keepdims=True, name="global_pool")
+
+
+def dm_wide_resnet(b: DeepMindBuilder, x, *, depth, width, num_classes, bn):
+    """DeepMind's ``WideResNet`` (``wide_resnet.py``) with softplus."""
+    n = (depth - 4) // 6
+    with v1.variable_scope("wide_res_net", use_resource=True):
+        net = b.conv(x, 16 * width, 3, 1, "init_conv")
+        for layer, size in enumerate((16 * width, 32 * width, 64 * width)):
+            for i in range(n):
+                stride = 2 if (layer != 0 and i == 0) else 1
+                with v1.variable_scope(f"resnet_lay_{layer}_block_{i}"):
+                    orig = net
+                    for j in range(2):
+                        net = tf.nn.softplus(b.batch_norm(net, **bn))
+                        if i == 0 and j == 0:
+                            orig = net  # the projection reads the first activation
+                        net = b.conv(net, size, 3, stride if j == 0 else 1, f"conv_{j}")
+                    net = net + (b.conv(orig, size, 1, stride, "shortcut_x") if i == 0 else orig)
+        net = tf.nn.softplus(b.batch_norm(net, **bn))
+        net = tf.reduce_mean(net, axis=[1, 2], keepdims=False, name="avg_pool")
+        return b.linear(net, num_classes)
+
+
+def export_hub_module(out: Path, module_fn, feed: dict[str, np.ndarray], seed: int
+                      ) -> dict[str, np.ndarray]:
+    """``module_fn(builder, is_training)`` -> (inputs, output); exported with
+    tensorflow_hub's TF1 API (tag sets {} and {"train"}) as the archive ``out``
+    (``.tar.gz``, members sorted, no owners or times); returns TensorFlow's output."""
+    hub = _import_tensorflow_hub()
+    values: dict[str, np.ndarray] = {}
+    rng = np.random.default_rng(seed)
+
+    def fn(is_training):
+        inputs, output = module_fn(DeepMindBuilder(values, rng), is_training)
+        hub.add_signature(inputs=inputs, outputs=output)
+
+    spec = hub.create_module_spec(fn, tags_and_args=[(set(), {"is_training": False}),
+                                                     ({"train"}, {"is_training": True})])
+    folder = Path(tempfile.mkdtemp()) / "module"
+    with tf.Graph().as_default():
+        module = hub.Module(spec)
+        result = module({k: tf.constant(v) for k, v in feed.items()})
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            for name, variable in module.variable_map.items():
+                variable.load(values[name], session)
+            module.export(str(folder), session)
+            golden = {"out_default": session.run(result)}
+    write_archive(folder, out)
+    shutil.rmtree(folder.parent)
+    return golden
+
+
+def write_archive(folder: Path, out: Path) -> None:
+    """``folder``'s files as a reproducible ``.tar.gz`` (paths relative to it)."""
+    import gzip
+    import tarfile
+
+    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped, \
+            tarfile.open(fileobj=zipped, mode="w") as archive:
+        for path in sorted(folder.rglob("*")):
+            info = archive.gettarinfo(str(path), arcname=path.relative_to(folder).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    archive.addfile(info, handle)
+            else:
+                archive.addfile(info)
+
+
+def dm_fixtures(out: Path) -> None:
+    """The modules built the DeepMind way, and their golden outputs."""
+    rng = np.random.default_rng(SEED + 8)
+    images = rng.uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    preprocessed = _preprocess_eager(images)
+
+    def bn_args(is_training, decay_rate):
+        # the training code's two calls: nominal pass / evaluation
+        return dict(is_training=is_training, test_local_stats=is_training, decay_rate=decay_rate)
+
+    def latents_fn(b, is_training):
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="inputs")
+        decay = v1.placeholder(tf.float32, [], name="decay_rate")
+        latents = dm_resnet_v2(b, x, units=(1, 1, 1, 1), widths=(4, 8, 16, 32), stem_width=8,
+                               bn=bn_args(is_training, decay))
+        return {"inputs": x, "decay_rate": decay}, latents
+
+    latents = export_hub_module(out / "dm_latents.tar.gz", latents_fn,
+                                {"inputs": preprocessed, "decay_rate": np.float32(0.1)},
+                                SEED + 9)["out_default"]
+
+    def linear_fn(b, is_training):
+        x = v1.placeholder(tf.float32, [None, 1, 1, latents.shape[-1]], name="inputs")
+        logits = b.linear(tf.reshape(x, [-1, latents.shape[-1]]), 2)
+        return {"inputs": x}, tf.reshape(logits, [-1, 1, 1, 2])
+
+    logits = export_hub_module(out / "dm_linear.tar.gz", linear_fn, {"inputs": latents},
+                               SEED + 10)["out_default"]
+    np.savez(out / "golden_dm_latents.npz", images=images, preprocessed=preprocessed,
+             latents=latents, logits=logits, bird_logit=logits[:, 0, 0, 1])
+
+    cifar = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    mean = np.array([125.3, 123.0, 113.9], np.float32) / 255
+    std = np.array([63.0, 62.1, 66.7], np.float32) / 255
+
+    def wrn_fn(b, is_training):
+        x = v1.placeholder(tf.float32, [None, None, None, 3], name="x")
+        decay = v1.placeholder(tf.float32, [], name="decay_rate")
+        count = v1.placeholder(tf.int32, [], name="count")
+        logits = dm_wide_resnet(b, x, depth=10, width=1, num_classes=10,
+                                bn=bn_args(is_training, decay))
+        return {"x": x, "decay_rate": decay, "count": count}, logits
+
+    wrn = export_hub_module(out / "dm_cifar10.tar.gz", wrn_fn,
+                            {"x": (cifar - mean) / std, "decay_rate": np.float32(0.1),
+                             "count": np.int32(0)}, SEED + 11)["out_default"]
+    np.savez(out / "golden_dm_cifar10.npz", images=cifar, logits=wrn)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/hub"))
+    parser.add_argument("--only-deepmind", action="store_true",
+                        help="write only the modules built the DeepMind way (dm_*)")
     parser.add_argument("--resnet152", type=Path, default=None,
                         help="instead: write a full-size ResNet-152 v2 module here (benchmark)")
     args = parser.parse_args()
@@ -412,6 +664,9 @@ def main() -> None:
         np.savez(args.resnet152 / "golden.npz", **goldens)
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    dm_fixtures(args.out)
+    if args.only_deepmind:
+        return
     np.savez(args.out / "golden_latents.npz", **latents_fixture(args.out))
     np.savez(args.out / "golden_imagenet.npz", **imagenet_fixture(args.out))
     np.savez(args.out / "golden_cifar10.npz", **cifar10_fixture(args.out))

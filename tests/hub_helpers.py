@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +47,28 @@ def archive_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path
         member.size = len(data) if member.isfile() else 0
         archive.addfile(member, io.BytesIO(data) if member.isfile() else None)
     return path
+
+
+def rewrite_graphs(module: Path, edit: Callable[[Any], None]) -> None:
+    """Rewrite ``module``'s saved_model.pb, calling ``edit(graph_def)`` on every meta-graph."""
+    from tensorboard.compat.proto import meta_graph_pb2
+
+    from llrnet.hub.formats.protowire import field_bytes, field_varint, iter_fields
+
+    path = module / "saved_model.pb"
+    out = field_varint(1, 1)
+    for number, _, value in iter_fields(path.read_bytes()):
+        if number != 2 or not isinstance(value, bytes):
+            continue
+        meta = meta_graph_pb2.MetaGraphDef.FromString(value)
+        edit(meta.graph_def)
+        out += field_bytes(2, meta.SerializeToString())
+    path.write_bytes(out)
+
+
+def feed_stem(graph: Any, name: str, op: str, other: str) -> None:
+    """``graph``'s stem convolution reads ``op(x, other)`` (a node ``name``) instead of ``x``."""
+    graph.node.add(name=name, op=op, input=["x", other]).attr["T"].type = 1
+    for node in graph.node:
+        if node.op == "Conv2D" and node.input[0] == "x":
+            node.input[0] = name

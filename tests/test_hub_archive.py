@@ -79,7 +79,6 @@ def test_cli_imports_an_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     from llrnet.models import read_metadata
 
     monkeypatch.setenv("LLRNET_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("llrnet.hub.formats.module.DEFAULT_CACHE", tmp_path / "cache")
     archive = module_archive(tmp_path / "cifar10.tar.gz", "cifar10")
     digest = file_sha256(archive)
     out = tmp_path / "wrn.safetensors"

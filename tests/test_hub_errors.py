@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from hub_helpers import CHECKPOINTS, FIXTURES, copy_module
+from hub_helpers import CHECKPOINTS, FIXTURES, copy_module, feed_stem, rewrite_graphs
 from llrnet.errors import InputError, UsageError, WeightsError
 from llrnet.hub import (
     CheckpointReader,
@@ -204,8 +205,9 @@ def test_architecture_mismatches() -> None:
 
 
 def test_wrong_wrn_size_is_named() -> None:
-    with pytest.raises(UsageError, match=r"\{'depth': 10, 'width': 1\}, but wrn_16_2_softplus "
-                                         r"has \{'depth': 16, 'width': 2\}"):
+    with pytest.raises(UsageError, match=r"\{'depth': 10, 'width': 1, 'variant': 'zagoruyko'\}, "
+                                         r"but wrn_16_2_softplus has \{'depth': 16, 'width': 2, "
+                                         r"'variant': 'zagoruyko'\}"):
         convert(open_module(FIXTURES / "cifar10"), architecture="wrn_16_2_softplus")
 
 
@@ -256,29 +258,20 @@ def test_cond_on_a_real_input_is_reported() -> None:
 
 def _scale_input_in_graph(module: Path) -> None:
     """Rewrite saved_model.pb so the graph computes 2x - 1 of ``x`` before the stem."""
-    from tensorboard.compat.proto import meta_graph_pb2
 
-    from llrnet.hub.formats.protowire import field_bytes, field_varint, iter_fields
-
-    path = module / "saved_model.pb"
-    out = field_varint(1, 1)
-    for number, _, value in iter_fields(path.read_bytes()):
-        if number != 2 or not isinstance(value, bytes):
-            continue
-        meta = meta_graph_pb2.MetaGraphDef.FromString(value)
-        graph = meta.graph_def
+    def edit(graph: Any) -> None:
         for name, number_value in (("two", 2.0), ("one", 1.0)):
             const = graph.node.add(name=name, op="Const")
             const.attr["dtype"].type = 1
             const.attr["value"].tensor.dtype = 1
             const.attr["value"].tensor.float_val.append(number_value)
-        graph.node.add(name="scaled", op="Mul", input=["x", "two"]).attr["T"].type = 1
+        feed_stem(graph, "scaled", "Mul", "two")
         graph.node.add(name="shifted", op="Sub", input=["scaled", "one"]).attr["T"].type = 1
         for node in graph.node:
-            if node.op == "Conv2D" and node.input[0] == "x":
+            if node.op == "Conv2D" and node.input[0] == "scaled":
                 node.input[0] = "shifted"
-        out += field_bytes(2, meta.SerializeToString())
-    path.write_bytes(out)
+
+    rewrite_graphs(module, edit)
 
 
 def test_input_scaling_in_the_graph_is_reported(tmp_path: Path) -> None:

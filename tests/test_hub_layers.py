@@ -60,3 +60,14 @@ def test_tf_worker_imports_only_tensorflow_numpy_and_the_standard_library() -> N
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_remote_sits_beside_formats_without_torch() -> None:
+    """Fetching knows files and URLs only: no recognition, conversion, importer or torch."""
+    above = ("llrnet.hub.recognition", "llrnet.hub.conversion", "llrnet.hub.importer",
+             "llrnet.models", "torch")
+    paths = sorted((PACKAGE / "hub" / "remote").glob("*.py"))
+    assert paths
+    for path in paths:
+        wrong = sorted(m for m in _imports(path) if m.startswith(above))
+        assert not wrong, f"{path.name} imports {wrong}"

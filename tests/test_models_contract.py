@@ -93,28 +93,44 @@ def test_llr_pretrain_adv_is_resnet152_trunk_plus_linear_head() -> None:
     assert model.linear.weight.shape == (2, 2048, 1, 1)
 
 
-def _wrn_parameters(depth: int, width: int, classes: int, channels: int = 3) -> int:
-    """Analytic parameter count of a pre-activation WRN (3x3 convs, 1x1 shortcuts)."""
+def _wrn_parameters(depth: int, width: int, classes: int, channels: int = 3,
+                    variant: str = "zagoruyko") -> int:
+    """Analytic parameter count of a pre-activation WRN (3x3 convs, 1x1 shortcuts):
+    Zagoruyko's (16-channel stem, projections where needed) or DeepMind's
+    (``16 * width`` stem, a projection in every group's first block)."""
     n = (depth - 4) // 6
-    total = channels * 16 * 9  # stem
-    c_in = 16
+    c_in = 16 * width if variant == "deepmind" else 16
+    total = channels * c_in * 9  # stem
     for group in range(3):
         c_out = 16 * width * 2**group
         for block in range(n):
             source = c_in if block == 0 else c_out
             total += 2 * source + source * c_out * 9 + 2 * c_out + c_out * c_out * 9
-            if block == 0 and source != c_out:
+            if block == 0 and (source != c_out or variant == "deepmind"):
                 total += source * c_out
         c_in = c_out
     return total + 2 * c_in + c_in * classes + classes
 
 
 @pytest.mark.parametrize(
-    ("name", "depth", "width"),
-    [("wrn_28_8_softplus", 28, 8), ("wrn_40_8_softplus", 40, 8), ("wrn_28_10_relu", 28, 10)],
+    ("name", "depth", "width", "variant"),
+    [("wrn_28_8_softplus", 28, 8, "deepmind"), ("wrn_28_8_softplus_zagoruyko", 28, 8, "zagoruyko"),
+     ("wrn_40_8_softplus", 40, 8, "deepmind"), ("wrn_28_10_relu", 28, 10, "zagoruyko")],
 )
-def test_wide_resnet_parameter_counts(name: str, depth: int, width: int) -> None:
-    assert _count(create_model(name)) == _wrn_parameters(depth, width, 10)
+def test_wide_resnet_parameter_counts(name: str, depth: int, width: int, variant: str) -> None:
+    model = create_model(name)
+    assert model.variant == variant
+    assert _count(model) == _wrn_parameters(depth, width, 10, variant=variant)
+
+
+def test_wide_resnet_variants_differ_in_stem_and_first_projection() -> None:
+    deepmind = create_model("wide_resnet", depth=10, width=1, variant="deepmind")
+    zagoruyko = create_model("wide_resnet", depth=10, width=1, variant="zagoruyko")
+    assert deepmind.stem_conv.out_channels == zagoruyko.stem_conv.out_channels == 16
+    assert deepmind.groups[0][0].shortcut is not None and zagoruyko.groups[0][0].shortcut is None
+    wide = create_model("wide_resnet", depth=10, width=2, variant="deepmind")
+    assert wide.stem_conv.out_channels == 32 and wide.groups[0][0].shortcut is not None
+    assert _count(wide) == _wrn_parameters(10, 2, 10, variant="deepmind")
 
 
 def test_wrn_28_10_has_the_papers_36_5_million_parameters() -> None:
@@ -148,3 +164,15 @@ def test_stride_in_last_puts_stride_in_last_unit() -> None:
     assert strides == [[1, 2], [1, 2], [1, 2], [1, 1]]
     first = create_model("llr_pretrain_adv_tiny", units=(2, 2, 2, 2))
     assert [[u.stride for u in s] for s in first.trunk.stages] == [[1, 1], [2, 1], [2, 1], [2, 1]]
+
+
+@pytest.mark.parametrize("preset", ["cifar10_wrn28x8_llr", "cifar10_wrn28x8_pgd",
+                                    "cifar10_wrn28x8_trades"])
+def test_presets_claiming_deepminds_configuration_build_deepminds_wrn(preset: str) -> None:
+    from llrnet.train.presets import load_config
+
+    config = load_config(preset)
+    with torch.device("meta"):
+        model = create_model(config.model.name, **config.model.kwargs)
+    assert isinstance(model, WideResNet) and model.variant == "deepmind"
+    assert model.stem_conv.out_channels == 16 * 8

@@ -88,7 +88,8 @@ def test_bird_or_bicycle_head_comes_from_its_own_slot() -> None:
 
 def test_wide_resnet_layout_keeps_its_input_normalization() -> None:
     model = create_model("wrn_10_1_softplus")
-    assert model.import_structure() == {"activation": "softplus", "depth": 10, "width": 1}
+    assert model.import_structure() == {"activation": "softplus", "depth": 10, "width": 1,
+                                        "variant": "zagoruyko"}
     # WRN-10-1: group 0 keeps 16 channels (identity), groups 1 and 2 project
     units = (_unit(2, False), _unit(2, True), _unit(2, True))
     layout = model.import_layout(Network(_slot("conv", "w"), units, _bn(),
@@ -111,7 +112,8 @@ def test_full_size_structures() -> None:
         relu = create_model("wrn_28_10_relu")
     assert resnet.import_structure() == {"units": (3, 8, 36, 3), "widths": (64, 128, 256, 512),
                                          "stem_width": 64}
-    assert wrn.import_structure() == {"activation": "softplus", "depth": 40, "width": 8}
+    assert wrn.import_structure() == {"activation": "softplus", "depth": 40, "width": 8,
+                                      "variant": "deepmind"}
     assert relu.import_structure()["activation"] == "relu"
     with pytest.raises(ValueError, match="has 0 units, this trunk 50"):
         resnet.import_layout(Network(_slot("conv", "w"), (), _bn(), _slot("dense", "w")))

@@ -1,4 +1,4 @@
-"""``llrnet inspect-hub`` and ``llrnet import-hub``: TF-Hub modules without TensorFlow."""
+"""``llrnet inspect-hub``, ``import-hub`` and ``pretrained``: TF-Hub modules without TensorFlow."""
 
 from __future__ import annotations
 
@@ -7,26 +7,33 @@ import json
 from typing import Any
 
 TARGETS = ("llr_pretrain_adv", "resnet152_v2_imagenet", "wrn_40_8_softplus")
+SOURCE_HELP = ("module folder, .tar.gz archive, handle (deepmind/llr-pretrain-adv/latents/1, "
+               "fetched from $LLRNET_HUB_URL or https://tfhub.dev into the module cache), "
+               "tfhub.dev or Kaggle Models URL")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``inspect-hub`` and ``import-hub``."""
     inspect = subparsers.add_parser(
         "inspect-hub", help="show a TF-Hub module's signatures, variables, ops and architecture")
-    inspect.add_argument("path", help="module folder or .tar.gz archive")
+    inspect.add_argument("path", help=SOURCE_HELP)
     inspect.add_argument("--json", action="store_true", help="print everything as JSON")
     inspect.add_argument("--no-verify", action="store_true",
                          help="skip the CRC32C checks of the checkpoint")
     inspect.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    inspect.add_argument("--offline", action="store_true",
+                         help="handles and URLs: use the module cache only, never download")
     inspect.set_defaults(func=_inspect)
 
     imp = subparsers.add_parser(
         "import-hub", help="convert a TF-Hub module into an llrnet weights file")
-    imp.add_argument("path", help="module folder or .tar.gz (the latents module for "
-                     "llr_pretrain_adv)")
-    imp.add_argument("--linear", default=None, help="the llr-pretrain-adv/linear module")
-    imp.add_argument("--arch", required=True,
-                     help=f"target architecture (llrnet models), e.g. {', '.join(TARGETS)}")
+    imp.add_argument("path", help=SOURCE_HELP + " (the latents module for llr_pretrain_adv)")
+    imp.add_argument("--linear", default=None,
+                     help="the llr-pretrain-adv/linear module (same forms as PATH)")
+    imp.add_argument("--arch", default=None,
+                     help="target architecture (llrnet models), e.g. "
+                     f"{', '.join(TARGETS)}; default: read from the module (a registered "
+                     "name that matches it exactly, else its family with every argument)")
     imp.add_argument("--out", required=True, help="output .safetensors file")
     imp.add_argument("--verify", action="store_true",
                      help="compare with TensorFlow when available (else reported as skipped)")
@@ -37,13 +44,26 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     imp.add_argument("--sha256", default=None, help="expected sha256 of the module archive")
     imp.add_argument("--no-verify-crc", action="store_true",
                      help="skip the CRC32C checks of the checkpoint")
+    imp.add_argument("--offline", action="store_true",
+                     help="handles and URLs: use the module cache only, never download")
     imp.set_defaults(func=_import)
+
+    pre = subparsers.add_parser(
+        "pretrained", help="list DeepMind's released models and their cache state, or fetch "
+        "and convert one")
+    pre.add_argument("name", nargs="?", default=None,
+                     help="a released model to fetch and convert (default: list them)")
+    pre.add_argument("--offline", action="store_true", help="use the caches only")
+    pre.add_argument("--verify", action="store_true",
+                     help="compare the conversion with TensorFlow when available")
+    pre.set_defaults(func=_pretrained)
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from llrnet.hub import inspect_hub
 
-    report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256)
+    report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256,
+                         offline=args.offline)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
         return 0
@@ -78,9 +98,25 @@ def _import(args: argparse.Namespace) -> int:
     record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
                         verify=args.verify, verify_crc=not args.no_verify_crc,
                         expected_sha256=args.sha256, tf_python=args.tf_python,
-                        image_size=args.image_size)
+                        image_size=args.image_size, offline=args.offline)
     print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
     for check in record["checks"]:
         print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")
               else f"  --  {check}")
+    return 0
+
+
+def _pretrained(args: argparse.Namespace) -> int:
+    from llrnet.hub.pretrained import RELEASED, cache_state, fetch_pretrained
+
+    if args.name is None:
+        for name in sorted(RELEASED):
+            state = cache_state(name)
+            modules = ", ".join(f"{h} ({'cached' if c else 'not cached'})"
+                                for h, c in zip(state["handles"], state["modules_cached"]))
+            converted = "converted" if state["converted"] else "not converted"
+            print(f"{name:<24} {state['what']}\n{'':<24} {modules}; weights {converted}")
+        return 0
+    path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify)
+    print(f"{args.name}: {path}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from llrnet.hub.conversion.verify import verify_conversion
 from llrnet.hub.formats.module import HubModule, open_module
 from llrnet.hub.formats.savedmodel import select_meta_graph
 from llrnet.hub.recognition.analyze import analyze
+from llrnet.hub.remote.cache import fetch_module
+from llrnet.hub.remote.sources import resolve_source
 from llrnet.models import save_weights
 from llrnet.paths import output_file
 
@@ -20,12 +23,13 @@ logger = logging.getLogger(__name__)
 
 
 def inspect_hub(path: str | os.PathLike[str], *, verify: bool = True,
-                expected_sha256: str | None = None) -> dict[str, Any]:
-    """Signatures, variables, op histogram and architecture facts of a module.
+                expected_sha256: str | None = None, offline: bool = False) -> dict[str, Any]:
+    """Signatures, variables, op histogram and architecture facts of a module
+    (a folder, archive, handle or URL: :func:`open_source`).
 
     The facts are ``{"error": ...}`` when the graph is not a recognized network.
     """
-    module = open_module(path, verify=verify, expected_sha256=expected_sha256)
+    module = open_source(path, verify=verify, expected_sha256=expected_sha256, offline=offline)
     reader = module.reader
     variables = [reader.info(name) for name in reader.names()]
     meta = select_meta_graph(module.graphs, ())
@@ -59,26 +63,49 @@ def _group(derived: dict[str, str]) -> dict[str, list[str]]:
 
 def _source_record(module: HubModule) -> dict[str, Any]:
     return {"path": module.source, "sha256": module.sha256,
-            "sha256_checked": module.sha256_checked,
-            "sha256_of": "archive" if module.source != str(module.path) and
-            Path(module.source).is_file() else "module files"}
+            "sha256_checked": module.sha256_checked, "sha256_of": module.sha256_of}
 
 
-def import_hub(path: str | os.PathLike[str], *, architecture: str,
+def open_source(source: str | os.PathLike[str], *, verify: bool = True,
+                expected_sha256: str | None = None, offline: bool = False,
+                progress: bool = True) -> HubModule:
+    """A module from a folder, an archive, a handle or a URL (fetched into the cache).
+
+    A fetched module's ``source`` is its URL and its ``sha256`` the downloaded
+    archive's (recorded in the cache's descriptor; the module files' hash when
+    the cache was filled by tensorflow_hub, which keeps no archive hash).
+    """
+    resolved = resolve_source(source)
+    if isinstance(resolved, Path):
+        return open_module(resolved, verify=verify, expected_sha256=expected_sha256)
+    cached = fetch_module(resolved, offline=offline, expected_sha256=expected_sha256,
+                          progress=progress)
+    module = open_module(cached.folder, verify=verify)
+    if cached.sha256 is None:
+        return replace(module, source=resolved.url)
+    return replace(module, source=resolved.url, sha256=cached.sha256,
+                   sha256_checked=cached.sha256_checked, sha256_of="archive")
+
+
+def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
                out: str | os.PathLike[str], linear: str | os.PathLike[str] | None = None,
                verify: bool = False, verify_crc: bool = True,
                expected_sha256: str | None = None, linear_sha256: str | None = None,
-               tf_python: str | None = None, image_size: int = 224) -> dict[str, Any]:
+               tf_python: str | None = None, image_size: int = 224,
+               offline: bool = False) -> dict[str, Any]:
     """Convert a TF1 Hub module (plus its linear head) into an llrnet weights file.
 
     Args:
-        path: module folder or ``.tar.gz``.
+        path: module folder, ``.tar.gz``, handle or URL (:func:`open_source`).
         architecture: a registered llrnet model (``llr_pretrain_adv``,
-            ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``, or small variants).
+            ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``, or small variants);
+            None: read from the module (a registered name that matches it
+            exactly, else its family builder with every argument).
         out: the ``.safetensors`` file to write.
         linear: the ``llr-pretrain-adv/linear`` module, for bird-or-bicycle models.
         verify: also compare with TensorFlow (skipped, and recorded so, without it).
         verify_crc: check checkpoint CRC32C (default on).
+        offline: use only the module cache for handles and URLs.
 
     Returns:
         The metadata record written (``source``, ``checks``, ``import`` facts).
@@ -88,9 +115,11 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str,
         RunError: TensorFlow verification failed (nothing is written).
     """
     output_file(out, what="weights file (--out)")  # before the conversion's work
-    module = open_module(path, verify=verify_crc, expected_sha256=expected_sha256)
-    head = None if linear is None else open_module(linear, verify=verify_crc,
-                                                   expected_sha256=linear_sha256)
+    module = open_source(path, verify=verify_crc, expected_sha256=expected_sha256,
+                         offline=offline)
+    head = None if linear is None else open_source(linear, verify=verify_crc,
+                                                   expected_sha256=linear_sha256,
+                                                   offline=offline)
     conversion: Conversion = convert(module, architecture=architecture, linear=head)
     checks = list(conversion.checks)
     checks.append("sha256 matched the published/expected value" if module.sha256_checked
@@ -114,6 +143,7 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str,
             "facts": conversion.facts,
             "derived_tensors": _group(conversion.derived),
             "ignored_variables": conversion.ignored,
+            "bookkeeping": conversion.bookkeeping,
             "verification": None if verification is None else verification.as_dict(),
         },
     }

@@ -12,6 +12,7 @@ records how, so that :func:`~llrnet.models.save_weights` can rebuild it.
 
 from __future__ import annotations
 
+import importlib
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -79,15 +80,31 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+PRETRAINED_PROVIDER = "llrnet.hub.pretrained"
+"""The module that provides released weights (``load_pretrained(name)``). Looked up
+only when ``pretrained=True`` is asked for, so models never load the hub otherwise."""
+
+
+def create_model(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments ``kwargs``.
+
+    ``pretrained=True``: DeepMind's released weights for ``name``
+    (``llr_pretrain_adv``, ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``),
+    fetched and converted once, then loaded from llrnet's cache (``docs/hub.md``).
 
     Raises:
         UsageError: the name is unknown, or an argument is not one the builder
-            takes or has the wrong type (:func:`check_model_arguments`).
+            takes or has the wrong type (:func:`check_model_arguments`), or
+            arguments were given with ``pretrained=True`` (the weights fix them).
     """
+    if pretrained:
+        if kwargs:
+            raise UsageError(f"{name}: pretrained weights fix the architecture; no arguments "
+                             f"({', '.join(sorted(kwargs))}) can be given with pretrained=True")
+        model: nn.Module = importlib.import_module(PRETRAINED_PROVIDER).load_pretrained(name)
+        return model
     kwargs = check_model_arguments(name, kwargs)
-    model: nn.Module = MODELS.get(name)(**kwargs)
+    model = MODELS.get(name)(**kwargs)
     # Recorded so that save_weights can rebuild the model exactly.
     model.llrnet_architecture = name  # type: ignore[assignment]
     model.llrnet_kwargs = dict(kwargs)  # type: ignore[assignment]

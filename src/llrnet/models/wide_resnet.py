@@ -1,11 +1,22 @@
-"""Pre-activation Wide-ResNet (Zagoruyko & Komodakis 2016) as in the LLR paper.
+"""Pre-activation Wide-ResNet (Zagoruyko & Komodakis 2016) in two variants.
 
-WRN-d-k: a 3x3 stem convolution with 16 channels, three groups of
-``(d - 4) / 6`` pre-activation basic blocks with widths 16k, 32k, 64k and strides
-1, 2, 2, then the final batch norm + activation, global average pool and a linear
-layer. The activation is ``softplus`` (the LLR paper's CIFAR-10 models) or ``relu``.
+WRN-d-k: a 3x3 stem convolution, three groups of ``(d - 4) / 6`` pre-activation
+basic blocks with widths 16k, 32k, 64k and strides 1, 2, 2, then the final
+batch norm + activation, global average pool and a linear layer. The
+activation is ``softplus`` (the LLR paper's CIFAR-10 models) or ``relu``.
 Input normalization ``(x - mean) / std`` lives inside the model, so the model
 takes [0, 1] images.
+
+Two variants (``variant=``), both applying a projection shortcut to the
+output of the block's first batch norm + activation:
+
+* ``"zagoruyko"``: the paper's reference code; the stem has 16 channels and a
+  block has a projection only where its channel count or resolution changes.
+* ``"deepmind"``: DeepMind's LLR code; the stem has ``16 * k`` channels and the
+  first block of *every* group has a projection, also in the first group
+  where the channel count does not change. The LLR paper's CIFAR-10 models
+  (``wrn_28_8_softplus``, and ``wrn_40_8_softplus``, the released module) are
+  this variant.
 
 :meth:`WideResNet.import_structure` and :meth:`WideResNet.import_layout` map a
 recognized network (:mod:`llrnet.models.layout`) onto the model, so that an
@@ -25,6 +36,8 @@ from llrnet.models import layout
 from llrnet.models.layers import Normalize, Padding, conv2d
 
 Activation = Literal["softplus", "relu"]
+Variant = Literal["zagoruyko", "deepmind"]
+VARIANTS: tuple[str, ...] = ("zagoruyko", "deepmind")
 
 CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -48,15 +61,22 @@ class BasicBlockV2(nn.Module):
         padding: Padding,
         bn_eps: float,
         bn_momentum: float,
+        projection: bool | None = None,
     ) -> None:
+        """``projection``: force (True) or forbid (False) a projection shortcut; by
+        default one is used where the channel count or the resolution changes."""
         super().__init__()
+        if projection is None:
+            projection = in_channels != out_channels or stride != 1
+        elif not projection and (in_channels != out_channels or stride != 1):
+            raise ValueError("a block that changes channels or resolution needs a projection")
         self.act = _ACTIVATIONS[activation]
         self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
         self.conv1 = conv2d(in_channels, out_channels, 3, stride=stride, padding=padding)
         self.bn2 = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         self.conv2 = conv2d(out_channels, out_channels, 3, padding=padding)
         self.shortcut: nn.Module | None = None
-        if in_channels != out_channels or stride != 1:
+        if projection:
             self.shortcut = conv2d(in_channels, out_channels, 1, stride=stride, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +99,9 @@ class WideResNet(nn.Module):
         mean, std: per-channel input normalization, applied inside the model.
         padding: ``"same"`` (TF) or ``"symmetric"`` (PyTorch).
         bn_eps, bn_momentum: batch-norm epsilon and moving-average rate.
+        variant: ``"zagoruyko"`` (16-channel stem, projections where needed) or
+            ``"deepmind"`` (``16 * width`` stem, a projection in every group's
+            first block); see the module docstring.
     """
 
     def __init__(
@@ -94,8 +117,11 @@ class WideResNet(nn.Module):
         padding: Padding = "same",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        variant: Variant = "zagoruyko",
     ) -> None:
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
         if activation not in _ACTIVATIONS:
@@ -106,9 +132,10 @@ class WideResNet(nn.Module):
             raise ValueError(f"mean/std need {in_channels} values, got {len(mean)}")
         blocks_per_group = (depth - 4) // 6
         self.normalize = Normalize(mean, std)
-        self.stem_conv = conv2d(in_channels, 16, 3, padding=padding)
+        self.variant = variant
+        channels = 16 * width if variant == "deepmind" else 16
+        self.stem_conv = conv2d(in_channels, channels, 3, padding=padding)
         groups = []
-        channels = 16
         for group, stride in enumerate((1, 2, 2)):
             out_channels = 16 * width * 2**group
             blocks = []
@@ -116,7 +143,9 @@ class WideResNet(nn.Module):
                 blocks.append(
                     BasicBlockV2(channels, out_channels, stride if index == 0 else 1,
                                  activation=activation, padding=padding, bn_eps=bn_eps,
-                                 bn_momentum=bn_momentum)
+                                 bn_momentum=bn_momentum,
+                                 projection=True if variant == "deepmind" and index == 0
+                                 else None)
                 )
                 channels = out_channels
             groups.append(nn.Sequential(*blocks))
@@ -138,10 +167,10 @@ class WideResNet(nn.Module):
         return self.fc(self.forward_features(x))
 
     def import_structure(self) -> dict[str, Any]:
-        """Activation, depth and widening factor."""
+        """Activation, depth, widening factor and variant."""
         first = self._blocks()[0]
         return {"activation": self.act.__name__, "depth": 6 * len(first) + 4,
-                "width": first[0].conv1.out_channels // 16}
+                "width": first[0].conv1.out_channels // 16, "variant": self.variant}
 
     def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
         """Stem, the units group by group, final batch norm and ``fc``; the input

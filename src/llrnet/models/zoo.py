@@ -7,7 +7,13 @@ Full-size architectures:
 * ``resnet{50,101,152}_v2_imagenet``: ImageNet classifiers on ``2x - 1``
   (``resnet152_v2_imagenet`` is ``local-linearity/imagenet/1``).
 * ``wrn_28_8_softplus``, ``wrn_40_8_softplus``: CIFAR-10 Wide-ResNets of the LLR
-  paper (``wrn_40_8_softplus`` is ``local-linearity/cifar10/1``).
+  paper in DeepMind's variant (``wrn_40_8_softplus`` is
+  ``local-linearity/cifar10/1``); ``wrn_28_8_softplus_zagoruyko`` is the same
+  network in Zagoruyko's variant (16-channel stem).
+
+Family builders, every structural option an argument (what ``import-hub``
+records when a module matches no name above exactly): ``wide_resnet``,
+``resnet_v2_classifier``, ``resnet_v2_bird_or_bicycle``.
 
 Small variants for tests and the demo train in seconds on a CPU.
 """
@@ -18,7 +24,13 @@ from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
 from llrnet.models.layers import Padding
 from llrnet.models.registry import register_model
 from llrnet.models.resnet_v2 import STAGE_UNITS, STANDARD_WIDTHS, ResNetV2, StrideIn
-from llrnet.models.wide_resnet import CIFAR10_MEAN, CIFAR10_STD, Activation, WideResNet
+from llrnet.models.wide_resnet import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    Activation,
+    Variant,
+    WideResNet,
+)
 
 TINY_UNITS = (1, 1, 1, 1)
 TINY_WIDTHS = (4, 8, 16, 32)
@@ -28,6 +40,14 @@ def _bird_or_bicycle(trunk: ResNetV2, preprocess: bool, crop_fraction: float
                      ) -> BirdOrBicycleClassifier:
     return BirdOrBicycleClassifier(trunk, trunk.num_features, preprocess=preprocess,
                                    crop_fraction=crop_fraction)
+
+
+def _trunk(units: tuple[int, ...], widths: tuple[int, ...], stem_width: int, padding: Padding,
+           bn_eps: float, stride_in: StrideIn, stem_bias: bool, out_bias: bool,
+           bn_scale: bool) -> ResNetV2:
+    return ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
+                    padding=padding, bn_eps=bn_eps, stride_in=stride_in, stem_bias=stem_bias,
+                    out_bias=out_bias, bn_scale=bn_scale)
 
 
 @register_model
@@ -66,18 +86,15 @@ def llr_pretrain_adv_tiny(
     crop_fraction: float = 0.875,
 ) -> BirdOrBicycleClassifier:
     """A tiny bird-or-bicycle classifier with the same structure (tests, fixtures)."""
-    trunk = ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
-                     padding=padding, bn_eps=bn_eps, stride_in=stride_in,
-                     stem_bias=stem_bias, out_bias=out_bias, bn_scale=bn_scale)
-    return _bird_or_bicycle(trunk, preprocess, crop_fraction)
+    return _bird_or_bicycle(_trunk(units, widths, stem_width, padding, bn_eps, stride_in,
+                                   stem_bias, out_bias, bn_scale), preprocess, crop_fraction)
 
 
 def _imagenet(units: tuple[int, ...], widths: tuple[int, ...], stem_width: int,
               num_classes: int, padding: Padding, bn_eps: float, stride_in: StrideIn,
               stem_bias: bool, out_bias: bool, bn_scale: bool = True) -> ImageNetClassifier:
-    trunk = ResNetV2(units=tuple(units), widths=tuple(widths), stem_width=stem_width,
-                     padding=padding, bn_eps=bn_eps, stride_in=stride_in,
-                     stem_bias=stem_bias, out_bias=out_bias, bn_scale=bn_scale)
+    trunk = _trunk(units, widths, stem_width, padding, bn_eps, stride_in, stem_bias, out_bias,
+                   bn_scale)
     return ImageNetClassifier(trunk, trunk.num_features, num_classes)
 
 
@@ -122,7 +139,8 @@ def resnet_v2_tiny_imagenet(
                      stem_bias, out_bias, bn_scale)
 
 
-def _register_wrn(name: str, depth: int, width: int, activation: Activation) -> None:
+def _register_wrn(name: str, depth: int, width: int, activation: Activation,
+                  default_variant: Variant = "zagoruyko") -> None:
     @register_model(name)
     def build(
         *,
@@ -132,19 +150,83 @@ def _register_wrn(name: str, depth: int, width: int, activation: Activation) -> 
         std: tuple[float, ...] = CIFAR10_STD,
         padding: Padding = "same",
         bn_eps: float = 1e-5,
+        variant: Variant = default_variant,
     ) -> WideResNet:
         return WideResNet(depth=depth, width=width, num_classes=num_classes,
                           in_channels=in_channels, activation=activation,
-                          mean=tuple(mean), std=tuple(std), padding=padding, bn_eps=bn_eps)
+                          mean=tuple(mean), std=tuple(std), padding=padding, bn_eps=bn_eps,
+                          variant=variant)
 
-    build.__doc__ = f"Pre-activation WRN-{depth}-{width} with {activation} (CIFAR-10)."
+    build.__doc__ = (f"Pre-activation WRN-{depth}-{width} with {activation} (CIFAR-10), "
+                     f"{default_variant} variant by default.")
 
 
-_register_wrn("wrn_28_8_softplus", 28, 8, "softplus")
-_register_wrn("wrn_40_8_softplus", 40, 8, "softplus")
+_register_wrn("wrn_28_8_softplus", 28, 8, "softplus", "deepmind")
+_register_wrn("wrn_28_8_softplus_zagoruyko", 28, 8, "softplus")
+_register_wrn("wrn_40_8_softplus", 40, 8, "softplus", "deepmind")
 _register_wrn("wrn_28_10_relu", 28, 10, "relu")
 _register_wrn("wrn_16_2_softplus", 16, 2, "softplus")
 _register_wrn("wrn_10_1_softplus", 10, 1, "softplus")
+
+
+@register_model
+def wide_resnet(
+    *,
+    depth: int = 10,
+    width: int = 1,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    activation: Activation = "softplus",
+    variant: Variant = "deepmind",
+    mean: tuple[float, ...] = CIFAR10_MEAN,
+    std: tuple[float, ...] = CIFAR10_STD,
+    padding: Padding = "same",
+    bn_eps: float = 1e-5,
+) -> WideResNet:
+    """The Wide-ResNet family, every option an argument (see :class:`WideResNet`)."""
+    return WideResNet(depth=depth, width=width, num_classes=num_classes,
+                      in_channels=in_channels, activation=activation, mean=tuple(mean),
+                      std=tuple(std), padding=padding, bn_eps=bn_eps, variant=variant)
+
+
+@register_model
+def resnet_v2_classifier(
+    *,
+    units: tuple[int, ...] = TINY_UNITS,
+    widths: tuple[int, ...] = TINY_WIDTHS,
+    stem_width: int = 8,
+    num_classes: int = 10,
+    padding: Padding = "same",
+    bn_eps: float = 1e-5,
+    stride_in: StrideIn = "first",
+    stem_bias: bool = False,
+    out_bias: bool = False,
+    bn_scale: bool = True,
+) -> ImageNetClassifier:
+    """The ResNet v2 classifier family on ``2x - 1`` inputs, every option an argument."""
+    return _imagenet(units, widths, stem_width, num_classes, padding, bn_eps, stride_in,
+                     stem_bias, out_bias, bn_scale)
+
+
+@register_model
+def resnet_v2_bird_or_bicycle(
+    *,
+    units: tuple[int, ...] = TINY_UNITS,
+    widths: tuple[int, ...] = TINY_WIDTHS,
+    stem_width: int = 8,
+    padding: Padding = "same",
+    bn_eps: float = 1e-5,
+    stride_in: StrideIn = "first",
+    stem_bias: bool = False,
+    out_bias: bool = False,
+    bn_scale: bool = True,
+    preprocess: bool = True,
+    crop_fraction: float = 0.875,
+) -> BirdOrBicycleClassifier:
+    """The bird-or-bicycle family (ResNet v2 latents + linear head), every option an
+    argument."""
+    return _bird_or_bicycle(_trunk(units, widths, stem_width, padding, bn_eps, stride_in,
+                                   stem_bias, out_bias, bn_scale), preprocess, crop_fraction)
 
 
 @register_model

@@ -9,7 +9,10 @@ layout converted (conv HWIO -> OIHW, dense (in, out) -> (out, in)). It knows no
 attribute path of any model. Completeness is then proved:
 
 * every checkpoint variable is consumed exactly once, except optimizer slots and
-  counters, which are listed as ignored;
+  counters, which are listed as ignored: counters recognized from the graphs
+  (:mod:`llrnet.hub.recognition.counters`, such as the ``accumulation_counter``
+  of DeepMind's batch norm) are reported as bookkeeping with how each was
+  recognized;
 * every parameter and buffer of the model is filled, either from a variable or
   by a listed rule (``num_batches_tracked`` = 0; the tensors the layout keeps
   as constructed, such as a WRN's input normalization, which the module leaves
@@ -86,11 +89,13 @@ def transform_for(target: Target, role: str) -> Transform:
 
 @dataclass(frozen=True)
 class ModuleKind:
-    """What a recognized module is, the llrnet class it converts into, and whether
+    """What a recognized module is, the llrnet class it converts into, the
+    registered family builder that takes every structural option, and whether
     its head is a separate linear module (``--linear``)."""
 
     what: str
     target: type[nn.Module]
+    family: str
     separate_head: bool = False
 
 
@@ -102,11 +107,71 @@ def module_kind(analysis: Analysis) -> ModuleKind:
     modules adds a kind here.
     """
     if analysis.family == "wide_resnet":
-        return ModuleKind("a Wide-ResNet", WideResNet)
+        return ModuleKind("a Wide-ResNet", WideResNet, "wide_resnet")
     if analysis.trunk is not None and analysis.trunk.head is not None:
-        return ModuleKind("a ResNet v2 classifier (with a dense head)", ImageNetClassifier)
+        return ModuleKind("a ResNet v2 classifier (with a dense head)", ImageNetClassifier,
+                          "resnet_v2_classifier")
     return ModuleKind("a ResNet v2 latents module (no head)", BirdOrBicycleClassifier,
-                      separate_head=True)
+                      "resnet_v2_bird_or_bicycle", separate_head=True)
+
+
+FAMILIES = frozenset({"wide_resnet", "resnet_v2_classifier", "resnet_v2_bird_or_bicycle"})
+"""The family builders (every structural option an argument), never chosen by name."""
+
+UNSEEN_OPTIONS = ("padding", "bn_eps", "stride_in")
+"""Options that change the computed function but no tensor's name or shape: a
+registered name matches a module only if it takes them as arguments."""
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def choose_architecture(analysis: Analysis) -> tuple[str, str]:
+    """The registered name for a recognized module, and why it was chosen.
+
+    A name matches exactly when its builder, with its defaults, is the module:
+    the options it takes from the module equal its defaults, it takes every
+    option that no tensor shape shows (:data:`UNSEEN_OPTIONS`), its structure
+    (activation, depth, variant, ...) equals the module's, and its state dict has
+    the family model's names and shapes. Otherwise the family builder is used;
+    its arguments say everything, so ``load_weights`` rebuilds the model.
+    """
+    kind = module_kind(analysis)
+    with torch.device("meta"):
+        reference = _state_shapes(create_model(kind.family, **_kwargs(kind.family, analysis)))
+    family_options = set(model_arguments(kind.family))
+    matches: list[str] = []
+    for name in list_models():
+        if name in FAMILIES:
+            continue
+        accepted = model_arguments(name)
+        if any(o in family_options and o not in accepted for o in UNSEEN_OPTIONS):
+            continue
+        try:
+            kwargs = _kwargs(name, analysis)
+        except UsageError:
+            continue
+        if any(_plain(accepted[k]) != _plain(v) for k, v in kwargs.items()):
+            continue
+        with torch.device("meta"):
+            model = create_model(name)
+        if not isinstance(model, kind.target) or not isinstance(model, Importable):
+            continue
+        have = model.import_structure()
+        if any(have[k] != analysis.facts.get(k) for k in have) or \
+                _state_shapes(model) != reference:
+            continue
+        matches.append(name)
+    if matches:
+        others = f" (also: {', '.join(matches[1:])})" if len(matches) > 1 else ""
+        return matches[0], f"registered name matching the module exactly{others}"
+    return kind.family, (f"family builder {kind.family} (no registered name matches the "
+                         "module exactly); the weights record every argument")
 
 
 @dataclass
@@ -130,6 +195,8 @@ class Conversion:
     assignments: list[Assignment]
     derived: dict[str, str]  # key -> rule
     ignored: dict[str, list[str]]  # source -> variables
+    bookkeeping: dict[str, dict[str, str]] = field(default_factory=dict)
+    """source -> {counter variable: how it was recognized}; also in ``ignored``."""
     checks: list[str] = field(default_factory=list)
 
 
@@ -174,21 +241,27 @@ def _check_structure(model: Importable, architecture: str, analysis: Analysis,
                          f"has {have}; choose the matching architecture")
 
 
-def convert(module: HubModule, *, architecture: str, linear: HubModule | None = None
-            ) -> Conversion:
+def convert(module: HubModule, *, architecture: str | None = None,
+            linear: HubModule | None = None) -> Conversion:
     """Build ``architecture`` configured from ``module`` (and ``linear``) and fill it.
+
+    Without ``architecture`` the family and every constructor argument come from
+    the module (:func:`choose_architecture`).
 
     Raises:
         UsageError: unknown architecture, or a module that does not fit it.
         WeightsError: the completeness proof fails (the message lists what).
     """
-    if architecture not in list_models():
+    if architecture is not None and architecture not in list_models():
         raise UsageError(f"unknown architecture {architecture!r}; choose from "
                          f"{', '.join(list_models())}")
     analysis = analyze(module)
     if analysis.family == "linear" or analysis.trunk is None:
         raise UsageError(f"{module.path} is a linear head module; pass the latents module "
                          "as PATH and this one with --linear")
+    choice = "given (--arch)"
+    if architecture is None:
+        architecture, choice = choose_architecture(analysis)
     if analysis.graph.input_scaling:
         raise UsageError(
             f"{module.path} scales its input inside the graph ({analysis.facts['input_scaling']})"
@@ -216,9 +289,15 @@ def convert(module: HubModule, *, architecture: str, linear: HubModule | None = 
     elif network.head is None:
         raise UsageError(f"{module.path} is {kind.what} without a classification head")
     layout = importable.import_layout(network)
-    conversion = _fill(model, architecture, kwargs, analysis, layout, sources)
+    counters = {"module": analysis.counters}
+    if head_analysis is not None:
+        counters["linear"] = head_analysis.counters
+    conversion = _fill(model, architecture, kwargs, analysis, layout, sources, counters)
     if head_analysis is not None:
         conversion.facts["linear"] = head_analysis.facts
+    conversion.facts["architecture"] = architecture
+    conversion.facts["architecture_choice"] = choice
+    conversion.checks.append(f"architecture: {architecture}, {choice}")
     return conversion
 
 
@@ -244,7 +323,8 @@ def _constructor_values(architecture: str, kwargs: dict[str, Any]) -> dict[str, 
 
 
 def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis: Analysis,
-          layout: Layout, sources: dict[str, HubModule]) -> Conversion:
+          layout: Layout, sources: dict[str, HubModule],
+          counters: dict[str, dict[str, str]]) -> Conversion:
     expected = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     assignments, problems = _assignments(layout)
@@ -254,9 +334,12 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
     if twice:
         problems.append(f"variables used more than once: {', '.join(twice)}")
     ignored: dict[str, list[str]] = {}
+    bookkeeping: dict[str, dict[str, str]] = {}
     for label, module in sources.items():
         unused = [n for n in module.reader.names() if (label, n) not in uses]
-        ignored[label] = [n for n in unused if any(p.search(n) for p in IGNORED_PATTERNS)]
+        bookkeeping[label] = {n: counters[label][n] for n in unused if n in counters[label]}
+        ignored[label] = [n for n in unused if n in bookkeeping[label]
+                          or any(p.search(n) for p in IGNORED_PATTERNS)]
         left = sorted(set(unused) - set(ignored[label]))
         if left:
             problems.append(f"{label} variables not consumed: {', '.join(left)}")
@@ -302,15 +385,19 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
     model.eval()
     n_vars = sum(len(m.reader.names()) for m in sources.values())
     n_ignored = sum(len(v) for v in ignored.values())
+    n_counters = sum(len(v) for v in bookkeeping.values())
     checks = [
         "crc32c: index blocks and tensors verified" if all(m.reader.verify
                                                           for m in sources.values())
         else "crc32c: skipped (verify=False)",
         f"structure: {len(assignments)} of {n_vars} variables consumed exactly once "
         f"({n_ignored} ignored: optimizer slots/counters)",
+        *([f"bookkeeping: {n_counters} counters recognized from the graphs (scalars only "
+           "ever incremented by a constant, e.g. a batch norm's update count); not part of "
+           "the computed function"] if n_counters else []),
         f"structure: {len(tensors)} of {len(expected)} model tensors filled "
         f"({len(derived)} by rule), shapes equal",
         "options from the graph: " + ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())),
     ]
     return Conversion(model, architecture, kwargs, dict(analysis.facts), assignments,
-                      derived, ignored, checks)
+                      derived, ignored, {k: v for k, v in bookkeeping.items() if v}, checks)

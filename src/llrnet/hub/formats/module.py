@@ -21,7 +21,14 @@ from llrnet.hub.formats.savedmodel import MetaGraph, read_saved_model
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(os.environ.get("LLRNET_HUB_CACHE", Path.home() / ".cache" / "llrnet" / "hub"))
+
+
+def extraction_cache() -> Path:
+    """Where local archives are extracted: ``$LLRNET_HUB_CACHE``, else
+    ``$LLRNET_CACHE/hub``, else ``~/.cache/llrnet/hub`` (read at each call)."""
+    if os.environ.get("LLRNET_HUB_CACHE"):
+        return Path(os.environ["LLRNET_HUB_CACHE"])
+    return Path(os.environ.get("LLRNET_CACHE") or Path.home() / ".cache" / "llrnet") / "hub"
 
 
 @dataclass
@@ -39,6 +46,7 @@ class HubModule:
     graphs: list[MetaGraph]
     sha256: str
     sha256_checked: bool
+    sha256_of: str = "module files"  # or "archive"
 
 
 def folder_sha256(folder: Path) -> str:
@@ -70,7 +78,7 @@ def open_module(path: str | os.PathLike[str], *, verify: bool = True,
     if is_archive(source):
         expected = expected_sha256 or known_sha256(source)
         digest = check_sha256(source, expected)
-        target = Path(cache_dir or DEFAULT_CACHE) / digest[:16]
+        target = Path(cache_dir or extraction_cache()) / digest[:16]
         if not target.exists():
             logger.info("extracting %s to %s", source, target)
             extract_archive(source, target)
@@ -86,4 +94,5 @@ def open_module(path: str | os.PathLike[str], *, verify: bool = True,
             raise InputError(f"{folder}: sha256 {digest} does not match the expected "
                              f"{expected_sha256}")
     return HubModule(folder, str(source), CheckpointReader(folder, verify=verify),
-                     read_saved_model(folder), digest, checked)
+                     read_saved_model(folder), digest, checked,
+                     "archive" if is_archive(source) else "module files")

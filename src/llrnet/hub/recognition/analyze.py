@@ -8,7 +8,8 @@ from typing import Any
 from llrnet.errors import InputError
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.formats.savedmodel import Signature, select_meta_graph
-from llrnet.hub.recognition.graph import LayerGraph
+from llrnet.hub.recognition.counters import find_counters
+from llrnet.hub.recognition.graph import LayerGraph, node_name
 from llrnet.hub.recognition.structure import Trunk, parse_trunk, resnet_facts, wrn_facts
 from llrnet.models.resnet_v2 import STAGE_UNITS
 
@@ -19,7 +20,8 @@ class Analysis:
 
     ``family`` is ``"resnet_v2"`` (bottleneck units), ``"wide_resnet"`` (basic
     blocks) or ``"linear"`` (a single dense / 1x1 convolution layer, the
-    ``llr-pretrain-adv/linear`` module).
+    ``llr-pretrain-adv/linear`` module). ``counters`` are the bookkeeping
+    variables (:mod:`llrnet.hub.recognition.counters`) with how each was recognized.
     """
 
     signature: Signature
@@ -29,10 +31,12 @@ class Analysis:
     facts: dict[str, Any]
     trunk: Trunk | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    counters: dict[str, str] = field(default_factory=dict)
 
 
 def image_input_key(signature: Signature) -> str:
-    """The signature input holding images/latents: the one float input of rank 4."""
+    """The signature input holding images/latents: the one float input of rank 4
+    (named ``inputs`` or ``x`` in the released modules; the name is not relied on)."""
     keys = [k for k, spec in signature.inputs.items()
             if spec.dtype == "float32" and spec.shape is not None and len(spec.shape) == 4]
     if len(keys) != 1:
@@ -59,6 +63,12 @@ def analyze(module: HubModule, *, signature: str = "default") -> Analysis:
                 raise InputError(f"{module.path}: graph variable {variable!r} is not in the "
                                  "checkpoint")
     extra = {k: v.dtype for k, v in sig.inputs.items() if k != key}
+    live = sorted(k for k in extra if node_name(sig.inputs[k].tensor) in graph.ancestors)
+    if live:
+        raise InputError(f"{module.path}: the inference output depends on the inputs {live} "
+                         "besides the image; only inputs that change nothing at inference "
+                         "(such as decay_rate, count) are supported")
+    counters = find_counters(module.graphs, shapes)
     base: dict[str, Any] = {"image_input": key, "other_inputs": extra,
                             "output": output.key, "output_shape": output.shape,
                             "global_pool_op": any(n.name.endswith("use_global_pool")
@@ -70,7 +80,7 @@ def analyze(module: HubModule, *, signature: str = "default") -> Analysis:
         weight = shapes[graph.layers[0].params["w"]]
         base.update(family="linear", in_features=weight[-2], out_features=weight[-1],
                     bias="b" in graph.layers[0].params)
-        return Analysis(sig, key, graph, "linear", base, None, shapes)
+        return Analysis(sig, key, graph, "linear", base, None, shapes, counters)
     trunk = parse_trunk(graph)
     convs_per_unit = {len(u.convs) for u in trunk.units}
     if convs_per_unit == {3}:
@@ -90,4 +100,6 @@ def analyze(module: HubModule, *, signature: str = "default") -> Analysis:
         facts["head"] = trunk.head.kind
     facts["num_features"] = shapes[trunk.final_bn.params["variance"]][0]
     base.update(family=family, **facts)
-    return Analysis(sig, key, graph, family, base, trunk, shapes)
+    if counters:
+        base["counters"] = len(counters)
+    return Analysis(sig, key, graph, family, base, trunk, shapes, counters)

@@ -74,6 +74,8 @@ class LayerGraph:
         for node in graph_def.node:
             for tensor in self.data_inputs(node):
                 self._consumers.setdefault(tensor, []).append(node.name)
+        self.ancestors: set[str] = set()
+        """Every node the output depends on (through data inputs)."""
         self.order = self._activation_path()
         self.layers: list[Layer] = []
         self._value: dict[str, tuple[int, str | None, list[list[int]] | None]] = {
@@ -106,6 +108,7 @@ class LayerGraph:
                 continue
             descendants.add(name)
             stack.extend(self._consumers.get(name, []))
+        self.ancestors = ancestors
         keep = ancestors & descendants
         # Kahn's algorithm, ties broken by the graph's (creation) order.
         position = {name: i for i, name in enumerate(self.nodes)}

@@ -25,7 +25,8 @@ from llrnet.models import layout
 Shapes = dict[str, tuple[int, ...]]
 
 OPTIONS = ("units", "widths", "stem_width", "padding", "bn_eps", "stride_in", "stem_bias",
-           "out_bias", "bn_scale", "num_classes", "in_channels", "depth", "width", "activation")
+           "out_bias", "bn_scale", "num_classes", "in_channels", "depth", "width", "activation",
+           "variant")
 """The facts that are constructor options of llrnet's architectures."""
 
 
@@ -289,8 +290,8 @@ def wrn_facts(trunk: Trunk, shapes: Shapes) -> dict[str, Any]:
     """Constructor options of :class:`~llrnet.models.WideResNet` read from ``trunk``."""
     facts = _common(trunk, shapes)
     stem_w = shapes[trunk.stem.params["w"]]
-    if trunk.pool is not None or stem_w[:2] != (3, 3) or stem_w[3] != 16:
-        raise InputError("expected a WRN stem: 3x3 convolution to 16 channels, no pool")
+    if trunk.pool is not None or stem_w[:2] != (3, 3):
+        raise InputError("expected a WRN stem: a 3x3 convolution and no pool")
     groups: list[list[Unit]] = []
     for unit in trunk.units:
         if len(unit.convs) != 2:
@@ -311,5 +312,25 @@ def wrn_facts(trunk: Trunk, shapes: Shapes) -> dict[str, Any]:
         raise InputError(f"WRN strides {strides}, expected {expected}")
     if not facts.pop("bn_scale"):
         raise InputError("WRN batch norm without scale is not supported")
-    facts.update(depth=6 * len(groups[0]) + 4, width=width, in_channels=stem_w[2])
+    facts.update(depth=6 * len(groups[0]) + 4, width=width, in_channels=stem_w[2],
+                 variant=_wrn_variant(groups, stem_w[3], width))
     return facts
+
+
+def _wrn_variant(groups: list[list[Unit]], stem_width: int, width: int) -> str:
+    """``"deepmind"`` (``16 * width`` stem, a projection in every group's first
+    block) or ``"zagoruyko"`` (16-channel stem, projections only where the
+    channels or the resolution change), from the stem and the shortcuts."""
+    projections = [[u.shortcut is not None for u in g] for g in groups]
+    deepmind = [[i == 0 for i in range(len(g))] for g in groups]
+    zagoruyko = [[i == 0 and (g > 0 or width != 1) for i in range(len(units))]
+                 for g, units in enumerate(groups)]
+    if stem_width == 16 * width and projections == deepmind:
+        return "deepmind"
+    if stem_width == 16 and projections == zagoruyko:
+        return "zagoruyko"
+    raise InputError(f"WRN with a {stem_width}-channel stem and projection shortcuts at "
+                     f"{projections} (per group and block) is neither Zagoruyko's variant "
+                     "(16-channel stem, projections where channels or resolution change) "
+                     "nor DeepMind's (16 * width stem, a projection in every group's first "
+                     "block)")

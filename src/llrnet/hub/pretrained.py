@@ -1,0 +1,115 @@
+"""DeepMind's released models by name: fetched, converted once, cached, loaded.
+
+``create_model("llr_pretrain_adv", pretrained=True)`` (and
+``resnet152_v2_imagenet``, ``wrn_40_8_softplus``) lands here: the module (and
+the linear head) are fetched into the module cache (:mod:`llrnet.hub.remote`),
+converted into the registered architecture with the completeness proof of
+:mod:`llrnet.hub.conversion`, and the weights are written once to
+``<llrnet cache>/weights/<name>.safetensors``; later calls, also offline, load
+that file. Offline (``offline=True`` or ``LLRNET_OFFLINE=1``), or when the
+download fails, an empty cache is an error naming what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llrnet.errors import InputError, RunError, UsageError
+from llrnet.hub.importer import import_hub
+from llrnet.hub.remote.cache import is_cached, llrnet_cache
+from llrnet.hub.remote.sources import from_handle
+from llrnet.models import load_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Released:
+    """A released model: its module handle(s), what it is, and the registered
+    architecture it converts into (the model's own name unless stated)."""
+
+    handle: str
+    what: str
+    linear: str | None = None
+    architecture: str | None = None
+
+
+RELEASED: dict[str, Released] = {
+    "llr_pretrain_adv": Released(
+        "deepmind/llr-pretrain-adv/latents/1",
+        "bird-or-bicycle: ResNet-152 v2, LLR pre-trained on ImageNet, adversarially trained",
+        linear="deepmind/llr-pretrain-adv/linear/1"),
+    "resnet152_v2_imagenet": Released(
+        "deepmind/local-linearity/imagenet/1",
+        "ImageNet: ResNet-152 v2 trained with LLR, robust to L-inf 4/255"),
+    "wrn_40_8_softplus": Released(
+        "deepmind/local-linearity/cifar10/1",
+        "CIFAR-10: Wide-ResNet-40-8 softplus (DeepMind's variant) trained with LLR, robust to "
+        "L-inf 8/255"),
+}
+"""Every released model llrnet can fetch, by registered name."""
+
+
+def released(name: str) -> Released:
+    if name not in RELEASED:
+        raise UsageError(f"no released weights for {name!r}; released: "
+                         f"{', '.join(sorted(RELEASED))}")
+    return RELEASED[name]
+
+
+def weights_path(name: str) -> Path:
+    """Where the converted weights of ``name`` are cached."""
+    return llrnet_cache() / "weights" / f"{name}.safetensors"
+
+
+def cache_state(name: str) -> dict[str, Any]:
+    """The handles of ``name`` and what of it is in the caches (nothing is fetched)."""
+    entry = released(name)
+    handles = [entry.handle] + ([entry.linear] if entry.linear else [])
+    return {"name": name, "what": entry.what, "handles": handles,
+            "modules_cached": [is_cached(from_handle(h)) for h in handles],
+            "weights": str(weights_path(name)), "converted": weights_path(name).is_file()}
+
+
+def fetch_pretrained(name: str, *, offline: bool | None = None, verify: bool = False) -> Path:
+    """Fetch and convert ``name`` if its weights are not cached yet; returns their path.
+
+    ``offline`` None: ``$LLRNET_OFFLINE`` is "1".
+
+    Raises:
+        InputError: offline with an empty cache (what is missing is named), or a
+            download that is not the module.
+        RunError: the download kept failing.
+    """
+    entry = released(name)
+    path = weights_path(name)
+    if path.is_file():
+        return path
+    if offline is None:
+        offline = os.environ.get("LLRNET_OFFLINE") == "1"
+    missing = [h for h in (entry.handle, entry.linear) if h and not is_cached(from_handle(h))]
+    what = (f"{name}: no converted weights at {path}, and the modules {', '.join(missing)} "
+            "are not in the module cache")
+    if offline and missing:
+        raise InputError(f"{what} (offline); run `llrnet pretrained {name}` once with "
+                         "network access")
+    logger.info("converting %s from %s", name, entry.handle)
+    try:
+        import_hub(entry.handle, linear=entry.linear, architecture=entry.architecture or name,
+                   out=path, verify=verify, offline=offline)
+    except RunError as error:
+        raise RunError(f"{what}, and fetching failed: {error}") from None
+    return path
+
+
+def load_pretrained(name: str, *, offline: bool | None = None,
+                    device: str | torch.device = "cpu") -> nn.Module:
+    """The released model ``name`` with DeepMind's weights (fetched and converted once)."""
+    return load_weights(fetch_pretrained(name, offline=offline), device=device)

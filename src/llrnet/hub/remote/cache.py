@@ -1,0 +1,140 @@
+"""tensorflow_hub's module cache, filled the way tensorflow_hub fills it.
+
+Layout (root: ``$TFHUB_CACHE_DIR``, else llrnet's own ``$LLRNET_CACHE/hub``,
+default ``~/.cache/llrnet/hub``)::
+
+    <root>/<sha1 of the module URL>/               the extracted module
+    <root>/<sha1 of the module URL>.descriptor.txt "Module: <url>", download time, host;
+                                                   llrnet adds "Archive sha256: <hex>"
+
+A non-empty module folder counts as present, as for tensorflow_hub, so a cache
+that TensorFlow filled is reused and llrnet's serves TensorFlow. The archive
+is downloaded into a temporary folder beside the module (named as a temporary
+of it, so a run killed with -9 leaves nothing that looks complete and the next
+run removes it), its sha256 checked where one is pinned, extracted safely
+(:func:`llrnet.hub.formats.archive.extract_archive`: no traversal, no links)
+into a second temporary folder and renamed into place; the descriptor comes
+last. Any failure leaves the cache as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llrnet.data.http import RetryPolicy
+from llrnet.errors import InputError
+from llrnet.fileio import atomic_write_text, temporary_folder
+from llrnet.hub.formats.archive import extract_archive, module_root
+from llrnet.hub.remote.download import download
+from llrnet.hub.remote.sources import RemoteModule
+
+SHA256_LINE = "Archive sha256: "
+
+
+def llrnet_cache() -> Path:
+    """``$LLRNET_CACHE`` or ``~/.cache/llrnet``: every cache of llrnet lives below."""
+    return Path(os.environ.get("LLRNET_CACHE") or Path.home() / ".cache" / "llrnet")
+
+
+def hub_cache_root() -> Path:
+    """``$TFHUB_CACHE_DIR`` (shared with tensorflow_hub) or ``<llrnet cache>/hub``."""
+    shared = os.environ.get("TFHUB_CACHE_DIR")
+    return Path(shared) if shared else llrnet_cache() / "hub"
+
+
+@dataclass(frozen=True)
+class CachedModule:
+    """A module in the cache: its folder, the archive's sha256 (None when the cache
+    was filled by tensorflow_hub, which does not record it) and whether it was
+    compared with a pinned value."""
+
+    folder: Path
+    sha256: str | None
+    sha256_checked: bool
+    downloaded: bool
+
+
+def cached_folder(remote: RemoteModule, root: Path | None = None) -> Path:
+    """Where ``remote`` lives in the cache (present or not)."""
+    return (root or hub_cache_root()) / remote.cache_key
+
+
+def is_cached(remote: RemoteModule, root: Path | None = None) -> bool:
+    folder = cached_folder(remote, root)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _descriptor(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".descriptor.txt")
+
+
+def recorded_sha256(folder: Path) -> str | None:
+    """The archive sha256 llrnet wrote into the descriptor, if any."""
+    try:
+        text = _descriptor(folder).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(SHA256_LINE):
+            return line[len(SHA256_LINE):].strip() or None
+    return None
+
+
+def fetch_module(remote: RemoteModule, *, offline: bool = False, root: Path | None = None,
+                 expected_sha256: str | None = None, policy: RetryPolicy | None = None,
+                 progress: bool = True) -> CachedModule:
+    """The cached module folder of ``remote``, downloading it first if needed.
+
+    Args:
+        offline: never download; a module missing from the cache is an error.
+        expected_sha256: the archive's hash (else the pinned one, if any).
+
+    Raises:
+        InputError: offline and not cached; a 4xx, HTML or non-tar answer; a
+            sha256 mismatch. The cache is unchanged.
+        RunError: the download kept failing (network).
+    """
+    folder = cached_folder(remote, root)
+    expected = (expected_sha256 or remote.pinned_sha256 or "").lower() or None
+    if is_cached(remote, root):
+        recorded = recorded_sha256(folder)
+        if expected is not None and recorded is not None and recorded != expected:
+            raise InputError(f"{folder}: cached archive sha256 {recorded} does not match the "
+                             f"expected {expected}; remove the folder to download again")
+        return CachedModule(module_root(folder), recorded,
+                            expected is not None and recorded == expected, False)
+    if offline:
+        raise InputError(f"{remote.url} is not in the cache ({folder}) and downloads are off "
+                         "(offline); run once with network access, or set TFHUB_CACHE_DIR to "
+                         "a cache that has it")
+    work = temporary_folder(folder)
+    try:
+        archive = work / "module.tar.gz"
+        digest = download(remote.fetch_url, archive, policy=policy, progress=progress)
+        if expected is not None and digest != expected:
+            raise InputError(f"{remote.fetch_url}: archive sha256 {digest} does not match the "
+                             f"pinned {expected}; the download is corrupt or not the "
+                             "published module (the cache is unchanged)")
+        try:
+            extract_archive(archive, work / "module")
+        except InputError as error:
+            raise InputError(f"{remote.fetch_url}: {error}") from None
+        module_root(work / "module")  # exactly one saved_model.pb, before it is published
+        if is_cached(remote, root):  # another process finished first: keep its copy
+            return CachedModule(module_root(folder), recorded_sha256(folder), False, False)
+        if folder.exists():
+            shutil.rmtree(folder)  # an empty folder counts as absent
+        os.replace(work / "module", folder)
+        atomic_write_text(_descriptor(folder), (
+            f"Module: {remote.url}\n"
+            f"Download Time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+            f"Downloader Hostname: {socket.gethostname()} (PID:{os.getpid()})\n"
+            f"{SHA256_LINE}{digest}\n"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return CachedModule(module_root(folder), digest, expected is not None, True)
