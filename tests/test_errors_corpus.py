@@ -511,6 +511,15 @@ CASES = [
          2, r"points outside the target folder"),
     Case("inspect missing", lambda k: ["inspect-hub", str(k.root / "nowhere")], 2,
          r"nowhere"),
+    Case("import handle offline, not cached",
+         lambda k: ["import-hub", "deepmind/llr-pretrain-adv/latents/1", "--offline", "--out",
+                    str(k.out("imported.safetensors"))], 2,
+         r"latents/1 is not in the cache .* downloads are off", _imported),
+    Case("import url offline, not cached",
+         lambda k: ["import-hub", "https://example.com/module", "--offline", "--out",
+                    str(k.out("imported.safetensors"))], 2, r"is not in the cache", _imported),
+    Case("pretrained unknown name", lambda k: ["pretrained", "nope"], 2,
+         r"no released weights for 'nope'"),
     # --- data download and verify ---
     Case("download root is a file", lambda k: ["data", "download", "--root", str(k.file),
                                                "--no-progress"], 2,
@@ -548,6 +557,7 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
         case: Case, kit: Kit, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLRNET_HUB_CACHE", str(kit.root / "hub_cache"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(kit.root / "tfhub_cache"))
     monkeypatch.delenv("LLRNET_DEBUG", raising=False)
     shutil.rmtree(kit.root / "outputs", ignore_errors=True)
     code = _run(case.argv(kit))
