@@ -676,6 +676,8 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[LlrnetError], st
          InputError, r"8-bit images need x / 255"),
         ("normalized images to a model", lambda d: tiny(torch.full((1, 3, 32, 32), -2.0)),
          InputError, r"unnormalized"),
+        ("0-255 floats to a WRN", lambda d: create_model("digits_wrn")(
+            torch.full((1, 1, 28, 28), 255.0)), InputError, r"8-bit images need x / 255"),
         ("create_model with a bad kwarg type",
          lambda d: create_model("digits_wrn", width="two"), UsageError, r"argument width"),
     ]

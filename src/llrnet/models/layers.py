@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.contracts import check_scale
+
 Padding = Literal["same", "symmetric"]
 
 
@@ -120,7 +122,9 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        """Normalized ``x``; InputError for values on another scale (0-255, or
+        normalized twice: :func:`llrnet.contracts.check_scale`)."""
+        return (check_scale(x) - self.mean) / self.std
 
 
 class ScaleToSymmetric(nn.Module):
