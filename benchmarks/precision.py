@@ -18,13 +18,16 @@ Parts (``--part``, several allowed):
 * ``whitebox``: white-box PGD (20 steps) on the demo models with the gradient
   taken through the bf16 copy vs fp32, and the LLR inner loop's objective
   (local linearity deviation, maximised by 10 PGD-style steps) in bf16 vs fp32.
+* ``probes``: SPSA's loss differences at delta 0.01 through the fp32 model and its
+  bf16 copy: their size against bf16's resolution, sign flips, and the cosine of
+  each gradient estimate with the true gradient (digits models, the ResNet-50).
 * ``forward``: ``llr_pretrain_adv`` (ResNet-152 v2) forward at batch 1, 8, 32,
   fp32 NCHW vs bf16 channels_last.
 
 Every part prints the machine (CPU model, AMX, torch threads); ratios are
 measured within one run, on a machine that may be shared.
 
-    .venv/bin/python benchmarks/precision.py --part digits resnet whitebox forward \\
+    .venv/bin/python benchmarks/precision.py --part digits resnet whitebox probes forward \\
         --demo /tmp/demo_out [--write]
 """
 
@@ -242,9 +245,118 @@ def _gamma_found(reference: nn.Module, searcher: nn.Module, x: torch.Tensor, y: 
     return float(dev_r.mean())
 
 
+def _probe_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pairs: int,
+                 delta: float = 0.01) -> dict[str, float]:
+    """SPSA's gradient estimate at ``x`` from ``pairs`` antithetic Rademacher probes at
+    ``delta``, with the loss differences computed by the fp32 model and by its bf16 copy.
+
+    Returns medians over images of: |loss difference| (fp32) relative to the bf16 spacing
+    of the logits (2**-8 of their magnitude), the share of probe pairs whose difference
+    has the other sign in bf16, and the cosines of the bf16 and fp32 estimates with the
+    true (autograd, fp32) gradient and with each other.
+    """
+    from llrnet.attacks.parts import margin_loss
+
+    fast = fast_copy(model, "bf16").eval()
+    xg = x.clone().requires_grad_(True)
+    (true,) = torch.autograd.grad(margin_loss(model(xg), y).sum(), xg)
+    generator = torch.Generator().manual_seed(0)
+    rows: dict[str, list[float]] = {"ratio": [], "sign": [], "cos_fp32": [], "cos_bf16": [],
+                                    "cos_both": []}
+    with torch.no_grad():
+        for i in range(x.shape[0]):
+            v = (torch.randint(0, 2, (pairs, *x.shape[1:]), generator=generator) * 2 - 1) * delta
+            probes = torch.cat([x[i] + v, x[i] - v])
+            labels = y[i].repeat(2 * pairs)
+            estimates, diffs = {}, {}
+            for label, m in (("fp32", model), ("bf16", fast)):
+                loss = margin_loss(m(probes), labels)
+                diffs[label] = loss[:pairs] - loss[pairs:]
+                estimates[label] = (diffs[label].view(-1, *[1] * (x.dim() - 1)) * v).mean(0)
+            spacing = float(model(x[i:i + 1]).abs().max()) * 2 ** -8
+            rows["ratio"].append(float(diffs["fp32"].abs().median()) / spacing)
+            rows["sign"].append(float((diffs["fp32"].sign() != diffs["bf16"].sign())
+                                      .float().mean()))
+            flat = {k: e.flatten() for k, e in estimates.items()}
+            rows["cos_fp32"].append(float(F.cosine_similarity(flat["fp32"], true[i].flatten(), 0)))
+            rows["cos_bf16"].append(float(F.cosine_similarity(flat["bf16"], true[i].flatten(), 0)))
+            rows["cos_both"].append(float(F.cosine_similarity(flat["fp32"], flat["bf16"], 0)))
+    return {k: float(torch.tensor(v).median()) for k, v in rows.items()}
+
+
+def part_probes(demo: Path, images: int) -> str:
+    """SPSA probe differences at delta 0.01: do they survive bf16?"""
+    from llrnet.data import two_class_digits
+
+    data = two_class_digits("test")
+    cases: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+    for name in MODELS:
+        model = load_weights(demo / name / "train" / "final.safetensors").eval()
+        cases.append((f"digits {name}", model, data.images[:images], data.labels[:images]))
+    x = real_looking(32)
+    resnet = _Recalibrated(x)
+    with torch.no_grad():
+        labels = resnet(x).argmax(1)
+    cases.append(("resnet50_v2 224 px", resnet, x[:min(images, 4)], labels[:min(images, 4)]))
+    lines = ["| model | median abs probe difference / bf16 logit spacing | probe pairs with the "
+             "sign flipped in bf16 (%) | cos(fp32 estimate, true gradient) | cos(bf16 estimate, "
+             "true gradient) | cos(bf16, fp32 estimate) |", "|---|---|---|---|---|---|"]
+    for name, model, xs, ys in cases:
+        stats = _probe_stats(model, xs, ys, pairs=32)
+        lines.append(f"| {name} | {stats['ratio']:.2f} | {100 * stats['sign']:.1f} | "
+                     f"{stats['cos_fp32']:.3f} | {stats['cos_bf16']:.3f} | "
+                     f"{stats['cos_both']:.3f} |")
+        print(f"probes {name} done", flush=True)
+    return "\n".join(["SPSA's probe differences (32 antithetic pairs at delta 0.01, margin loss, "
+                      f"at the clean images; medians over {images} digits images and 4 ResNet "
+                      "images): the fp32 model vs its bf16 copy.", "", *lines])
+
+
+#: Forwards per image of each bird_or_bicycle attack at its upper bound (docs/benchmarks.md,
+#: "Evaluation cost"), plus the one scoring forward, and the suite's image counts.
+SUITE_FORWARDS = {"clean": (0 + 1, 250), "spatial_grid": (775 + 1, 250),
+                  "common_corruptions": (17 + 1, 250),
+                  "spsa_with_random_spatial": (13_000 + 1, 250),
+                  "boundary_with_random_spatial": (125_000 + 1, 100)}
+FORWARD_GFLOPS = 23.02  # one 224x224 forward of llr_pretrain_adv (docs/benchmarks.md)
+H100_PEAK_TFLOPS = {"bf16": 989.4, "tf32": 494.7}  # H100 SXM, dense, NVIDIA's data sheet
+BF16_ATTACKS = ("clean", "spatial_grid", "common_corruptions", "boundary_with_random_spatial")
+
+
+def projection(fp32_rate: float, bf16_rate: float) -> str:
+    """The full suite's wall time for llr_pretrain_adv, projected from forward rates."""
+    total = sum(per * images for per, images in SUITE_FORWARDS.values())
+    fp32_hours = total / fp32_rate / 3600
+    mixed = sum(per * images / (bf16_rate if name in BF16_ATTACKS else fp32_rate)
+                for name, (per, images) in SUITE_FORWARDS.items()) / 3600
+    all_bf16 = total / bf16_rate / 3600
+    flops = total * FORWARD_GFLOPS * 1e9
+    h100 = {k: flops / (v * 1e12) / 3600 for k, v in H100_PEAK_TFLOPS.items()}
+    spsa = SUITE_FORWARDS["spsa_with_random_spatial"]
+    spsa_flops = spsa[0] * spsa[1] * FORWARD_GFLOPS * 1e9
+    h100["policy"] = ((flops - spsa_flops) / H100_PEAK_TFLOPS["bf16"]
+                      + spsa_flops / H100_PEAK_TFLOPS["tf32"]) / 1e12 / 3600
+    return "\n".join([
+        f"**Projection, not a measurement**: the full `bird_or_bicycle` suite for "
+        f"`llr_pretrain_adv` at the attacks' upper-bound budgets is {total:,} forwards "
+        f"({flops / 1e15:.0f} PFLOPs). From the batch-32 forward rates above, on this CPU: "
+        f"all fp32 {fp32_hours:,.0f} h ({fp32_hours / 24:.1f} days); bf16 search with SPSA in "
+        f"fp32 (the policy) {mixed:,.0f} h ({mixed / 24:.1f} days); everything in bf16 "
+        f"{all_bf16:,.0f} h. Attack-side work (transforms, corruptions, Boundary's "
+        "bookkeeping) is left out, and Boundary and SPSA usually stop early on weak models.",
+        "",
+        f"On one H100 SXM at its published dense peak ({H100_PEAK_TFLOPS['bf16']} TFLOP/s "
+        f"bf16, {H100_PEAK_TFLOPS['tf32']} TFLOP/s TF32), a lower bound: {h100['bf16']:.2f} h "
+        f"all bf16, {h100['tf32']:.2f} h all TF32, {h100['policy']:.2f} h with the policy "
+        f"(SPSA in TF32, the rest bf16); at an assumed 40% of peak {h100['bf16'] / 0.4:.2f}, "
+        f"{h100['tf32'] / 0.4:.2f} and {h100['policy'] / 0.4:.2f} h. CUDA paths cannot be "
+        "timed on this machine."])
+
+
 def part_forward(repeats: int) -> str:
     model = create_model("llr_pretrain_adv").eval()
     fast = fast_copy(model, "bf16").eval()
+    rates = (float("nan"), float("nan"))
     lines = ["| batch | fp32 NCHW img/s | bf16 channels_last img/s | speed-up | max abs "
              "logit diff |", "|---|---|---|---|---|"]
     for batch in (1, 8, 32):
@@ -260,24 +372,26 @@ def part_forward(repeats: int) -> str:
         a, b = min(times["fp32"]), min(times["bf16"])
         lines.append(f"| {batch} | {batch / a:.2f} | {batch / b:.2f} | {a / b:.1f}x | "
                      f"{float((ref - out).abs().max()):.3g} |")
+        rates = (batch / a, batch / b)
         print(f"forward batch {batch} done", flush=True)
     return "\n".join([f"`llr_pretrain_adv` (random weights), best of {repeats}, interleaved.",
-                      "", *lines])
+                      "", *lines, "", projection(*rates)])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", nargs="+", default=["digits", "resnet", "whitebox", "forward"],
-                        choices=["digits", "resnet", "whitebox", "forward"])
+    parts = ["digits", "resnet", "whitebox", "probes", "forward"]
+    parser.add_argument("--part", nargs="+", default=parts, choices=parts)
     parser.add_argument("--demo", type=Path, default=Path("demo_out"),
                         help="the demo's output folder (DIR/<model>/train/final.safetensors)")
     parser.add_argument("--digits-images", type=int, default=108)
     parser.add_argument("--resnet-images", type=int, default=4)
+    parser.add_argument("--probe-images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also save the sections here")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
-    header = f"Machine: {machine_description()}; {isa()}. Shared machine: ratios within one run."
+    header = f"Machine: {machine_description()}; {isa()}."
     print(header, flush=True)
     sections = {}
     for part in args.part:
@@ -287,14 +401,27 @@ def main() -> None:
             text = part_resnet(args.resnet_images)
         elif part == "whitebox":
             text = part_whitebox(args.demo, args.digits_images)
+        elif part == "probes":
+            text = part_probes(args.demo, args.probe_images)
         else:
             text = part_forward(args.repeats)
-        sections[part] = f"{header}\n\n{text}\n"
-        print(sections[part], flush=True)
-        if args.write:
-            write_section(f"precision-{part}", sections[part])
+        sections[part] = text
+        print(text, flush=True)
     if args.json is not None:
-        args.json.write_text(json.dumps(sections, indent=2))
+        args.json.write_text(json.dumps({"header": header, **sections}, indent=2))
+    if args.write:
+        write_section("precision", document(header, sections, " ".join(args.part)))
+
+
+def document(header: str, sections: dict[str, str], parts: str) -> str:
+    """The ``precision`` section of docs/benchmarks.md from the parts' texts."""
+    return "\n\n".join([
+        "## Search precision (fp32 vs bf16 search, `benchmarks/precision.py`)",
+        f"{header} Command: `nice -n 5 .venv/bin/python benchmarks/precision.py --part {parts} "
+        "--demo DEMO_OUT --write`, DEMO_OUT holding the demo's trained models (`llrnet demo "
+        "--out DEMO_OUT`). Measured on a machine shared with other jobs: times swing between "
+        "runs; compare the fp32 and bf16 columns of one table (one run).",
+        *sections.values()])
 
 
 if __name__ == "__main__":
