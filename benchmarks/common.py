@@ -34,6 +34,28 @@ def machine_description() -> str:
     )
 
 
+def real_looking(count: int, size: int = 224) -> torch.Tensor:
+    """``count`` real images [count, 3, size, size] in [0, 1]: the bundled digits test
+    split (6 vs 7) upscaled bilinearly to ``size`` and repeated over RGB."""
+    from torch.nn import functional as F
+
+    from llrnet.data import two_class_digits
+
+    digits = two_class_digits("test").images[:count]
+    x = F.interpolate(digits, size=(size, size), mode="bilinear", align_corners=False)
+    return x.repeat(1, 3, 1, 1).clamp(0, 1)
+
+
+def isa() -> str:
+    """The bf16-relevant instruction sets of this CPU as torch sees them (AMX, AVX512)."""
+    from llrnet.models import has_bf16_matrix_units
+
+    amx = has_bf16_matrix_units(torch.device("cpu"))
+    avx512_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"AMX-BF16 {'yes' if amx else 'no'}, AVX512-BF16 {'yes' if avx512_bf16 else 'no'}")
+
+
 def write_section(name: str, markdown: str, doc: Path = DOC) -> None:
     """Replace (or append) the section ``name`` of ``docs/benchmarks.md``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

@@ -125,3 +125,17 @@ def test_bad_batch_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["predict", str(_image(tmp_path / "a.png")), "--weights", str(weights),
                  "--batch-size", "0"]) == 2
     assert "batch size must be >= 1" in capsys.readouterr().err
+
+
+def test_predict_in_bf16_scores_with_the_bf16_copy(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # The bias 1.3 is not a bf16 number: fp32 reports it, the bf16 copy its rounding.
+    weights = _oracle_weights(tmp_path / "w.safetensors", 1.3)
+    image = str(_image(tmp_path / "a.png"))
+    logits = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["predict", image, "--weights", str(weights), "--json",
+                     "--precision", precision]) == 0
+        logits[precision] = json.loads(capsys.readouterr().out)["bird_logit"]
+    assert logits["fp32"] == pytest.approx(1.3, abs=1e-6)
+    assert logits["bf16"] == torch.tensor(1.3).bfloat16().item()

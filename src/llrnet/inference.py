@@ -21,6 +21,7 @@ from torchvision.transforms import functional as TF
 from llrnet.devices import resolve_device
 from llrnet.errors import InputError
 from llrnet.models.heads import SigmoidBirdHead, head_of
+from llrnet.models.precision import fast_copy, resolve_precision
 
 IMAGE_SIZE = 224
 
@@ -100,8 +101,14 @@ def predict_images(
     *,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> tuple[list[Prediction], dict[str, str]]:
     """Score every readable image in ``paths``.
+
+    ``precision`` ``"bf16"`` scores with a bf16 channels_last copy of the model
+    (:func:`llrnet.models.fast_copy`); ``"auto"`` does so where the device has
+    bf16 matrix units (:func:`llrnet.models.resolve_precision`). bf16 logits
+    differ from fp32 ones by bf16 rounding (docs/benchmarks.md).
 
     Returns the predictions (in input order, readable files only) and a mapping
     from each unreadable path to the reason.
@@ -116,6 +123,8 @@ def predict_images(
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
     model = model.to(device).eval()
+    if resolve_precision(precision, device) == "bf16":
+        model = fast_copy(model, "bf16").eval()
     failures: dict[str, str] = {}
     readable: list[tuple[str, torch.Tensor]] = []
     for path in paths:

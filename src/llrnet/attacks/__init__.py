@@ -27,6 +27,9 @@ Beyond the minimal contract:
   unbounded attacks such as the spatial grid), ``Attack.eps`` its radius;
   ``Attack.needs_pool`` says whether ``pool`` is required (Boundary, and
   Chains containing it).
+* ``Attack.bf16_search`` is the measured precision policy: whether the attack
+  may search with a bf16 copy of the model (:func:`searches_in_bf16`; a Chain
+  only if all its stages may).
 * Image i's random stream is seeded ``llrnet.seeding.derive(seed_i, name)``
   with the attack's ``name``, so the stages of a Chain draw independently
   from the same seeds.
@@ -43,7 +46,14 @@ Beyond the minimal contract:
 from __future__ import annotations
 
 from llrnet.attacks.balls import Ball, L2Ball, LinfBall
-from llrnet.attacks.base import ATTACK_KINDS, Attack, AttackKind, CountingModel, Identity
+from llrnet.attacks.base import (
+    ATTACK_KINDS,
+    Attack,
+    AttackKind,
+    CountingModel,
+    Identity,
+    searches_in_bf16,
+)
 from llrnet.attacks.boundary import Boundary
 from llrnet.attacks.chain import Chain
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions
@@ -70,5 +80,6 @@ __all__ = [
     "RandomSpatial",
     "SpatialGrid",
     "pgd_perturb",
+    "searches_in_bf16",
     "spatial_grid",
 ]

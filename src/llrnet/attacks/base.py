@@ -140,6 +140,11 @@ class Attack:
     ball: Ball | None = None
     #: True for attacks that need ``pool`` (Boundary).
     needs_pool: bool = False
+    #: True if the attack keeps its strength when it searches with a bf16 copy of
+    #: the model (a measured policy, docs/evaluation.md): ``evaluate(precision="bf16")``
+    #: gives it :func:`llrnet.models.fast_copy` to search with; others get the fp32
+    #: model. Set it on an instance to override (it then joins the recorded config).
+    bf16_search: bool = False
 
     @property
     def kind(self) -> AttackKind:
@@ -242,11 +247,24 @@ class Attack:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def searches_in_bf16(attack: Any) -> bool:
+    """True if ``attack`` may search with a bf16 copy of the model.
+
+    Its ``bf16_search`` policy; a :class:`~llrnet.attacks.Chain` (anything with
+    ``stages``) only if every stage may; a callable without the attribute never.
+    """
+    stages = getattr(attack, "stages", None)
+    if stages is not None:
+        return all(searches_in_bf16(stage) for stage in stages)
+    return bool(getattr(attack, "bf16_search", False))
+
+
 class Identity(Attack):
     """The clean "attack": returns the input unchanged (no model evaluations)."""
 
     name = "clean"
     kind = "clean"
+    bf16_search = True  # measured: docs/evaluation.md, "Search precision"
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None

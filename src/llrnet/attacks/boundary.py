@@ -129,6 +129,7 @@ class Boundary(Attack):
 
     name = "boundary"
     kind = "black_box"
+    bf16_search = True  # measured: docs/evaluation.md, "Search precision"
     needs_pool = True
 
     def __init__(

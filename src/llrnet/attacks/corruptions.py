@@ -104,6 +104,7 @@ class CommonCorruptions(Attack):
 
     name = "common_corruptions"
     kind = "corruption"
+    bf16_search = True  # measured: docs/evaluation.md, "Search precision"
 
     def __init__(
         self,

@@ -76,6 +76,7 @@ class SpatialGrid(Attack):
 
     name = "spatial_grid"
     kind = "spatial"
+    bf16_search = True  # measured: docs/evaluation.md, "Search precision"
 
     def __init__(
         self,
@@ -215,6 +216,7 @@ class RandomSpatial(Attack):
 
     name = "random_spatial"
     kind = "spatial"
+    bf16_search = True  # measured: docs/evaluation.md, "Search precision"
 
     def __init__(
         self,

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="score the readable images and report the unreadable ones "
                         "(default: stop before any attack and list them)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="search precision: fp32 (default); bf16: attacks whose measured "
+                        "policy allows it search with a bf16 channels_last copy, and every "
+                        "result is judged by the fp32 model; auto: bf16 where the hardware has "
+                        "bf16 matrix units (AMX, CUDA sm_80+), else fp32. A run resumes only "
+                        "under the precision it started with")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
 
@@ -87,7 +93,8 @@ def _eval(args: argparse.Namespace) -> int:
                        device=args.device, batch_size=args.batch_size,
                        max_images=args.max_images, attacks=attacks,
                        progress=not args.no_progress,
-                       class_names=class_names, skip_unreadable=args.skip_unreadable)
+                       class_names=class_names, skip_unreadable=args.skip_unreadable,
+                       precision=args.precision)
     if distributed.rank() == 0:
         print(format_table(results))
         print(f"results: {Path(args.out) / 'results.json'}")

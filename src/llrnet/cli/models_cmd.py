@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    predict.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                         help="fp32 (default), bf16 (a bf16 channels_last copy of the model: "
+                         "several times faster on AMX CPUs and recent GPUs, logits within "
+                         "bf16 rounding) or auto (bf16 where the hardware has bf16 matrix "
+                         "units)")
     predict.set_defaults(func=_predict)
 
 
@@ -57,7 +62,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = load_weights(args.weights, device=args.device)
     predictions, failures = predict_images(
-        model, args.images, batch_size=args.batch_size, device=args.device
+        model, args.images, batch_size=args.batch_size, device=args.device,
+        precision=args.precision,
     )
     for prediction in predictions:
         if args.json:

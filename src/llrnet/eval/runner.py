@@ -7,6 +7,13 @@ evaluations, time) is written atomically to ``out_dir/state`` as soon as it is
 done, and a rerun skips chunks already on disk. Randomness is keyed on
 ``(seed, attack name, global image index)``, so neither batching across ranks
 nor resuming changes an image's result.
+
+Precision: with ``precision="bf16"`` (or ``"auto"`` resolving to it) attacks whose
+policy allows it (:func:`llrnet.attacks.searches_in_bf16`) search with a bf16,
+channels_last copy of the model (:func:`llrnet.models.fast_copy`); the final
+images of *every* attack are judged by the fp32 model, so results are fp32
+numbers. Each chunk also counts the final images on which the copy's decision
+differs from the fp32 one.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llrnet import __version__, distributed
+from llrnet.attacks import searches_in_bf16
 from llrnet.contracts import check_images, check_logits
 from llrnet.errors import InputError, RunError, UsageError
 from llrnet.eval import checks
@@ -42,6 +50,7 @@ from llrnet.eval.seeds import image_seeds
 from llrnet.eval.state import ChunkResult, RunState
 from llrnet.eval.suites import Suite, SuiteEntry, get_suite
 from llrnet.models.heads import challenge_view
+from llrnet.models.precision import check_precision, fast_copy, resolve_precision, strict_fp32
 from llrnet.models.weights import tensors_sha256
 from llrnet.paths import output_folder
 from llrnet.seeding import check_seed
@@ -67,6 +76,14 @@ class _Run:
     batch_size: int
     save_adversarial: bool
     pool: tuple[torch.Tensor, torch.Tensor] | None = None
+    fast: nn.Module | None = None
+    """The bf16 copy of ``model`` (bf16 runs only)."""
+
+    def searcher(self, entry: SuiteEntry) -> nn.Module:
+        """The model ``entry``'s attack searches with: the bf16 copy if its policy allows."""
+        if self.fast is not None and searches_in_bf16(entry.attack):
+            return self.fast
+        return self.model
 
 
 def _resolve_suite(suite: str | Suite | Sequence[Any]) -> Suite:
@@ -112,6 +129,39 @@ def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
+def _judge(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The fp32 model's logits on ``x`` (no TF32 on CUDA): what results are made of."""
+    with strict_fp32():
+        return _forward(model, x)
+
+
+def _resolve_run_precision(precision: str, device: torch.device, is_model_fn: bool) -> str:
+    """``fp32`` or ``bf16`` for this run; a numpy model_fn can only run as it is."""
+    check_precision(precision)
+    if is_model_fn:
+        if precision == "bf16":
+            raise UsageError("precision bf16 needs an nn.Module; a numpy model_fn runs in "
+                             "its own precision (use --precision fp32)")
+        if precision == "auto":
+            logger.info("precision auto: fp32 (a numpy model_fn runs as it is)")
+        return "fp32"
+    return resolve_precision(precision, device)
+
+
+def _check_resume_precision(state: RunState, precision: str, out: Path) -> None:
+    """A run searched in one precision may not be resumed in another."""
+    saved = state.saved_manifest()
+    if saved is None:
+        return
+    before = str(saved.get("precision", "fp32"))  # older states have no key: fp32
+    if before != precision:
+        raise UsageError(
+            f"{out} holds an evaluation that searched in {before}; this run would search in "
+            f"{precision}, which changes results. Resume it with --precision {before} "
+            "(precision='" + before + "'), or use another output folder"
+        )
+
+
 def _validate_first_batch(run: _Run) -> tuple[torch.Tensor, list[str]]:
     """Forward the first batch twice; raise InputError on bad outputs; sanity warnings."""
     x, y = run.source.get(run.source.order[: run.batch_size])
@@ -141,14 +191,19 @@ def _run_chunk(run: _Run, entry: SuiteEntry, chunk: int, indices: list[int]) -> 
     x, y = run.source.get(indices)
     x, y = x.to(run.device), y.to(run.device)
     seeds = image_seeds(run.seed, entry.name, indices)
+    searcher = run.searcher(entry)
     start = time.perf_counter()
     if entry.needs_pool:
-        x_adv = entry.attack(run.model, x, y, seeds=seeds, pool=run.pool)
+        x_adv = entry.attack(searcher, x, y, seeds=seeds, pool=run.pool)
     else:
-        x_adv = entry.attack(run.model, x, y, seeds=seeds)
+        x_adv = entry.attack(searcher, x, y, seeds=seeds)
     stats = getattr(entry.attack, "last_stats", None) or {}
-    logits = check_logits(_forward(run.model, x_adv), len(indices), num_classes=int(y.max()) + 1)
+    logits = check_logits(_judge(run.model, x_adv), len(indices), num_classes=int(y.max()) + 1)
     wall = time.perf_counter() - start
+    disagreements = None
+    if run.fast is not None:
+        fast = _forward(run.fast, x_adv)
+        disagreements = int((fast.argmax(1) != logits.argmax(1)).sum())
     keep = x_adv if run.save_adversarial else (x_adv[:EXAMPLE_COUNT] if chunk == 0 else None)
     evaluations = stats.get("model_evaluations")
     return ChunkResult(
@@ -158,6 +213,7 @@ def _run_chunk(run: _Run, entry: SuiteEntry, chunk: int, indices: list[int]) -> 
         model_evaluations=float("nan") if evaluations is None else float(evaluations),
         wall_time=wall,
         adversarial=None if keep is None else keep.detach().cpu(),
+        disagreements=disagreements,
     )
 
 
@@ -209,6 +265,11 @@ def _evaluations(chunks: dict[int, ChunkResult]) -> float | None:
     return None if any(math.isnan(v) for v in values) else float(sum(values))
 
 
+def _disagreements(chunks: dict[int, ChunkResult]) -> int | None:
+    values = [c.disagreements for c in chunks.values()]
+    return None if any(v is None for v in values) else int(sum(v for v in values if v))
+
+
 def evaluate(
     model_or_model_fn: nn.Module | Callable[[np.ndarray], np.ndarray],
     suite: str | Suite | Sequence[Any],
@@ -225,6 +286,7 @@ def evaluate(
     progress: bool = True,
     class_names: Sequence[str] | None = None,
     skip_unreadable: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a classifier under a suite of attacks and write a report to ``out_dir``.
 
@@ -259,12 +321,22 @@ def evaluate(
             and report the others (``skipped`` in results.json, ``skipped_images``
             in each record, a line under the table). By default an unreadable
             file stops the run before any attack, with the list of such files.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (bf16 where
+            the device has bf16 matrix units: AMX, CUDA sm_80+; logged). With
+            bf16 the attacks whose policy allows it (``searches_in_bf16``:
+            the spatial grid, corruptions, Boundary; docs/evaluation.md) search
+            with a bf16 channels_last copy; every attack's final images are
+            judged by the fp32 model. A run resumes only under the precision
+            it started with.
 
     Returns:
         attack name -> record with ``accuracy@80``, ``accuracy@100``, ``images``,
         ``error_indices``, ``error_indices@80``, ``wall_time`` (s),
-        ``model_evaluations`` (images the attack forwarded), ``kind`` and
-        ``coverage_curve`` (the same on every rank).
+        ``model_evaluations`` (images the attack forwarded), ``kind``,
+        ``coverage_curve`` (the same on every rank), ``search_precision``
+        (``fp32`` or ``bf16``) and ``precision_disagreements`` (final images on
+        which the bf16 copy's decision differs from the fp32 model's; None in
+        fp32 runs).
 
     Raises:
         InputError: the model's output on the first batch is not [N, K] finite
@@ -287,6 +359,7 @@ def evaluate(
     source = ImageSource(dataset, max_images, shuffle_seed=int(seed) if shuffled else None,
                          skip_unreadable=skip_unreadable)
     model, is_model_fn = _prepare_model(model_or_model_fn, target)
+    run_precision = _resolve_run_precision(precision, target, is_model_fn)
     if is_model_fn:
         white_box = [entry.name for entry in resolved.entries if entry.needs_gradients]
         if white_box:
@@ -300,6 +373,8 @@ def evaluate(
         run = _Run(model=model, source=source, device=target, seed=int(seed), batch_size=size,
                    save_adversarial=save_adversarial)
         first_logits, found = _validate_first_batch(run)
+        if run_precision == "bf16":
+            run.fast = fast_copy(model, "bf16").eval()
         manifest = {
             # The whole suite, not the selection: runs of different attack subsets
             # can share an output folder (each attack's chunks are its own).
@@ -315,7 +390,12 @@ def evaluate(
         }
         if source.skipped:  # absent otherwise, so earlier runs' manifests still match
             manifest["skipped"] = sorted(source.skipped)
+        if run_precision != "fp32":  # absent means fp32, as in states of older versions
+            manifest["precision"] = run_precision
+            manifest["bf16_search"] = [e.name for e in full.entries
+                                       if searches_in_bf16(e.attack)]
         state = RunState(out)
+        _check_resume_precision(state, run_precision, out)
         resumed = state.check_manifest(manifest)
         distributed.barrier()
         if distributed.rank() == 0 and not resumed:
@@ -340,6 +420,10 @@ def evaluate(
         )
         if source.skipped:
             attack_records[entry.name]["skipped_images"] = len(source.skipped)
+        attack_records[entry.name]["search_precision"] = (
+            "bf16" if run.fast is not None and run.searcher(entry) is run.fast else "fp32")
+        attack_records[entry.name]["precision_disagreements"] = (
+            _disagreements(per_attack[entry.name]))
     found += checks.check_attack_strengths(
         {entry.name: entry.kind for entry in resolved.entries},
         {name: record["accuracy@80"] for name, record in attack_records.items()},
@@ -349,6 +433,7 @@ def evaluate(
             "suite": resolved.name,
             "seed": int(seed),
             "images": source.count,
+            "precision": run_precision,
             "attacks": attack_records,
             "order": resolved.names,
             "warnings": found,
@@ -362,6 +447,8 @@ def evaluate(
             "device": str(target),
             "processes": distributed.world_size(),
             "max_images": max_images,
+            "precision_requested": precision,
+            "precision": run_precision,
             "model_class": "model_fn" if is_model_fn else type(model).__name__,
             "llrnet_version": __version__,
             "torch_version": torch.__version__,

@@ -67,7 +67,9 @@ class ChunkResult:
     ``logits`` float32 [n, K] of the model on the attack's final images;
     ``model_evaluations``: images the attack forwarded (its own count);
     ``wall_time`` seconds; ``adversarial`` float32 [m, C, H, W] (the first m
-    adversarial images of the batch) or None.
+    adversarial images of the batch) or None; ``disagreements``: final images
+    on which the bf16 copy's decision differs from the fp32 model's (None in
+    an fp32 run).
     """
 
     indices: torch.Tensor
@@ -76,6 +78,7 @@ class ChunkResult:
     model_evaluations: float
     wall_time: float
     adversarial: torch.Tensor | None = None
+    disagreements: int | None = None
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -101,14 +104,9 @@ class RunState:
         Raises :class:`UsageError` naming the differing arguments when the saved
         state belongs to a different evaluation.
         """
-        path = self.root / MANIFEST
-        if not path.exists():
+        saved = self.saved_manifest()
+        if saved is None:
             return False
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise UsageError(f"{path} is unreadable ({error}); delete {self.root} to start over") \
-                from error
         current = json.loads(json.dumps(manifest, sort_keys=True))
         differences = _differences(saved, current)
         if differences:
@@ -118,6 +116,21 @@ class RunState:
                 f"{self.root}"
             )
         return True
+
+    def saved_manifest(self) -> dict[str, Any] | None:
+        """The saved manifest, or None if there is none.
+
+        Raises :class:`UsageError` if it exists but cannot be read.
+        """
+        path = self.root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            saved: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"{path} is unreadable ({error}); delete {self.root} to start over") \
+                from error
+        return saved
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Save ``manifest`` (atomically)."""
@@ -151,6 +164,7 @@ class RunState:
                 model_evaluations=float(meta["model_evaluations"]),
                 wall_time=float(meta["wall_time"]),
                 adversarial=tensors.get("adversarial"),
+                disagreements=int(meta["disagreements"]) if meta.get("disagreements") else None,
             )
         except (SafetensorError, OSError, KeyError, ValueError) as error:
             logger.warning("ignoring damaged or unreadable state file %s (%s); redoing that "
@@ -172,6 +186,8 @@ class RunState:
             "model_evaluations": repr(float(result.model_evaluations)),
             "wall_time": repr(float(result.wall_time)),
         }
+        if result.disagreements is not None:
+            metadata["disagreements"] = str(int(result.disagreements))
         metadata[DIGEST_KEY] = chunk_digest(tensors, metadata)
         with atomic_path(self.chunk_path(attack, chunk)) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)

@@ -1,6 +1,6 @@
 """Models: the registry, ResNet v2, Wide-ResNet, the bird-or-bicycle classifier,
 heads (how logits are read; the challenge view of any model), adapters to the
-hub/challenge conventions, and safetensors weights."""
+hub/challenge conventions, safetensors weights, and bf16 fast copies."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ from llrnet.models.heads import (
     two_class_from_bird_logit,
 )
 from llrnet.models.layers import Conv2dSame, MaxPool2dSame, Normalize, same_padding
+from llrnet.models.precision import (
+    PRECISIONS,
+    FastCopy,
+    fast_copy,
+    has_bf16_matrix_units,
+    resolve_precision,
+    strict_fp32,
+)
 from llrnet.models.preprocessing import CropResizeScale, tf1_central_crop, tf1_resize_bilinear
 from llrnet.models.registry import create_model, list_models, model_arguments, register_model
 from llrnet.models.resnet_v2 import ResNetV2
@@ -32,6 +40,7 @@ from llrnet.models.wide_resnet import WideResNet
 __all__ = [
     "BICYCLE",
     "BIRD",
+    "PRECISIONS",
     "SIGMOID_BIRD_HEAD",
     "SOFTMAX_HEAD",
     "BirdLogitView",
@@ -39,6 +48,7 @@ __all__ = [
     "ChallengeView",
     "Conv2dSame",
     "CropResizeScale",
+    "FastCopy",
     "Head",
     "ImageNetClassifier",
     "MaxPool2dSame",
@@ -50,6 +60,8 @@ __all__ = [
     "as_model_fn",
     "challenge_view",
     "create_model",
+    "fast_copy",
+    "has_bf16_matrix_units",
     "head_of",
     "latents_module",
     "linear_module",
@@ -59,9 +71,11 @@ __all__ = [
     "model_arguments",
     "read_metadata",
     "register_model",
+    "resolve_precision",
     "same_padding",
     "save_weights",
     "set_head",
+    "strict_fp32",
     "tf1_central_crop",
     "tf1_resize_bilinear",
     "two_class_from_bird_logit",

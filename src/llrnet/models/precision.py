@@ -1,0 +1,161 @@
+"""Search precision: a bf16, channels_last copy of a model, and when to use one.
+
+On hardware with bf16 matrix units (Intel AMX on a CPU, a CUDA GPU with bf16)
+a model whose weights and inputs are bf16 and whose activations are
+channels_last runs several times faster than in fp32 (docs/benchmarks.md).
+Autocast is *not* that path on a CPU: it keeps fp32 weights and converts
+them on every call, and gains little.
+
+* :func:`fast_copy` ``(model, precision)``: a copy that takes and returns fp32
+  tensors (images [N, C, H, W] in [0, 1] -> logits [N, K] float32) but computes
+  in ``precision``; the original model is left as it was.
+* :func:`resolve_precision` turns ``"auto"`` into ``"bf16"`` or ``"fp32"`` from
+  :func:`has_bf16_matrix_units` and says which it chose.
+* :func:`strict_fp32` is the context in which fp32 really means fp32 on CUDA
+  (no TF32 in convolutions or matrix products), for judging results.
+
+The probes look at the machine; tests mock them (``llrnet.models.precision.
+has_bf16_matrix_units``) instead of depending on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from llrnet.errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = ("fp32", "bf16", "auto")
+"""What ``--precision`` accepts: ``auto`` resolves to ``bf16`` or ``fp32``."""
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True if this CPU has AMX tiles with bf16 (``amx_bf16``), as torch reports it."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """True if the CUDA device has native bf16 (compute capability 8.0 or newer)."""
+    if not torch.cuda.is_available():
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, _ = torch.cuda.get_device_capability(index)
+    return major >= 8
+
+
+def has_bf16_matrix_units(device: torch.device) -> bool:
+    """True if ``device`` multiplies bf16 matrices in hardware (AMX; CUDA sm_80+)."""
+    if device.type == "cpu":
+        return cpu_has_amx_bf16()
+    if device.type == "cuda":
+        return cuda_has_bf16(device)
+    return False
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`.
+
+    Raises:
+        UsageError: any other value.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Precision:
+    """``"fp32"`` or ``"bf16"`` for the requested ``precision`` on ``device``.
+
+    ``auto`` picks ``bf16`` where :func:`has_bf16_matrix_units` and ``fp32``
+    elsewhere, and logs what it chose and why.
+
+    Raises:
+        UsageError: ``precision`` is not one of :data:`PRECISIONS`.
+    """
+    check_precision(precision)
+    if precision != "auto":
+        return "bf16" if precision == "bf16" else "fp32"
+    target = torch.device(device)
+    chosen: Precision = "bf16" if has_bf16_matrix_units(target) else "fp32"
+    units = "AMX-BF16" if target.type == "cpu" else f"{target.type} bf16"
+    logger.info("precision auto: %s on %s (%s %s)", chosen, target, units,
+                "present" if chosen == "bf16" else "absent")
+    return chosen
+
+
+class FastCopy(nn.Module):
+    """A model computing in ``dtype`` (channels_last for images) behind an fp32 interface.
+
+    Inputs are cast to ``dtype`` (4-d ones made channels_last); outputs come back
+    as float32. Gradients flow through the casts, so white-box attacks work too.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool = True) -> None:
+        super().__init__()
+        inner = copy.deepcopy(model)
+        if channels_last:
+            inner = inner.to(memory_format=torch.channels_last)
+        self.inner = inner.to(dtype=dtype)
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.train(model.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` float [N, C, H, W] (any float dtype) -> the inner model's output, float32."""
+        x = x.to(self.dtype)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.inner(x)
+        return out.float() if isinstance(out, Tensor) else out
+
+
+def fast_copy(model: nn.Module, precision: str = "bf16", *, channels_last: bool = True
+              ) -> nn.Module:
+    """A copy of ``model`` that computes in ``precision`` (``fp32`` or ``bf16``).
+
+    ``bf16`` converts weights and buffers to bfloat16 and (by default) 4-d
+    weights and inputs to channels_last; ``fp32`` with ``channels_last`` gives
+    the fp32 channels_last copy. The copy takes and returns float32 tensors,
+    keeps ``model``'s train/eval mode, and leaves ``model`` untouched. Resolve
+    ``auto`` first with :func:`resolve_precision`.
+
+    Raises:
+        UsageError: ``precision`` is not ``fp32`` or ``bf16``.
+    """
+    if precision not in _DTYPES:
+        raise UsageError(f"fast_copy needs precision fp32 or bf16, got {precision!r} "
+                         "(resolve 'auto' with resolve_precision first)")
+    return FastCopy(model, _DTYPES[precision], channels_last=channels_last)
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Within the block, CUDA convolutions and matrix products use full fp32 (no TF32).
+
+    torch lets cuDNN use TF32 by default; a judgement of fp32 numbers must not.
+    The previous settings are restored on exit. On a CPU nothing changes.
+    """
+    cudnn = torch.backends.cudnn.allow_tf32
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cuda.matmul.allow_tf32 = matmul
