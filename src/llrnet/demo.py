@@ -78,7 +78,7 @@ MODELS: dict[str, DemoModel] = {
     "llr_adv": DemoModel(("digits10_llr", "digits_llr_adv"),
                          "LLR pre-training on ten-class digits (eps 0.1), then from that "
                          "trunk: sigmoid bird head, worst-of-8 rotations/translations, "
-                         "then PGD-5 at eps 0.3"),
+                         "then PGD-3 at eps 0.15"),
 }
 
 #: Overrides of the quick mode: a handful of steps, no checkpoints in between.
@@ -139,14 +139,14 @@ def _stage_dir(out: Path, name: str, index: int, preset: str) -> Path:
     return out / name / ("train" if index == len(stages) - 1 else preset)
 
 
-def _train_one(name: str, out: Path, quick: bool, progress: bool) -> Path:
+def _train_one(name: str, out: Path, quick: bool, progress: bool, seed: int) -> Path:
     """Train every stage of model ``name`` (skipping finished ones); the final weights."""
     cost_path = out / name / COST
     cost: dict[str, Any] = (json.loads(cost_path.read_text()) if cost_path.is_file()
                             else {"stages": {}})
     weights: Path | None = None
     for index, preset in enumerate(MODELS[name].stages):
-        overrides = list(QUICK_OVERRIDES if quick else ())
+        overrides = [f"seed={seed}", *(QUICK_OVERRIDES if quick else ())]
         if weights is not None:
             overrides.append(f"model.init_weights={weights}")
         config = load_config(preset, overrides)
@@ -178,7 +178,7 @@ def _train_one(name: str, out: Path, quick: bool, progress: bool) -> Path:
 
 
 def _evaluate_one(name: str, weights: Path, out: Path, quick: bool,
-                  progress: bool) -> dict[str, dict[str, Any]]:
+                  progress: bool, seed: int) -> dict[str, dict[str, Any]]:
     from llrnet.data import two_class_digits
     from llrnet.eval import evaluate
     from llrnet.models import load_weights
@@ -188,13 +188,13 @@ def _evaluate_one(name: str, weights: Path, out: Path, quick: bool,
     dataset = two_class_digits("test", size=config.data.size)
     logger.info("%s: evaluating", name)
     return evaluate(model, demo_suite(quick=quick), dataset,
-                    out_dir=out / name / "eval", seed=0,
+                    out_dir=out / name / "eval", seed=seed,
                     max_images=QUICK_IMAGES if quick else FULL_IMAGES, progress=progress,
                     class_names=[str(c) for c in dataset.classes])
 
 
-def run_model(name: str, out: Path, quick: bool, progress: bool, threads: int | None = None
-              ) -> dict[str, dict[str, Any]]:
+def run_model(name: str, out: Path, quick: bool, progress: bool, threads: int | None = None,
+              seed: int = 0) -> dict[str, dict[str, Any]]:
     """Train (every stage) and evaluate model ``name``: its results per attack.
 
     The unit of work of a demo worker process; ``threads`` sets torch's CPU
@@ -204,7 +204,8 @@ def run_model(name: str, out: Path, quick: bool, progress: bool, threads: int | 
         import torch
 
         torch.set_num_threads(threads)
-    return _evaluate_one(name, _train_one(name, out, quick, progress), out, quick, progress)
+    weights = _train_one(name, out, quick, progress, seed)
+    return _evaluate_one(name, weights, out, quick, progress, seed)
 
 
 def leaderboard(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -354,7 +355,7 @@ def _cost_line(out: Path, name: str) -> str:
 
 
 def _report(out: Path, table: str, results: dict[str, dict[str, dict[str, Any]]],
-            quick: bool, threads: int, jobs: int) -> str:
+            quick: bool, threads: int, jobs: int, seed: int) -> str:
     suite_names = {str(r.get("kind")) for records in results.values() for r in records.values()}
     lines = [
         "# llrnet demo: standard, PGD, LLR and the two-stage LLR -> adversarial recipe",
@@ -370,9 +371,9 @@ def _report(out: Path, table: str, results: dict[str, dict[str, dict[str, Any]]]
         "",
         table,
         "",
-        f"Attack kinds evaluated: {', '.join(sorted(suite_names))}. Training and evaluation "
-        f"ran with {threads} torch thread(s) per process in {jobs} worker process(es); the "
-        "results are deterministic for a fixed seed and thread count.",
+        f"Attack kinds evaluated: {', '.join(sorted(suite_names))}. Seed {seed}. Training "
+        f"and evaluation ran with {threads} torch thread(s) per process in {jobs} worker "
+        "process(es); the results are deterministic for a fixed seed and thread count.",
         "",
         "## Recipes and training cost",
         "",
@@ -418,13 +419,14 @@ def _report(out: Path, table: str, results: dict[str, dict[str, dict[str, Any]]]
 
 
 def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
-             progress: bool = True, jobs: int = 1, threads: int | None = None
-             ) -> DemoResult:
+             progress: bool = True, jobs: int = 1, threads: int | None = None,
+             seed: int = 0) -> DemoResult:
     """Train, evaluate and report the four digits models into ``out_dir`` (resumable).
 
     ``jobs`` worker processes run the models' pipelines (:func:`run_model`) side by
     side (1: all in this process); ``threads`` is torch's CPU threads per process
-    (None: this process's current setting). Results do not depend on ``jobs``.
+    (None: this process's current setting). ``seed`` seeds every training stage
+    (``seed=`` override) and the evaluation. Results do not depend on ``jobs``.
     """
     import torch
 
@@ -435,10 +437,10 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
     # Longest pipeline first, so the workers finish close together.
     order = sorted(MODELS, key=lambda n: -len(MODELS[n].stages))
     if jobs <= 1:
-        done = {name: run_model(name, out, quick, progress) for name in order}
+        done = {name: run_model(name, out, quick, progress, seed=seed) for name in order}
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {name: pool.submit(run_model, name, out, quick, False, threads)
+            futures = {name: pool.submit(run_model, name, out, quick, False, threads, seed)
                        for name in order}
             done = {name: future.result() for name, future in futures.items()}
     results = {name: done[name] for name in MODELS}
@@ -450,5 +452,5 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
                    out / EXAMPLES)
     _spatial_figure("llr_adv", out, quick)
     report = out / REPORT
-    atomic_write_text(report, _report(out, table, results, quick, threads, jobs))
+    atomic_write_text(report, _report(out, table, results, quick, threads, jobs, seed))
     return DemoResult(out, report, table, results)

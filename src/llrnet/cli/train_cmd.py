@@ -66,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                       help="worker processes training and evaluating the models side by "
                       "side (default: 2, or 1 on a one-core machine; results do not "
                       "depend on it; 1 shows progress bars)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of every training stage and of the evaluation (default 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 
@@ -117,7 +119,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress,
-                      jobs=args.jobs, threads=args.threads)
+                      jobs=args.jobs, threads=args.threads, seed=args.seed)
     print()
     print(result.table)
     print()
