@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -440,9 +440,15 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
         done = {name: run_model(name, out, quick, progress, seed=seed) for name in order}
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {name: pool.submit(run_model, name, out, quick, False, threads, seed)
+            futures = {pool.submit(run_model, name, out, quick, False, threads, seed): name
                        for name in order}
-            done = {name: future.result() for name, future in futures.items()}
+            logger.info("training and evaluating %s in %d worker processes",
+                        ", ".join(order), jobs)
+            done = {}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                logger.info("%s: trained and evaluated (%d of %d)", futures[future],
+                            len(done), len(order))
     results = {name: done[name] for name in MODELS}
     table = leaderboard(results)
     atomic_write_text(out / TABLE, table + "\n")
