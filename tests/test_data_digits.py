@@ -70,3 +70,18 @@ def test_ten_class_variant_is_stratified_and_disjoint() -> None:
     overlap = sum(tuple(row.tolist()) in train_rows for row in test.images.flatten(1))
     # Different source images may coincide pixel for pixel; allow very few.
     assert overlap <= 5
+
+
+def test_fit_and_val_split_the_train_split_stratified_without_overlap() -> None:
+    def rows(data: DigitsDataset) -> set[bytes]:
+        return {bytes(image.numpy().tobytes()) for image in data.images}
+
+    train, fit, val = (two_class_digits(s) for s in ("train", "fit", "val"))
+    assert len(fit) + len(val) == len(train) and abs(len(val) - 0.2 * len(train)) <= 2
+    assert rows(fit) | rows(val) == rows(train) and not rows(fit) & rows(val)
+    assert not rows(val) & rows(two_class_digits("test"))
+    for part in (fit, val):  # stratified: each class in the train split's proportion
+        share = float(part.labels.float().mean())
+        assert abs(share - float(train.labels.float().mean())) < 0.03
+    assert torch.equal(two_class_digits("val").images, val.images)  # reproducible
+    assert len(digits("fit")) + len(digits("val")) == len(digits("train"))

@@ -1,29 +1,41 @@
-"""``llrnet demo --quick``: trains three models, evaluates them, writes the report."""
+"""``llrnet demo --quick``: trains the four models (the two-stage one in two runs), evaluates
+them, writes the report; the same table from one process or two."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from llrnet.cli import main
-from llrnet.demo import MODELS, leaderboard
+from llrnet.demo import MODELS, leaderboard, run_demo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_the_report_and_plots_and_resumes(
+def test_quick_demo_writes_the_report_and_plots_resumes_and_is_deterministic(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo_out"
-    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress", "--jobs", "1"]) == 0
     printed = capsys.readouterr().out
     report = (out / "report.md").read_text()
     table = (out / "table.txt").read_text().strip()
     assert table in report and table in printed  # the terminal ends with the table
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == list(MODELS)
-    for image in ("risk_coverage.png", "training_curves.png", "adversarial_examples.png"):
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == [
+        "standard", "pgd", "llr", "llr_adv"]
+    for name, model in MODELS.items():  # each row's recipe and cost, every stage named
+        line = next(x for x in report.splitlines() if x.startswith(f"- `{name}`: "))
+        assert model.recipe in line and "cost not recorded" not in line
+        assert all(f"`{preset}` 4 steps of" in line for preset in model.stages)
+    # Stage 2 started from stage 1's weights.
+    stage2 = (out / "llr_adv" / "train" / "config.yaml").read_text()
+    assert str(out / "llr_adv" / "digits10_llr" / "final.safetensors") in stage2
+    for image in ("risk_coverage.png", "training_curves.png", "adversarial_examples.png",
+                  "spatial_worst.png"):
         assert f"]({image})" in report
         with Image.open(out / image) as png:
             assert png.format == "PNG" and png.width > 100 and png.height > 100
@@ -33,10 +45,18 @@ def test_quick_demo_writes_the_report_and_plots_and_resumes(
 
     # A rerun skips what is finished: the weights are not rewritten.
     stamps = {n: (out / n / "train" / "final.safetensors").stat().st_mtime_ns for n in MODELS}
-    assert main(["demo", "--out", str(out), "--quick", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--quick", "--no-progress", "--jobs", "1"]) == 0
     assert stamps == {n: (out / n / "train" / "final.safetensors").stat().st_mtime_ns
                       for n in MODELS}
     assert (out / "table.txt").read_text().strip() == table
+
+    # Deterministic: a fresh run in two worker processes gives the same table and weights.
+    two = run_demo(tmp_path / "two", quick=True, progress=False, jobs=2, threads=1)
+    assert two.table == table
+    for name in MODELS:
+        a = load_file(out / name / "train" / "final.safetensors")
+        b = load_file(tmp_path / "two" / name / "train" / "final.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_leaderboard_cells_are_accuracies_at_80_and_100() -> None:

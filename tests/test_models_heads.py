@@ -27,6 +27,8 @@ from llrnet.models import (
     create_model,
     head_of,
     list_models,
+    load_weights,
+    save_weights,
     set_head,
 )
 from llrnet.train.tasks import StandardTask
@@ -189,3 +191,14 @@ def test_predict_scores_any_sigmoid_bird_head_and_refuses_softmax(tmp_path: Path
     assert only.bird_probability == pytest.approx(float(torch.sigmoid(torch.tensor(-1.5))))
     with pytest.raises(InputError, match=r"predict needs a bird-or-bicycle.*SoftmaxHead"):
         predict_images(create_model("digits_wrn"), [path])
+
+
+def test_digits_wrn_builds_the_bird_head_and_weights_files_keep_it(tmp_path: Path) -> None:
+    net = create_model("digits_wrn", width=1, head="sigmoid_bird")
+    assert head_of(net) == SigmoidBirdHead(column=1)  # the released head's channel
+    assert head_of(create_model("digits_wrn", width=1, num_classes=1,
+                                head="sigmoid_bird")) == SigmoidBirdHead(column=0)
+    save_weights(net, tmp_path / "bird.safetensors")
+    assert head_of(load_weights(tmp_path / "bird.safetensors")) == SigmoidBirdHead(column=1)
+    with pytest.raises(UsageError, match="num_classes 1 or 2"):
+        create_model("digits_wrn", num_classes=10, head="sigmoid_bird")

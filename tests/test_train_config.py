@@ -27,7 +27,7 @@ from llrnet.train.setup import build_task
 REQUIRED = {
     "cifar10_wrn28x8_llr", "cifar10_wrn28x8_pgd", "cifar10_wrn28x8_trades",
     "imagenet_resnet152_llr4", "bird_or_bicycle_adv",
-    "digits_standard", "digits_pgd", "digits_llr",
+    "digits_standard", "digits_pgd", "digits_llr", "digits10_llr", "digits_llr_adv",
 }
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

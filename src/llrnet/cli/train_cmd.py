@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from llrnet.cli.arguments import at_least
+from llrnet.cli.arguments import at_least, seed
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -48,16 +49,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     train.set_defaults(func=_train)
 
     demo = subparsers.add_parser(
-        "demo", help="train standard, PGD and LLR models on digits and compare them",
-        description="The main demo: trains a standard, a PGD and an LLR model of the same "
-        "small architecture on the bundled two-class digits, evaluates each with the digits "
-        "suite and writes OUT/report.md with plots. Rerunning skips finished parts.")
+        "demo", help="train standard, PGD, LLR and two-stage LLR -> adversarial models on "
+        "digits and compare them",
+        description="The main demo: trains a standard, a PGD, an LLR and the two-stage "
+        "LLR -> adversarial (llr_adv) model of the same small architecture on the bundled "
+        "digits, evaluates each with the digits suite and writes OUT/report.md with plots. "
+        "Rerunning skips finished parts.")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--quick", action="store_true",
                       help="a seconds-long version (few steps, few images) for tests")
     demo.add_argument("--threads", type=at_least(1), default=1,
                       help="CPU threads for torch (default 1: the demo's tiny convolutions "
                       "gain little from more, and lose a lot on a busy machine)")
+    demo.add_argument("--jobs", type=at_least(1), default=min(2, os.cpu_count() or 1),
+                      help="worker processes training and evaluating the models side by "
+                      "side (default: 2, or 1 on a one-core machine; results do not "
+                      "depend on it; 1 shows progress bars)")
+    demo.add_argument("--seed", type=seed, default=0,
+                      help="seed of every training stage and of the evaluation (default 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 
@@ -108,7 +117,8 @@ def _demo(args: argparse.Namespace) -> int:
     from llrnet.demo import run_demo
 
     _set_threads(args.threads)
-    result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
+    result = run_demo(args.out, quick=args.quick, progress=not args.no_progress,
+                      jobs=args.jobs, threads=args.threads, seed=args.seed)
     print()
     print(result.table)
     print()

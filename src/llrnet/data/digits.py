@@ -10,7 +10,10 @@ convex combination of neighbours, so the clamp only removes float round-off.
 Train/test split: a stratified 70/30 split seeded by ``seed``
 (``sklearn.model_selection.train_test_split``), so both splits hold every class
 in the same proportion, and the same ``seed`` always gives the same split.
-The demo, the quick evaluation suite and the tests use these datasets.
+The train split is cut once more, the same way, into ``fit`` (80%) and ``val``
+(20%): a validation split for choosing settings without looking at the test
+split (``fit`` + ``val`` = ``train``). The demo, the quick evaluation suite and
+the tests use these datasets.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from torch.utils.data import Dataset
 
 from llrnet.errors import UsageError
 
-Split = Literal["train", "test"]
+Split = Literal["train", "test", "fit", "val"]
+SPLITS = ("train", "test", "fit", "val")
 
 #: Fraction of each class kept for the test split.
 TEST_FRACTION = 0.3
+#: Fraction of each class of the train split kept for the ``val`` split.
+VAL_FRACTION = 0.2
 
 
 class DigitsDataset(Dataset[tuple[Tensor, int]]):
@@ -75,8 +81,8 @@ def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise UsageError(f"unknown digits split {split!r}; choose 'train' or 'test'")
+    if split not in SPLITS:
+        raise UsageError(f"unknown digits split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
 def _upsample(images: np.ndarray, size: int) -> Tensor:
@@ -110,7 +116,12 @@ def _build(split: str, size: int, classes: Sequence[int], seed: int) -> DigitsDa
     train_index, test_index = train_test_split(
         index, test_size=TEST_FRACTION, random_state=seed, stratify=labels, shuffle=True
     )
-    chosen = np.sort(train_index if split == "train" else test_index)
+    if split in ("fit", "val"):
+        fit_index, val_index = train_test_split(
+            np.sort(train_index), test_size=VAL_FRACTION, random_state=seed,
+            stratify=labels[np.sort(train_index)], shuffle=True)
+        train_index = val_index if split == "val" else fit_index
+    chosen = np.sort(test_index if split == "test" else train_index)
     return DigitsDataset(
         _upsample(images[chosen], size), torch.from_numpy(labels[chosen]), classes
     )

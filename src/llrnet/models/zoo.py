@@ -20,7 +20,11 @@ Small variants for tests and the demo train in seconds on a CPU.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from llrnet.errors import UsageError
 from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
+from llrnet.models.heads import SigmoidBirdHead, set_head
 from llrnet.models.layers import Padding
 from llrnet.models.registry import register_model
 from llrnet.models.resnet_v2 import STAGE_UNITS, STANDARD_WIDTHS, ResNetV2, StrideIn
@@ -169,6 +173,9 @@ _register_wrn("wrn_16_2_softplus", 16, 2, "softplus")
 _register_wrn("wrn_10_1_softplus", 10, 1, "softplus")
 
 
+DigitsHead = Literal["softmax", "sigmoid_bird"]
+
+
 @register_model
 def wide_resnet(
     *,
@@ -236,7 +243,22 @@ def digits_wrn(
     width: int = 2,
     num_classes: int = 2,
     activation: Activation = "softplus",
+    head: DigitsHead = "softmax",
 ) -> WideResNet:
-    """A small WRN for the bundled grayscale digits (28x28, 1 channel, [0, 1])."""
-    return WideResNet(depth=depth, width=width, num_classes=num_classes, in_channels=1,
-                      activation=activation, mean=(0.5,), std=(0.5,), padding="same")
+    """A small WRN for the bundled grayscale digits (28x28, 1 channel, [0, 1]).
+
+    ``head="sigmoid_bird"`` gives it the bird-or-bicycle classifier's head
+    (:class:`~llrnet.models.heads.SigmoidBirdHead`): its last output column
+    (column 1 of ``num_classes=2``, like the released 2-channel head; column 0
+    of ``num_classes=1``) is one bird logit read through a sigmoid, and the
+    challenge sees ``[relu(-l), relu(l)]``.
+    """
+    model = WideResNet(depth=depth, width=width, num_classes=num_classes, in_channels=1,
+                       activation=activation, mean=(0.5,), std=(0.5,), padding="same")
+    if head == "sigmoid_bird":
+        if num_classes not in (1, 2):
+            raise UsageError(f"a sigmoid bird head needs num_classes 1 or 2, got {num_classes}")
+        set_head(model, SigmoidBirdHead(column=num_classes - 1))
+    elif head != "softmax":
+        raise UsageError(f"head must be 'softmax' or 'sigmoid_bird', got {head!r}")
+    return model

@@ -31,17 +31,22 @@ DATASETS: Registry[Callable[[DataConfig], TrainEval]] = Registry("dataset")
 """Dataset builders by name (``data.name``): ``builder(data_config) -> (train, held_out)``."""
 
 
+def _fit_split(config: DataConfig) -> str:
+    """The digits' training split: ``fit`` (train minus ``val``) when evaluating on ``val``."""
+    return "fit" if config.eval_split == "val" else "train"
+
+
 def _digits2(config: DataConfig) -> TrainEval:
     from llrnet.data import two_class_digits
 
-    return (two_class_digits("train", size=config.size),
+    return (two_class_digits(_fit_split(config), size=config.size),  # type: ignore[arg-type]
             two_class_digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
 
 
 def _digits10(config: DataConfig) -> TrainEval:
     from llrnet.data import digits
 
-    return (digits("train", size=config.size),
+    return (digits(_fit_split(config), size=config.size),  # type: ignore[arg-type]
             digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
 
 

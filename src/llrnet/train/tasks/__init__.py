@@ -9,7 +9,12 @@ scalar to back-propagate; every other entry is a detached scalar for logging.
 :data:`TASKS` names the task classes for configurations (``task.name`` of a
 preset): ``standard``, ``pgd``, ``trades``, ``llr``. A task written elsewhere
 can be registered with ``TASKS.add(MyTask, name="mine")``, or passed to
-``llrnet.train.train(..., task=...)`` without registering it.
+``llrnet.train.train(..., task=...)`` without registering it. Each built-in task
+says what a step costs (``passes_per_step()``, :class:`StepPasses`).
+
+The adversarial tasks take ``spatial``: a :class:`WorstOfK` (Engstrom et al.'s
+worst of k random rotations and translations per image), applied before the
+L-inf attack.
 
 The loss, accuracy and attack view follow the model's head
 (:func:`llrnet.models.head_of`), so no task needs to be told whether it trains
@@ -20,8 +25,9 @@ from __future__ import annotations
 
 from llrnet.registry import Registry
 from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
-from llrnet.train.tasks.common import Task
+from llrnet.train.tasks.common import StepPasses, Task
 from llrnet.train.tasks.llr_task import LLRTask
+from llrnet.train.tasks.spatial import WorstOfK
 from llrnet.train.tasks.standard import StandardTask
 
 TASKS: Registry[type] = Registry("task")
@@ -36,6 +42,8 @@ __all__ = [
     "LLRTask",
     "PGDTask",
     "StandardTask",
+    "StepPasses",
     "TRADESTask",
     "Task",
+    "WorstOfK",
 ]

@@ -11,6 +11,12 @@ like in standard training. ``"eval"`` uses the running averages during the
 attack (TRADES' official code switches to ``model.eval()``; early in training
 the running averages are poor, which weakens the attack). Neither costs an
 extra pass.
+
+Spatial robustness (option ``spatial``, both tasks): with a
+:class:`~llrnet.train.tasks.spatial.WorstOfK`, each image is first replaced by
+the worst of ``k`` random rotations and translations (Engstrom et al. 2019),
+picked under the same batch-norm mode as the attack, and the L-inf attack then
+starts from it. ``eps = 0`` trains on the worst transform alone.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
 from llrnet.models.heads import Head, head_of
 from llrnet.train.bn_replay import frozen_batch_norm
-from llrnet.train.tasks.common import RadiusWarmup, accuracy, check_batch
+from llrnet.train.tasks.common import RadiusWarmup, StepPasses, accuracy, check_batch
+from llrnet.train.tasks.spatial import WorstOfK
 from llrnet.train.unwrap import unwrap_ddp
 
 __all__ = ["PGDTask", "TRADESTask"]
@@ -54,15 +61,31 @@ class _Attacked:
     step_size: float
     inner: nn.Module
     head: Head
+    logged: dict[str, Tensor]
 
 
 def _begin(task: PGDTask | TRADESTask, model: nn.Module, batch: tuple[Tensor, Tensor],
            step: int) -> _Attacked:
-    """Check the batch; the warmed-up radius and step size; the unwrapped model; its head."""
+    """Check the batch; the warmed-up radius and step size; the unwrapped model; its head;
+    with ``task.spatial``, each image replaced by its worst transform."""
     x, y = check_batch(batch)
     eps = task.eps_at(step)
-    return _Attacked(x, y, eps, task.scaled_step_size(task.step_size, eps),
-                     unwrap_ddp(model), head_of(model))
+    inner, head = unwrap_ddp(model), head_of(model)
+    logged: dict[str, Tensor] = {}
+    if task.spatial is not None:
+        with frozen_batch_norm(inner, mode=task.attack_bn):
+            choice = task.spatial.choose(inner, x, y, head)
+        x = choice.images
+        chosen = choice.losses.gather(1, choice.index.to(x.device)[:, None])
+        logged = {"spatial_loss": chosen.mean()}
+        if task.spatial.include_original:
+            logged["spatial_original"] = (choice.index == 0).float().mean().to(x.device)
+    return _Attacked(x, y, eps, task.scaled_step_size(task.step_size, eps), inner, head,
+                     logged)
+
+
+def _spatial_passes(spatial: WorstOfK | None) -> int:
+    return 0 if spatial is None else spatial.k
 
 
 @dataclass(frozen=True)
@@ -83,9 +106,13 @@ class PGDTask(RadiusWarmup):
         attack_bn: batch-norm statistics during the attack, "batch" or "eval"
             (see the module docstring).
         warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
+        spatial: worst-of-k rotations/translations before the attack
+            (:class:`~llrnet.train.tasks.spatial.WorstOfK`), or None.
 
-    Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}``. Cost: K + 1
-    forward-backward passes (the attack's backward passes skip weight gradients).
+    Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}`` (plus ``spatial_loss``,
+    ``spatial_original`` with ``spatial``). Cost: K + 1 forward-backward passes
+    (the attack's backward passes skip weight gradients), plus k forward-only
+    passes with ``spatial``.
     """
 
     eps: float = 8 / 255
@@ -95,9 +122,14 @@ class PGDTask(RadiusWarmup):
     loss: Literal["ce", "margin"] = "ce"
     attack_bn: AttackBN = "batch"
     warmup_steps: int = 0
+    spatial: WorstOfK | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
+
+    def passes_per_step(self) -> StepPasses:
+        """K + 1 forward-backward passes; k forward-only ones with ``spatial``."""
+        return StepPasses(self.steps + 1, _spatial_passes(self.spatial))
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
@@ -116,6 +148,7 @@ class PGDTask(RadiusWarmup):
             "adv_ce": adv_ce.detach(),
             "adv_accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
+            **run.logged,
         }
 
 
@@ -136,6 +169,8 @@ class TRADESTask(RadiusWarmup):
         attack_bn: batch-norm statistics during the attack, "batch" or "eval"
             (the official code uses eval mode; see the module docstring).
         warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
+        spatial: worst-of-k rotations/translations first (the "clean" image is
+            then the worst transform), or None.
 
     Order of the passes: the clean training-mode forward first (updates the
     running averages; its detached probabilities are the attack's target),
@@ -151,11 +186,16 @@ class TRADESTask(RadiusWarmup):
     beta: float = 6.0
     attack_bn: AttackBN = "batch"
     warmup_steps: int = 0
+    spatial: WorstOfK | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    def passes_per_step(self) -> StepPasses:
+        """K + 2 forward-backward passes; k forward-only ones with ``spatial``."""
+        return StepPasses(self.steps + 2, _spatial_passes(self.spatial))
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
@@ -187,4 +227,5 @@ class TRADESTask(RadiusWarmup):
             "kl": kl.detach(),
             "accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
+            **run.logged,
         }

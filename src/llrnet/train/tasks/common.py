@@ -8,6 +8,7 @@ is the model's head: :func:`llrnet.models.heads.head_of`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -19,6 +20,7 @@ from llrnet.models.heads import Head
 from llrnet.train.llr import linear_warmup
 
 __all__ = [
+    "StepPasses",
     "Task",
     "accuracy",
     "check_batch",
@@ -35,6 +37,21 @@ class Task(Protocol):
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]: ...
+
+
+@dataclass(frozen=True)
+class StepPasses:
+    """What one training step costs, in passes of the step's batch through the model.
+
+    Attributes:
+        forward_backward: forward passes whose graph is back-propagated (the
+            attack's and the regularizer's inner steps included; LLR's
+            double back-propagation counts with its forward).
+        forward_only: forward passes without gradients (worst-of-k's selection).
+    """
+
+    forward_backward: int
+    forward_only: int = 0
 
 
 def check_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from llrnet.models.heads import head_of
 from llrnet.train.llr import LLROptions, llr_regularizer
-from llrnet.train.tasks.common import RadiusWarmup, accuracy, check_batch
+from llrnet.train.tasks.common import RadiusWarmup, StepPasses, accuracy, check_batch
 
 __all__ = ["LLRTask"]
 
@@ -60,6 +60,12 @@ class LLRTask(RadiusWarmup):
         LLROptions(eps=self.eps, steps=self.steps)  # the regularizer's checks of eps and steps
         if self.lam < 0 or self.mu < 0 or self.nominal_weight < 0:
             raise ValueError("lam, mu and nominal_weight must be >= 0")
+
+    def passes_per_step(self) -> StepPasses:
+        """steps + 2 forward-backward passes: the clean one (with the double
+        back-propagation of its input gradient), one per inner step, and the
+        regularizer's."""
+        return StepPasses(self.steps + 2)
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:

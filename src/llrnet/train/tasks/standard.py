@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from llrnet.models.heads import head_of
-from llrnet.train.tasks.common import accuracy, check_batch
+from llrnet.train.tasks.common import StepPasses, accuracy, check_batch
 
 __all__ = ["StandardTask"]
 
@@ -22,6 +22,10 @@ class StandardTask:
 
     Returns ``{"loss", "ce", "accuracy"}`` (``ce`` is the detached loss).
     """
+
+    def passes_per_step(self) -> StepPasses:
+        """One forward-backward pass."""
+        return StepPasses(1)
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
