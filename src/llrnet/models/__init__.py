@@ -22,6 +22,13 @@ from llrnet.models.heads import (
     set_head,
     two_class_from_bird_logit,
 )
+from llrnet.models.imagenet_adapter import (
+    BICYCLE_IMAGENET_CLASSES,
+    BIRD_IMAGENET_CLASSES,
+    ImageNetAsBirdOrBicycle,
+    bird_or_bicycle_from_imagenet,
+    load_imagenet_model,
+)
 from llrnet.models.layers import Conv2dSame, MaxPool2dSame, Normalize, same_padding
 from llrnet.models.preprocessing import CropResizeScale, tf1_central_crop, tf1_resize_bilinear
 from llrnet.models.registry import create_model, list_models, model_arguments, register_model
@@ -31,7 +38,9 @@ from llrnet.models.wide_resnet import WideResNet
 
 __all__ = [
     "BICYCLE",
+    "BICYCLE_IMAGENET_CLASSES",
     "BIRD",
+    "BIRD_IMAGENET_CLASSES",
     "SIGMOID_BIRD_HEAD",
     "SOFTMAX_HEAD",
     "BirdLogitView",
@@ -40,6 +49,7 @@ __all__ = [
     "Conv2dSame",
     "CropResizeScale",
     "Head",
+    "ImageNetAsBirdOrBicycle",
     "ImageNetClassifier",
     "MaxPool2dSame",
     "Normalize",
@@ -48,12 +58,14 @@ __all__ = [
     "SoftmaxHead",
     "WideResNet",
     "as_model_fn",
+    "bird_or_bicycle_from_imagenet",
     "challenge_view",
     "create_model",
     "head_of",
     "latents_module",
     "linear_module",
     "list_models",
+    "load_imagenet_model",
     "load_state_strict",
     "load_weights",
     "model_arguments",
