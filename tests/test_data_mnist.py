@@ -86,3 +86,52 @@ def test_bad_idx_files_are_input_errors(tmp_path: Path) -> None:
     (tmp_path / "mixed" / FILES["test"][1]).write_bytes(idx_bytes(LABELS[:3]))
     with pytest.raises(InputError, match="expected 8 labels"):
         mnist(tmp_path / "mixed", "test")
+
+
+def test_two_class_mnist_suite_has_the_kits_parameters() -> None:
+    from llrnet.attacks import SPSA, Boundary, Chain
+    from llrnet.attacks.validity import CheckedRandomSpatial, CheckedSpatialGrid
+    from llrnet.eval import get_suite
+
+    suite = get_suite("two_class_mnist")
+    assert suite.names == ["clean", "spatial_grid", "spsa_with_random_spatial",
+                           "boundary_with_random_spatial"]
+    assert all(entry.max_images == 128 for entry in suite.entries) and not suite.shuffle
+    grid = suite.entries[1].attack
+    assert isinstance(grid, CheckedSpatialGrid)
+    assert (grid.limits, grid.granularity, grid.border, grid.valid_check) == \
+        ((10.0, 10.0, 10.0), (5, 5, 11), 4, "ink")
+    for entry, second in zip(suite.entries[2:], (SPSA, Boundary)):
+        chain = entry.attack
+        assert isinstance(chain, Chain)
+        first, stage = chain.stages
+        assert isinstance(first, CheckedRandomSpatial) and first.border == 4
+        assert first.limits == (10.0, 10.0, 10.0)
+        assert isinstance(stage, second)
+    spsa, boundary = suite.entries[2].attack.stages[1], suite.entries[3].attack.stages[1]
+    assert (spsa.eps, spsa.steps, spsa.samples) == (0.3, 2000, 64)
+    assert boundary.threshold == 4.0
+
+
+def test_cli_scores_two_class_mnist_from_a_local_copy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from llrnet.cli import main
+    from llrnet.models import create_model, save_weights
+
+    write_split(tmp_path / "mnist" / "MNIST" / "raw", gz=True)
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(create_model("digits_wrn", depth=10, width=1), weights)
+    out = tmp_path / "out"
+    assert main(["eval", "--suite", "two_class_mnist", "--data", str(tmp_path / "mnist"),
+                 "--weights", str(weights), "--out", str(out), "--attacks",
+                 "clean,spatial_grid", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["attacks"]["spatial_grid"]["images"] == 5
+    assert results["attacks"]["spatial_grid"]["model_evaluations"] == 5 * 275
+    capsys.readouterr()
+    code = main(["eval", "--suite", "two_class_mnist", "--data", str(tmp_path / "none"),
+                 "--weights", str(weights), "--out", str(tmp_path / "o2"), "--no-progress"])
+    assert code == 2 and "torchvision.datasets.MNIST" in capsys.readouterr().err
