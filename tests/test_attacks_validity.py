@@ -102,7 +102,8 @@ def test_grid_returns_a_valid_transform_that_fools_the_oracle() -> None:
     grid = attack.transforms
     for i in range(2):
         candidates = [tf_spatial(x[i:i + 1], grid[t:t + 1], 4) for t in range(len(grid))]
-        matches = [t for t, c in enumerate(candidates) if torch.allclose(c.clamp(0, 1), out[i:i + 1])]
+        matches = [t for t, c in enumerate(candidates)
+                   if torch.allclose(c.clamp(0, 1), out[i:i + 1])]
         assert matches, "the output is one of the grid's transforms"
         t = matches[0]
         before = tf_spatial(x[i:i + 1], torch.zeros(1, 3, dtype=torch.float64), 4)

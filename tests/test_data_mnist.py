@@ -55,7 +55,7 @@ def test_two_class_mnist_keeps_6_and_7_in_file_order(tmp_path: Path) -> None:
     data = two_class_mnist(tmp_path, "test")
     # Positions 0 (7), 2 (6), 3 (6), 5 (7), 7 (6): 6 is class 0, 7 is class 1.
     assert data.labels.tolist() == [1, 0, 0, 1, 0]
-    assert [int(round(float(v) * 255)) for v in data.images[:, 0, 0, 0]] == [0, 2, 3, 5, 7]
+    assert [round(float(v) * 255) for v in data.images[:, 0, 0, 0]] == [0, 2, 3, 5, 7]
     expected = torch.from_numpy(images()[[0, 2, 3, 5, 7]].astype(np.float32) / 255.0)
     torch.testing.assert_close(data.images[:, 0], expected, rtol=0, atol=1e-7)
     assert data.images.shape == (5, 1, 28, 28) and data.classes == (6, 7)

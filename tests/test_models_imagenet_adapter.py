@@ -1,4 +1,4 @@
-"""ImageNet classifiers as bird-or-bicycle models: the kit's class lists and max-log-softmax rule."""
+"""ImageNet classifiers as bird-or-bicycle models: the kit's class lists, max log-softmax."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class Oracle(nn.Module):
 
 def test_the_class_lists_are_the_kits() -> None:
     # bird_or_bicycle.CLASS_NAME_TO_IMAGENET_CLASS at the kit's commit 7285875.
-    assert BIRD_IMAGENET_CLASSES == tuple(range(80, 101))
+    assert tuple(range(80, 101)) == BIRD_IMAGENET_CLASSES
     assert len(BIRD_IMAGENET_CLASSES) == 21
     assert sorted(BICYCLE_IMAGENET_CLASSES) == [444, 671]
 
