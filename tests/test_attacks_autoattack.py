@@ -140,3 +140,28 @@ def test_the_authors_checks_become_llrnet_warnings_once() -> None:
     ours = [f"{checks.PROBABILITIES} (each row ...)"]
     remaining = {k for k in attack.flags if k != "probabilities"}
     assert len(checks.check_autoattack({"autoattack": attack}, records, ours)) == len(remaining)
+
+
+def test_evaluate_reports_a_weak_pgd_and_the_authors_checks_once(tmp_path: Any) -> None:
+    import json
+
+    from llrnet.attacks import Identity
+    from llrnet.eval import Suite, SuiteEntry, evaluate
+
+    x, y = images()
+    suite = Suite(name="t", entries=(
+        SuiteEntry("clean", Identity()),
+        SuiteEntry("weak_pgd", PGD(0.2, 1, 0.001, random_start=False)),  # barely moves
+        SuiteEntry("autoattack", AutoAttack(0.2)),
+    ), batch_size=3)
+    with pytest.warns(checks.EvaluationWarning) as caught:
+        records = evaluate(Linear(probabilities=True), suite, (x, y), out_dir=tmp_path / "o",
+                           progress=False)
+    assert records["weak_pgd"]["accuracy@100"] == 1.0
+    assert records["autoattack"]["accuracy@100"] == 0.0
+    found = json.loads((tmp_path / "o" / "results.json").read_text())["warnings"]
+    assert sum("too weak" in w for w in found) == 1
+    # Probability outputs: llrnet's own check says it; AutoAttack's same check is not repeated
+    # (two chunks both flagged it).
+    assert sum("probabilit" in w for w in found) == 1
+    assert len(caught) == len(found)

@@ -4,7 +4,7 @@ hub/challenge conventions, and safetensors weights."""
 
 from __future__ import annotations
 
-from llrnet.models import kit_baselines as _kit_baselines  # noqa: F401  (registers kit_resnet50)
+from llrnet.models import kit_baselines as _kit_baselines  # noqa: F401  (registers resnet50_kit)
 from llrnet.models import zoo as _zoo  # noqa: F401  (registers the models)
 from llrnet.models.adapters import as_model_fn, latents_module, linear_module
 from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
