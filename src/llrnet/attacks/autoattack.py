@@ -128,7 +128,11 @@ def _captured_checks() -> Iterator[list[str]]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield handler.messages
-        handler.messages.extend(str(w.message) for w in caught)
+        for w in caught:  # pyautoattack warns with the bare Warning class; others pass on
+            if w.category is Warning:
+                handler.messages.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     finally:
         logger.removeHandler(handler)
         logger.propagate, logger.level = propagate, level
