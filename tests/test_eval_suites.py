@@ -65,11 +65,15 @@ def test_digits_is_scaled_to_small_images() -> None:
 
 def test_linf_suite() -> None:
     suite = get_suite("linf", eps=0.1, steps=10)
-    assert suite.names == ["clean", "pgd"]
+    assert suite.names == ["clean", "pgd", "autoattack", "autoattack_rand"]
+    assert suite.optional == ("autoattack", "autoattack_rand")
+    assert suite.select(None).names == ["clean", "pgd"]  # optional entries only when named
+    assert suite.select(["autoattack", "pgd"]).names == ["pgd", "autoattack"]
     pgd = suite.entries[1].attack
     assert pgd.eps == 0.1 and pgd.steps == 10 and pgd.step_size == pytest.approx(0.025)
     assert suite.entries[1].needs_gradients
-    assert get_suite("linf", multi_targeted=True).names == ["clean", "multi_targeted_pgd"]
+    assert get_suite("linf", multi_targeted=True).select(None).names == ["clean",
+                                                                         "multi_targeted_pgd"]
     with pytest.raises(UsageError, match="eps must be > 0"):
         get_suite("linf", eps=0)
 

@@ -30,6 +30,8 @@ def _classes(model: nn.Module) -> int:
         return 2
     if isinstance(model, ImageNetClassifier | WideResNet):
         return model.fc.out_features
+    if isinstance(model, nn.Sequential):  # resnet50_kit: a BN input, then torchvision's ResNet
+        return model[-1].fc.out_features
     raise AssertionError(f"unexpected model type {type(model)}")
 
 

@@ -203,6 +203,22 @@ def _crop(canvas: Tensor, pad: tuple[int, int], dx: int, dy: int, h: int, w: int
     return canvas[:, :, y0 : y0 + h, x0 : x0 + w]
 
 
+def tf_spatial(x: Tensor, params: Tensor, border: int) -> Tensor:
+    """The TF path's motion of ``x`` [N, C, H, W] by per-image (dx, dy, angle) ``params`` [N, 3].
+
+    Resize to ``H - border`` and frame with ``border`` black pixels per side
+    (:func:`~llrnet.attacks.geometry.tf_border`), rotate and translate
+    (:func:`~llrnet.attacks.geometry.tf_rotate_translate`), centre-crop to
+    H x W. Float output in ``x``'s dtype, not clipped.
+    """
+    _, _, h, w = x.shape
+    if border >= min(h, w):
+        raise UsageError(f"border {border} is too large for {h}x{w} images")
+    bordered = tf_border(x, border)
+    out = tf_rotate_translate(bordered, params[:, 0], params[:, 1], params[:, 2], (h, w))
+    return out.to(x.dtype)
+
+
 class RandomSpatial(Attack):
     """One random rotation and translation per image (the challenge's random spatial stage).
 
@@ -237,13 +253,8 @@ class RandomSpatial(Attack):
         return (2.0 * u - 1.0) * lim
 
     def transform(self, x: Tensor, params: Tensor) -> Tensor:
-        """``x`` [N, C, H, W] under per-image (dx, dy, angle) ``params`` [N, 3]."""
-        _, _, h, w = x.shape
-        if self.border >= min(h, w):
-            raise UsageError(f"border {self.border} is too large for {h}x{w} images")
-        bordered = tf_border(x, self.border)
-        out = tf_rotate_translate(bordered, params[:, 0], params[:, 1], params[:, 2], (h, w))
-        return out.clamp(0.0, 1.0).to(x.dtype)
+        """``x`` [N, C, H, W] under per-image (dx, dy, angle) ``params`` [N, 3], in [0, 1]."""
+        return tf_spatial(x, params, self.border).clamp(0.0, 1.0)
 
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None

@@ -14,6 +14,8 @@ SUITE_DATA = {
     "digits": "the bundled two-class digits test split (6 vs 7)",
     "linf": "the bundled two-class digits test split; with --data, CIFAR-10 test "
             "(DIR/cifar-10-batches-bin) or ImageNet val (DIR/val/<class>/)",
+    "two_class_mnist": "MNIST test digits 6 and 7 from a local copy (--data, default "
+                       "~/datasets/mnist; torchvision's layout or the raw idx files)",
 }
 
 
@@ -32,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     model.add_argument("--weights", help="a .safetensors weights file written by llrnet")
     model.add_argument("--model", help="a registered model name, initialized from --seed "
                        "(untrained: for smoke tests); see `llrnet models`")
+    model.add_argument("--imagenet-model", metavar="SPEC",
+                       help="an ImageNet classifier read as bird-or-bicycle (max log-probability "
+                       "over the kit's bird and bicycle classes): torchvision:NAME (published "
+                       "weights), torchvision:NAME=FILE, timm:NAME[=FILE] or llrnet:FILE")
     parser.add_argument("--data", help="dataset folder (default depends on the suite)")
     parser.add_argument("--out", required=True, help="output folder (also the resume state)")
     parser.add_argument("--seed", type=seed, default=0, help="the run's seed, in [0, 2**63 - 1]")
@@ -40,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--attacks", default=None,
                         help="comma-separated subset of the suite's attacks, "
                         "e.g. clean,spatial_grid")
+    parser.add_argument("--suite-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the suite's builder, e.g. eps=0.1 for linf "
+                        "(repeatable; values are YAML)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per batch (default: the suite's)")
@@ -59,6 +68,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _model(args: argparse.Namespace) -> Any:
     from llrnet.models import create_model, load_weights
 
+    if args.imagenet_model is not None:
+        from llrnet.models import load_imagenet_model
+
+        return load_imagenet_model(args.imagenet_model, device=args.device)
     if args.weights is not None:
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {args.weights}")
@@ -67,6 +80,19 @@ def _model(args: argparse.Namespace) -> Any:
 
     torch.manual_seed(args.seed)  # the same untrained model on a rerun, so it resumes
     return create_model(args.model)
+
+
+def _suite_options(texts: list[str]) -> dict[str, Any]:
+    from llrnet.errors import UsageError
+    from llrnet.train.presets import parse_override
+
+    options: dict[str, Any] = {}
+    for text in texts:
+        path, value = parse_override(text)
+        if len(path) != 1:
+            raise UsageError(f"--suite-option {text!r}: suite options have no dots")
+        options[path[0]] = value
+    return options
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -84,7 +110,14 @@ def _eval(args: argparse.Namespace) -> int:
         attacks = [name.strip() for name in args.attacks.split(",") if name.strip()]
         if not attacks:
             raise UsageError("--attacks is empty; give names such as clean,spatial_grid")
-    suite = get_suite(args.suite)
+    if args.imagenet_model is not None:
+        from llrnet.models.imagenet_adapter import check_spec
+
+        if args.suite != "bird_or_bicycle":
+            raise UsageError("--imagenet-model gives a bird-or-bicycle model; use it with "
+                             "--suite bird_or_bicycle")
+        check_spec(args.imagenet_model)  # before loading any data
+    suite = get_suite(args.suite, **_suite_options(args.suite_option))
     suite.select(attacks)  # unknown names fail here, before loading data or model
     dataset = evaluation_dataset(args.suite, args.data)
     model = _model(args)

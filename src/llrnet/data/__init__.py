@@ -27,6 +27,7 @@ from llrnet.data.digits import DigitsDataset, digits, two_class_digits
 from llrnet.data.evaluation import evaluation_dataset, find_test_split
 from llrnet.data.folders import CIFAR10, ImageFolderDataset, cifar10, imagenet
 from llrnet.data.loaders import loader_settings
+from llrnet.data.mnist import mnist, read_idx, two_class_mnist
 from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
 from llrnet.data.transforms import (
     challenge_eval_transform,
@@ -59,6 +60,9 @@ __all__ = [
     "imagenet_eval_transform",
     "imagenet_train_transform",
     "loader_settings",
+    "mnist",
+    "read_idx",
     "two_class_digits",
+    "two_class_mnist",
     "verify",
 ]

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from llrnet.data.bird_or_bicycle import DEFAULT_ROOT, BirdOrBicycle
 from llrnet.data.digits import two_class_digits
 from llrnet.data.folders import CIFAR10, CIFAR10_FOLDER, imagenet
+from llrnet.data.mnist import DEFAULT_MNIST_ROOT, two_class_mnist
 from llrnet.errors import InputError
 
 __all__ = ["evaluation_dataset", "find_test_split"]
@@ -49,13 +50,16 @@ def evaluation_dataset(suite: str, folder: str | os.PathLike[str] | None = None
 
     * ``bird_or_bicycle``: the bird-or-bicycle test split under ``folder``
       (default :data:`~llrnet.data.DEFAULT_ROOT`);
+    * ``two_class_mnist``: MNIST test images of 6 (class 0) and 7 (class 1)
+      from a local copy in ``folder`` (default
+      :data:`~llrnet.data.mnist.DEFAULT_MNIST_ROOT`);
     * ``digits``: the bundled two-class digits test split (6 = class 0,
       7 = class 1); a folder is an error, the suite is defined on these digits;
     * any other suite (``linf``): the bundled digits, or with ``folder`` the
       test split found there (:func:`find_test_split`).
 
     Raises:
-        InputError: the bird-or-bicycle data is missing, a folder was given
+        InputError: the bird-or-bicycle data or MNIST is missing, a folder was given
             for ``digits``, or the folder holds no known dataset.
     """
     if suite == "bird_or_bicycle":
@@ -64,6 +68,8 @@ def evaluation_dataset(suite: str, folder: str | os.PathLike[str] | None = None
             raise InputError(f"bird-or-bicycle data not found at {root}; run `llrnet data "
                              "download` or give its folder (--data)")
         return BirdOrBicycle(root, "test")
+    if suite == "two_class_mnist":
+        return two_class_mnist(DEFAULT_MNIST_ROOT if folder is None else folder, "test")
     if folder is None:
         return two_class_digits("test")
     if suite == "digits":

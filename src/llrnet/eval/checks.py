@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from llrnet.attacks.autoattack import AutoAttack
+from llrnet.attacks.pgd import PGD
+
 BLACK_BOX_MARGIN = 0.5
 """Accuracy@80 gap (fraction) at which a black-box attack 'beats by a wide margin'."""
+
+AUTOATTACK_MARGIN = 0.02
+"""Robust-accuracy gap (fraction) by which PGD may exceed AutoAttack before a warning."""
+
+PROBABILITIES = "the model's outputs look like probabilities"
+RANDOMIZED = "the model is randomized"
+"""How :func:`check_outputs`' two messages begin (AutoAttack's same checks are not repeated)."""
 
 
 class EvaluationWarning(UserWarning):
@@ -38,14 +49,14 @@ def check_outputs(first: torch.Tensor, second: torch.Tensor) -> list[str]:
     found = []
     if looks_like_probabilities(first):
         found.append(warn(
-            "the model's outputs look like probabilities (each row in [0, 1], summing to 1); "
+            f"{PROBABILITIES} (each row in [0, 1], summing to 1); "
             "the challenge ranks confidence by the raw max score and gradient attacks are "
             "weak on saturated softmax outputs; return logits if you can"
         ))
     scale = float(first.abs().max()) if first.numel() else 0.0
     if not torch.allclose(first.float(), second.float(), rtol=1e-4, atol=1e-5 * max(scale, 1.0)):
         found.append(warn(
-            "the model is randomized: two forward passes on the same images differ; "
+            f"{RANDOMIZED}: two forward passes on the same images differ; "
             "results will not be reproducible and attacks should use expectation over "
             "randomness (EOT) to be meaningful"
         ))
@@ -84,3 +95,46 @@ def check_attack_strengths(
                 ))
     return found
 
+
+
+def check_autoattack(
+    attacks: Mapping[str, Any],
+    records: Mapping[str, Mapping[str, Any]],
+    found: Sequence[str],
+    margin: float = AUTOATTACK_MARGIN,
+) -> list[str]:
+    """AutoAttack's own checks, once each, and PGD beaten by AutoAttack by more than ``margin``.
+
+    ``attacks`` maps attack name -> attack, ``records`` name -> its summary
+    (``accuracy@100``, ``images``), ``found`` the warnings already raised.
+    Each kind of the authors' checks (:attr:`AutoAttack.flags`) is raised once
+    over all AutoAttack entries; randomness and probability outputs not at all
+    when :func:`check_outputs` already said so. PGD's robust accuracy
+    (accuracy@100) above AutoAttack's on the same images by more than
+    ``margin`` flags a PGD too weak for this model, typically gradient masking.
+    """
+    raised = {kind for kind, start in (("randomized", RANDOMIZED),
+                                       ("probabilities", PROBABILITIES))
+              if any(message.startswith(start) for message in found)}
+    new: list[str] = []
+    auto = {name: attack for name, attack in attacks.items() if isinstance(attack, AutoAttack)}
+    for name, attack in auto.items():
+        for kind, message in attack.flags.items():
+            if kind not in raised:
+                raised.add(kind)
+                new.append(warn(f"AutoAttack's own check ({name}): {message}"))
+    pgd = [name for name, attack in attacks.items() if isinstance(attack, PGD)]
+    for name in auto:
+        for other in pgd:
+            if name not in records or other not in records or \
+                    records[name]["images"] != records[other]["images"]:
+                continue
+            theirs, ours = records[name]["accuracy@100"], records[other]["accuracy@100"]
+            if ours > theirs + margin:
+                new.append(warn(
+                    f"PGD attack {other!r} leaves robust accuracy {ours:.3f}, AutoAttack "
+                    f"{name!r} {theirs:.3f} on the same images: more than {margin:.0%} apart, "
+                    "so PGD is too weak for this model (gradient masking is likely); report "
+                    "AutoAttack's number"
+                ))
+    return new

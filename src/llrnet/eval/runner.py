@@ -428,6 +428,8 @@ def evaluate(
         {entry.name: entry.kind for entry in resolved.entries},
         {name: record["accuracy@80"] for name, record in attack_records.items()},
     )
+    found += checks.check_autoattack({e.name: e.attack for e in resolved.entries},
+                                     attack_records, found)
     if distributed.rank() == 0:
         summary = {
             "suite": resolved.name,

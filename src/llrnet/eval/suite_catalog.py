@@ -1,4 +1,5 @@
-"""The suite catalog: the built-in suites ``bird_or_bicycle``, ``digits`` and ``linf``.
+"""The suite catalog: the built-in suites ``bird_or_bicycle``, ``digits``, ``linf`` and
+``two_class_mnist``.
 
 Importing :mod:`llrnet.eval` imports this module, which registers them in
 :data:`llrnet.eval.suites.SUITES`. (Not to be confused with training's YAML
@@ -20,6 +21,8 @@ from llrnet.attacks import (
     RandomSpatial,
     SpatialGrid,
 )
+from llrnet.attacks.autoattack import AutoAttack
+from llrnet.attacks.validity import CheckedRandomSpatial, CheckedSpatialGrid
 from llrnet.errors import UsageError
 from llrnet.eval.suites import Suite, SuiteEntry, register_suite
 
@@ -41,6 +44,11 @@ def linf(
     ``step_size`` defaults to ``2.5 * eps / steps`` (Madry et al.). With
     ``multi_targeted=True`` the attack is :class:`MultiTargetedPGD` (margin loss
     towards each other class, worst kept; ``num_targets`` limits the classes).
+
+    Optional entries (run only when named, e.g. ``attacks=["autoattack"]``):
+    ``autoattack`` (the authors' standard AutoAttack at ``eps``) and
+    ``autoattack_rand`` (its version for randomized models); both need the
+    extra ``llrnet[autoattack]`` (:class:`~llrnet.attacks.autoattack.AutoAttack`).
     """
     if eps <= 0:
         raise UsageError(f"eps must be > 0, got {eps}")
@@ -57,10 +65,13 @@ def linf(
         entries=(
             SuiteEntry("clean", Identity()),
             SuiteEntry(name, attack),
+            SuiteEntry("autoattack", AutoAttack(eps, version="standard")),
+            SuiteEntry("autoattack_rand", AutoAttack(eps, version="rand")),
         ),
         options={"eps": eps, "steps": steps, "step_size": size, "restarts": restarts,
                  "loss": loss, "multi_targeted": multi_targeted, "num_targets": num_targets},
         batch_size=batch_size,
+        optional=("autoattack", "autoattack_rand"),
     )
 
 
@@ -169,4 +180,46 @@ def digits(
                  "boundary_images": boundary_images},
         batch_size=batch_size,
         shuffle=True,
+    )
+
+
+MNIST_ATTACKS = ("clean", "spatial_grid", "spsa_with_random_spatial",
+                 "boundary_with_random_spatial")
+"""The two-class MNIST warm-up's attacks in the kit's order (it had no corruptions)."""
+
+
+@register_suite
+def two_class_mnist(*, images: int = 128, batch_size: int = 32) -> Suite:
+    """The kit's two-class MNIST warm-up (``evaluate_two_class_mnist_model``), its parameters.
+
+    For MNIST test images of 6 (class 0) and 7 (class 1) in file order
+    (``llrnet.data.two_class_mnist``), every attack on the first ``images``
+    (128). Geometry: the TF path with a 4-pixel black border and the kit's
+    ink ``valid_check`` (:mod:`llrnet.attacks.validity`); limits 10 px, 10 px,
+    10 degrees. ``spatial_grid``: dx, dy in 5 values and 11 rotations (275),
+    chosen by the kit's rule. ``spsa_with_random_spatial``: one valid random
+    transform, then SPSA at eps 0.3 for 2,000 steps of 64 probes.
+    ``boundary_with_random_spatial``: one valid random transform, then
+    Boundary until L2 <= 4 (5,000 iterations of 25 candidates). No shuffle.
+    """
+    if images < 1:
+        raise UsageError(f"images must be >= 1, got {images}")
+    limits = (10.0, 10.0, 10.0)
+    return Suite(
+        name="two_class_mnist",
+        entries=(
+            SuiteEntry("clean", Identity(), max_images=images),
+            SuiteEntry("spatial_grid", CheckedSpatialGrid(limits=limits, granularity=(5, 5, 11),
+                                                          border=4, valid_check="ink"),
+                       max_images=images),
+            SuiteEntry("spsa_with_random_spatial",
+                       Chain(CheckedRandomSpatial(limits=limits, border=4),
+                             SPSA(eps=0.3, steps=2000, samples=64)), max_images=images),
+            SuiteEntry("boundary_with_random_spatial",
+                       Chain(CheckedRandomSpatial(limits=limits, border=4),
+                             Boundary(threshold=4.0)), max_images=images),
+        ),
+        options={"images": images},
+        batch_size=batch_size,
+        shuffle=False,
     )

@@ -12,7 +12,9 @@ them and ``register_suite`` adds one (the registry's ``build``, ``names`` and
 * ``digits``: the same five kinds scaled to 28x28 grayscale digits
   (docs/challenge.md section 4.6), with budgets that finish in minutes on a
   CPU for 100-200 images.
-* ``linf``: clean + PGD at ``eps`` (multi-targeted with ``multi_targeted=True``).
+* ``linf``: clean + PGD at ``eps`` (multi-targeted with ``multi_targeted=True``), and
+  the optional ``autoattack`` and ``autoattack_rand`` (the authors' AutoAttack).
+* ``two_class_mnist``: the kit's two-class MNIST warm-up with its parameters.
 
 A custom suite is ``Suite.custom([attack, ...])``. Each entry's kind and need
 for a pool come from its attack (``attack.kind``, ``attack.needs_pool``).
@@ -137,7 +139,9 @@ class Suite:
 
     ``batch_size`` is the default number of images per chunk; ``shuffle`` whether
     images are evaluated in a seeded shuffled order by default (see
-    :func:`llrnet.eval.evaluate`).
+    :func:`llrnet.eval.evaluate`). ``optional`` names entries that run only when
+    asked for by name (:meth:`select`), e.g. ``linf``'s AutoAttack entries,
+    which need an optional extra.
     """
 
     name: str
@@ -145,6 +149,7 @@ class Suite:
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
     shuffle: bool = False
+    optional: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [entry.name for entry in self.entries]
@@ -154,6 +159,10 @@ class Suite:
                              f"{', '.join(duplicates)}")
         if not self.entries:
             raise UsageError(f"suite {self.name!r} has no attacks")
+        unknown = sorted(set(self.optional) - set(names))
+        if unknown:
+            raise UsageError(f"suite {self.name!r} marks unknown attacks optional: "
+                             f"{', '.join(unknown)}")
 
     @property
     def names(self) -> list[str]:
@@ -161,15 +170,22 @@ class Suite:
         return [entry.name for entry in self.entries]
 
     def select(self, names: Iterable[str] | None) -> Suite:
-        """The sub-suite with only ``names`` (kept in suite order); None keeps all."""
+        """The sub-suite with only ``names`` (kept in suite order).
+
+        None keeps every entry but the :attr:`optional` ones.
+        """
         if names is None:
-            return self
+            if not self.optional:
+                return self
+            return replace(self, entries=tuple(e for e in self.entries
+                                               if e.name not in self.optional), optional=())
         wanted = list(dict.fromkeys(names))
         unknown = [name for name in wanted if name not in self.names]
         if unknown:
             raise UsageError(f"unknown attack(s) {', '.join(unknown)} for suite {self.name!r}; "
                              f"choose from {', '.join(self.names)}")
-        return replace(self, entries=tuple(e for e in self.entries if e.name in wanted))
+        return replace(self, entries=tuple(e for e in self.entries if e.name in wanted),
+                       optional=tuple(name for name in self.optional if name in wanted))
 
     @classmethod
     def custom(cls, attacks: Sequence[Any], name: str = "custom", batch_size: int = 16

@@ -4,6 +4,7 @@ hub/challenge conventions, safetensors weights, and bf16 fast copies."""
 
 from __future__ import annotations
 
+from llrnet.models import kit_baselines as _kit_baselines  # noqa: F401  (registers resnet50_kit)
 from llrnet.models import zoo as _zoo  # noqa: F401  (registers the models)
 from llrnet.models.adapters import as_model_fn, latents_module, linear_module
 from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
@@ -22,6 +23,13 @@ from llrnet.models.heads import (
     set_head,
     two_class_from_bird_logit,
 )
+from llrnet.models.imagenet_adapter import (
+    BICYCLE_IMAGENET_CLASSES,
+    BIRD_IMAGENET_CLASSES,
+    ImageNetAsBirdOrBicycle,
+    bird_or_bicycle_from_imagenet,
+    load_imagenet_model,
+)
 from llrnet.models.layers import Conv2dSame, MaxPool2dSame, Normalize, same_padding
 from llrnet.models.precision import (
     PRECISIONS,
@@ -39,7 +47,9 @@ from llrnet.models.wide_resnet import WideResNet
 
 __all__ = [
     "BICYCLE",
+    "BICYCLE_IMAGENET_CLASSES",
     "BIRD",
+    "BIRD_IMAGENET_CLASSES",
     "PRECISIONS",
     "SIGMOID_BIRD_HEAD",
     "SOFTMAX_HEAD",
@@ -50,6 +60,7 @@ __all__ = [
     "CropResizeScale",
     "FastCopy",
     "Head",
+    "ImageNetAsBirdOrBicycle",
     "ImageNetClassifier",
     "MaxPool2dSame",
     "Normalize",
@@ -58,6 +69,7 @@ __all__ = [
     "SoftmaxHead",
     "WideResNet",
     "as_model_fn",
+    "bird_or_bicycle_from_imagenet",
     "challenge_view",
     "create_model",
     "fast_copy",
@@ -66,6 +78,7 @@ __all__ = [
     "latents_module",
     "linear_module",
     "list_models",
+    "load_imagenet_model",
     "load_state_strict",
     "load_weights",
     "model_arguments",
