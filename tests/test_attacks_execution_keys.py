@@ -19,7 +19,14 @@ from torch import nn
 
 import llrnet.attacks as attacks
 from attack_helpers import data, linear_model
-from llrnet.attacks import SPSA, Attack, Boundary, CommonCorruptions, SpatialGrid
+from llrnet.attacks import (
+    SPSA,
+    Attack,
+    Boundary,
+    CheckedSpatialGrid,
+    CommonCorruptions,
+    SpatialGrid,
+)
 from llrnet.eval.suites import EXECUTION_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,6 +45,8 @@ CASES: list[tuple[type[Attack], str, Callable[[Any], Attack], tuple[Any, ...]]] 
     (SPSA, "max_batch", lambda v: SPSA(0.1, 5, samples=8, max_batch=v), (3, 8, 1000)),
     (SpatialGrid, "batch_size",
      lambda v: SpatialGrid("challenge", granularity=(3, 3, 3), batch_size=v), (1, 5, 1000)),
+    (CheckedSpatialGrid, "batch_size",
+     lambda v: CheckedSpatialGrid(granularity=(3, 3, 3), border=1, batch_size=v), (1, 5, 1000)),
     (CommonCorruptions, "batch_size", lambda v: CommonCorruptions(FAST, workers=0, batch_size=v),
      (1, 3, 1000)),
 ]

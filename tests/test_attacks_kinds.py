@@ -13,8 +13,11 @@ from llrnet.attacks import (
     PGD,
     SPSA,
     Attack,
+    AutoAttack,
     Boundary,
     Chain,
+    CheckedRandomSpatial,
+    CheckedSpatialGrid,
     CommonCorruptions,
     Identity,
     MultiTargetedPGD,
@@ -33,6 +36,9 @@ EXPECTED = {
     Boundary: "black_box",
     PGD: "white_box",
     MultiTargetedPGD: "white_box",
+    AutoAttack: "white_box",
+    CheckedSpatialGrid: "spatial",
+    CheckedRandomSpatial: "spatial",
 }
 
 EXPORTED = [

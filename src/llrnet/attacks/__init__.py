@@ -45,6 +45,7 @@ Beyond the minimal contract:
 
 from __future__ import annotations
 
+from llrnet.attacks.autoattack import AutoAttack
 from llrnet.attacks.balls import Ball, L2Ball, LinfBall
 from llrnet.attacks.base import (
     ATTACK_KINDS,
@@ -60,6 +61,7 @@ from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions
 from llrnet.attacks.pgd import PGD, MultiTargetedPGD, pgd_perturb
 from llrnet.attacks.spatial import RandomSpatial, SpatialGrid, spatial_grid
 from llrnet.attacks.spsa import SPSA
+from llrnet.attacks.validity import CheckedRandomSpatial, CheckedSpatialGrid
 
 __all__ = [
     "ATTACK_KINDS",
@@ -68,9 +70,12 @@ __all__ = [
     "SPSA",
     "Attack",
     "AttackKind",
+    "AutoAttack",
     "Ball",
     "Boundary",
     "Chain",
+    "CheckedRandomSpatial",
+    "CheckedSpatialGrid",
     "CommonCorruptions",
     "CountingModel",
     "Identity",
