@@ -104,7 +104,8 @@ def test_models_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert "llr_pretrain_adv(" in out and "wrn_28_8_softplus(" in out
     # One line per registered model, in the registry's order, with its arguments.
     assert [line.split("(")[0] for line in out.splitlines()] == list_models()
-    assert "digits_wrn(depth=10, width=2, num_classes=2, activation='softplus')" in out
+    assert ("digits_wrn(depth=10, width=2, num_classes=2, activation='softplus', "
+            "head='softmax')") in out
 
 
 def test_bad_weights_give_one_line_and_exit_2(tmp_path: Path) -> None:

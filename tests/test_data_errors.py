@@ -14,8 +14,8 @@ from llrnet.errors import InputError, RunError, UsageError
 
 
 def test_digits_unknown_split() -> None:
-    with pytest.raises(UsageError, match="unknown digits split 'val'"):
-        digits("val")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="unknown digits split 'validation'"):
+        digits("validation")  # type: ignore[arg-type]
 
 
 def test_digits_bad_classes_and_size() -> None:
