@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Client errors that will not go away by asking again.
-_PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
+PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 451})
 
 
 @dataclass(frozen=True)
@@ -82,29 +82,58 @@ def fetch(
         FetchError: with the last reason, after ``policy.attempts`` tries.
     """
     session = session or requests.Session()
-    reason = "not attempted"
-    for attempt in range(1, policy.attempts + 1):
+
+    def attempt() -> T:
         try:
             response = session.get(url, timeout=policy.timeout)
-            status = response.status_code
-            if status in _PERMANENT_STATUS:
-                raise FetchError(url, f"HTTP {status}")
-            if status >= 400:
-                reason = f"HTTP {status}"
-            else:
-                body = response.content
-                return process(body)
-        except requests.Timeout:
-            reason = f"timed out (timeout {policy.timeout:g} s)"
         except requests.RequestException as error:
-            reason = f"{type(error).__name__}: {_first_line(error)}"
+            raise RetryableError(request_failure(error, policy)) from error
+        status = response.status_code
+        if status in PERMANENT_STATUS:
+            raise FetchError(url, f"HTTP {status}")
+        if status >= 400:
+            raise RetryableError(f"HTTP {status}")
+        try:
+            return process(response.content)
         except ContentError as error:
+            raise RetryableError(str(error)) from error
+        except requests.RequestException as error:  # the body broke off while read
+            raise RetryableError(request_failure(error, policy)) from error
+
+    return retrying(url, policy, attempt, give_up=lambda reason: FetchError(url, reason))
+
+
+class RetryableError(Exception):
+    """Raised by an attempt of :func:`retrying`: worth another try; the message says why."""
+
+
+def retrying(url: str, policy: RetryPolicy, attempt: Callable[[], T], *,
+             give_up: Callable[[str], Exception], level: int = logging.DEBUG) -> T:
+    """``attempt()``, tried up to ``policy.attempts`` times while it raises :class:`RetryableError`,
+    waiting ``policy.wait(k)`` seconds after the k-th failure (logged at ``level``).
+
+    Raises:
+        ``give_up("<last reason> (after N attempts)")`` once the attempts are spent;
+        anything else ``attempt`` raises, at once.
+    """
+    reason = "not attempted"
+    for tried in range(1, policy.attempts + 1):
+        try:
+            return attempt()
+        except RetryableError as error:
             reason = str(error)
-        if attempt < policy.attempts:
-            delay = policy.wait(attempt)
-            log.debug("retrying %s in %.2f s after: %s", url, delay, reason)
+        if tried < policy.attempts:
+            delay = policy.wait(tried)
+            log.log(level, "%s failed (%s); retrying in %.1f s", url, reason, delay)
             time.sleep(delay)
-    raise FetchError(url, f"{reason} (after {policy.attempts} attempts)")
+    raise give_up(f"{reason} (after {policy.attempts} attempts)")
+
+
+def request_failure(error: requests.RequestException, policy: RetryPolicy) -> str:
+    """A short reason for a failed request: the timeout, or the error's type and first line."""
+    if isinstance(error, requests.Timeout):
+        return f"timed out (timeout {policy.timeout:g} s)"
+    return f"{type(error).__name__}: {_first_line(error)}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,28 +15,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-import time
 from pathlib import Path
 
 import requests
 import urllib3
 from tqdm import tqdm
 
-from llrnet.data.http import RetryPolicy
+from llrnet.data.http import (
+    PERMANENT_STATUS,
+    RetryableError,
+    RetryPolicy,
+    request_failure,
+    retrying,
+)
 from llrnet.errors import InputError, RunError
-
-log = logging.getLogger(__name__)
 
 BLOCK = 1 << 16  # a read returns once this much arrived: small keeps progress live
 GZIP_MAGIC = b"\x1f\x8b"
 TAR_MAGIC_OFFSET = 257  # "ustar" in a plain tar header
-PERMANENT = frozenset({400, 401, 403, 404, 405, 410, 451})
-
-
-class _TransientError(Exception):
-    """A failure worth another attempt."""
-
-
 def _check_start(first: bytes, content_type: str, url: str) -> None:
     head = first.lstrip()[:64].lower()
     if "html" in content_type.lower() or head.startswith((b"<!doctype", b"<html", b"<?xml")):
@@ -53,17 +49,14 @@ def _attempt(session: requests.Session, url: str, target: Path, policy: RetryPol
              progress: bool) -> str:
     try:
         response = session.get(url, stream=True, timeout=policy.timeout, allow_redirects=True)
-    except requests.Timeout as error:
-        raise _TransientError(f"timed out (timeout {policy.timeout:g} s)") from error
     except requests.RequestException as error:
-        raise _TransientError(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") \
-            from error
+        raise RetryableError(request_failure(error, policy)) from error
     with response:
         where = response.url if response.url != url else url
-        if response.status_code in PERMANENT:
+        if response.status_code in PERMANENT_STATUS:
             raise InputError(f"{where}: HTTP {response.status_code} (no module there)")
         if response.status_code >= 400:
-            raise _TransientError(f"HTTP {response.status_code}")
+            raise RetryableError(f"HTTP {response.status_code}")
         total = int(response.headers.get("Content-Length") or 0) or None
         digest = hashlib.sha256()
         received = 0
@@ -88,7 +81,7 @@ def _attempt(session: requests.Session, url: str, target: Path, policy: RetryPol
                     received += len(block)
                     bar.update(len(block))
         except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-            raise _TransientError(f"transfer broken after {received} bytes ({type(error).__name__})"
+            raise RetryableError(f"transfer broken after {received} bytes ({type(error).__name__})"
                              ) from error
         finally:
             bar.close()
@@ -97,7 +90,7 @@ def _attempt(session: requests.Session, url: str, target: Path, policy: RetryPol
         if not checked:
             _check_start(first, content_type, where)
         if total is not None and received != total:
-            raise _TransientError(f"truncated: {received} of {total} bytes")
+            raise RetryableError(f"truncated: {received} of {total} bytes")
         return digest.hexdigest()
 
 
@@ -111,14 +104,6 @@ def download(url: str, target: Path, *, policy: RetryPolicy | None = None,
     """
     policy = policy or RetryPolicy(timeout=60.0, attempts=4, backoff=2.0)
     session = session or requests.Session()
-    reason = "not attempted"
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return _attempt(session, url, target, policy, progress)
-        except _TransientError as error:
-            reason = str(error)
-        if attempt < policy.attempts:
-            delay = policy.wait(attempt)
-            log.warning("download of %s failed (%s); retrying in %.1f s", url, reason, delay)
-            time.sleep(delay)
-    raise RunError(f"could not download {url}: {reason} (after {policy.attempts} attempts)")
+    return retrying(url, policy, lambda: _attempt(session, url, target, policy, progress),
+                    give_up=lambda reason: RunError(f"could not download {url}: {reason}"),
+                    level=logging.WARNING)
