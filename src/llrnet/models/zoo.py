@@ -74,26 +74,6 @@ def llr_pretrain_adv(
     return _bird_or_bicycle(trunk, preprocess, crop_fraction)
 
 
-@register_model
-def llr_pretrain_adv_tiny(
-    *,
-    units: tuple[int, ...] = TINY_UNITS,
-    widths: tuple[int, ...] = TINY_WIDTHS,
-    stem_width: int = 8,
-    padding: Padding = "same",
-    bn_eps: float = 1e-5,
-    stride_in: StrideIn = "first",
-    stem_bias: bool = False,
-    out_bias: bool = False,
-    bn_scale: bool = True,
-    preprocess: bool = True,
-    crop_fraction: float = 0.875,
-) -> BirdOrBicycleClassifier:
-    """A tiny bird-or-bicycle classifier with the same structure (tests, fixtures)."""
-    return _bird_or_bicycle(_trunk(units, widths, stem_width, padding, bn_eps, stride_in,
-                                   stem_bias, out_bias, bn_scale), preprocess, crop_fraction)
-
-
 def _imagenet(units: tuple[int, ...], widths: tuple[int, ...], stem_width: int,
               num_classes: int, padding: Padding, bn_eps: float, stride_in: StrideIn,
               stem_bias: bool, out_bias: bool, bn_scale: bool = True) -> ImageNetClassifier:
@@ -124,25 +104,6 @@ for _depth in sorted(STAGE_UNITS):
     _register_imagenet(_depth)
 
 
-@register_model
-def resnet_v2_tiny_imagenet(
-    *,
-    num_classes: int = 10,
-    units: tuple[int, ...] = TINY_UNITS,
-    widths: tuple[int, ...] = TINY_WIDTHS,
-    stem_width: int = 8,
-    padding: Padding = "same",
-    bn_eps: float = 1e-5,
-    stride_in: StrideIn = "first",
-    stem_bias: bool = False,
-    out_bias: bool = False,
-    bn_scale: bool = True,
-) -> ImageNetClassifier:
-    """A tiny ImageNet-style ResNet v2 classifier (tests, fixtures)."""
-    return _imagenet(units, widths, stem_width, num_classes, padding, bn_eps, stride_in,
-                     stem_bias, out_bias, bn_scale)
-
-
 def _register_wrn(name: str, depth: int, width: int, activation: Activation,
                   default_variant: Variant = "zagoruyko") -> None:
     @register_model(name)
@@ -156,10 +117,9 @@ def _register_wrn(name: str, depth: int, width: int, activation: Activation,
         bn_eps: float = 1e-5,
         variant: Variant = default_variant,
     ) -> WideResNet:
-        return WideResNet(depth=depth, width=width, num_classes=num_classes,
-                          in_channels=in_channels, activation=activation,
-                          mean=tuple(mean), std=tuple(std), padding=padding, bn_eps=bn_eps,
-                          variant=variant)
+        return wide_resnet(depth=depth, width=width, num_classes=num_classes,
+                           in_channels=in_channels, activation=activation, mean=mean, std=std,
+                           padding=padding, bn_eps=bn_eps, variant=variant)
 
     build.__doc__ = (f"Pre-activation WRN-{depth}-{width} with {activation} (CIFAR-10), "
                      f"{default_variant} variant by default.")
@@ -210,7 +170,10 @@ def resnet_v2_classifier(
     out_bias: bool = False,
     bn_scale: bool = True,
 ) -> ImageNetClassifier:
-    """The ResNet v2 classifier family on ``2x - 1`` inputs, every option an argument."""
+    """The ResNet v2 classifier family on ``2x - 1`` inputs, every option an argument.
+
+    Its defaults are the tiny configuration, also registered as
+    ``resnet_v2_tiny_imagenet`` (tests, fixtures)."""
     return _imagenet(units, widths, stem_width, num_classes, padding, bn_eps, stride_in,
                      stem_bias, out_bias, bn_scale)
 
@@ -231,9 +194,17 @@ def resnet_v2_bird_or_bicycle(
     crop_fraction: float = 0.875,
 ) -> BirdOrBicycleClassifier:
     """The bird-or-bicycle family (ResNet v2 latents + linear head), every option an
-    argument."""
+    argument.
+
+    Its defaults are a tiny classifier with the released model's structure, also
+    registered as ``llr_pretrain_adv_tiny`` (tests, fixtures)."""
     return _bird_or_bicycle(_trunk(units, widths, stem_width, padding, bn_eps, stride_in,
                                    stem_bias, out_bias, bn_scale), preprocess, crop_fraction)
+
+
+# The tiny configurations are the families' defaults: one builder, two names.
+register_model("resnet_v2_tiny_imagenet")(resnet_v2_classifier)
+register_model("llr_pretrain_adv_tiny")(resnet_v2_bird_or_bicycle)
 
 
 @register_model
