@@ -66,7 +66,7 @@ outside these limits."""
 def check_scale(x: Tensor, name: str = "the model's input") -> Tensor:
     """Refuse images on another scale than [0, 1] (0-255, or normalized); return ``x``.
 
-    Cheaper and looser than :func:`check_images` (two reductions, no rank or
+    Cheaper and looser than :func:`check_images` (one min-max pass, no rank or
     dtype rules): for a model's forward, which sees every attack probe. It
     reads the data, so on a GPU it synchronizes; it is skipped while
     ``torch.compile`` traces.
@@ -77,8 +77,8 @@ def check_scale(x: Tensor, name: str = "the model's input") -> Tensor:
     if x.numel() == 0 or torch.compiler.is_compiling():
         return x
     low, high = SCALE_LIMITS
-    values = x.detach()
-    found_low, found_high = float(values.min()), float(values.max())
+    extremes = torch.aminmax(x.detach())  # one pass, one synchronization
+    found_low, found_high = extremes.min.item(), extremes.max.item()
     if found_low < low or found_high > high:
         hint = ("; 8-bit images need x / 255" if found_high > high
                 else "; give unnormalized images (the model normalizes them itself)")
