@@ -26,3 +26,10 @@ class WeightsError(LlrnetError):
 
 class RunError(LlrnetError):
     """A long job (training, evaluation, download) failed; the message says why."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none
+    (what a one-line report of an error shows)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.parts import ImageRng
 from llrnet.contracts import check_images, check_logits
-from llrnet.errors import InputError, UsageError
+from llrnet.errors import InputError, UsageError, first_line
 
 if TYPE_CHECKING:
     from llrnet.attacks.balls import Ball
@@ -64,7 +64,7 @@ class CountingModel(nn.Module):
         except RuntimeError as error:
             if self.evaluations:
                 raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+            reason = first_line(error)
             raise InputError(f"the model cannot take images of shape {list(x.shape)}: "
                              f"{reason}") from error
         logits = check_logits(output, x.shape[0], num_classes=self.num_classes, finite=False)

@@ -21,7 +21,7 @@ from typing import Any
 
 from llrnet import __version__
 from llrnet.cli.arguments import Parser
-from llrnet.errors import LlrnetError, RunError
+from llrnet.errors import LlrnetError, RunError, first_line
 
 COMMAND_MODULES = ("models_cmd", "eval_cmd", "train_cmd", "data_cmd", "hub_cmd")
 
@@ -80,20 +80,15 @@ def describe(error: Exception) -> tuple[str, int]:
       with the exception's type, exit 1, and how to see the traceback.
     """
     if isinstance(error, LlrnetError | ValueError):
-        return f"error: {_first_line(error)}", 1 if isinstance(error, RunError) else 2
+        return f"error: {first_line(error)}", 1 if isinstance(error, RunError) else 2
     if isinstance(error, OSError):
-        reason = error.strerror or _first_line(error)
+        reason = error.strerror or first_line(error)
         where = f": {error.filename}" if error.filename else ""
         user = isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError
                           | NotADirectoryError | FileExistsError)
         return f"error: {reason}{where}", 2 if user else 1
-    return (f"internal error: {type(error).__name__}: {_first_line(error)} (a bug in llrnet; "
+    return (f"internal error: {type(error).__name__}: {first_line(error)} (a bug in llrnet; "
             "rerun with LLRNET_DEBUG=1 for the traceback)", 1)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error)
-    return text.splitlines()[0] if text.strip() else type(error).__name__
 
 
 def _one_line_warnings(prog: str) -> Callable[..., None]:

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import requests
 
+from llrnet.errors import first_line
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -133,9 +135,4 @@ def request_failure(error: requests.RequestException, policy: RetryPolicy) -> st
     """A short reason for a failed request: the timeout, or the error's type and first line."""
     if isinstance(error, requests.Timeout):
         return f"timed out (timeout {policy.timeout:g} s)"
-    return f"{type(error).__name__}: {_first_line(error)}"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return f"{type(error).__name__}: {first_line(error)[:200]}"

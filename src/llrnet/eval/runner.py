@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from llrnet import __version__, distributed
 from llrnet.attacks import searches_in_bf16
 from llrnet.contracts import check_images, check_logits
-from llrnet.errors import InputError, RunError, UsageError
+from llrnet.errors import InputError, RunError, UsageError, first_line
 from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
 from llrnet.eval.model_fn import ModelFnModule
@@ -174,7 +174,7 @@ def _validate_first_batch(run: _Run) -> tuple[torch.Tensor, list[str]]:
     except (RuntimeError, TypeError, ValueError) as error:
         if isinstance(error, InputError):
             raise
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise InputError(f"the model failed on the first batch (images {list(x.shape)}): "
                          f"{reason}; do the model and the data match?") from error
     check_logits(first, len(x), num_classes=int(y.max()) + 1)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llrnet.contracts import check_logits
-from llrnet.errors import UsageError, WeightsError
+from llrnet.errors import UsageError, WeightsError, first_line
 from llrnet.models.classifier import ImageNetClassifier
 from llrnet.models.heads import BICYCLE, BIRD, SOFTMAX_HEAD, Head, head_of
 from llrnet.models.layers import Normalize
@@ -201,7 +201,7 @@ def fetch_state_dict(url: str, cache_dir: str | os.PathLike[str] | None = None,
             url, model_dir=None if cache_dir is None else str(cache_dir), map_location="cpu",
             progress=False, check_hash=True, weights_only=True)
     except (OSError, RuntimeError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise WeightsError(f"could not fetch {url} ({reason}){fetch_hint}") from None
     return dict(state)
 

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from llrnet import distributed
-from llrnet.errors import InputError, RunError, UsageError
+from llrnet.errors import InputError, RunError, UsageError, first_line
 from llrnet.models.heads import head_of
 from llrnet.paths import output_folder
 from llrnet.seeding import derive, generator
@@ -200,7 +200,7 @@ def check_classes(model: nn.Module, train_set: Any, held: tuple[Tensor, Tensor],
         with torch.no_grad():
             logits = model(sample.to(device))
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+        reason = first_line(error)
         raise InputError(f"the model cannot take the data's images (shape "
                          f"{list(sample.shape)}): {reason}") from None
     finally:
