@@ -31,7 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hub_helpers import FIXTURES, archive_with, module_archive
-from llrnet.cli import main
+from llrnet.cli import describe, main
+from llrnet.contracts import check_images
 from llrnet.errors import InputError, LlrnetError, UsageError
 from llrnet.models import as_model_fn, create_model, save_weights
 from llrnet.models.weights import tensors_sha256
@@ -449,6 +450,13 @@ CASES = [
     Case("train config a list", lambda k: _train("--config", str(k.list_yaml))(k), 2,
          r"must hold a mapping"),
     Case("train no preset", _train(), 2, r"give --preset NAME"),
+    Case("train labels beyond the model's classes",
+         _train("--preset", "digits_standard", "--set", "data.name=digits10"), 2,
+         r"the data has labels up to 9 but the model has 2 classes", _train_final),
+    Case("train a model that cannot take the images",
+         _train("--preset", "digits_standard", "--set", "model.name=llr_pretrain_adv_tiny",
+                "--set", "model.kwargs={}"), 2,
+         r"the model cannot take the data's images \(shape \[1, 1, 28, 28\]\)", _train_final),
     Case("train out is a file", lambda k: ["train", "--preset", "digits_standard", "--out",
                                            str(k.file)], 2, r"exists and is not a folder"),
     Case("train into a started run", lambda k: ["train", "--preset", "digits_standard",
@@ -678,6 +686,9 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[LlrnetError], st
          InputError, r"unnormalized"),
         ("0-255 floats to a WRN", lambda d: create_model("digits_wrn")(
             torch.full((1, 1, 28, 28), 255.0)), InputError, r"8-bit images need x / 255"),
+        ("meta tensor to the image contract",
+         lambda d: check_images(torch.rand(2, 1, 8, 8, device="meta")), InputError,
+         r"on the meta device: it holds no values"),
         ("create_model with a bad kwarg type",
          lambda d: create_model("digits_wrn", width="two"), UsageError, r"argument width"),
     ]
@@ -698,3 +709,47 @@ def test_api_bad_input_raises_our_error(name: str, call: Callable[[Path], Any],
                                         tmp_path: Path) -> None:
     with pytest.raises(error, match=message):
         call(tmp_path)
+
+
+@pytest.mark.parametrize(("error", "line", "code"), [
+    (IsADirectoryError(21, "Is a directory", "/data/out"), "error: Is a directory: /data/out", 2),
+    (PermissionError(13, "Permission denied", "/root/x"), "error: Permission denied: /root/x", 2),
+    (OSError(28, "No space left on device", "/tmp/w"), "error: No space left on device: /tmp/w",
+     1),
+    (TypeError("unsupported operand"), "internal error: TypeError: unsupported operand (a bug in "
+     "llrnet; rerun with LLRNET_DEBUG=1 for the traceback)", 1),
+    (RuntimeError(""), "internal error: RuntimeError: RuntimeError (a bug in llrnet; rerun "
+     "with LLRNET_DEBUG=1 for the traceback)", 1),
+])
+def test_describe_gives_every_escaping_exception_one_line(error: Exception, line: str,
+                                                          code: int) -> None:
+    assert describe(error) == (line, code)
+
+
+def test_an_unexpected_exception_is_one_line_unless_debugging(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import llrnet.cli.models_cmd as models_cmd
+
+    def broken(args: Any) -> int:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(models_cmd, "_models", broken)
+    monkeypatch.delenv("LLRNET_DEBUG", raising=False)
+    assert _run(["models"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "llrnet models: internal error: KeyError: 'boom' (a bug in llrnet; rerun with "
+        "LLRNET_DEBUG=1 for the traceback)"]
+    monkeypatch.setenv("LLRNET_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["models"])
+
+
+def test_a_bad_url_in_the_environment_is_named(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LLRNET_BOB_IMAGE_URL", "ftp:/nohost")
+    assert _run(["data", "download", "--root", str(tmp_path / "bob"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "llrnet data download: error: $LLRNET_BOB_IMAGE_URL is not an http(s) URL: "
+        "'ftp:/nohost' (expected e.g. https://host/path)"]
+    assert not (tmp_path / "bob").exists()
