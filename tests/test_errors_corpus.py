@@ -753,3 +753,17 @@ def test_a_bad_url_in_the_environment_is_named(monkeypatch: pytest.MonkeyPatch,
         "llrnet data download: error: $LLRNET_BOB_IMAGE_URL is not an http(s) URL: "
         "'ftp:/nohost' (expected e.g. https://host/path)"]
     assert not (tmp_path / "bob").exists()
+
+
+def test_image_files_are_read_without_substitution_and_an_all_unreadable_set_is_refused(
+        kit: Kit, tmp_path: Path) -> None:
+    from llrnet.data.robust import ImageFileDataset
+    from llrnet.eval.images import ImageSource
+
+    bad = [(kit.images["truncated.jpg"], 0), (kit.images["text.jpg"], 1)]
+    files = ImageFileDataset(bad)
+    with pytest.raises(InputError, match=r"unreadable image .*truncated\.jpg"):
+        files.load(0)
+    assert sorted(files.unreadable([0, 1])) == [0, 1]
+    with pytest.raises(InputError, match=r"none of the 2 images can be read"):
+        ImageSource(files, skip_unreadable=True)
