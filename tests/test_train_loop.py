@@ -44,7 +44,8 @@ def assert_identical(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path) -> None:
     # PGD (random start), augmentation and EMA: every RNG and every state must come back.
     config = tiny("task.name=pgd", "task.options={eps: 0.1, steps: 1, step_size: 0.1}",
-                  "data.augment=crop", "data.pad=1", "ema_decay=0.8", "steps=7")
+                  "data.augment=crop", "data.pad=1", "data.photometric=0.5", "ema_decay=0.8",
+                  "steps=7")
     straight = train(config, tmp_path / "straight", progress=False)
     partial = train(config, tmp_path / "cut", until_step=3, progress=False)
     assert not partial.finished and partial.step == 3

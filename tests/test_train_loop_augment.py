@@ -8,7 +8,12 @@ import torch
 from llrnet import seeding
 from llrnet.data.transforms import cifar_train_transform, random_crop
 from llrnet.errors import UsageError
-from llrnet.train.augment import augment, random_rotate_translate
+from llrnet.train.augment import (
+    augment,
+    low_frequency_field,
+    random_contrast_field,
+    random_rotate_translate,
+)
 from llrnet.train.data import ShardedBatches, global_batch_indices, shard
 
 
@@ -104,3 +109,47 @@ def test_every_augmentation_name_has_one_implementation() -> None:
     from llrnet.train.augment import _AUGMENTATIONS, Augment
 
     assert set(_AUGMENTATIONS) == set(get_args(Augment))
+
+
+def test_contrast_field_off_is_the_identity_and_on_changes_about_the_share_asked() -> None:
+    x = torch.rand(400, 1, 12, 12)
+    assert torch.equal(random_contrast_field(x, 0.0, 0.3, generator()), x)
+    assert torch.equal(random_contrast_field(x, 1.0, 1.0, generator()), x)  # contrast 1: a = 1
+    out = random_contrast_field(x, 0.25, 0.5, generator(4))
+    changed = int((out != x).flatten(1).any(1).sum())
+    assert 70 <= changed <= 130  # binomial(400, 0.25): mean 100, sd 8.7
+    assert torch.equal(out, random_contrast_field(x, 0.25, 0.5, generator(4)))
+
+
+def test_contrast_field_is_a_convex_blend_bounded_by_the_lowest_contrast() -> None:
+    # a * x + (1 - a) * f with a >= min_contrast and f in [0, 1]: a black image stays
+    # at or below 1 - min_contrast, a white one at or above min_contrast.
+    for value, check in ((0.0, lambda o: float(o.max()) <= 0.6 + 1e-6),
+                         (1.0, lambda o: float(o.min()) >= 0.4 - 1e-6)):
+        out = random_contrast_field(torch.full((64, 3, 10, 10), value), 1.0, 0.4, generator(1))
+        assert check(out)
+        assert not torch.equal(out, torch.full_like(out, value))
+        # one gray field for every channel
+        assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 0], out[:, 2])
+    x = torch.rand(64, 1, 10, 10)
+    out = random_contrast_field(x, 1.0, 0.0, generator(2))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_low_frequency_field_spans_zero_to_one_and_is_smooth() -> None:
+    field = low_frequency_field(32, 28, 28, generator(3))
+    assert field.shape == (32, 1, 28, 28)
+    assert torch.allclose(field.amin(dim=(1, 2, 3)), torch.zeros(32))
+    assert torch.allclose(field.amax(dim=(1, 2, 3)), torch.ones(32))
+    # Neighbouring pixels differ far less than in white noise of the same range.
+    step = (field[..., 1:] - field[..., :-1]).abs().mean()
+    noise = torch.rand(32, 1, 28, 28)
+    assert float(step) < 0.2 * float((noise[..., 1:] - noise[..., :-1]).abs().mean())
+
+
+def test_contrast_field_refuses_shares_outside_zero_one() -> None:
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(UsageError, match="photometric probability must be in"):
+        random_contrast_field(x, 1.5, 0.5, generator())
+    with pytest.raises(UsageError, match="min_contrast must be in"):
+        random_contrast_field(x, 0.5, -0.1, generator())

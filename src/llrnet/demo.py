@@ -78,8 +78,9 @@ MODELS: dict[str, DemoModel] = {
     "llr": DemoModel(("digits_llr",), "LLR (2 inner steps) at eps 0.1"),
     "llr_adv": DemoModel(("digits10_llr", "digits_llr_adv"),
                          "LLR pre-training on ten-class digits (eps 0.1), then from that "
-                         "trunk: sigmoid bird head, worst-of-8 rotations/translations, "
-                         "then PGD-3 at eps 0.15"),
+                         "trunk: sigmoid bird head, a quarter of the images at lowered "
+                         "contrast, worst-of-8 rotations/translations, then PGD-3 at "
+                         "eps 0.15"),
 }
 
 #: Overrides of the quick mode: a handful of steps, no checkpoints in between.

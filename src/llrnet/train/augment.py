@@ -5,6 +5,8 @@ touches the global RNG and a resumed run draws the same transformations.
 Images are float ``[N, C, H, W]`` in [0, 1] and stay in [0, 1]. The crops
 (``flip_crop``, ``crop``) are the data area's recipe
 (:func:`llrnet.data.transforms.random_crop`), the one CIFAR datasets use.
+:func:`random_contrast_field` is an optional photometric step applied after
+them (``DataConfig.photometric``), with its own generator stream.
 """
 
 from __future__ import annotations
@@ -45,6 +47,54 @@ def random_rotate_translate(x: Tensor, max_rotation: float, max_shift: float,
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.clamp_(0.0, 1.0)
+
+
+#: Grid sizes of the random field's octaves: 2x2, 4x4 and 8x8 cells, upsampled bilinearly.
+FIELD_OCTAVES: tuple[int, ...] = (2, 4, 8)
+
+
+def low_frequency_field(n: int, h: int, w: int, generator: torch.Generator) -> Tensor:
+    """``n`` random smooth gray fields ``[n, 1, h, w]``, each stretched to span [0, 1].
+
+    The sum of octaves of uniform noise on coarse grids (:data:`FIELD_OCTAVES`),
+    each upsampled bilinearly to ``h x w`` and weighted by its cell size, so
+    the coarse structure dominates, as in a plasma fractal (what ImageNet-C's
+    fog adds).
+    """
+    field = torch.zeros(n, 1, h, w)
+    for cells in FIELD_OCTAVES:
+        noise = torch.rand(n, 1, cells, cells, generator=generator)
+        field += F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False) / cells
+    low = field.amin(dim=(1, 2, 3), keepdim=True)
+    high = field.amax(dim=(1, 2, 3), keepdim=True)
+    return (field - low) / (high - low).clamp_min(1e-12)
+
+
+def random_contrast_field(x: Tensor, probability: float, min_contrast: float,
+                          generator: torch.Generator) -> Tensor:
+    """Lower the contrast of a random share of the images towards a smooth random field.
+
+    Each image is picked with ``probability``; a picked image becomes
+    ``a * x + (1 - a) * f`` with ``a ~ U(min_contrast, 1)`` and ``f`` a
+    :func:`low_frequency_field` times ``b ~ U(0, 1)`` (its brightness), the same
+    on every channel. A convex blend of two images in [0, 1], so the result
+    stays in [0, 1]. It covers the shape of the photometric corruptions that
+    geometric and L-inf training do not: fog (ImageNet-C's fog at severity 1 is
+    ``a = 0.4`` with a plasma field) and contrast (a flat field). Images
+    ``[N, C, H, W]``; every draw comes from ``generator``, on the CPU.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise UsageError(f"photometric probability must be in [0, 1], got {probability}")
+    if not 0.0 <= min_contrast <= 1.0:
+        raise UsageError(f"min_contrast must be in [0, 1], got {min_contrast}")
+    n, _, h, w = x.shape
+    picked = torch.rand(n, generator=generator) < probability
+    contrast = min_contrast + (1.0 - min_contrast) * torch.rand(n, generator=generator)
+    brightness = torch.rand(n, generator=generator)
+    field = low_frequency_field(n, h, w, generator) * brightness.view(n, 1, 1, 1)
+    a = torch.where(picked, contrast, torch.ones(n)).view(n, 1, 1, 1).to(x.device, x.dtype)
+    blended = a * x + (1 - a) * field.to(x.device, x.dtype)
+    return blended.clamp_(0.0, 1.0)
 
 
 _AUGMENTATIONS: dict[str, Callable[..., Tensor]] = {

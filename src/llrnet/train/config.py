@@ -79,6 +79,10 @@ class DataConfig:
         pad: padding of the random crop, pixels.
         max_rotation: degrees, for ``rotate_translate``.
         max_shift: pixels at the image size seen by the model, for ``rotate_translate``.
+        photometric: share of training images (0..1) whose contrast is lowered
+            towards a smooth random field after ``augment``
+            (:func:`llrnet.train.augment.random_contrast_field`); 0 = off.
+        min_contrast: the lowest contrast factor of ``photometric`` (0..1).
         extras: bird-or-bicycle: also train on the ``extras`` split.
         eval_split: the held-out split used for periodic evaluation.
         eval_images: how many held-out images periodic evaluation uses.
@@ -92,6 +96,8 @@ class DataConfig:
     pad: int = 4
     max_rotation: float = 30.0
     max_shift: float = 18.0
+    photometric: float = 0.0
+    min_contrast: float = 0.3
     extras: bool = False
     eval_split: str = "test"
     eval_images: int = 512
@@ -235,6 +241,10 @@ def _check_ranges(config: TrainConfig) -> None:
         if number < 0:
             raise UsageError(f"{key} must be >= 0, got {number}")
     check_seed(config.seed)
+    for key, share in {"data.photometric": config.data.photometric,
+                       "data.min_contrast": config.data.min_contrast}.items():
+        if not 0.0 <= share <= 1.0:
+            raise UsageError(f"{key} must be in [0, 1], got {share}")
     if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
         raise UsageError(f"ema_decay must be in (0, 1) or null, got {config.ema_decay}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:

@@ -16,7 +16,8 @@ Random streams (every derived seed is :func:`llrnet.seeding.derive`):
 * model initialization: torch's global generator seeded with ``seed``, the
   same on every rank;
 * batch order: ``generator(seed, "train", "epoch", e)`` (:mod:`llrnet.train.data`);
-* augmentation of step ``s`` on rank ``r``: ``generator(seed, "train", "augment", s, r)``;
+* augmentation of step ``s`` on rank ``r``: ``generator(seed, "train", "augment", s, r)``,
+  and the photometric step after it ``generator(seed, "train", "photometric", s, r)``;
 * the tasks' own draws (PGD random starts, ...): torch's global generator,
   seeded with ``derive(seed, "train", "task", r)`` once the model is built.
 
@@ -43,7 +44,7 @@ from llrnet.errors import InputError, RunError, UsageError, first_line
 from llrnet.models.heads import head_of
 from llrnet.paths import output_folder
 from llrnet.seeding import derive, generator
-from llrnet.train.augment import augment
+from llrnet.train.augment import augment, random_contrast_field
 from llrnet.train.checkpoint import (
     checkpoint_path,
     has_checkpoints,
@@ -287,6 +288,10 @@ def _prepare_batch(batch: tuple[Tensor, Tensor], step: int, config: TrainConfig,
     x = augment(x, data.augment, generator(config.seed, "train", "augment", step,
                                            distributed.rank()),
                 pad=data.pad, max_rotation=data.max_rotation, max_shift=data.max_shift)
+    if data.photometric > 0:
+        x = random_contrast_field(x, data.photometric, data.min_contrast,
+                                  generator(config.seed, "train", "photometric", step,
+                                            distributed.rank()))
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if config.model.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
