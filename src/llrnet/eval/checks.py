@@ -96,7 +96,6 @@ def check_attack_strengths(
     return found
 
 
-
 def check_autoattack(
     attacks: Mapping[str, Any],
     records: Mapping[str, Mapping[str, Any]],

@@ -177,7 +177,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and format errors alike
         raise WeightsError(f"{path}: not a readable weights file ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0] if str(error) else ''})") from None
+                           f"{first_line(error)})") from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a state dict of tensors")
@@ -232,7 +232,7 @@ def _timm(name: str, file: str | None) -> nn.Module:
         model: nn.Module = timm.create_model(name, pretrained=file is None)
     except (OSError, RuntimeError) as error:
         raise WeightsError(f"timm could not create {name} with its pretrained weights "
-                           f"({str(error).splitlines()[0]}); pass a weights file: "
+                           f"({first_line(error)}); pass a weights file: "
                            f"--imagenet-model timm:{name}=FILE") from None
     if file is not None:
         load_state_strict(model, read_state_dict(file), source=file)

@@ -92,7 +92,7 @@ def random_contrast_field(x: Tensor, probability: float, min_contrast: float,
     contrast = min_contrast + (1.0 - min_contrast) * torch.rand(n, generator=generator)
     brightness = torch.rand(n, generator=generator)
     field = low_frequency_field(n, h, w, generator) * brightness.view(n, 1, 1, 1)
-    a = torch.where(picked, contrast, torch.ones(n)).view(n, 1, 1, 1).to(x.device, x.dtype)
+    a = torch.where(picked, contrast, 1.0).view(n, 1, 1, 1).to(x.device, x.dtype)
     blended = a * x + (1 - a) * field.to(x.device, x.dtype)
     return blended.clamp_(0.0, 1.0)
 

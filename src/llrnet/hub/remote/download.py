@@ -33,6 +33,8 @@ from llrnet.errors import InputError, RunError
 BLOCK = 1 << 16  # a read returns once this much arrived: small keeps progress live
 GZIP_MAGIC = b"\x1f\x8b"
 TAR_MAGIC_OFFSET = 257  # "ustar" in a plain tar header
+
+
 def _check_start(first: bytes, content_type: str, url: str) -> None:
     head = first.lstrip()[:64].lower()
     if "html" in content_type.lower() or head.startswith((b"<!doctype", b"<html", b"<?xml")):
