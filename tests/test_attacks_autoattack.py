@@ -165,3 +165,19 @@ def test_evaluate_reports_a_weak_pgd_and_the_authors_checks_once(tmp_path: Any) 
     # (two chunks both flagged it).
     assert sum("probabilit" in w for w in found) == 1
     assert len(caught) == len(found)
+
+
+def test_bad_arguments_are_usage_errors_naming_the_choices() -> None:
+    with pytest.raises(UsageError, match=r"AutoAttack version must be one of \['standard', "
+                                         r"'rand'\], got 'fast'"):
+        AutoAttack(0.1, version="fast")
+    from llrnet.attacks import LinfBall
+
+    class L1Ball(LinfBall):  # a user's own ball with a norm AutoAttack lacks
+        norm = "l1"
+
+    with pytest.raises(UsageError, match=r"AutoAttack supports the norms \['l2', 'linf'\], "
+                                         r"got 'l1'"):
+        AutoAttack(L1Ball(0.1))
+    with pytest.raises(UsageError, match="AutoAttack needs a model with >= 2 logits, got 1"):
+        attacks_for("standard", 1)

@@ -15,6 +15,7 @@ from llrnet.attacks.validity import (
     ink_valid,
     kit_selection,
 )
+from llrnet.errors import UsageError
 
 
 def kit_loop(xent: np.ndarray, correct: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -136,3 +137,10 @@ def test_random_spatial_redraws_until_valid() -> None:
     again = torch.cat([attack(RightHalfInk(), x[i:i + 1], torch.zeros(1, dtype=torch.int64),
                               seeds=torch.tensor([3 + i])) for i in range(4)])
     assert torch.equal(out, again)  # each image's draws come from its own stream
+
+
+def test_bad_grid_arguments_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="valid_check must be 'ink' or None, got 'area'"):
+        CheckedSpatialGrid(valid_check="area")
+    with pytest.raises(UsageError, match=r"limits and granularity must have 3 entries each"):
+        CheckedSpatialGrid(limits=(10.0, 10.0), granularity=(5, 5, 11))  # type: ignore[arg-type]

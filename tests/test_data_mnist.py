@@ -135,3 +135,22 @@ def test_cli_scores_two_class_mnist_from_a_local_copy(
     code = main(["eval", "--suite", "two_class_mnist", "--data", str(tmp_path / "none"),
                  "--weights", str(weights), "--out", str(tmp_path / "o2"), "--no-progress"])
     assert code == 2 and "torchvision.datasets.MNIST" in capsys.readouterr().err
+
+
+def test_unreadable_or_malformed_mnist_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"cannot read"):
+        read_idx(tmp_path)  # a folder
+    (tmp_path / "head").write_bytes(bytes([0, 0, 0x08, 3]) + b"\x00" * 5)
+    with pytest.raises(InputError, match="truncated idx header"):
+        read_idx(tmp_path / "head")
+    with pytest.raises(InputError, match=r"MNIST split must be one of \['test', 'train'\], "
+                                         r"got 'val'"):
+        mnist(tmp_path, "val")  # type: ignore[arg-type]
+    folder = tmp_path / "floats"
+    write_split(folder)
+    floats = np.zeros((8, 28, 28), dtype=">f4")
+    header = bytes([0, 0, 0x0D, 3]) + b"".join(struct.pack(">I", n) for n in floats.shape)
+    (folder / FILES["test"][0]).write_bytes(header + floats.tobytes())
+    with pytest.raises(InputError,
+                       match=r"expected uint8 images \[N, H, W\], got >f4 \[8, 28, 28\]"):
+        mnist(folder, "test")

@@ -160,3 +160,8 @@ def test_digits_suite_runs_end_to_end(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["shuffle"] is True
     assert [a["name"] for a in config["suite"]["attacks"]] == attacks
+
+
+def test_an_optional_entry_must_be_one_of_the_suites() -> None:
+    with pytest.raises(UsageError, match="suite 'mine' marks unknown attacks optional: extra"):
+        Suite(name="mine", entries=(SuiteEntry("clean", Identity()),), optional=("extra",))

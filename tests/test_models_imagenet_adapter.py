@@ -214,3 +214,52 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_weights_files_that_are_not_state_dicts_are_named(tmp_path: Path) -> None:
+    from llrnet.models.imagenet_adapter import read_state_dict
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"junk\.pth: not a readable weights file \("):
+        read_state_dict(junk)
+    listing = tmp_path / "list.pth"
+    torch.save([torch.zeros(2)], listing)
+    with pytest.raises(WeightsError, match=r"list\.pth: expected a state dict of tensors"):
+        read_state_dict(listing)
+
+
+def test_bad_adapter_arguments_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="give a model name and, after '=', a file"):
+        parse_spec("torchvision:=/w.pth")
+    with pytest.raises(UsageError, match="an ImageNet classifier has softmax logits"):
+        bird_or_bicycle_from_imagenet(create_model("llr_pretrain_adv_tiny"), normalization=None)
+    with pytest.raises(UsageError, match="normalization must be 'auto', None or"):
+        bird_or_bicycle_from_imagenet(nn.Linear(2, 2), normalization="imagenet")
+    import importlib
+
+    real = importlib.import_module
+
+    def no_timm(name: str, *args: object) -> object:
+        if name == "timm":
+            raise ImportError(name)
+        return real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib, "import_module", no_timm)
+    with pytest.raises(UsageError, match="timm models need the package timm: pip install timm"):
+        load_imagenet_model("timm:resnet50")
+
+
+def test_timm_failing_to_build_names_the_file_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import types
+
+    fake = types.SimpleNamespace(create_model=lambda name, pretrained: (_ for _ in ()).throw(
+        RuntimeError("")))  # an error without a message: the report names its type
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda name, *a: fake if name == "timm" else real(name, *a))
+    with pytest.raises(WeightsError, match=r"timm could not create resnet50 with its pretrained "
+                                           r"weights \(RuntimeError\); pass a weights file: "
+                                           r"--imagenet-model timm:resnet50=FILE"):
+        load_imagenet_model("timm:resnet50")
