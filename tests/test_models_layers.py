@@ -57,3 +57,36 @@ def test_max_pool_same_equals_explicit_pad() -> None:
     assert out.shape == (2, 4, 4, 4)
     torch.testing.assert_close(out, expected)
     assert out.max() < 0
+
+
+def test_softplus_matches_float64_to_float32_rounding() -> None:
+    from llrnet.models.layers import softplus
+
+    x = torch.linspace(-100.0, 100.0, 40001)
+    exact = F.softplus(x.double())
+    ours = softplus(x).double()
+    # Absolute: within a few float32 ulps of the value (and 6e-8 where it is tiny),
+    # as F.softplus itself.
+    bound = exact.abs() * 2.0**-22 + 6e-8
+    assert bool(((ours - exact).abs() <= bound).all())
+    assert torch.equal(softplus(torch.tensor([float("inf"), -float("inf")])),
+                       torch.tensor([float("inf"), 0.0]))
+    assert bool(softplus(torch.tensor([float("nan")])).isnan().all())
+
+
+def test_softplus_gradient_is_sigmoid_twice_differentiable() -> None:
+    from llrnet.models.layers import softplus
+
+    x = (torch.randn(32, dtype=torch.float64) * 4).requires_grad_()
+    assert torch.autograd.gradcheck(softplus, (x,))
+    assert torch.autograd.gradgradcheck(softplus, (x,))  # LLR differentiates gradients
+    zero = torch.zeros(2, requires_grad=True)
+    softplus(zero).sum().backward()
+    assert torch.equal(zero.grad, torch.full((2,), 0.5))  # sigmoid(0), also at the kink
+
+
+def test_softplus_reduced_precision_uses_torch_kernel() -> None:
+    from llrnet.models.layers import softplus
+
+    x = torch.randn(64).bfloat16()
+    assert torch.equal(softplus(x), F.softplus(x))

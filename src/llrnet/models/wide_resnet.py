@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llrnet.models import layout
-from llrnet.models.layers import Normalize, Padding, conv2d
+from llrnet.models.layers import Normalize, Padding, conv2d, softplus
 
 Activation = Literal["softplus", "relu"]
 Variant = Literal["zagoruyko", "deepmind"]
@@ -43,7 +43,7 @@ CIFAR10_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "softplus": F.softplus,
+    "softplus": softplus,
     "relu": F.relu,
 }
 
