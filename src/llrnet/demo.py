@@ -49,6 +49,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from llrnet.allocator import keep_freed_memory
 from llrnet.errors import RunError
 from llrnet.eval.report import RISK_LABEL, draw_risk_coverage, pyplot, save_figure
 from llrnet.fileio import atomic_path, atomic_write_text
@@ -202,6 +203,7 @@ def run_model(name: str, out: Path, quick: bool, progress: bool, threads: int | 
     The unit of work of a demo worker process; ``threads`` sets torch's CPU
     threads first (worker processes do not inherit the parent's setting).
     """
+    keep_freed_memory()
     if threads is not None:
         import torch
 
