@@ -71,3 +71,20 @@ def test_leaderboard_cells_are_accuracies_at_80_and_100() -> None:
         "| standard | 100.0 / 95.0 | 12.5 / 10.0 |",
         "| llr | 100.0 / 90.0 | - |",
     ]
+
+
+def test_eval_groups_cover_the_demo_suite_once() -> None:
+    from llrnet.demo import EVAL_GROUPS, demo_suite
+
+    grouped = [name for group in EVAL_GROUPS for name in group]
+    for quick in (True, False):
+        assert sorted(grouped) == sorted(demo_suite(quick=quick).names)
+
+
+def test_next_task_trains_first_then_the_costliest_group() -> None:
+    from llrnet.demo import _next_task, _Task
+
+    ready = [_Task("a", 3), _Task("b", 0), _Task("c"), _Task("a", 0), _Task("d")]
+    taken = [_next_task(ready) for _ in range(5)]
+    assert taken == [_Task("c"), _Task("d"), _Task("b", 0), _Task("a", 0), _Task("a", 3)]
+    assert ready == []

@@ -31,11 +31,17 @@ and ``out_dir`` receives:
 * ``<model>/train`` (the final stage's run), ``<model>/<preset>`` (earlier
   stages), ``<model>/cost.json`` and ``<model>/eval`` (the evaluation).
 
-The models are independent pipelines, run by ``jobs`` worker processes (one
-torch thread each by default); results do not depend on ``jobs``. Both
-training and evaluation resume, so rerunning after an interruption skips what
-is finished. ``quick=True`` (for tests) trains a few steps and evaluates a few
-images with small attack budgets: seconds, not minutes.
+The work is a set of tasks run by ``jobs`` worker processes (one torch thread
+each by default): each model's training (all its stages, in order), then its
+evaluation in :data:`EVAL_GROUPS` of attacks, each group a task of its own
+that writes its attacks' chunks into the model's one evaluation folder;
+training first, then the costliest ready evaluation (:func:`_next_task`), so
+the workers finish close together. A last pass in this process gathers each
+model's records from the chunks. Results do not depend on ``jobs`` (each
+attack's images are seeded on their own). Both training and evaluation
+resume, so rerunning after an interruption skips what is finished.
+``quick=True`` (for tests) trains a few steps and evaluates a few images with
+small attack budgets: seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -93,6 +99,15 @@ PGD_EPS = 0.1  # the baselines' training radius; the same for every row
 PGD_STEPS = 20
 QUICK_SUITE_OPTIONS = {"spsa_steps": 2, "spsa_samples": 2, "boundary_iterations": 2,
                        "boundary_directions": 2}
+#: The demo suite's attacks in the groups that worker processes evaluate side by side,
+#: costliest first (the order in which ready groups are taken). Measured per model
+#: (docs/benchmarks.md): Boundary ~40% of an evaluation, SPSA ~30%, the grid ~20%.
+EVAL_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("boundary_with_random_spatial",),
+    ("spsa_with_random_spatial",),
+    ("spatial_grid",),
+    ("clean", "common_corruptions", "pgd_linf"),
+)
 #: How many test images the figure of the spatial grid's worst transforms shows.
 SPATIAL_FIGURE_IMAGES = 16
 
@@ -180,8 +195,10 @@ def _train_one(name: str, out: Path, quick: bool, progress: bool, seed: int) -> 
     return weights
 
 
-def _evaluate_one(name: str, weights: Path, out: Path, quick: bool,
-                  progress: bool, seed: int) -> dict[str, dict[str, Any]]:
+def _evaluate_one(name: str, weights: Path, out: Path, quick: bool, progress: bool,
+                  seed: int, attacks: tuple[str, ...] | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """Evaluate model ``name`` on ``attacks`` of the demo suite (None: all), resuming."""
     from llrnet.data import two_class_digits
     from llrnet.eval import evaluate
     from llrnet.models import load_weights
@@ -189,25 +206,77 @@ def _evaluate_one(name: str, weights: Path, out: Path, quick: bool,
     model = load_weights(weights)
     config = load_config(MODELS[name].stages[-1])
     dataset = two_class_digits("test", size=config.data.size)
-    logger.info("%s: evaluating", name)
+    logger.info("%s: evaluating %s", name, ", ".join(attacks) if attacks else "every attack")
     return evaluate(model, demo_suite(quick=quick), dataset,
-                    out_dir=out / name / "eval", seed=seed,
+                    out_dir=out / name / "eval", seed=seed, attacks=attacks,
                     max_images=QUICK_IMAGES if quick else FULL_IMAGES, progress=progress,
                     class_names=[str(c) for c in dataset.classes])
 
 
-def run_model(name: str, out: Path, quick: bool, progress: bool, threads: int | None = None,
-              seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Train (every stage) and evaluate model ``name``: its results per attack.
+@dataclass(frozen=True)
+class _Task:
+    """One unit of a worker's work: train model ``name`` (every stage), or evaluate
+    it on group ``group`` of :data:`EVAL_GROUPS`."""
 
-    The unit of work of a demo worker process; ``threads`` sets torch's CPU
-    threads first (worker processes do not inherit the parent's setting).
-    """
+    name: str
+    group: int | None = None  # None: training
+
+
+def _run_task(task: _Task, out: Path, quick: bool, progress: bool, seed: int) -> None:
+    weights = _train_one(task.name, out, quick, progress, seed)
+    if task.group is not None:
+        _evaluate_one(task.name, weights, out, quick, progress, seed, EVAL_GROUPS[task.group])
+
+
+def _start_worker(threads: int) -> None:
+    """Initializer of a demo worker process: torch's threads (not inherited), malloc."""
+    import torch
+
     keep_freed_memory()
-    if threads is not None:
-        import torch
+    torch.set_num_threads(threads)
 
-        torch.set_num_threads(threads)
+
+def _next_task(ready: list[_Task]) -> _Task:
+    """Remove and return the task to start next: any training (it unblocks the
+    evaluations), else the costliest evaluation group, the earliest model first."""
+    best = min(ready, key=lambda t: -1 if t.group is None else t.group)
+    ready.remove(best)
+    return best
+
+
+def _run_tasks(order: list[str], out: Path, quick: bool, progress: bool, jobs: int,
+               threads: int, seed: int) -> None:
+    """Train and evaluate the models of ``order`` (longest pipeline first) in ``jobs``
+    worker processes (1: in this process), at most ``jobs`` tasks running at once."""
+    ready = [_Task(name) for name in order]
+    if jobs <= 1:
+        while ready:
+            task = _next_task(ready)
+            _run_task(task, out, quick, progress, seed)
+            if task.group is None:
+                ready += [_Task(task.name, g) for g in range(len(EVAL_GROUPS))]
+        return
+    logger.info("training and evaluating %s in %d worker processes", ", ".join(order), jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                             initializer=_start_worker, initargs=(threads,)) as pool:
+        running: dict[Future[None], _Task] = {}
+        while ready or running:
+            while ready and len(running) < jobs:
+                task = _next_task(ready)
+                running[pool.submit(_run_task, task, out, quick, False, seed)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                future.result()  # a worker's error stops the demo here
+                if task.group is None:
+                    logger.info("%s: trained", task.name)
+                    ready += [_Task(task.name, g) for g in range(len(EVAL_GROUPS))]
+
+
+def run_model(name: str, out: Path, quick: bool, progress: bool, seed: int = 0
+              ) -> dict[str, dict[str, Any]]:
+    """Train (every stage) and evaluate model ``name`` in this process, resuming: its
+    results per attack."""
     weights = _train_one(name, out, quick, progress, seed)
     return _evaluate_one(name, weights, out, quick, progress, seed)
 
@@ -438,22 +507,13 @@ def run_demo(out_dir: str | Path = "demo_out", *, quick: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads() if threads is None else threads
     torch.set_num_threads(threads)
+    keep_freed_memory()
     # Longest pipeline first, so the workers finish close together.
     order = sorted(MODELS, key=lambda n: -len(MODELS[n].stages))
-    if jobs <= 1:
-        done = {name: run_model(name, out, quick, progress, seed=seed) for name in order}
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_model, name, out, quick, False, threads, seed): name
-                       for name in order}
-            logger.info("training and evaluating %s in %d worker processes",
-                        ", ".join(order), jobs)
-            done = {}
-            for future in as_completed(futures):
-                done[futures[future]] = future.result()
-                logger.info("%s: trained and evaluated (%d of %d)", futures[future],
-                            len(done), len(order))
-    results = {name: done[name] for name in MODELS}
+    _run_tasks(order, out, quick, progress, jobs, threads, seed)
+    # Every chunk is on disk now: this gathers the records (and writes each model's
+    # complete results.json and examples.png).
+    results = {name: run_model(name, out, quick, False, seed) for name in MODELS}
     table = leaderboard(results)
     atomic_write_text(out / TABLE, table + "\n")
     plot_risk_coverage_per_attack(results, out / RISK_COVERAGE)
