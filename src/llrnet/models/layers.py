@@ -87,7 +87,7 @@ class _Softplus(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return x.clamp_min(0.0).add_(torch.exp(-x.abs()).add_(1.0).log_())
+        return x.clamp_min(0.0).add_(x.abs().neg_().exp_().add_(1.0).log_())
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
