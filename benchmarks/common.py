@@ -48,12 +48,12 @@ def real_looking(count: int, size: int = 224) -> torch.Tensor:
 
 def isa() -> str:
     """The bf16-relevant instruction sets of this CPU as torch sees them (AMX, AVX512)."""
-    from llrnet.models import has_bf16_matrix_units
+    from llrnet.models import cpu_bf16_units
 
-    amx = has_bf16_matrix_units(torch.device("cpu"))
-    avx512_bf16 = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    units = cpu_bf16_units()
     return (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-            f"AMX-BF16 {'yes' if amx else 'no'}, AVX512-BF16 {'yes' if avx512_bf16 else 'no'}")
+            f"AMX-BF16 {'yes' if 'AMX-BF16' in units else 'no'}, "
+            f"AVX512-BF16 {'yes' if 'AVX512-BF16' in units else 'no'}")
 
 
 def write_section(name: str, markdown: str, doc: Path = DOC) -> None:

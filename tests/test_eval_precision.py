@@ -127,11 +127,11 @@ def test_resume_under_another_precision_is_refused(tmp_path: Path) -> None:
 
 def test_auto_follows_the_probe_and_is_recorded(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(precision_module, "has_bf16_matrix_units", lambda device: False)
+    monkeypatch.setattr(precision_module, "has_bf16_hardware", lambda device: False)
     record = evaluate(split_model(), [Identity()], split_data(), out_dir=tmp_path / "a",
                       progress=False, precision="auto")["clean"]
     assert record["search_precision"] == "fp32"
-    monkeypatch.setattr(precision_module, "has_bf16_matrix_units", lambda device: True)
+    monkeypatch.setattr(precision_module, "has_bf16_hardware", lambda device: True)
     record = evaluate(split_model(), [Identity()], split_data(), out_dir=tmp_path / "b",
                       progress=False, precision="auto")["clean"]
     assert record["search_precision"] == "bf16"
@@ -150,7 +150,7 @@ def test_a_numpy_model_fn_refuses_bf16_and_auto_keeps_fp32(tmp_path: Path,
     with pytest.raises(UsageError, match=r"needs an nn\.Module"):
         evaluate(model_fn, [Identity()], data, out_dir=tmp_path / "a", progress=False,
                  precision="bf16")
-    monkeypatch.setattr(precision_module, "has_bf16_matrix_units", lambda device: True)
+    monkeypatch.setattr(precision_module, "has_bf16_hardware", lambda device: True)
     record = evaluate(model_fn, [Identity()], data, out_dir=tmp_path / "b", progress=False,
                       precision="auto")["clean"]
     assert record["search_precision"] == "fp32"

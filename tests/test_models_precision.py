@@ -9,8 +9,13 @@ import torch
 from torch import nn
 
 from llrnet.errors import UsageError
-from llrnet.models import create_model, fast_copy, has_bf16_matrix_units, resolve_precision
-from llrnet.models import precision as precision_module
+from llrnet.models import (
+    cpu_bf16_units,
+    create_model,
+    fast_copy,
+    has_bf16_hardware,
+    resolve_precision,
+)
 from llrnet.models.precision import strict_fp32
 
 
@@ -75,34 +80,51 @@ def test_fast_copy_refuses_other_precisions(bad: str) -> None:
         fast_copy(_conv_model(), bad)
 
 
-def test_auto_resolves_from_the_capability_probe(monkeypatch: pytest.MonkeyPatch,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(precision_module, "has_bf16_matrix_units", lambda device: True)
+def _cpu_probes(monkeypatch: pytest.MonkeyPatch, *, amx: bool | None,
+                avx512_bf16: bool | None) -> None:
+    """Torch's CPU probes as given; None removes one (an older torch without it)."""
+    for name, value in (("_is_amx_tile_supported", amx),
+                        ("_is_avx512_bf16_supported", avx512_bf16)):
+        if value is None:
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, name, lambda value=value: value, raising=False)
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected", "said"), [
+    (True, True, "bf16", "AMX-BF16 and AVX512-BF16 present"),
+    (True, False, "bf16", "AMX-BF16 present"),
+    (False, True, "bf16", "AVX512-BF16 present"),
+    (False, False, "fp32", "neither AMX-BF16 nor AVX512-BF16"),
+    (None, None, "fp32", "neither AMX-BF16 nor AVX512-BF16"),
+])
+def test_auto_on_a_cpu_follows_its_bf16_units(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture,
+                                              amx: bool | None, avx512_bf16: bool | None,
+                                              expected: str, said: str) -> None:
+    _cpu_probes(monkeypatch, amx=amx, avx512_bf16=avx512_bf16)
+    assert has_bf16_hardware(torch.device("cpu")) is (expected == "bf16")
     with caplog.at_level(logging.INFO, logger="llrnet.models.precision"):
-        assert resolve_precision("auto", "cpu") == "bf16"
-    assert "bf16" in caplog.text and "present" in caplog.text
-    monkeypatch.setattr(precision_module, "has_bf16_matrix_units", lambda device: False)
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="llrnet.models.precision"):
-        assert resolve_precision("auto", "cpu") == "fp32"
-    assert "fp32" in caplog.text and "absent" in caplog.text
+        assert resolve_precision("auto", "cpu") == expected
+    assert f"precision auto: {expected} on cpu ({said})" in caplog.text
     # Explicit choices never look at the hardware.
     assert resolve_precision("bf16", "cpu") == "bf16"
     assert resolve_precision("fp32", "cpu") == "fp32"
 
 
+def test_a_failing_cpu_probe_counts_as_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> bool:
+        raise RuntimeError("cpuinfo unavailable")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    assert cpu_bf16_units() == ()
+    assert resolve_precision("auto", "cpu") == "fp32"
+
+
 def test_unknown_precision_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="fp32, bf16, auto"):
         resolve_precision("half")
-
-
-def test_cpu_probe_follows_amx(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert has_bf16_matrix_units(torch.device("cpu"))
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert not has_bf16_matrix_units(torch.device("cpu"))
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    assert not has_bf16_matrix_units(torch.device("cpu"))  # an older torch: no probe, fp32
 
 
 @pytest.mark.parametrize(("capability", "expected"), [((8, 0), True), ((9, 0), True),
@@ -113,14 +135,14 @@ def test_cuda_probe_follows_compute_capability(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capability)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    assert has_bf16_matrix_units(torch.device("cuda:0")) is expected
+    assert has_bf16_hardware(torch.device("cuda:0")) is expected
     assert resolve_precision("auto", "cuda:0") == ("bf16" if expected else "fp32")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not has_bf16_matrix_units(torch.device("cuda"))
+    assert not has_bf16_hardware(torch.device("cuda"))
 
 
 def test_mps_has_no_bf16_path() -> None:
-    assert not has_bf16_matrix_units(torch.device("mps"))
+    assert not has_bf16_hardware(torch.device("mps"))
 
 
 def test_strict_fp32_turns_tf32_off_and_restores_it() -> None:

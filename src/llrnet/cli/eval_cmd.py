@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         help="search precision: fp32 (default); bf16: attacks whose measured "
                         "policy allows it search with a bf16 channels_last copy, and every "
                         "result is judged by the fp32 model; auto: bf16 where the hardware has "
-                        "bf16 matrix units (AMX, CUDA sm_80+), else fp32. A run resumes only "
-                        "under the precision it started with")
+                        "native bf16 (AMX-BF16 or AVX512-BF16 CPUs, CUDA sm_80+), else fp32. "
+                        "A run resumes only under the precision it started with")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
 

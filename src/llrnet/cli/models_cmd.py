@@ -26,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     predict.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                          help="fp32 (default), bf16 (a bf16 channels_last copy of the model: "
-                         "several times faster on AMX CPUs and recent GPUs, logits within "
-                         "bf16 rounding) or auto (bf16 where the hardware has bf16 matrix "
-                         "units)")
+                         "several times faster on AMX-BF16 or AVX512-BF16 CPUs and recent "
+                         "GPUs, logits within bf16 rounding) or auto (bf16 where the "
+                         "hardware computes bf16 natively)")
     predict.set_defaults(func=_predict)
 
 

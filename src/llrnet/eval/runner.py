@@ -322,12 +322,12 @@ def evaluate(
             in each record, a line under the table). By default an unreadable
             file stops the run before any attack, with the list of such files.
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"`` (bf16 where
-            the device has bf16 matrix units: AMX, CUDA sm_80+; logged). With
-            bf16 the attacks whose policy allows it (``searches_in_bf16``:
-            the spatial grid, corruptions, Boundary; docs/evaluation.md) search
-            with a bf16 channels_last copy; every attack's final images are
-            judged by the fp32 model. A run resumes only under the precision
-            it started with.
+            the device computes bf16 natively: AMX-BF16 or AVX512-BF16, CUDA
+            sm_80+; logged). With bf16 the attacks whose policy allows it
+            (``searches_in_bf16``: the spatial grid, corruptions, Boundary;
+            docs/evaluation.md) search with a bf16 channels_last copy; every
+            attack's final images are judged by the fp32 model. A run resumes
+            only under the precision it started with.
 
     Returns:
         attack name -> record with ``accuracy@80``, ``accuracy@100``, ``images``,

@@ -34,8 +34,9 @@ from llrnet.models.layers import Conv2dSame, MaxPool2dSame, Normalize, same_padd
 from llrnet.models.precision import (
     PRECISIONS,
     FastCopy,
+    cpu_bf16_units,
     fast_copy,
-    has_bf16_matrix_units,
+    has_bf16_hardware,
     resolve_precision,
     strict_fp32,
 )
@@ -71,9 +72,10 @@ __all__ = [
     "as_model_fn",
     "bird_or_bicycle_from_imagenet",
     "challenge_view",
+    "cpu_bf16_units",
     "create_model",
     "fast_copy",
-    "has_bf16_matrix_units",
+    "has_bf16_hardware",
     "head_of",
     "latents_module",
     "linear_module",

@@ -1,8 +1,10 @@
 """Search precision: a bf16, channels_last copy of a model, and when to use one.
 
-On hardware with bf16 matrix units (Intel AMX on a CPU, a CUDA GPU with bf16)
-a model whose weights and inputs are bf16 and whose activations are
-channels_last runs several times faster than in fp32 (docs/benchmarks.md).
+On hardware that computes bf16 products natively (AMX-BF16 tiles or
+AVX512-BF16 dot-product instructions on a CPU, a CUDA GPU with bf16) a model
+whose weights and inputs are bf16 and whose activations are channels_last runs
+several times faster than in fp32; on a CPU without either it runs several
+times slower (docs/benchmarks.md).
 Autocast is *not* that path on a CPU: it keeps fp32 weights and converts
 them on every call, and gains little.
 
@@ -10,12 +12,12 @@ them on every call, and gains little.
   tensors (images [N, C, H, W] in [0, 1] -> logits [N, K] float32) but computes
   in ``precision``; the original model is left as it was.
 * :func:`resolve_precision` turns ``"auto"`` into ``"bf16"`` or ``"fp32"`` from
-  :func:`has_bf16_matrix_units` and says which it chose.
+  :func:`has_bf16_hardware` and says which it chose.
 * :func:`strict_fp32` is the context in which fp32 really means fp32 on CUDA
   (no TF32 in convolutions or matrix products), for judging results.
 
 The probes look at the machine; tests mock them (``llrnet.models.precision.
-has_bf16_matrix_units``) instead of depending on it.
+has_bf16_hardware``, or torch's CPU probes) instead of depending on it.
 """
 
 from __future__ import annotations
@@ -40,13 +42,29 @@ PRECISIONS = ("fp32", "bf16", "auto")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def cpu_has_amx_bf16() -> bool:
-    """True if this CPU has AMX tiles with bf16 (``amx_bf16``), as torch reports it."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def _torch_cpu_probe(name: str) -> bool:
+    """``torch.cpu.<name>()``; False where this torch has no such probe or it fails."""
+    probe = getattr(torch.cpu, name, None)
     try:
         return bool(probe()) if probe is not None else False
     except RuntimeError:
         return False
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True if this CPU has AMX tiles with bf16 (``amx_bf16``), as torch reports it."""
+    return _torch_cpu_probe("_is_amx_tile_supported")
+
+
+def cpu_has_avx512_bf16() -> bool:
+    """True if this CPU has the AVX512-BF16 dot-product instructions, as torch reports it."""
+    return _torch_cpu_probe("_is_avx512_bf16_supported")
+
+
+def cpu_bf16_units() -> tuple[str, ...]:
+    """The bf16 product units of this CPU: ``("AMX-BF16", "AVX512-BF16")``, a part, or ()."""
+    units = (("AMX-BF16", cpu_has_amx_bf16()), ("AVX512-BF16", cpu_has_avx512_bf16()))
+    return tuple(name for name, present in units if present)
 
 
 def cuda_has_bf16(device: torch.device) -> bool:
@@ -58,10 +76,15 @@ def cuda_has_bf16(device: torch.device) -> bool:
     return major >= 8
 
 
-def has_bf16_matrix_units(device: torch.device) -> bool:
-    """True if ``device`` multiplies bf16 matrices in hardware (AMX; CUDA sm_80+)."""
+def has_bf16_hardware(device: torch.device) -> bool:
+    """True if ``device`` computes bf16 products natively, so a bf16 copy is faster.
+
+    On a CPU: AMX-BF16 or AVX512-BF16 (both measured faster in bf16,
+    docs/benchmarks.md "Search precision"; AVX2 or plain AVX-512 without them
+    measured about 5x slower). On CUDA: compute capability 8.0 or newer.
+    """
     if device.type == "cpu":
-        return cpu_has_amx_bf16()
+        return bool(cpu_bf16_units())
     if device.type == "cuda":
         return cuda_has_bf16(device)
     return False
@@ -81,7 +104,7 @@ def check_precision(precision: str) -> str:
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Precision:
     """``"fp32"`` or ``"bf16"`` for the requested ``precision`` on ``device``.
 
-    ``auto`` picks ``bf16`` where :func:`has_bf16_matrix_units` and ``fp32``
+    ``auto`` picks ``bf16`` where :func:`has_bf16_hardware` and ``fp32``
     elsewhere, and logs what it chose and why.
 
     Raises:
@@ -91,10 +114,13 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Pre
     if precision != "auto":
         return "bf16" if precision == "bf16" else "fp32"
     target = torch.device(device)
-    chosen: Precision = "bf16" if has_bf16_matrix_units(target) else "fp32"
-    units = "AMX-BF16" if target.type == "cpu" else f"{target.type} bf16"
-    logger.info("precision auto: %s on %s (%s %s)", chosen, target, units,
-                "present" if chosen == "bf16" else "absent")
+    chosen: Precision = "bf16" if has_bf16_hardware(target) else "fp32"
+    if target.type == "cpu":
+        found = cpu_bf16_units()
+        reason = f"{' and '.join(found)} present" if found else "neither AMX-BF16 nor AVX512-BF16"
+    else:
+        reason = f"{target.type} bf16 {'present' if chosen == 'bf16' else 'absent'}"
+    logger.info("precision auto: %s on %s (%s)", chosen, target, reason)
     return chosen
 
 
