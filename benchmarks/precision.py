@@ -23,6 +23,10 @@ Parts (``--part``, several allowed):
   each gradient estimate with the true gradient (digits models, the ResNet-50).
 * ``forward``: ``llr_pretrain_adv`` (ResNet-152 v2) forward at batch 1, 8, 32,
   fp32 NCHW vs bf16 channels_last.
+* ``layout``: the ResNet-50's forward at batch 4, 16, 45 in fp32 NCHW, fp32
+  channels_last and bf16 channels_last (what bounds the grid's bf16 speed-up),
+  and the cut SPSA alone in an fp32 run (the model as given) and in a bf16 run
+  (its fp32 search through the fp32 channels_last copy).
 
 Every part prints the machine (CPU model, AMX, torch threads); ratios are
 measured within one run, on a machine that may be shared.
@@ -378,9 +382,52 @@ def part_forward(repeats: int) -> str:
                       "", *lines, "", projection(*rates)])
 
 
+def part_layout(images: int, repeats: int) -> str:
+    x = real_looking(max(images, 8) * 4)
+    model = _Recalibrated(x[: 8 * 4])
+    copies = {"fp32 NCHW": model, "fp32 channels_last": fast_copy(model, "fp32").eval(),
+              "bf16 channels_last": fast_copy(model, "bf16").eval()}
+    lines = ["| batch | " + " | ".join(f"{name} img/s" for name in copies) + " |",
+             "|---|---|---|---|"]
+    for batch in (4, 16, 45):
+        xb = torch.rand(batch, 3, 224, 224)
+        times: dict[str, list[float]] = {name: [] for name in copies}
+        with torch.inference_mode():
+            for m in copies.values():
+                m(xb)  # warm-up
+            for _ in range(repeats):
+                for name, m in copies.items():
+                    start = time.perf_counter()
+                    m(xb)
+                    times[name].append(time.perf_counter() - start)
+        lines.append(f"| {batch} | " + " | ".join(f"{batch / min(t):.1f}" for t in times.values())
+                     + " |")
+        print(f"layout batch {batch} done", flush=True)
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    x, labels = x[:images], labels[:images]
+    entry = next(e for e in resnet_suite().entries if e.name == "spsa_with_random_spatial")
+    suite = Suite("spsa_only", (entry,), batch_size=4)
+    walls: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    accuracy: dict[str, float] = {}
+    for _ in range(repeats):
+        for precision in walls:
+            record = _run(model, suite, (x, labels), precision, images)[entry.name]
+            walls[precision].append(record["wall_time"])
+            accuracy[precision] = 100 * record["accuracy@100"]
+    a, b = min(walls["fp32"]), min(walls["bf16"])
+    return "\n".join([
+        f"ResNet-50 v2 forward at 224 px (random weights, recalibrated batch norm), best of "
+        f"{repeats}, interleaved.", "", *lines, "",
+        f"{RESNET_BUDGETS['spsa']}, {images} images, alone: fp32 run (the model as given) "
+        f"{a:.1f} s, accuracy {accuracy['fp32']:.1f}%; bf16 run (SPSA searches in fp32 through "
+        f"the fp32 channels_last copy) {b:.1f} s, accuracy {accuracy['bf16']:.1f}%: "
+        f"{a / b:.2f}x (best of {repeats}, interleaved)."])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parts = ["digits", "resnet", "whitebox", "probes", "forward"]
+    parts = ["digits", "resnet", "whitebox", "probes", "forward", "layout"]
     parser.add_argument("--part", nargs="+", default=parts, choices=parts)
     parser.add_argument("--demo", type=Path, default=Path("demo_out"),
                         help="the demo's output folder (DIR/<model>/train/final.safetensors)")
@@ -403,6 +450,8 @@ def main() -> None:
             text = part_whitebox(args.demo, args.digits_images)
         elif part == "probes":
             text = part_probes(args.demo, args.probe_images)
+        elif part == "layout":
+            text = part_layout(args.resnet_images, args.repeats)
         else:
             text = part_forward(args.repeats)
         sections[part] = text

@@ -77,20 +77,29 @@ class Recorder(Attack):
         super().__init__()
         self.name = name
         self.bf16_search = bf16
-        self.seen: list[type] = []
+        self.seen: list[tuple[type, torch.dtype, bool]] = []
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng,
              pool: object) -> Tensor:
-        self.seen.append(type(model.model))
+        inner = model.model
+        weight = next(inner.parameters())
+        self.seen.append((type(inner), weight.dtype, getattr(inner, "channels_last", False)))
         return x
 
 
 def test_each_attack_searches_with_the_model_its_policy_allows(tmp_path: Path) -> None:
     fast, slow = Recorder("fast", True), Recorder("slow", False)
-    results = evaluate(split_model(), [fast, slow], split_data(), out_dir=tmp_path,
+    results = evaluate(split_model(), [fast, slow], split_data(), out_dir=tmp_path / "bf16",
                        progress=False, precision="bf16")
-    assert fast.seen == [FastCopy]
-    assert slow.seen == [nn.Sequential]
+    assert fast.seen == [(FastCopy, torch.bfloat16, True)]
+    # An fp32 search of a bf16 run: the fp32 channels_last copy (same precision).
+    assert slow.seen == [(FastCopy, torch.float32, True)]
+    # An fp32 run searches with the model itself, whatever the policy.
+    fast.seen.clear()
+    slow.seen.clear()
+    evaluate(split_model(), [fast, slow], split_data(), out_dir=tmp_path / "fp32",
+             progress=False)
+    assert fast.seen == slow.seen == [(nn.Sequential, torch.float32, False)]
     assert results["fast"]["search_precision"] == "bf16"
     assert results["slow"]["search_precision"] == "fp32"
     # Both are judged in fp32; the bf16 copy's disagreement is counted for both.

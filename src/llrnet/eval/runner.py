@@ -10,7 +10,8 @@ nor resuming changes an image's result.
 
 Precision: with ``precision="bf16"`` (or ``"auto"`` resolving to it) attacks whose
 policy allows it (:func:`llrnet.attacks.searches_in_bf16`) search with a bf16,
-channels_last copy of the model (:func:`llrnet.models.fast_copy`); the final
+channels_last copy of the model (:func:`llrnet.models.fast_copy`), and the
+others with an fp32 channels_last copy (same precision, faster layout); the final
 images of *every* attack are judged by the fp32 model, so results are fp32
 numbers. Each chunk also counts the final images on which the copy's decision
 differs from the fp32 one.
@@ -78,11 +79,20 @@ class _Run:
     pool: tuple[torch.Tensor, torch.Tensor] | None = None
     fast: nn.Module | None = None
     """The bf16 copy of ``model`` (bf16 runs only)."""
+    fast_fp32: nn.Module | None = None
+    """An fp32 channels_last copy of ``model``, for the attacks of a bf16 run that
+    search in fp32 (SPSA, PGD): the same precision, a faster memory layout."""
 
     def searcher(self, entry: SuiteEntry) -> nn.Module:
-        """The model ``entry``'s attack searches with: the bf16 copy if its policy allows."""
+        """The model ``entry``'s attack searches with.
+
+        The bf16 copy if the attack's policy allows it; in a bf16 run the fp32
+        channels_last copy otherwise; the model itself in an fp32 run.
+        """
         if self.fast is not None and searches_in_bf16(entry.attack):
             return self.fast
+        if self.fast_fp32 is not None:
+            return self.fast_fp32
         return self.model
 
 
@@ -375,6 +385,8 @@ def evaluate(
         first_logits, found = _validate_first_batch(run)
         if run_precision == "bf16":
             run.fast = fast_copy(model, "bf16").eval()
+            if any(not searches_in_bf16(e.attack) for e in resolved.entries):
+                run.fast_fp32 = fast_copy(model, "fp32").eval()
         manifest = {
             # The whole suite, not the selection: runs of different attack subsets
             # can share an output folder (each attack's chunks are its own).
