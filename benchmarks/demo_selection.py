@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from llrnet.allocator import keep_freed_memory
 from llrnet.attacks import CommonCorruptions
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS
 from llrnet.data import two_class_digits
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    keep_freed_memory()  # as the demo's workers do: speed only (llrnet.allocator)
     torch.set_num_threads(args.threads)
     if args.per_corruption is not None:
         print(json.dumps(per_corruption(args.per_corruption, args.model, args.seed)))

@@ -20,14 +20,16 @@ from llrnet.models import create_model, save_weights
 
 # The real CLI, stopped for good while writing pgd's chunk 2 (chunks 0 and 1 are saved).
 STOP_MID_ATTACK = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 import llrnet.eval.state as state
 real = state.save_file
 def save_file(tensors, path, metadata=None):
     real(tensors, path, metadata=metadata)
     if metadata.get("attack") == "pgd" and metadata.get("chunk") == "2":
-        Path(sys.argv[1]).write_text(path)
+        # The marker appears whole or not at all (the parent reads it once it exists).
+        Path(sys.argv[1] + ".part").write_text(path)
+        os.replace(sys.argv[1] + ".part", sys.argv[1])
         time.sleep(600)
 state.save_file = save_file
 from llrnet.cli import main
@@ -69,7 +71,8 @@ def test_sigkill_mid_attack_then_rerun_matches(tmp_path: Path) -> None:
     state = tmp_path / "killed" / "state" / "pgd"
     assert sorted(p.name for p in state.glob("chunk_*")) == ["chunk_00000.safetensors",
                                                             "chunk_00001.safetensors"]
-    assert Path(marker.read_text()).exists()  # the temporary of chunk 2
+    written = marker.read_text()
+    assert written and Path(written).is_file()  # the temporary of chunk 2
     assert not (tmp_path / "killed" / "results.json").exists()
 
     assert main(args(tmp_path / "killed")) == 0

@@ -18,11 +18,13 @@ from llrnet.cli import main
 # Runs the real CLI, but stops for good inside the atomic write of the weights:
 # after the bytes are in the temporary file, before the rename.
 STOP_WHILE_WRITING = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 import llrnet.fileio as fileio
 def stop(path, **kwargs):
-    Path(sys.argv[1]).write_text(str(path))
+    # The marker appears whole or not at all (the parent reads it as soon as it exists).
+    Path(sys.argv[1] + ".part").write_text(str(path))
+    os.replace(sys.argv[1] + ".part", sys.argv[1])
     time.sleep(600)
 fileio.publish_mode = stop
 from llrnet.cli import main
