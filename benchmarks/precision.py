@@ -168,12 +168,17 @@ def resnet_suite() -> Suite:
     return Suite("resnet50_cut", entries, batch_size=4)
 
 
-def part_resnet(images: int) -> str:
+def _resnet_and_images(images: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The recalibrated ResNet-50, ``images`` upscaled digits and its own clean decisions."""
     x = real_looking(max(images, 8) * 4)
     model = _Recalibrated(x[: 8 * 4])
     with torch.no_grad():
         labels = model(x).argmax(1)
-    x, labels = x[:images], labels[:images]
+    return model, x[:images], labels[:images]
+
+
+def part_resnet(images: int) -> str:
+    model, x, labels = _resnet_and_images(images)
     print(f"resnet labels (own decisions): {labels.tolist()}", flush=True)
     suite = resnet_suite()
     fp32 = _run(model, suite, (x, labels), "fp32", images)
@@ -357,6 +362,19 @@ def projection(fp32_rate: float, bf16_rate: float) -> str:
         "timed on this machine."])
 
 
+def _best_times(models: dict[str, nn.Module], x: torch.Tensor, repeats: int
+                ) -> dict[str, float]:
+    """Each model's shortest forward of ``x`` (s) over ``repeats`` interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, m in models.items():
+                start = time.perf_counter()
+                m(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
+
+
 def part_forward(repeats: int) -> str:
     model = create_model("llr_pretrain_adv").eval()
     fast = fast_copy(model, "bf16").eval()
@@ -367,13 +385,8 @@ def part_forward(repeats: int) -> str:
         x = torch.rand(batch, 3, 224, 224)
         with torch.inference_mode():
             ref, out = model(x), fast(x)
-            times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-            for _ in range(repeats):
-                for label, m in (("fp32", model), ("bf16", fast)):
-                    start = time.perf_counter()
-                    m(x)
-                    times[label].append(time.perf_counter() - start)
-        a, b = min(times["fp32"]), min(times["bf16"])
+        best = _best_times({"fp32": model, "bf16": fast}, x, repeats)
+        a, b = best["fp32"], best["bf16"]
         lines.append(f"| {batch} | {batch / a:.2f} | {batch / b:.2f} | {a / b:.1f}x | "
                      f"{float((ref - out).abs().max()):.3g} |")
         rates = (batch / a, batch / b)
@@ -383,29 +396,20 @@ def part_forward(repeats: int) -> str:
 
 
 def part_layout(images: int, repeats: int) -> str:
-    x = real_looking(max(images, 8) * 4)
-    model = _Recalibrated(x[: 8 * 4])
+    model, x, labels = _resnet_and_images(images)
     copies = {"fp32 NCHW": model, "fp32 channels_last": fast_copy(model, "fp32").eval(),
               "bf16 channels_last": fast_copy(model, "bf16").eval()}
     lines = ["| batch | " + " | ".join(f"{name} img/s" for name in copies) + " |",
              "|---|---|---|---|"]
     for batch in (4, 16, 45):
         xb = torch.rand(batch, 3, 224, 224)
-        times: dict[str, list[float]] = {name: [] for name in copies}
         with torch.inference_mode():
             for m in copies.values():
                 m(xb)  # warm-up
-            for _ in range(repeats):
-                for name, m in copies.items():
-                    start = time.perf_counter()
-                    m(xb)
-                    times[name].append(time.perf_counter() - start)
-        lines.append(f"| {batch} | " + " | ".join(f"{batch / min(t):.1f}" for t in times.values())
+        best = _best_times(copies, xb, repeats)
+        lines.append(f"| {batch} | " + " | ".join(f"{batch / t:.1f}" for t in best.values())
                      + " |")
         print(f"layout batch {batch} done", flush=True)
-    with torch.no_grad():
-        labels = model(x).argmax(1)
-    x, labels = x[:images], labels[:images]
     entry = next(e for e in resnet_suite().entries if e.name == "spsa_with_random_spatial")
     suite = Suite("spsa_only", (entry,), batch_size=4)
     walls: dict[str, list[float]] = {"fp32": [], "bf16": []}
