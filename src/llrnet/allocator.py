@@ -7,13 +7,13 @@ threshold is free (the thresholds start at 128 KiB and 256 KiB and adapt
 upwards, up to 32 MiB, as large blocks are freed). An attack loop that
 allocates and frees activations of a few MB per forward pass therefore pays a
 page fault for every 4 KiB it touches, again on every pass: the CLI's
-evaluation of a digits model spent a quarter of its time in the kernel (9.7 s
-of system time against 33.7 s of user time, 4.2 million minor page faults, for
-the spatial grid on 108 images; docs/benchmarks.md).
+evaluation of a digits model spent more time in the kernel than in its own
+code (26.6 s of system time against 28.3 s of user time, 12.5 million minor
+page faults, for the spatial grid on 108 images; docs/benchmarks.md).
 
 :func:`keep_freed_memory` fixes the mmap threshold at glibc's upper limit and
 raises the trim threshold, so freed blocks stay in the process for the next
-pass: the same run then took 0.8 s of system time and 0.18 million faults.
+pass: the same run then took 0.84 s of system time and 0.18 million faults.
 The price is resident memory that is not handed back until the process ends
 (at most :data:`TRIM_THRESHOLD` above what is in use). Blocks above 32 MiB are
 mapped and unmapped as before.

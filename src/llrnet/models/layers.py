@@ -103,8 +103,8 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     ``max(x, 0) + log(1 + exp(-|x|))`` with the exact gradient ``sigmoid(x)``
     (twice differentiable, for LLR). PyTorch's own CPU kernel evaluates
     ``log1p``, whose AVX-512 path is about 3x slower than ``exp`` + ``log`` on an
-    AMD EPYC (Zen 4): 10 against 3.2 ns per element on one thread, half of a
-    digits model's forward time (docs/design.md, "Softplus"). Rounding
+    AMD EPYC (Zen 4): 9.5 against 2.7 ns per element on one thread
+    (``benchmarks/softplus.py``; docs/design.md, "Softplus"). Rounding
     ``1 + e^-|x|`` costs at most half an ulp of 1 (6e-8 in float32), so the
     result stays within float32 rounding of the true value, as ``F.softplus``
     does. bf16 and float16 use ``F.softplus``, which computes them in float32.
