@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from llrnet.train.bn_replay import BatchNormReplay
-from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
+from llrnet.train.tasks import LLRTask, LLRTerm, PGDTask, StandardTask, TRADESTask
 
 WORLD = 2
 TASKS = {
@@ -24,6 +24,7 @@ TASKS = {
     "pgd": PGDTask(eps=0.1, steps=2, step_size=0.05),
     "trades": TRADESTask(eps=0.1, steps=2, step_size=0.05),
     "standard": StandardTask(),
+    "pgd_llr_term": PGDTask(eps=0.1, steps=1, step_size=0.1, llr=LLRTerm(steps=1)),
 }
 
 

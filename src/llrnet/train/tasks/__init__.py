@@ -14,7 +14,8 @@ says what a step costs (``passes_per_step()``, :class:`StepPasses`).
 
 The adversarial tasks take ``spatial``: a :class:`WorstOfK` (Engstrom et al.'s
 worst of k random rotations and translations per image), applied before the
-L-inf attack.
+L-inf attack; and ``llr``: an :class:`LLRTerm`, the LLR regularizer added to
+their loss.
 
 The loss, accuracy and attack view follow the model's head
 (:func:`llrnet.models.head_of`), so no task needs to be told whether it trains
@@ -27,6 +28,7 @@ from llrnet.registry import Registry
 from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
 from llrnet.train.tasks.common import StepPasses, Task
 from llrnet.train.tasks.llr_task import LLRTask
+from llrnet.train.tasks.llr_term import LLRTerm
 from llrnet.train.tasks.spatial import WorstOfK
 from llrnet.train.tasks.standard import StandardTask
 
@@ -40,6 +42,7 @@ TASKS.add(LLRTask, name="llr")
 __all__ = [
     "TASKS",
     "LLRTask",
+    "LLRTerm",
     "PGDTask",
     "StandardTask",
     "StepPasses",

@@ -17,6 +17,10 @@ Spatial robustness (option ``spatial``, both tasks): with a
 the worst of ``k`` random rotations and translations (Engstrom et al. 2019),
 picked under the same batch-norm mode as the attack, and the L-inf attack then
 starts from it. ``eps = 0`` trains on the worst transform alone.
+
+LLR term (option ``llr``, both tasks): with an
+:class:`~llrnet.train.tasks.llr_term.LLRTerm`, the loss gains ``lam`` times the
+LLR regularizer around the image the attack starts from (after ``spatial``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from llrnet.attacks.pgd import pgd_perturb, pgd_steps
 from llrnet.models.heads import Head, head_of
 from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.tasks.common import RadiusWarmup, StepPasses, accuracy, check_batch
+from llrnet.train.tasks.llr_term import LLRTerm
 from llrnet.train.tasks.spatial import WorstOfK
 from llrnet.train.unwrap import unwrap_ddp
 
@@ -88,6 +93,22 @@ def _spatial_passes(spatial: WorstOfK | None) -> int:
     return 0 if spatial is None else spatial.k
 
 
+def _llr_passes(llr: LLRTerm | None) -> int:
+    return 0 if llr is None else llr.passes()
+
+
+def _with_llr(task: PGDTask | TRADESTask, run: _Attacked, step: int,
+              out: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``out`` with ``task.llr``'s weighted regularizer (around ``run.x``) added to its
+    ``"loss"`` and the regularizer's terms logged; ``out`` itself without ``task.llr``."""
+    if task.llr is None:
+        return out
+    eps = task.llr.radius(run.eps, step, task.warmup_steps)
+    terms = task.llr(run.inner, run.x, run.y, run.head, eps)
+    weighted = terms.pop("llr_weighted")
+    return {**out, "loss": out["loss"] + weighted, **terms}
+
+
 @dataclass(frozen=True)
 class PGDTask(RadiusWarmup):
     """Madry et al. adversarial training: the head's loss of ``model(PGD(x))``, L-inf.
@@ -108,11 +129,14 @@ class PGDTask(RadiusWarmup):
         warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
         spatial: worst-of-k rotations/translations before the attack
             (:class:`~llrnet.train.tasks.spatial.WorstOfK`), or None.
+        llr: an LLR regularizer added to the loss
+            (:class:`~llrnet.train.tasks.llr_term.LLRTerm`), or None.
 
     Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}`` (plus ``spatial_loss``,
-    ``spatial_original`` with ``spatial``). Cost: K + 1 forward-backward passes
-    (the attack's backward passes skip weight gradients), plus k forward-only
-    passes with ``spatial``.
+    ``spatial_original`` with ``spatial``; ``llr_regularizer``, ``llr_gamma``
+    with ``llr``). Cost: K + 1 forward-backward passes (the attack's backward
+    passes skip weight gradients), plus k forward-only passes with ``spatial``
+    and ``llr.steps + 2`` forward-backward ones with ``llr``.
     """
 
     eps: float = 8 / 255
@@ -123,13 +147,16 @@ class PGDTask(RadiusWarmup):
     attack_bn: AttackBN = "batch"
     warmup_steps: int = 0
     spatial: WorstOfK | None = None
+    llr: LLRTerm | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
 
     def passes_per_step(self) -> StepPasses:
-        """K + 1 forward-backward passes; k forward-only ones with ``spatial``."""
-        return StepPasses(self.steps + 1, _spatial_passes(self.spatial))
+        """K + 1 forward-backward passes (+ the LLR term's); k forward-only ones with
+        ``spatial``."""
+        return StepPasses(self.steps + 1 + _llr_passes(self.llr),
+                          _spatial_passes(self.spatial))
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
@@ -143,13 +170,13 @@ class PGDTask(RadiusWarmup):
                                 random_start=self.random_start)
         logits = model(x_adv)
         adv_ce = head.loss(logits, y)
-        return {
+        return _with_llr(self, run, step, {
             "loss": adv_ce,
             "adv_ce": adv_ce.detach(),
             "adv_accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
             **run.logged,
-        }
+        })
 
 
 @dataclass(frozen=True)
@@ -171,13 +198,17 @@ class TRADESTask(RadiusWarmup):
         warmup_steps: eps (and step size) grow linearly from 0 over this many steps.
         spatial: worst-of-k rotations/translations first (the "clean" image is
             then the worst transform), or None.
+        llr: an LLR regularizer added to the loss, around the "clean" image
+            (:class:`~llrnet.train.tasks.llr_term.LLRTerm`), or None.
 
     Order of the passes: the clean training-mode forward first (updates the
     running averages; its detached probabilities are the attack's target),
     then the attack, then the training-mode forward of ``x_adv`` (updates them
-    again, as in the official code). Cost: K + 2 forward-backward passes.
+    again, as in the official code). Cost: K + 2 forward-backward passes
+    (+ ``llr.steps + 2`` with ``llr``).
 
-    Returns ``{"loss", "ce", "kl", "accuracy", "eps"}``.
+    Returns ``{"loss", "ce", "kl", "accuracy", "eps"}`` (plus the spatial and
+    LLR terms, as :class:`PGDTask`).
     """
 
     eps: float = 8 / 255
@@ -187,6 +218,7 @@ class TRADESTask(RadiusWarmup):
     attack_bn: AttackBN = "batch"
     warmup_steps: int = 0
     spatial: WorstOfK | None = None
+    llr: LLRTerm | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
@@ -194,8 +226,10 @@ class TRADESTask(RadiusWarmup):
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
     def passes_per_step(self) -> StepPasses:
-        """K + 2 forward-backward passes; k forward-only ones with ``spatial``."""
-        return StepPasses(self.steps + 2, _spatial_passes(self.spatial))
+        """K + 2 forward-backward passes (+ the LLR term's); k forward-only ones with
+        ``spatial``."""
+        return StepPasses(self.steps + 2 + _llr_passes(self.llr),
+                          _spatial_passes(self.spatial))
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
@@ -221,11 +255,11 @@ class TRADESTask(RadiusWarmup):
         kl = (log_p_clean.exp() * (log_p_clean - log_q)).sum(dim=1).mean()
         ce = head.loss(logits, y)
         loss = ce + self.beta * kl
-        return {
+        return _with_llr(self, run, step, {
             "loss": loss,
             "ce": ce.detach(),
             "kl": kl.detach(),
             "accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
             **run.logged,
-        }
+        })
