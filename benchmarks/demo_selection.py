@@ -4,8 +4,11 @@
 stage 2 (``digits_llr_adv``) from its trunk with the given ``--set`` overrides
 (for example ``data.photometric=0.25 data.min_contrast=0.5``), and scores it on
 the two-class digits' ``val`` split (51 images carved from train; the test split
-is never read) with the demo's suite (:func:`llrnet.demo.demo_suite`) plus fog
-alone. Prints one JSON line: accuracy (%) at 80% / 100% coverage per attack.
+is never read) with the demo's suite (:func:`llrnet.demo.demo_suite`) plus two
+diagnostics: fog alone, and PGD at eps 0.15 (the training radius; val has no
+errors under PGD at 0.1 to rank settings by). Prints one JSON line: accuracy (%)
+at 80% / 100% coverage per attack. Another task is an override too:
+``--set task.name=trades --set "task.options={eps: 0.15, ...}"``.
 
 ``--per-corruption DEMO_OUT``: each of the 17 corruptions alone on the test
 split, for the models a finished demo trained (``llrnet demo --out DEMO_OUT``):
@@ -31,15 +34,17 @@ from typing import Any
 import torch
 
 from llrnet.allocator import keep_freed_memory
-from llrnet.attacks import CommonCorruptions
+from llrnet.attacks import PGD, CommonCorruptions
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS
 from llrnet.data import two_class_digits
-from llrnet.demo import demo_suite
+from llrnet.demo import PGD_STEPS, demo_suite
 from llrnet.eval import Suite, SuiteEntry, evaluate
 from llrnet.models import load_weights
 from llrnet.train import RunDir, load_config, train
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The stronger PGD radius of the selection's last diagnostic: stage 2's training eps.
+HARD_EPS = 0.15
 
 
 def _cells(results: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
@@ -66,7 +71,12 @@ def select(name: str, seed: int, overrides: list[str], attacks: list[str] | None
                                                 *overrides])
         train(config, stage2.path, resume=True, progress=False)
     base = demo_suite(quick=False)
-    suite = Suite(name="demo_selection", entries=(*base.entries, *_corruptions(("fog",))),
+    # Two diagnostics beside the demo's six: fog alone, and PGD at the training radius
+    # (HARD_EPS), whose errors the 51 val images do have where PGD at 0.1 has none.
+    hard = SuiteEntry(f"pgd_linf_eps{HARD_EPS}",
+                      PGD(HARD_EPS, PGD_STEPS, 2.5 * HARD_EPS / PGD_STEPS), kind="white_box")
+    suite = Suite(name="demo_selection",
+                  entries=(*base.entries, *_corruptions(("fog",)), hard),
                   options=base.options, batch_size=base.batch_size, shuffle=base.shuffle)
     held_out = two_class_digits("val", size=28)
     results = evaluate(load_weights(stage2.final_weights), suite, held_out,
