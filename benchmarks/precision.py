@@ -22,7 +22,8 @@ Parts (``--part``, several allowed):
   bf16 copy: their size against bf16's resolution, sign flips, and the cosine of
   each gradient estimate with the true gradient (digits models, the ResNet-50).
 * ``forward``: ``llr_pretrain_adv`` (ResNet-152 v2) forward at batch 1, 8, 32,
-  fp32 NCHW vs bf16 channels_last.
+  fp32 NCHW vs bf16 channels_last, and torchvision's ResNet-152 at batch 8 the
+  same way (whether llrnet's model gains what a standard one gains).
 * ``layout``: the ResNet-50's forward at batch 4, 16, 45 in fp32 NCHW, fp32
   channels_last and bf16 channels_last (what bounds the grid's bf16 speed-up),
   and the cut SPSA alone in an fp32 run (the model as given) and in a bf16 run
@@ -398,7 +399,22 @@ def part_forward(repeats: int) -> str:
         rates = (batch / a, batch / b)
         print(f"forward batch {batch} done", flush=True)
     return "\n".join([f"`llr_pretrain_adv` (random weights), best of {repeats}, interleaved.",
-                      "", *lines, "", projection(*rates)])
+                      "", *lines, "", _torchvision_reference(repeats), "", projection(*rates)])
+
+
+def _torchvision_reference(repeats: int, batch: int = 8) -> str:
+    """torchvision's ResNet-152 (random weights) at ``batch``: the same bf16 gain as ours?"""
+    import torchvision
+
+    model = torchvision.models.resnet152().eval()
+    fast = fast_copy(model, "bf16").eval()
+    x = torch.rand(batch, 3, 224, 224)
+    with torch.inference_mode():
+        model(x), fast(x)  # warm-up
+    best = _best_times({"fp32": model, "bf16": fast}, x, repeats)
+    return (f"For reference, torchvision's ResNet-152 (random weights) at batch {batch}, best "
+            f"of {repeats}, interleaved: fp32 NCHW {batch / best['fp32']:.2f} images/s, bf16 "
+            f"channels_last {batch / best['bf16']:.2f}, {best['fp32'] / best['bf16']:.1f}x.")
 
 
 def part_layout(images: int, repeats: int) -> str:
