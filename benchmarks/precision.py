@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from common import isa, machine_description, real_looking, write_section
@@ -184,8 +185,17 @@ def _resnet_and_images(images: int) -> tuple[nn.Module, torch.Tensor, torch.Tens
     return model, x[:images], labels[:images]
 
 
+def _compile_glass_blur() -> None:
+    """glass_blur's numba compile (about 10 s, once per process), kept out of the timings:
+    otherwise whichever precision runs first pays it."""
+    from llrnet.attacks.corruptions import corrupt_image
+
+    corrupt_image(np.zeros((32, 32, 3), dtype=np.uint8), ("glass_blur",), 1, [0])
+
+
 def part_resnet(images: int) -> str:
     model, x, labels = _resnet_and_images(images)
+    _compile_glass_blur()
     print(f"resnet labels (own decisions): {labels.tolist()}", flush=True)
     suite = resnet_suite()
     fp32 = _run(model, suite, (x, labels), "fp32", images)
@@ -456,7 +466,7 @@ def _corruption_costs(image: torch.Tensor, repeats: int) -> dict[str, float]:
     from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, corrupt_image
 
     levels = (image * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    corrupt_image(levels, ("glass_blur",), 1, [0])  # the numba compile, once per process
+    _compile_glass_blur()
     costs = {}
     for name in CHALLENGE_CORRUPTIONS:
         times = []
