@@ -12,15 +12,11 @@ from llrnet.train import load_config
 from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.setup import build_task
 from llrnet.train.tasks import LLRTerm, PGDTask, TRADESTask
+from train_helpers import tiny_bn_net
 
 
 def _net(classes: int = 3) -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
-        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, classes),
-    ).train()
+    return tiny_bn_net(classes)
 
 
 def _batch(n: int = 8, classes: int = 3) -> tuple[Tensor, Tensor]:

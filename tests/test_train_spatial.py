@@ -17,15 +17,11 @@ from llrnet.train import load_config
 from llrnet.train.setup import build_model, build_task
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask, WorstOfK
 from llrnet.train.tasks.spatial import suite_spatial_limits
+from train_helpers import tiny_bn_net
 
 
 def _net(classes: int = 2) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
-        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
-        nn.Flatten(), nn.Linear(4 * 8 * 8, classes),
-    )
+    return tiny_bn_net(classes, size=16)
 
 
 def _linear() -> nn.Module:

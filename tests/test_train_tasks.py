@@ -10,15 +10,11 @@ from torch import Tensor, nn
 
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, BirdLogitView, set_head
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
+from train_helpers import tiny_bn_net
 
 
-def _net(classes: int = 3) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
-        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.Softplus(),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, classes),
-    ).train()
+def _net(classes: int = 3) -> nn.Sequential:
+    return tiny_bn_net(classes)
 
 
 def _bird_net() -> nn.Module:

@@ -104,9 +104,8 @@ def _with_llr(task: PGDTask | TRADESTask, run: _Attacked, step: int,
     if task.llr is None:
         return out
     eps = task.llr.radius(run.eps, step, task.warmup_steps)
-    terms = task.llr(run.inner, run.x, run.y, run.head, eps)
-    weighted = terms.pop("llr_weighted")
-    return {**out, "loss": out["loss"] + weighted, **terms}
+    weighted, logged = task.llr(run.inner, run.x, run.y, run.head, eps)
+    return {**out, "loss": out["loss"] + weighted, **logged}
 
 
 @dataclass(frozen=True)

@@ -70,18 +70,16 @@ class LLRTerm:
         return task_eps if self.eps is None else linear_warmup(self.eps, step, warmup_steps)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, head: Head, eps: float
-                 ) -> dict[str, Tensor]:
-        """``{"llr_weighted", "llr_regularizer", "llr_gamma"}`` at radius ``eps``.
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(lam * R, {"llr_regularizer", "llr_gamma"})`` at radius ``eps``.
 
-        ``x`` [N, C, H, W] in [0, 1], ``y`` int64 [N]. ``llr_weighted`` =
-        ``lam * R`` is attached (add it to the loss); the other two are
-        detached, for logging.
+        ``x`` [N, C, H, W] in [0, 1], ``y`` int64 [N]. ``lam * R`` is attached
+        (add it to the loss); the logged terms are detached scalars.
         """
         options = LLROptions(eps=eps, steps=self.steps, mu=self.mu, lr=self.lr,
                              loss_fn=head.per_example_loss)
         terms = llr_regularizer(model, x.detach(), y, options, update_running_stats=False)
-        return {
-            "llr_weighted": self.lam * terms.regularizer,
+        return self.lam * terms.regularizer, {
             "llr_regularizer": terms.regularizer.detach(),
             "llr_gamma": terms.deviation.detach().mean().to(torch.float32),
         }
