@@ -381,9 +381,12 @@ def projection(fp32_rate: float, bf16_rate: float) -> str:
 
 def _best_times(models: dict[str, nn.Module], x: torch.Tensor, repeats: int
                 ) -> dict[str, float]:
-    """Each model's shortest forward of ``x`` (s) over ``repeats`` interleaved rounds."""
+    """Each model's shortest forward of ``x`` (s) over ``repeats`` interleaved rounds,
+    after one untimed warm-up round."""
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
+        for m in models.values():
+            m(x)
         for _ in range(repeats):
             for name, m in models.items():
                 start = time.perf_counter()
@@ -419,12 +422,23 @@ def _torchvision_reference(repeats: int, batch: int = 8) -> str:
     model = torchvision.models.resnet152().eval()
     fast = fast_copy(model, "bf16").eval()
     x = torch.rand(batch, 3, 224, 224)
-    with torch.inference_mode():
-        model(x), fast(x)  # warm-up
     best = _best_times({"fp32": model, "bf16": fast}, x, repeats)
     return (f"For reference, torchvision's ResNet-152 (random weights) at batch {batch}, best "
             f"of {repeats}, interleaved: fp32 NCHW {batch / best['fp32']:.2f} images/s, bf16 "
             f"channels_last {batch / best['bf16']:.2f}, {best['fp32'] / best['bf16']:.1f}x.")
+
+
+def _best_runs(model: nn.Module, suites: dict[str, Suite], data: Any, images: int,
+               repeats: int) -> dict[str, tuple[float, dict[str, Any]]]:
+    """Per precision, the shortest wall time (s) of the suites' one attack over ``repeats``
+    interleaved evaluations, and that attack's last record."""
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
+    for _ in range(repeats):
+        for precision, suite in suites.items():
+            (record,) = _run(model, suite, data, precision, images).values()
+            wall = min(record["wall_time"], best.get(precision, (float("inf"),))[0])
+            best[precision] = (wall, record)
+    return best
 
 
 def part_layout(images: int, repeats: int) -> str:
@@ -435,23 +449,16 @@ def part_layout(images: int, repeats: int) -> str:
              "|---|---|---|---|"]
     for batch in (4, 16, 45):
         xb = torch.rand(batch, 3, 224, 224)
-        with torch.inference_mode():
-            for m in copies.values():
-                m(xb)  # warm-up
         best = _best_times(copies, xb, repeats)
         lines.append(f"| {batch} | " + " | ".join(f"{batch / t:.1f}" for t in best.values())
                      + " |")
         print(f"layout batch {batch} done", flush=True)
     entry = next(e for e in resnet_suite().entries if e.name == "spsa_with_random_spatial")
     suite = Suite("spsa_only", (entry,), batch_size=4)
-    walls: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    accuracy: dict[str, float] = {}
-    for _ in range(repeats):
-        for precision in walls:
-            record = _run(model, suite, (x, labels), precision, images)[entry.name]
-            walls[precision].append(record["wall_time"])
-            accuracy[precision] = 100 * record["accuracy@100"]
-    a, b = min(walls["fp32"]), min(walls["bf16"])
+    best = _best_runs(model, {"fp32": suite, "bf16": suite}, (x, labels), images, repeats)
+    (a, fp32_record), (b, bf16_record) = best["fp32"], best["bf16"]
+    accuracy = {"fp32": 100 * fp32_record["accuracy@100"],
+                "bf16": 100 * bf16_record["accuracy@100"]}
     return "\n".join([
         f"ResNet-50 v2 forward at 224 px (random weights, recalibrated batch norm), best of "
         f"{repeats}, interleaved.", "", *lines, "",
@@ -488,18 +495,11 @@ def part_corruptions(images: int, repeats: int) -> str:
     xb = entry.attack.corrupt(x, list(range(images))).flatten(0, 1)
     batch = len(xb)
     copies = {"fp32": model, "bf16": fast_copy(model, "bf16").eval()}
-    with torch.inference_mode():
-        for m in copies.values():
-            m(xb)  # warm-up
     forward = {name: t / batch for name, t in _best_times(copies, xb, repeats).items()}
-    suites = {"fp32": Suite("corruptions_only", (entry,), batch_size=images),
-              "bf16": force_bf16(Suite("corruptions_only", (entry,), batch_size=images))}
-    walls: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _ in range(repeats):
-        for precision, suite in suites.items():
-            record = _run(model, suite, (x, labels), precision, images)[entry.name]
-            walls[precision].append(record["wall_time"] / images)
-    a, b = min(walls["fp32"]), min(walls["bf16"])
+    only = Suite("corruptions_only", (entry,), batch_size=images)
+    best = _best_runs(model, {"fp32": only, "bf16": force_bf16(only)}, (x, labels), images,
+                      repeats)
+    a, b = (best[p][0] / images for p in ("fp32", "bf16"))
     fixed = corrupt_s + forward["fp32"]  # corrupting + the fp32 judgement of the chosen image
     return "\n".join([
         f"ResNet-50 v2 at 224 px, the 17 challenge corruptions at severity 1, {images} images, "

@@ -76,7 +76,6 @@ def main() -> None:
                            env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
                            capture_output=True, text=True, check=True)
     avx2 = json.loads(child.stdout)
-    torch.set_num_threads(1)
     print(f"Machine: {machine_description()}; {isa()}. Shape {list(SHAPE)} float32, "
           f"best of {args.repeats}, ns per element.")
     print()
