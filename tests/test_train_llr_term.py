@@ -3,10 +3,13 @@ its cost, its batch-norm behaviour and its configuration."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
 
+from llrnet.cli import main
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, head_of, set_head
 from llrnet.train import load_config
 from llrnet.train.llr import LLROptions, llr_regularizer
@@ -130,3 +133,13 @@ def test_a_preset_sets_the_term_under_task_options() -> None:
     plain = build_task(load_config("digits_llr_adv").task)
     assert isinstance(plain, PGDTask)
     assert plain.passes_per_step().forward_backward + 3 == task.passes_per_step().forward_backward
+
+
+def test_a_bad_term_is_one_cli_error_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits_llr_adv", "--set",
+                 "task.options.llr={lam: -1}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "llrnet train: error: llr.lam and llr.mu must be >= 0, got -1.0, 0.03\n"
+    assert not out.exists()
