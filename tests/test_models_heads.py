@@ -163,6 +163,24 @@ def test_softmax_head_is_cross_entropy_and_argmax() -> None:
     torch.testing.assert_close(SOFTMAX_HEAD.log_probs(logits), F.log_softmax(logits, dim=1))
 
 
+def test_margins_by_hand() -> None:
+    # Bird head: l moves 2 against the label, so the BCE is softplus(2 - s * l).
+    logits = torch.tensor([[7.0, 3.0], [7.0, 3.0], [7.0, -1.0]])
+    y = torch.tensor([1, 0, 0])
+    moved = SIGMOID_BIRD_HEAD.with_margin(logits, y, 2.0)
+    torch.testing.assert_close(moved, torch.tensor([[7.0, 1.0], [7.0, 5.0], [7.0, 1.0]]))
+    torch.testing.assert_close(SIGMOID_BIRD_HEAD.per_example_loss(moved, y),
+                               F.softplus(torch.tensor([2.0 - 3.0, 2.0 + 3.0, 2.0 - 1.0])))
+    assert logits[0, 1] == 3.0  # the input is not changed in place
+    # A right answer that wins by less than the margin still has a loss to lower.
+    assert SIGMOID_BIRD_HEAD.loss(moved[:1], y[:1]) > SIGMOID_BIRD_HEAD.loss(logits[:1], y[:1])
+    # Softmax head: the true class's logit lowered by the margin.
+    soft = torch.tensor([[1.0, 2.0, 0.0], [3.0, -1.0, 0.5]])
+    torch.testing.assert_close(SOFTMAX_HEAD.with_margin(soft, torch.tensor([1, 2]), 0.5),
+                               torch.tensor([[1.0, 1.5, 0.0], [3.0, -1.0, 0.0]]))
+    torch.testing.assert_close(SOFTMAX_HEAD.with_margin(soft, torch.tensor([1, 2]), 0.0), soft)
+
+
 def test_task_loss_of_a_sigmoid_head_is_bce_on_the_bird_logit() -> None:
     model = create_model("llr_pretrain_adv_tiny").train()
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 1, 0])

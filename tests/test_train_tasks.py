@@ -178,3 +178,45 @@ def test_llr_on_a_sigmoid_bird_head_uses_bce_as_the_nominal_loss() -> None:
     out = LLRTask(eps=0.05, steps=1, warmup_steps=0)(_bird_net(), (x, y), 0)
     expected = F.binary_cross_entropy_with_logits(_net(2)(x)[:, 1], y.float())
     torch.testing.assert_close(out["ce"], expected.detach())
+
+
+def test_logit_margin_trains_a_margin_loss_on_the_same_attack() -> None:
+    x, y = _batch(classes=2)
+    sign = 2 * y.float() - 1
+    # No attack: the trained loss is softplus(m - s * l) of the clean bird logit.
+    out = PGDTask(eps=0.1, steps=0, random_start=False, logit_margin=1.5)(_bird_net(), (x, y), 0)
+    bird = _net(2)(x)[:, 1]
+    torch.testing.assert_close(out["loss"], F.softplus(1.5 - sign * bird).mean())
+    torch.testing.assert_close(out["adv_ce"],
+                               F.binary_cross_entropy_with_logits(bird, y.float()))
+    assert float(out["loss"].detach()) > float(out["adv_ce"])
+    # With an attack: the same adversarial images (the logged plain terms agree).
+    runs = []
+    for margin in (0.0, 2.0):
+        torch.manual_seed(5)
+        runs.append(PGDTask(eps=0.1, steps=2, step_size=0.05, logit_margin=margin)(
+            _bird_net(), (x, y), 0))
+    torch.testing.assert_close(runs[0]["adv_ce"], runs[1]["adv_ce"])
+    torch.testing.assert_close(runs[0]["loss"], runs[0]["adv_ce"])
+    assert float(runs[1]["loss"].detach()) > float(runs[1]["adv_ce"])
+
+
+def test_trades_logit_margin_moves_only_the_clean_term() -> None:
+    x, y = _batch()
+    runs = []
+    for margin in (0.0, 1.0):
+        torch.manual_seed(2)
+        runs.append(TRADESTask(eps=0.1, steps=2, step_size=0.05, beta=2.0,
+                               logit_margin=margin)(_net(), (x, y), 0))
+    plain, margined = runs
+    torch.testing.assert_close(margined["kl"], plain["kl"])
+    torch.testing.assert_close(margined["ce"], plain["ce"])
+    moved = _net()(x) - F.one_hot(y, 3).float()
+    torch.testing.assert_close(margined["loss"].detach(),
+                               F.cross_entropy(moved, y) + 2.0 * plain["kl"])
+
+
+@pytest.mark.parametrize("task", [PGDTask, TRADESTask])
+def test_a_negative_logit_margin_is_refused(task: type[PGDTask | TRADESTask]) -> None:
+    with pytest.raises(ValueError, match=r"logit_margin must be >= 0, got -0\.5"):
+        task(logit_margin=-0.5)

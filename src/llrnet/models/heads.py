@@ -83,6 +83,15 @@ class Head:
         """Predicted classes [N] int64."""
         raise NotImplementedError
 
+    def with_margin(self, logits: Tensor, y: Tensor, margin: float) -> Tensor:
+        """``logits`` [N, K] moved ``margin`` (logit units, >= 0) against the true class.
+
+        The loss of the result is a large-margin loss: it keeps pushing until
+        the true class wins by ``margin``, where the plain loss is already
+        small once it wins at all. Predictions are not meant to be read from it.
+        """
+        raise NotImplementedError
+
     def log_probs(self, logits: Tensor) -> Tensor:
         """Log class probabilities [N, C] (what TRADES' KL compares)."""
         raise NotImplementedError
@@ -108,6 +117,10 @@ class SoftmaxHead(Head):
 
     def predict(self, logits: Tensor) -> Tensor:
         return logits.argmax(dim=1)
+
+    def with_margin(self, logits: Tensor, y: Tensor, margin: float) -> Tensor:
+        """The true class's logit lowered by ``margin`` (an additive-margin softmax)."""
+        return logits - margin * F.one_hot(y, logits.shape[1]).to(logits.dtype)
 
     def log_probs(self, logits: Tensor) -> Tensor:
         return F.log_softmax(logits, dim=1)
@@ -142,6 +155,15 @@ class SigmoidBirdHead(Head):
     def predict(self, logits: Tensor) -> Tensor:
         """Bird (1) iff ``l > 0``; a zero logit is a tie, scored bicycle (0)."""
         return (self.bird_logit(logits) > 0).long()
+
+    def with_margin(self, logits: Tensor, y: Tensor, margin: float) -> Tensor:
+        """``l`` moved ``margin`` towards the wrong side: ``l - margin`` for birds,
+        ``l + margin`` for bicycles, so the BCE is ``softplus(margin - s * l)``
+        with ``s = +1`` (bird) or ``-1`` (bicycle); the other columns unchanged."""
+        sign = 2 * y.to(logits.dtype) - 1
+        shifted = logits.clone()
+        shifted[:, self.column] = self.bird_logit(logits) - margin * sign
+        return shifted
 
     def log_probs(self, logits: Tensor) -> Tensor:
         """``[log(1 - sigmoid(l)), log(sigmoid(l))]`` [N, 2], stable for any ``l``."""

@@ -18,6 +18,14 @@ the worst of ``k`` random rotations and translations (Engstrom et al. 2019),
 picked under the same batch-norm mode as the attack, and the L-inf attack then
 starts from it. ``eps = 0`` trains on the worst transform alone.
 
+Logit margin (option ``logit_margin``, both tasks): the trained loss is the
+head's loss with the true class's logit lowered by the margin
+(:meth:`~llrnet.models.heads.Head.with_margin`), so training keeps raising the
+confidence of images it already gets right until they win by the margin. The
+challenge's confidence is that logit, and the 80% it covers are the most
+confident images. The attack is unchanged: an L-inf sign step has the same
+direction with or without the shift. The logged loss (``adv_ce``, ``ce``) stays the plain one.
+
 LLR term (option ``llr``, both tasks): with an
 :class:`~llrnet.train.tasks.llr_term.LLRTerm`, the loss gains ``lam`` times the
 LLR regularizer around the image the attack starts from (after ``spatial``).
@@ -45,7 +53,8 @@ __all__ = ["PGDTask", "TRADESTask"]
 AttackBN = Literal["batch", "eval"]
 
 
-def _check_common(eps: float, steps: int, step_size: float, attack_bn: str) -> None:
+def _check_common(eps: float, steps: int, step_size: float, attack_bn: str,
+                  logit_margin: float) -> None:
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if steps < 0:
@@ -54,6 +63,18 @@ def _check_common(eps: float, steps: int, step_size: float, attack_bn: str) -> N
         raise ValueError(f"step_size must be >= 0, got {step_size}")
     if attack_bn not in ("batch", "eval"):
         raise ValueError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
+    if not logit_margin >= 0:
+        raise ValueError(f"logit_margin must be >= 0, got {logit_margin}")
+
+
+def _trained_loss(head: Head, logits: Tensor, y: Tensor, plain: Tensor,
+                  logit_margin: float) -> Tensor:
+    """``plain`` (the head's loss of ``logits``) at margin 0; else the loss of ``logits``
+    moved ``logit_margin`` against the true class
+    (:meth:`~llrnet.models.heads.Head.with_margin`)."""
+    if logit_margin == 0:
+        return plain
+    return head.loss(head.with_margin(logits, y, logit_margin), y)
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,8 @@ class PGDTask(RadiusWarmup):
             (:class:`~llrnet.train.tasks.spatial.WorstOfK`), or None.
         llr: an LLR regularizer added to the loss
             (:class:`~llrnet.train.tasks.llr_term.LLRTerm`), or None.
+        logit_margin: the trained loss's margin in logit units, >= 0 (0: plain
+            loss; see the module docstring).
 
     Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}`` (plus ``spatial_loss``,
     ``spatial_original`` with ``spatial``; ``llr_regularizer``, ``llr_gamma``
@@ -147,9 +170,11 @@ class PGDTask(RadiusWarmup):
     warmup_steps: int = 0
     spatial: WorstOfK | None = None
     llr: LLRTerm | None = None
+    logit_margin: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
+        _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
+                      self.logit_margin)
 
     def passes_per_step(self) -> StepPasses:
         """K + 1 forward-backward passes (+ the LLR term's); k forward-only ones with
@@ -169,8 +194,9 @@ class PGDTask(RadiusWarmup):
                                 random_start=self.random_start)
         logits = model(x_adv)
         adv_ce = head.loss(logits, y)
+        loss = _trained_loss(head, logits, y, adv_ce, self.logit_margin)
         return _with_llr(self, run, step, {
-            "loss": adv_ce,
+            "loss": loss,
             "adv_ce": adv_ce.detach(),
             "adv_accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
@@ -199,6 +225,8 @@ class TRADESTask(RadiusWarmup):
             then the worst transform), or None.
         llr: an LLR regularizer added to the loss, around the "clean" image
             (:class:`~llrnet.train.tasks.llr_term.LLRTerm`), or None.
+        logit_margin: the margin of the clean loss (the CE term; the KL is
+            unchanged), >= 0.
 
     Order of the passes: the clean training-mode forward first (updates the
     running averages; its detached probabilities are the attack's target),
@@ -218,9 +246,11 @@ class TRADESTask(RadiusWarmup):
     warmup_steps: int = 0
     spatial: WorstOfK | None = None
     llr: LLRTerm | None = None
+    logit_margin: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_common(self.eps, self.steps, self.step_size, self.attack_bn)
+        _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
+                      self.logit_margin)
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
@@ -253,7 +283,7 @@ class TRADESTask(RadiusWarmup):
         log_q = head.log_probs(adv_logits)
         kl = (log_p_clean.exp() * (log_p_clean - log_q)).sum(dim=1).mean()
         ce = head.loss(logits, y)
-        loss = ce + self.beta * kl
+        loss = _trained_loss(head, logits, y, ce, self.logit_margin) + self.beta * kl
         return _with_llr(self, run, step, {
             "loss": loss,
             "ce": ce.detach(),
