@@ -87,7 +87,7 @@ MODELS: dict[str, DemoModel] = {
                          "LLR pre-training on ten-class digits (eps 0.1), then from that "
                          "trunk: sigmoid bird head, a quarter of the images at lowered "
                          "contrast, worst-of-8 rotations/translations, then PGD-3 at "
-                         "eps 0.15"),
+                         "eps 0.15, BCE with a logit margin of 1"),
 }
 
 #: Overrides of the quick mode: a handful of steps, no checkpoints in between.
