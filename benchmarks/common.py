@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine description, section writing.
+"""Helpers shared by the benchmark scripts: machine description, timing, section writing.
 
 Each script owns one section of ``docs/benchmarks.md``, delimited by HTML comment
 markers, and replaces only that section when it runs again.
@@ -10,6 +10,8 @@ import os
 import platform
 import re
 import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -54,6 +56,23 @@ def isa() -> str:
     return (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             f"AMX-BF16 {'yes' if 'AMX-BF16' in units else 'no'}, "
             f"AVX512-BF16 {'yes' if 'AVX512-BF16' in units else 'no'}")
+
+
+def best_times(calls: Mapping[str, Callable[[], object]], repeats: int, warmup: bool = True
+               ) -> dict[str, float]:
+    """Each call's shortest wall time (s) over ``repeats`` interleaved rounds (every call
+    once per round, so a machine's load swings hit all of them alike), after one
+    untimed round when ``warmup``."""
+    if warmup:
+        for call in calls.values():
+            call()
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def write_section(name: str, markdown: str, doc: Path = DOC) -> None:

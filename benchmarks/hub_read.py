@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_description
+from common import best_times, machine_description
 
 from llrnet.hub import import_hub, read_checkpoint, write_checkpoint
 from llrnet.hub.formats import crc32c as crc_module
@@ -61,12 +61,8 @@ def resnet152_tensors(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def timed(function: Callable[[], object], repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+    """The shortest of ``repeat`` calls (s), without a warm-up (the first read is cold)."""
+    return best_times({"call": function}, repeat, warmup=False)["call"]
 
 
 def plain_read(files: list[Path]) -> None:

@@ -48,13 +48,14 @@ import copy
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import isa, machine_description, real_looking, write_section
+from common import best_times, isa, machine_description, real_looking, write_section
 from torch import nn
 
 from llrnet.allocator import keep_freed_memory
@@ -379,20 +380,12 @@ def projection(fp32_rate: float, bf16_rate: float) -> str:
         "timed on this machine."])
 
 
-def _best_times(models: dict[str, nn.Module], x: torch.Tensor, repeats: int
-                ) -> dict[str, float]:
+def _best_times(models: dict[str, nn.Module], x: torch.Tensor, repeats: int,
+                warmup: bool = True) -> dict[str, float]:
     """Each model's shortest forward of ``x`` (s) over ``repeats`` interleaved rounds,
-    after one untimed warm-up round."""
-    times: dict[str, list[float]] = {name: [] for name in models}
+    after one untimed round when ``warmup``."""
     with torch.inference_mode():
-        for m in models.values():
-            m(x)
-        for _ in range(repeats):
-            for name, m in models.items():
-                start = time.perf_counter()
-                m(x)
-                times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
+        return best_times({name: partial(m, x) for name, m in models.items()}, repeats, warmup)
 
 
 def part_forward(repeats: int) -> str:
@@ -404,8 +397,8 @@ def part_forward(repeats: int) -> str:
     for batch in (1, 8, 32):
         x = torch.rand(batch, 3, 224, 224)
         with torch.inference_mode():
-            ref, out = model(x), fast(x)
-        best = _best_times({"fp32": model, "bf16": fast}, x, repeats)
+            ref, out = model(x), fast(x)  # also the warm-up of the timings
+        best = _best_times({"fp32": model, "bf16": fast}, x, repeats, warmup=False)
         a, b = best["fp32"], best["bf16"]
         lines.append(f"| {batch} | {batch / a:.2f} | {batch / b:.2f} | {a / b:.1f}x | "
                      f"{float((ref - out).abs().max()):.3g} |")

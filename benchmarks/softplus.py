@@ -5,7 +5,8 @@ On one torch thread, an activation of the digits Wide-ResNet's size
 (the op inside torch's CPU softplus). Each is timed in this process (torch's
 default kernels for this CPU) and in a child process with
 ``ATEN_CPU_CAPABILITY=avx2`` (the AVX2 kernels), so one run shows whether this
-CPU's AVX-512 ``log1p`` is the slow part. Best of ``--repeats``, in ns per element.
+CPU's AVX-512 ``log1p`` is the slow part. Best of ``--repeats`` interleaved rounds,
+in ns per element.
 
     .venv/bin/python benchmarks/softplus.py [--repeats 20]
 """
@@ -17,27 +18,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import isa, machine_description
+from common import best_times, isa, machine_description
 
 from llrnet.models.layers import softplus
 
 SHAPE = (256, 16, 28, 28)
-
-
-def _best_ns(fn: Callable[[], object], elements: int, repeats: int) -> float:
-    """Shortest of ``repeats`` calls of ``fn`` (after one warm-up), in ns per element."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best / elements * 1e9
 
 
 def _backward(act: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
@@ -54,12 +43,12 @@ def measure(repeats: int) -> dict[str, float]:
     x = torch.randn(SHAPE) * 3
     n = x.numel()
     with torch.no_grad():
-        forward = {"F.softplus": _best_ns(lambda: F.softplus(x), n, repeats),
-                   "llrnet softplus": _best_ns(lambda: softplus(x), n, repeats),
-                   "log1p": _best_ns(lambda: torch.log1p(x.abs()), n, repeats)}
-    return {**forward,
-            "F.softplus fwd+bwd": _best_ns(_backward(F.softplus, x), n, repeats),
-            "llrnet softplus fwd+bwd": _best_ns(_backward(softplus, x), n, repeats)}
+        forward = best_times({"F.softplus": lambda: F.softplus(x),
+                              "llrnet softplus": lambda: softplus(x),
+                              "log1p": lambda: torch.log1p(x.abs())}, repeats)
+    both = best_times({"F.softplus fwd+bwd": _backward(F.softplus, x),
+                       "llrnet softplus fwd+bwd": _backward(softplus, x)}, repeats)
+    return {op: seconds / n * 1e9 for op, seconds in {**forward, **both}.items()}
 
 
 def main() -> None:
