@@ -3,11 +3,14 @@ the warm-up, running-average updates, and models with a sigmoid bird head."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from llrnet.cli import main
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, BirdLogitView, set_head
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
 from train_helpers import tiny_bn_net
@@ -220,3 +223,13 @@ def test_trades_logit_margin_moves_only_the_clean_term() -> None:
 def test_a_negative_logit_margin_is_refused(task: type[PGDTask | TRADESTask]) -> None:
     with pytest.raises(ValueError, match=r"logit_margin must be >= 0, got -0\.5"):
         task(logit_margin=-0.5)
+
+
+def test_a_negative_logit_margin_is_one_cli_error_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits_llr_adv", "--set",
+                 "task.options.logit_margin=-1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "llrnet train: error: logit_margin must be >= 0, got -1.0\n"
+    assert not out.exists()
