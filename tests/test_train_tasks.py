@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from llrnet.cli import main
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, BirdLogitView, set_head
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
+from llrnet.train.tasks.spatial import WorstOfK
 from train_helpers import tiny_bn_net
 
 
@@ -217,6 +218,53 @@ def test_trades_logit_margin_moves_only_the_clean_term() -> None:
     moved = _net()(x) - F.one_hot(y, 3).float()
     torch.testing.assert_close(margined["loss"].detach(),
                                F.cross_entropy(moved, y) + 2.0 * plain["kl"])
+
+
+def test_clean_weight_mixes_the_clean_and_adversarial_losses() -> None:
+    x, y = _batch(classes=2)
+    sign = 2 * y.float() - 1
+    # No attack, so both passes see x: the mixture is the (margined) clean BCE itself.
+    task = PGDTask(eps=0.1, steps=0, random_start=False, logit_margin=0.5, clean_weight=0.3)
+    out = task(_bird_net(), (x, y), 0)
+    bird = _net(2)(x)[:, 1]
+    torch.testing.assert_close(out["loss"], F.softplus(0.5 - sign * bird).mean())
+    torch.testing.assert_close(out["ce"], F.binary_cross_entropy_with_logits(bird, y.float()))
+    assert task.passes_per_step().forward_backward == 2
+    # With an attack: (1 - w) adversarial + w clean, the adversarial images unchanged.
+    runs = []
+    for weight in (0.0, 0.25):
+        torch.manual_seed(3)
+        runs.append(PGDTask(eps=0.1, steps=2, step_size=0.05, clean_weight=weight)(
+            _net(), (x, y), 0))
+    plain, mixed = runs
+    assert "ce" not in plain and set(mixed) == TERMS["pgd"] | {"ce", "accuracy"}
+    torch.testing.assert_close(mixed["adv_ce"], plain["adv_ce"])
+    torch.testing.assert_close(mixed["ce"], F.cross_entropy(_net()(x), y))
+    torch.testing.assert_close(mixed["loss"].detach(),
+                               0.75 * plain["adv_ce"] + 0.25 * mixed["ce"])
+    assert float(mixed["adv_ce"]) > float(mixed["ce"])
+
+
+def test_clean_weight_reads_the_image_before_the_spatial_step() -> None:
+    x, y = _batch(classes=2)
+    seen: list[Tensor] = []
+    model = _net(2)
+    model[0].register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
+    task = PGDTask(eps=0.0, steps=0, random_start=False, clean_weight=1.0,
+                   spatial=WorstOfK(k=2, limits=(3.0, 3.0, 20.0), include_original=False))
+    out = task(model, (x, y), 0)
+    # Worst-of-k's one batched forward of N * k images, then the clean pass on x
+    # itself, then the training pass on the chosen transforms.
+    assert [len(batch) for batch in seen] == [2 * len(x), len(x), len(x)]
+    torch.testing.assert_close(seen[1], x)
+    assert float((seen[2] - x).abs().max()) > 0.1
+    torch.testing.assert_close(out["loss"].detach(), out["ce"])
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_a_clean_weight_outside_0_1_is_refused(weight: float) -> None:
+    with pytest.raises(ValueError, match=rf"clean_weight must be in \[0, 1\], got {weight}"):
+        PGDTask(clean_weight=weight)
 
 
 @pytest.mark.parametrize("task", [PGDTask, TRADESTask])

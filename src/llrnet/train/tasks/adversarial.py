@@ -26,6 +26,14 @@ challenge's confidence is that logit, and the 80% it covers are the most
 confident images. The attack is unchanged: an L-inf sign step has the same
 direction with or without the shift. The logged loss (``adv_ce``, ``ce``) stays the plain one.
 
+Clean share (option ``clean_weight``, PGD only): the trained loss is
+``(1 - w) * loss(model(x_adv)) + w * loss(model(x))``, where ``x`` is the batch's
+image as loaded (before ``spatial`` and the attack): Goodfellow et al. 2015's
+mixture of clean and adversarial loss (they used w = 0.5). The clean forward
+runs first, in training mode with its own batch statistics (so the running
+averages see the step's clean and adversarial batches, as in TRADES); it costs
+one more forward-backward pass, and none at w = 0. TRADES has its clean term already.
+
 LLR term (option ``llr``, both tasks): with an
 :class:`~llrnet.train.tasks.llr_term.LLRTerm`, the loss gains ``lam`` times the
 LLR regularizer around the image the attack starts from (after ``spatial``).
@@ -82,6 +90,7 @@ class _Attacked:
     """What both adversarial tasks start a step from."""
 
     x: Tensor
+    original: Tensor
     y: Tensor
     eps: float
     step_size: float
@@ -95,6 +104,7 @@ def _begin(task: PGDTask | TRADESTask, model: nn.Module, batch: tuple[Tensor, Te
     """Check the batch; the warmed-up radius and step size; the unwrapped model; its head;
     with ``task.spatial``, each image replaced by its worst transform."""
     x, y = check_batch(batch)
+    original = x
     eps = task.eps_at(step)
     inner, head = unwrap_ddp(model), head_of(model)
     logged: dict[str, Tensor] = {}
@@ -106,7 +116,7 @@ def _begin(task: PGDTask | TRADESTask, model: nn.Module, batch: tuple[Tensor, Te
         logged = {"spatial_loss": chosen.mean()}
         if task.spatial.include_original:
             logged["spatial_original"] = (choice.index == 0).float().mean().to(x.device)
-    return _Attacked(x, y, eps, task.scaled_step_size(task.step_size, eps), inner, head,
+    return _Attacked(x, original, y, eps, task.scaled_step_size(task.step_size, eps), inner, head,
                      logged)
 
 
@@ -153,12 +163,16 @@ class PGDTask(RadiusWarmup):
             (:class:`~llrnet.train.tasks.llr_term.LLRTerm`), or None.
         logit_margin: the trained loss's margin in logit units, >= 0 (0: plain
             loss; see the module docstring).
+        clean_weight: the clean image's share w of the trained loss, in [0, 1]
+            (0: adversarial loss only, Madry et al.; see the module docstring).
 
-    Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}`` (plus ``spatial_loss``,
+    Returns ``{"loss", "adv_ce", "adv_accuracy", "eps"}`` (plus ``ce``,
+    ``accuracy`` of the clean images with ``clean_weight > 0``; ``spatial_loss``,
     ``spatial_original`` with ``spatial``; ``llr_regularizer``, ``llr_gamma``
     with ``llr``). Cost: K + 1 forward-backward passes (the attack's backward
-    passes skip weight gradients), plus k forward-only passes with ``spatial``
-    and ``llr.steps + 2`` forward-backward ones with ``llr``.
+    passes skip weight gradients; one more with ``clean_weight > 0``), plus k
+    forward-only passes with ``spatial`` and ``llr.steps + 2`` forward-backward
+    ones with ``llr``.
     """
 
     eps: float = 8 / 255
@@ -171,22 +185,31 @@ class PGDTask(RadiusWarmup):
     spatial: WorstOfK | None = None
     llr: LLRTerm | None = None
     logit_margin: float = 0.0
+    clean_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
                       self.logit_margin)
+        if not 0 <= self.clean_weight <= 1:
+            raise ValueError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
 
     def passes_per_step(self) -> StepPasses:
-        """K + 1 forward-backward passes (+ the LLR term's); k forward-only ones with
-        ``spatial``."""
-        return StepPasses(self.steps + 1 + _llr_passes(self.llr),
-                          _spatial_passes(self.spatial))
+        """K + 1 forward-backward passes (+ 1 with ``clean_weight``, + the LLR term's);
+        k forward-only ones with ``spatial``."""
+        return StepPasses(self.steps + 1 + int(self.clean_weight > 0)
+                          + _llr_passes(self.llr), _spatial_passes(self.spatial))
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
         run = _begin(self, model, batch, step)
         x, y, eps, step_size, inner, head = (run.x, run.y, run.eps, run.step_size,
                                              run.inner, run.head)
+        clean: dict[str, Tensor] = {}
+        if self.clean_weight > 0:
+            clean_logits = model(run.original)
+            ce = head.loss(clean_logits, y)
+            clean = {"loss": _trained_loss(head, clean_logits, y, ce, self.logit_margin),
+                     "ce": ce.detach(), "accuracy": accuracy(clean_logits, y, head)}
         attacked = head.attack_view(inner)
         with frozen_batch_norm(inner, mode=self.attack_bn):
             x_adv = pgd_perturb(attacked, x, y, eps=LinfBall(eps), steps=self.steps,
@@ -195,8 +218,11 @@ class PGDTask(RadiusWarmup):
         logits = model(x_adv)
         adv_ce = head.loss(logits, y)
         loss = _trained_loss(head, logits, y, adv_ce, self.logit_margin)
+        if clean:
+            loss = (1 - self.clean_weight) * loss + self.clean_weight * clean.pop("loss")
         return _with_llr(self, run, step, {
             "loss": loss,
+            **clean,
             "adv_ce": adv_ce.detach(),
             "adv_accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
