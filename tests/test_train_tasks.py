@@ -243,6 +243,11 @@ def test_clean_weight_mixes_the_clean_and_adversarial_losses() -> None:
     torch.testing.assert_close(mixed["loss"].detach(),
                                0.75 * plain["adv_ce"] + 0.25 * mixed["ce"])
     assert float(mixed["adv_ce"]) > float(mixed["ce"])
+    # The clean pass updates the running averages too: twice per step, as TRADES.
+    model = _net()
+    PGDTask(eps=0.1, steps=2, step_size=0.05, clean_weight=0.5)(model, (x, y), 0)
+    assert {int(m.num_batches_tracked) for m in model.modules()
+            if isinstance(m, nn.BatchNorm2d)} == {2}
 
 
 def test_clean_weight_reads_the_image_before_the_spatial_step() -> None:

@@ -199,17 +199,23 @@ class PGDTask(RadiusWarmup):
         return StepPasses(self.steps + 1 + int(self.clean_weight > 0)
                           + _llr_passes(self.llr), _spatial_passes(self.spatial))
 
+    def _clean_share(self, model: nn.Module, run: _Attacked
+                     ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """With ``clean_weight > 0``: the trained loss of ``model(run.original)`` (a
+        training-mode pass) and its logged ``ce``, ``accuracy``; else ``(None, {})``."""
+        if self.clean_weight == 0:
+            return None, {}
+        logits = model(run.original)
+        ce = run.head.loss(logits, run.y)
+        trained = _trained_loss(run.head, logits, run.y, ce, self.logit_margin)
+        return trained, {"ce": ce.detach(), "accuracy": accuracy(logits, run.y, run.head)}
+
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int
                  ) -> dict[str, Tensor]:
         run = _begin(self, model, batch, step)
         x, y, eps, step_size, inner, head = (run.x, run.y, run.eps, run.step_size,
                                              run.inner, run.head)
-        clean: dict[str, Tensor] = {}
-        if self.clean_weight > 0:
-            clean_logits = model(run.original)
-            ce = head.loss(clean_logits, y)
-            clean = {"loss": _trained_loss(head, clean_logits, y, ce, self.logit_margin),
-                     "ce": ce.detach(), "accuracy": accuracy(clean_logits, y, head)}
+        clean_loss, clean_logged = self._clean_share(model, run)
         attacked = head.attack_view(inner)
         with frozen_batch_norm(inner, mode=self.attack_bn):
             x_adv = pgd_perturb(attacked, x, y, eps=LinfBall(eps), steps=self.steps,
@@ -218,11 +224,11 @@ class PGDTask(RadiusWarmup):
         logits = model(x_adv)
         adv_ce = head.loss(logits, y)
         loss = _trained_loss(head, logits, y, adv_ce, self.logit_margin)
-        if clean:
-            loss = (1 - self.clean_weight) * loss + self.clean_weight * clean.pop("loss")
+        if clean_loss is not None:
+            loss = (1 - self.clean_weight) * loss + self.clean_weight * clean_loss
         return _with_llr(self, run, step, {
             "loss": loss,
-            **clean,
+            **clean_logged,
             "adv_ce": adv_ce.detach(),
             "adv_accuracy": accuracy(logits, y, head),
             "eps": torch.tensor(eps, device=x.device),
