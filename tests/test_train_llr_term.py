@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from llrnet.cli import main
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, head_of, set_head
 from llrnet.train import load_config
 from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.setup import build_task
 from llrnet.train.tasks import LLRTerm, PGDTask, TRADESTask
-from train_helpers import tiny_bn_net
+from train_helpers import tiny_bn_net, train_override_error
 
 
 def _net(classes: int = 3) -> nn.Sequential:
@@ -137,9 +136,5 @@ def test_a_preset_sets_the_term_under_task_options() -> None:
 
 def test_a_bad_term_is_one_cli_error_and_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
-    assert main(["train", "--preset", "digits_llr_adv", "--set",
-                 "task.options.llr={lam: -1}", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    err = train_override_error(tmp_path, capsys, "task.options.llr={lam: -1}")
     assert err == "llrnet train: error: llr.lam and llr.mu must be >= 0, got -1.0, 0.03\n"
-    assert not out.exists()

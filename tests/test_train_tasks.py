@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.cli import main
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, BirdLogitView, set_head
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask
 from llrnet.train.tasks.spatial import WorstOfK
-from train_helpers import tiny_bn_net
+from train_helpers import tiny_bn_net, train_override_error
 
 
 def _net(classes: int = 3) -> nn.Sequential:
@@ -280,9 +279,5 @@ def test_a_negative_logit_margin_is_refused(task: type[PGDTask | TRADESTask]) ->
 
 def test_a_negative_logit_margin_is_one_cli_error_and_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "run"
-    assert main(["train", "--preset", "digits_llr_adv", "--set",
-                 "task.options.logit_margin=-1", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    err = train_override_error(tmp_path, capsys, "task.options.logit_margin=-1")
     assert err == "llrnet train: error: logit_margin must be >= 0, got -1.0\n"
-    assert not out.exists()
