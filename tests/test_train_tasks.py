@@ -281,3 +281,9 @@ def test_a_negative_logit_margin_is_one_cli_error_and_writes_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = train_override_error(tmp_path, capsys, "task.options.logit_margin=-1")
     assert err == "llrnet train: error: logit_margin must be >= 0, got -1.0\n"
+
+
+def test_a_clean_weight_outside_0_1_is_one_cli_error_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = train_override_error(tmp_path, capsys, "task.options.clean_weight=1.5")
+    assert err == "llrnet train: error: clean_weight must be in [0, 1], got 1.5\n"
