@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 
-from llrnet.allocator import keep_freed_memory
 from llrnet.attacks import PGD, CommonCorruptions
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS
+from llrnet.core.allocator import keep_freed_memory
 from llrnet.data import two_class_digits
 from llrnet.demo import PGD_STEPS, demo_suite
 from llrnet.eval import Suite, SuiteEntry, evaluate
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    keep_freed_memory()  # as the demo's workers do: speed only (llrnet.allocator)
+    keep_freed_memory()  # as the demo's workers do: speed only (llrnet.core.allocator)
     torch.set_num_threads(args.threads)
     if args.per_corruption is not None:
         print(json.dumps(per_corruption(args.per_corruption, args.model, args.seed)))

@@ -63,8 +63,8 @@ from torch import Tensor, nn
 
 from llrnet.attacks import PGD, MultiTargetedPGD
 from llrnet.attacks.spsa import SPSA
+from llrnet.core.fileio import atomic_write_json
 from llrnet.data import two_class_digits
-from llrnet.fileio import atomic_write_json
 from llrnet.train import config_from_dict, train
 from llrnet.train.presets import preset_values
 from llrnet.train.setup import build_task

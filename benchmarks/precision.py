@@ -58,7 +58,6 @@ import torch.nn.functional as F
 from common import best_times, isa, machine_description, real_looking, write_section
 from torch import nn
 
-from llrnet.allocator import keep_freed_memory
 from llrnet.attacks import (
     PGD,
     SPSA,
@@ -69,6 +68,7 @@ from llrnet.attacks import (
     RandomSpatial,
     SpatialGrid,
 )
+from llrnet.core.allocator import keep_freed_memory
 from llrnet.eval import Suite, SuiteEntry, evaluate, get_suite
 from llrnet.models import create_model, fast_copy, load_weights
 
@@ -524,7 +524,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also save the sections here")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
-    keep_freed_memory()  # as `llrnet eval` does (llrnet.allocator): speed only
+    keep_freed_memory()  # as `llrnet eval` does (llrnet.core.allocator): speed only
     header = f"Machine: {machine_description()}; {isa()}."
     print(header, flush=True)
     sections = {}

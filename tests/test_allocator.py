@@ -1,4 +1,4 @@
-"""llrnet.allocator: freed tensor memory is reused instead of faulted in again."""
+"""llrnet.core.allocator: freed tensor memory is reused instead of faulted in again."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from llrnet import allocator
+from llrnet.core import allocator
 
 # The first large block of a fresh process: glibc maps it (above the 128 KiB
 # starting threshold) unless the thresholds were raised, in which case it comes from
 # the heap, and freeing it leaves the heap as large as it was (kept for reuse).
 PROBE = """
 import ctypes, sys, torch
-from llrnet.allocator import keep_freed_memory
+from llrnet.core.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
 libc = ctypes.CDLL(None)
 libc.sbrk.restype = ctypes.c_void_p

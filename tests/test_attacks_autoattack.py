@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks import PGD
 from llrnet.attacks.autoattack import INSTALL, AutoAttack, attacks_for, flag_kind
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.eval import checks, get_suite
 
 

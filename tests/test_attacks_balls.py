@@ -8,7 +8,7 @@ import torch
 from llrnet.attacks import PGD, SPSA, Ball, Boundary, L2Ball, LinfBall, SpatialGrid
 from llrnet.attacks.balls import BALLS, make_ball, resolve_ball
 from llrnet.attacks.parts import ImageRng
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 
 def test_linf_projection_is_cleverhans_clip_then_clip() -> None:

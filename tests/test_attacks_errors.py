@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from llrnet.attacks import PGD, Identity, MultiTargetedPGD, pgd_perturb
-from llrnet.errors import InputError, UsageError
+from llrnet.core.errors import InputError, UsageError
 
 
 def model() -> nn.Module:

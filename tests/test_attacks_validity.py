@@ -15,7 +15,7 @@ from llrnet.attacks.validity import (
     ink_valid,
     kit_selection,
 )
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 
 def kit_loop(xent: np.ndarray, correct: np.ndarray, valid: np.ndarray | None) -> np.ndarray:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from llrnet.contracts import check_images, check_logits
-from llrnet.errors import InputError
+from llrnet.core.contracts import check_images, check_logits
+from llrnet.core.errors import InputError
 
 X = torch.rand(2, 3, 4, 4)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from llrnet.core.fileio import atomic_path, atomic_write_json, atomic_write_text, current_umask
 from llrnet.eval import evaluate
-from llrnet.fileio import atomic_path, atomic_write_json, atomic_write_text, current_umask
 from llrnet.hub import extract_archive
 from llrnet.models import create_model
 from llrnet.models.weights import save_weights

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from llrnet.devices import parse_device, resolve_device
-from llrnet.errors import InputError, UsageError, WeightsError
+from llrnet.core.devices import parse_device, resolve_device
+from llrnet.core.errors import InputError, UsageError, WeightsError
 from llrnet.inference import load_image
 from llrnet.models import create_model
 from llrnet.models.registry import check_model_arguments

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llrnet.errors import UsageError
-from llrnet.registry import Registry
+from llrnet.core.errors import UsageError
+from llrnet.core.registry import Registry
 
 
 def test_name_comes_from_the_function_unless_given() -> None:

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from llrnet.seeding import MAX_SEED, derive, generator
+from llrnet.core.seeding import MAX_SEED, derive, generator
 
 
 def test_derive_is_blake2b_of_the_joined_keys() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llrnet import fileio
-from llrnet.fileio import STALE_AFTER, atomic_write_text, remove_stale_temporaries
+from llrnet.core import fileio
+from llrnet.core.fileio import STALE_AFTER, atomic_write_text, remove_stale_temporaries
 from llrnet.hub import extract_archive
 
 HOST = fileio._HOST
@@ -67,7 +67,7 @@ def test_what_is_stale(tmp_path: Path) -> None:
 def test_an_atomic_write_sweeps_its_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                            ) -> None:
     leftover = touch(tmp_path / f".step-00000100.pt.{HOST}-{dead_pid()}.abcd1234.tmp")
-    with caplog.at_level("INFO", logger="llrnet.fileio"):
+    with caplog.at_level("INFO", logger="llrnet.core.fileio"):
         atomic_write_text(tmp_path / "step-00000200.json", "{}")
     assert not leftover.exists() and str(leftover) in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000200.json"]

@@ -25,10 +25,10 @@ import pytest
 from PIL import Image
 
 from llrnet.cli import main
+from llrnet.core.errors import RunError
+from llrnet.core.http import RetryPolicy
 from llrnet.data.bird_or_bicycle import ExtrasRule, Sources, download, verify
 from llrnet.data.bird_or_bicycle import sources as sources_module
-from llrnet.data.http import RetryPolicy
-from llrnet.errors import RunError
 
 
 def make_id(class_name: str, index: int) -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from llrnet.cli import main
+from llrnet.core.errors import InputError, RunError, UsageError
+from llrnet.core.http import RetryPolicy
 from llrnet.data import digits, two_class_digits
 from llrnet.data.folders import CIFAR10, imagenet
-from llrnet.data.http import RetryPolicy
-from llrnet.errors import InputError, RunError, UsageError
 
 
 def test_digits_unknown_split() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from llrnet.core.errors import InputError
 from llrnet.data import (
     CIFAR10,
     BirdOrBicycle,
@@ -16,7 +17,6 @@ from llrnet.data import (
     evaluation_dataset,
     find_test_split,
 )
-from llrnet.errors import InputError
 
 
 def _cifar(root: Path) -> Path:

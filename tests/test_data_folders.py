@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from llrnet.core.errors import InputError
 from llrnet.data.folders import CIFAR10, cifar10, imagenet
 from llrnet.data.loaders import available_cpus, loader_settings
 from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
 from llrnet.data.transforms import cifar_train_transform
-from llrnet.errors import InputError
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int] = (40, 30)) -> list[Path]:

@@ -32,8 +32,8 @@ from safetensors.torch import save_file
 
 from hub_helpers import FIXTURES, archive_with, module_archive
 from llrnet.cli import describe, main
-from llrnet.contracts import check_images
-from llrnet.errors import InputError, LlrnetError, UsageError
+from llrnet.core.contracts import check_images
+from llrnet.core.errors import InputError, LlrnetError, UsageError
 from llrnet.models import as_model_fn, create_model, save_weights
 from llrnet.models.weights import tensors_sha256
 

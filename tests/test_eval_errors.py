@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks import PGD, Identity
-from llrnet.errors import InputError, UsageError
+from llrnet.core.errors import InputError, UsageError
 from llrnet.eval import Suite, SuiteEntry, accuracy_at_coverage, evaluate, get_suite
 
 

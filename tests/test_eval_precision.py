@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from llrnet.attacks import SPSA, Attack, Chain, Identity, RandomSpatial, searches_in_bf16
 from llrnet.attacks.parts import ImageRng
 from llrnet.cli import main
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.eval import Suite, SuiteEntry, evaluate, get_suite
 from llrnet.models import FastCopy
 from llrnet.models import precision as precision_module

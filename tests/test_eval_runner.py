@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks import PGD, Identity
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.eval import (
     EvaluationWarning,
     Suite,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from llrnet.attacks import PGD, SPSA, Boundary, Chain, Identity, RandomSpatial, SpatialGrid
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.eval import (
     Suite,
     SuiteEntry,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub_helpers import FIXTURES, archive_with, module_archive
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub import extract_archive, open_module
 from llrnet.hub.formats.archive import file_sha256, known_sha256
 

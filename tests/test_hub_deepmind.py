@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from hub_helpers import FIXTURES, copy_module, feed_stem, golden, rewrite_graphs
-from llrnet.errors import InputError, WeightsError
+from llrnet.core.errors import InputError, WeightsError
 from llrnet.hub import convert, extract_archive, import_hub, open_module, write_checkpoint
 from llrnet.hub.conversion.convert import choose_architecture
 from llrnet.hub.formats.module import HubModule

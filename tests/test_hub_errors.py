@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hub_helpers import CHECKPOINTS, FIXTURES, copy_module, feed_stem, rewrite_graphs
-from llrnet.errors import InputError, UsageError, WeightsError
+from llrnet.core.errors import InputError, UsageError, WeightsError
 from llrnet.hub import (
     CheckpointReader,
     convert,

@@ -29,8 +29,8 @@ import torch
 
 from hub_helpers import FIXTURES, golden
 from llrnet.cli import main
-from llrnet.data.http import RetryPolicy
-from llrnet.errors import InputError, RunError
+from llrnet.core.errors import InputError, RunError
+from llrnet.core.http import RetryPolicy
 from llrnet.hub.formats.archive import extract_archive, file_sha256
 from llrnet.hub.remote.cache import fetch_module, hub_cache_root
 from llrnet.hub.remote.sources import from_handle, from_url, resolve_source
@@ -326,7 +326,7 @@ def _bird(model: torch.nn.Module) -> np.ndarray:
 def test_create_model_pretrained_fetches_converts_once_and_caches(
         hub: tuple[Hub, str], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from llrnet.errors import UsageError
+    from llrnet.core.errors import UsageError
     from llrnet.hub.pretrained import weights_path
     from llrnet.models import create_model
 

@@ -20,7 +20,7 @@ from llrnet.cli import main
 STOP_WHILE_WRITING = """
 import os, sys, time
 from pathlib import Path
-import llrnet.fileio as fileio
+import llrnet.core.fileio as fileio
 def stop(path, **kwargs):
     # The marker appears whole or not at all (the parent reads it as soon as it exists).
     Path(sys.argv[1] + ".part").write_text(str(path))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llrnet.errors import InputError, UsageError, WeightsError
+from llrnet.core.errors import InputError, UsageError, WeightsError
 from llrnet.models import (
     as_model_fn,
     create_model,

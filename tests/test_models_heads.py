@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from llrnet.errors import InputError, UsageError
+from llrnet.core.errors import InputError, UsageError
 from llrnet.inference import predict_images
 from llrnet.models import (
     BICYCLE,

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.cli import main
-from llrnet.errors import UsageError, WeightsError
+from llrnet.core.errors import UsageError, WeightsError
 from llrnet.models import (
     BICYCLE_IMAGENET_CLASSES,
     BIRD_IMAGENET_CLASSES,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.models import (
     cpu_bf16_units,
     create_model,

@@ -76,7 +76,7 @@ def test_tampered_tensor_fails_hash_check(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     save_weights(_trained_tiny(), path)
     _rewrite(path, lambda t: t["linear.bias"].add_(1.0))
-    from llrnet.errors import WeightsError
+    from llrnet.core.errors import WeightsError
 
     with pytest.raises(WeightsError, match=r"sha256 .* does not match"):
         load_weights(path)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llrnet.errors import UsageError
+from llrnet.core.coerce import from_mapping
+from llrnet.core.errors import UsageError
 from llrnet.train import (
     DATASETS,
     TASKS,
@@ -19,7 +20,6 @@ from llrnet.train import (
     list_presets,
     load_config,
 )
-from llrnet.train.coerce import from_mapping
 from llrnet.train.config import FREE_FORM_KEYS, flatten
 from llrnet.train.presets import dump_config, parse_override, preset_values
 from llrnet.train.setup import build_task

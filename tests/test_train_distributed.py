@@ -50,7 +50,7 @@ if "{MODEL}" not in list_models():
 
 SCRIPT = REGISTER + '''
 import json, sys
-from llrnet import distributed
+from llrnet.core import distributed
 from llrnet.train import load_config, train
 
 out, settings, llr_out, llr_settings = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], \\

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from llrnet.cli import main
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.train import load_config
 from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.config import TaskConfig

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from llrnet.errors import RunError, UsageError, WeightsError
+from llrnet.core.errors import RunError, UsageError, WeightsError
 from llrnet.models import read_metadata
 from llrnet.train import config_to_dict, latest_checkpoint, load_config, train
 from llrnet.train.config import TrainConfig

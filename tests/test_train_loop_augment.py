@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llrnet import seeding
+from llrnet.core import seeding
+from llrnet.core.errors import UsageError
 from llrnet.data.transforms import cifar_train_transform, random_crop
-from llrnet.errors import UsageError
 from llrnet.train.augment import (
     augment,
     low_frequency_field,

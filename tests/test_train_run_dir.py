@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.train import RunDir, load_config, load_run_config
 from llrnet.train.checkpoint import save_checkpoint
 from llrnet.train.run_dir import RESUMABLE_CHANGES, check_resumable

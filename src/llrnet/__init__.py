@@ -6,7 +6,7 @@ Images are float tensors in [0, 1], NCHW; models return logits [N, C].
 
 from __future__ import annotations
 
-from llrnet.errors import InputError, LlrnetError, RunError, UsageError, WeightsError
+from llrnet.core.errors import InputError, LlrnetError, RunError, UsageError, WeightsError
 
 __version__ = "0.1.0"
 

@@ -55,11 +55,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from llrnet.allocator import keep_freed_memory
-from llrnet.errors import RunError
+from llrnet.core.allocator import keep_freed_memory
+from llrnet.core.errors import RunError
+from llrnet.core.fileio import atomic_path, atomic_write_text
+from llrnet.core.paths import output_folder
 from llrnet.eval.report import RISK_LABEL, draw_risk_coverage, pyplot, save_figure
-from llrnet.fileio import atomic_path, atomic_write_text
-from llrnet.paths import output_folder
 from llrnet.train import RunDir, load_config, train
 from llrnet.train.logging import read_metrics
 

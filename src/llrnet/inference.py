@@ -18,8 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
-from llrnet.devices import resolve_device
-from llrnet.errors import InputError
+from llrnet.core.devices import resolve_device
+from llrnet.core.errors import InputError
 from llrnet.models.heads import SigmoidBirdHead, head_of
 from llrnet.models.precision import fast_copy, resolve_precision
 

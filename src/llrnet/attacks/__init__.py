@@ -30,7 +30,7 @@ Beyond the minimal contract:
 * ``Attack.bf16_search`` is the measured precision policy: whether the attack
   may search with a bf16 copy of the model (:func:`searches_in_bf16`; a Chain
   only if all its stages may).
-* Image i's random stream is seeded ``llrnet.seeding.derive(seed_i, name)``
+* Image i's random stream is seeded ``llrnet.core.seeding.derive(seed_i, name)``
   with the attack's ``name``, so the stages of a Chain draw independently
   from the same seeds.
 * :mod:`llrnet.attacks.parts` also provides :class:`~llrnet.attacks.parts.ImageRng`

@@ -27,7 +27,7 @@ what llrnet's attack contract needs:
   checks already raised.
 
 ``pyautoattack`` is the optional extra ``llrnet[autoattack]``; without it the
-attack raises a :class:`~llrnet.errors.UsageError` naming the install command.
+attack raises a :class:`~llrnet.core.errors.UsageError` naming the install command.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from llrnet.attacks.balls import Ball, resolve_ball
 from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import ImageRng
-from llrnet.errors import UsageError
-from llrnet.seeding import derive
+from llrnet.core.errors import UsageError
+from llrnet.core.seeding import derive
 
 INSTALL = "pip install 'llrnet[autoattack]'"
 """The command that installs the authors' package."""

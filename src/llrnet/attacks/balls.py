@@ -34,7 +34,6 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from llrnet.attacks.base import check_positive
 from llrnet.attacks.parts import (
     GeneratorLike,
     project_l2,
@@ -42,7 +41,8 @@ from llrnet.attacks.parts import (
     random_init_l2,
     random_init_linf,
 )
-from llrnet.errors import UsageError
+from llrnet.core.checks import check_positive
+from llrnet.core.errors import UsageError
 
 __all__ = ["BALLS", "Ball", "L2Ball", "LinfBall", "make_ball", "resolve_ball"]
 

@@ -51,9 +51,10 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.balls import L2Ball
-from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import ImageRng
-from llrnet.errors import InputError
+from llrnet.core.checks import check_count, check_positive
+from llrnet.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, AttackKind, Pool
 from llrnet.attacks.parts import ImageRng
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 
 class Chain(Attack):

@@ -17,7 +17,7 @@ Decisions:
 * Determinism: several corruptions draw from numpy's global generator (and
   ``impulse_noise``/``glass_blur`` from their ``seed`` argument), so each
   (image, corruption) pair seeds both with
-  ``llrnet.seeding.derive(image_seed, attack name, corruption name) % 2**32``
+  ``llrnet.core.seeding.derive(image_seed, attack name, corruption name) % 2**32``
   (numpy takes seeds below 2**32). Results do not depend on batch-mates, on
   the other corruptions searched, or on how the work is split across processes.
 * Parallelism: the CPU work runs in a pool of ``workers`` processes (spawned,
@@ -40,11 +40,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks.base import Attack, Pool, check_count
+from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.geometry import to_uint8_levels
 from llrnet.attacks.parts import ImageRng
-from llrnet.errors import RunError, UsageError
-from llrnet.seeding import derive
+from llrnet.core.checks import check_count
+from llrnet.core.errors import RunError, UsageError
+from llrnet.core.seeding import derive
 
 #: The challenge's 17 corruptions, in the reference order (snow and frost disabled there).
 CHALLENGE_CORRUPTIONS: tuple[str, ...] = (

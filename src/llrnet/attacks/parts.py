@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llrnet.errors import UsageError
-from llrnet.seeding import derive
+from llrnet.core.errors import UsageError
+from llrnet.core.seeding import derive
 
 Eps = float | Tensor
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
@@ -199,7 +199,7 @@ def wrong_class_margin(logits: Tensor, y: Tensor) -> Tensor:
 
 class ImageRng:
     """Per-image random streams: image i draws only from its own ``torch.Generator``,
-    seeded ``llrnet.seeding.derive(seed_i, *keys)``.
+    seeded ``llrnet.core.seeding.derive(seed_i, *keys)``.
 
     This is what makes every attack batch-invariant: an image's random numbers
     do not depend on its batch-mates. The keys name the stream: the attack base

@@ -24,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.balls import Ball, resolve_ball
-from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import ImageRng, cross_entropy_per_example, wrong_class_margin
-from llrnet.errors import UsageError
+from llrnet.core.checks import check_count, check_positive
+from llrnet.core.errors import UsageError
 
 #: A loss to MAXIMIZE: (logits [N, K], labels [N]) -> [N].
 Objective = Callable[[Tensor, Tensor], Tensor]

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.geometry import pil_affine, pil_border, tf_border, tf_rotate_translate
 from llrnet.attacks.parts import ImageRng, wrong_class_margin
-from llrnet.errors import UsageError
+from llrnet.core.checks import check_count, check_positive
+from llrnet.core.errors import UsageError
 
 GRIDS = ("challenge", "intended")
 

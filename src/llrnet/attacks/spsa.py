@@ -29,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
-from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss
-from llrnet.errors import UsageError
+from llrnet.core.checks import check_count, check_positive
+from llrnet.core.errors import UsageError
 
 
 def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -> Tensor:

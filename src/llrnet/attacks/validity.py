@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.attacks.base import Attack, Pool, check_count, check_positive
+from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import ImageRng
 from llrnet.attacks.spatial import RandomSpatial, tf_spatial
-from llrnet.errors import UsageError
+from llrnet.core.checks import check_count, check_positive
+from llrnet.core.errors import UsageError
 
 INK_TOLERANCE = 0.1
 """Relative change of total ink below which a transform is valid (the kit's 10%)."""

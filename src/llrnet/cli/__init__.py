@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llrnet import __version__
-from llrnet.allocator import keep_freed_memory
 from llrnet.cli.arguments import Parser
-from llrnet.errors import LlrnetError, RunError, first_line
+from llrnet.core.allocator import keep_freed_memory
+from llrnet.core.errors import LlrnetError, RunError, first_line
 
 COMMAND_MODULES = ("models_cmd", "eval_cmd", "train_cmd", "data_cmd", "hub_cmd")
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     prog = " ".join(["llrnet", args.command, *filter(None, [getattr(args, "data_command", None)])])
     debug = os.environ.get("LLRNET_DEBUG") == "1"
-    keep_freed_memory()  # a quarter less time in page faults (llrnet.allocator)
+    keep_freed_memory()  # a quarter less time in page faults (llrnet.core.allocator)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warnings(prog)
         try:

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from llrnet.errors import UsageError
-from llrnet.seeding import check_seed
+from llrnet.core.errors import UsageError
+from llrnet.core.seeding import check_seed
 
 
 class Parser(argparse.ArgumentParser):

@@ -48,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from llrnet.core.errors import UsageError
+    from llrnet.core.http import RetryPolicy
     from llrnet.data.bird_or_bicycle import ExtrasRule, Sources, download
-    from llrnet.data.http import RetryPolicy
-    from llrnet.errors import UsageError
 
     if args.retries < 0:
         raise UsageError(f"--retries must be >= 0, got {args.retries}")

@@ -83,7 +83,7 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def _suite_options(texts: list[str]) -> dict[str, Any]:
-    from llrnet.errors import UsageError
+    from llrnet.core.errors import UsageError
     from llrnet.train.presets import parse_override
 
     options: dict[str, Any] = {}
@@ -96,9 +96,9 @@ def _suite_options(texts: list[str]) -> dict[str, Any]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from llrnet import distributed
+    from llrnet.core import distributed
+    from llrnet.core.errors import UsageError
     from llrnet.data import evaluation_dataset
-    from llrnet.errors import UsageError
     from llrnet.eval import evaluate, format_table, get_suite, list_suites
 
     if args.suite not in list_suites():

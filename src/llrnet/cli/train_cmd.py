@@ -79,7 +79,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from llrnet.errors import UsageError
+    from llrnet.core.errors import UsageError
     from llrnet.train import dump_config, list_presets, load_config, load_run_config, train
 
     if args.list_presets:
@@ -100,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     result = train(config, args.out, resume=args.resume, until_step=args.until_step,
                    progress=not args.no_progress, restart=args.restart)
-    from llrnet import distributed
+    from llrnet.core import distributed
 
     if distributed.rank() == 0:
         if result.finished:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 Split = Literal["train", "test", "fit", "val"]
 SPLITS = ("train", "test", "fit", "val")

@@ -13,11 +13,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from llrnet.core.errors import InputError
 from llrnet.data.bird_or_bicycle import DEFAULT_ROOT, BirdOrBicycle
 from llrnet.data.digits import two_class_digits
 from llrnet.data.folders import CIFAR10, CIFAR10_FOLDER, imagenet
 from llrnet.data.mnist import DEFAULT_MNIST_ROOT, two_class_mnist
-from llrnet.errors import InputError
 
 __all__ = ["evaluation_dataset", "find_test_split"]
 

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from llrnet.core.errors import InputError, UsageError
 from llrnet.data.robust import ImageFileDataset, Transform
 from llrnet.data.transforms import (
     cifar_train_transform,
     imagenet_eval_transform,
     imagenet_train_transform,
 )
-from llrnet.errors import InputError, UsageError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"

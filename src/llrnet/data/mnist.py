@@ -22,8 +22,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from llrnet.core.errors import InputError
 from llrnet.data.digits import DigitsDataset
-from llrnet.errors import InputError
 
 Split = Literal["train", "test"]
 

@@ -5,7 +5,7 @@ an epoch. :class:`ImageFileDataset` therefore loads lazily and, when a file
 fails to decode, warns once naming the file, counts it, and returns the next
 readable sample instead (so every batch stays full and the sampler's length is
 unchanged). ``strict=True`` instead checks every file up front and raises
-:class:`~llrnet.errors.InputError` listing the bad ones.
+:class:`~llrnet.core.errors.InputError` listing the bad ones.
 
 The skip counter is shared with DataLoader worker processes, so
 :attr:`ImageFileDataset.skipped` is correct in the main process even when the
@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch.utils.data import Dataset
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 
 
 @runtime_checkable

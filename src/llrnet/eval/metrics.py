@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 
 COVERAGES: tuple[float, ...] = tuple(i / 100 for i in range(1, 101))
 """The coverages of the reference risk-coverage curve: 0.01, 0.02, ..., 1.00."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from llrnet.errors import InputError, UsageError
+from llrnet.core.errors import InputError, UsageError
 
 ModelFn = Callable[[np.ndarray], Any]
 

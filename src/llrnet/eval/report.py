@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from llrnet.core.fileio import atomic_path, atomic_write_json
 from llrnet.eval.metrics import accuracy_at_coverage, coverage_curve, predictions
-from llrnet.fileio import atomic_path, atomic_write_json
 
 RESULTS = "results.json"
 CONFIG = "config.json"

@@ -33,10 +33,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llrnet import __version__, distributed
+from llrnet import __version__
 from llrnet.attacks import searches_in_bf16
-from llrnet.contracts import check_images, check_logits
-from llrnet.errors import InputError, RunError, UsageError, first_line
+from llrnet.core import distributed
+from llrnet.core.contracts import check_images, check_logits
+from llrnet.core.errors import InputError, RunError, UsageError, first_line
+from llrnet.core.paths import output_folder
+from llrnet.core.seeding import check_seed
 from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
 from llrnet.eval.model_fn import ModelFnModule
@@ -53,8 +56,6 @@ from llrnet.eval.suites import Suite, SuiteEntry, get_suite
 from llrnet.models.heads import challenge_view
 from llrnet.models.precision import check_precision, fast_copy, resolve_precision, strict_fp32
 from llrnet.models.weights import tensors_sha256
-from llrnet.paths import output_folder
-from llrnet.seeding import check_seed
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Attacks draw image ``i``'s randomness from ``seeds[i]`` only, so keying the seed
 on the *global* image index (not the position in a batch or shard) makes the
 result for an image independent of batch size, sharding and resumption. The
-seed is :func:`llrnet.seeding.derive` of ``(seed, attack, index)``, like every
+seed is :func:`llrnet.core.seeding.derive` of ``(seed, attack, index)``, like every
 other derived seed of llrnet.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llrnet.seeding import derive
+from llrnet.core.seeding import derive
 
 
 def image_seed(seed: int, attack: str, index: int) -> int:

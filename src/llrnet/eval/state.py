@@ -33,8 +33,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from llrnet.errors import UsageError
-from llrnet.fileio import atomic_path, atomic_write_json
+from llrnet.core.errors import UsageError
+from llrnet.core.fileio import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

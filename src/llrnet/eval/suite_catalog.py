@@ -23,7 +23,7 @@ from llrnet.attacks import (
 )
 from llrnet.attacks.autoattack import AutoAttack
 from llrnet.attacks.validity import CheckedRandomSpatial, CheckedSpatialGrid
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.eval.suites import Suite, SuiteEntry, register_suite
 
 

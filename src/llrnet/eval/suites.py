@@ -1,6 +1,6 @@
 """Named attack suites: which attacks run, in which order, on how many images.
 
-:data:`SUITES` is an :class:`llrnet.registry.Registry` of keyword-only suite
+:data:`SUITES` is an :class:`llrnet.core.registry.Registry` of keyword-only suite
 builders; ``get_suite(name, **options)`` builds one, ``list_suites()`` names
 them and ``register_suite`` adds one (the registry's ``build``, ``names`` and
 ``register``). The built-in suites live in :mod:`llrnet.eval.suite_catalog`:
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from llrnet.attacks.base import ATTACK_KINDS, UNDECLARED_KIND, AttackKind
-from llrnet.errors import UsageError
-from llrnet.registry import Registry
+from llrnet.core.errors import UsageError
+from llrnet.core.registry import Registry
 
 EXECUTION_KEYS = frozenset({"batch_size", "max_batch", "directions_per_batch", "workers"})
 """Attack attributes that change speed and memory but never results (documented so by

@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from llrnet.errors import LlrnetError, RunError
+from llrnet.core.errors import LlrnetError, RunError
+from llrnet.core.paths import output_file
 from llrnet.hub.conversion.convert import Conversion, convert
 from llrnet.hub.conversion.verify import verify_conversion
 from llrnet.hub.formats.module import HubModule, open_module
@@ -17,7 +18,6 @@ from llrnet.hub.recognition.analyze import analyze
 from llrnet.hub.remote.cache import fetch_module
 from llrnet.hub.remote.sources import resolve_source
 from llrnet.models import save_weights
-from llrnet.paths import output_file
 
 logger = logging.getLogger(__name__)
 

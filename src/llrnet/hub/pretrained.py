@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llrnet.errors import InputError, RunError, UsageError
+from llrnet.core.errors import InputError, RunError, UsageError
 from llrnet.hub.importer import import_hub
 from llrnet.hub.remote.cache import is_cached, llrnet_cache
 from llrnet.hub.remote.sources import from_handle

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.models.classifier import BirdOrBicycleClassifier
 from llrnet.models.heads import challenge_view
 

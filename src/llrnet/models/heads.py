@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 BICYCLE = 0
 """Challenge label of bicycles (column 0 of the two-class logits)."""

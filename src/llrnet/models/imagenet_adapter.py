@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llrnet.contracts import check_logits
-from llrnet.errors import UsageError, WeightsError, first_line
+from llrnet.core.contracts import check_logits
+from llrnet.core.errors import UsageError, WeightsError, first_line
 from llrnet.models.classifier import ImageNetClassifier
 from llrnet.models.heads import BICYCLE, BIRD, SOFTMAX_HEAD, Head, head_of
 from llrnet.models.layers import Normalize

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llrnet.contracts import check_scale
+from llrnet.core.contracts import check_scale
 
 Padding = Literal["same", "symmetric"]
 
@@ -156,7 +156,7 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized ``x``; InputError for values on another scale (0-255, or
-        normalized twice: :func:`llrnet.contracts.check_scale`)."""
+        normalized twice: :func:`llrnet.core.contracts.check_scale`)."""
         return (check_scale(x) - self.mean) / self.std
 
 

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

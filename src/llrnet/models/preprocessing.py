@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llrnet.contracts import check_scale
+from llrnet.core.contracts import check_scale
 
 
 def tf1_resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -74,7 +74,7 @@ class CropResizeScale(nn.Module):
 
         Raises:
             InputError: values on another scale (0-255, or already normalized;
-                :func:`llrnet.contracts.check_scale`).
+                :func:`llrnet.core.contracts.check_scale`).
         """
         check_scale(x)
         if not self.enabled:

@@ -1,8 +1,8 @@
 """The registry of model builders: ``create_model(name, **kwargs)``.
 
-:data:`MODELS` is an :class:`llrnet.registry.Registry` of keyword-only
+:data:`MODELS` is an :class:`llrnet.core.registry.Registry` of keyword-only
 functions returning an ``nn.Module``. Unknown names, duplicate names and
-unknown keyword arguments raise :class:`~llrnet.errors.UsageError` listing
+unknown keyword arguments raise :class:`~llrnet.core.errors.UsageError` listing
 what is valid, so a typo never silently builds the wrong network.
 
 ``register_model``, ``list_models`` and ``model_arguments`` are the registry's
@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import nn
 
-from llrnet.errors import UsageError
-from llrnet.registry import Registry
+from llrnet.core.errors import UsageError
+from llrnet.core.registry import Registry
 
 Builder = Callable[..., nn.Module]
 
@@ -50,7 +50,7 @@ def check_model_arguments(name: str, kwargs: Any) -> dict[str, Any]:
         UsageError: the name is unknown, ``kwargs`` is not a mapping, or a key
             or value is invalid; the message names the key.
     """
-    from llrnet.train.coerce import coerce
+    from llrnet.core.coerce import coerce
 
     builder = MODELS.get(name)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):

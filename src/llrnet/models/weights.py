@@ -21,9 +21,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from llrnet.devices import resolve_device
-from llrnet.errors import UsageError, WeightsError
-from llrnet.fileio import atomic_path
+from llrnet.core.devices import resolve_device
+from llrnet.core.errors import UsageError, WeightsError
+from llrnet.core.fileio import atomic_path
 from llrnet.models.registry import check_model_arguments, create_model
 
 METADATA_KEY = "llrnet"

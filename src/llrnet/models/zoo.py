@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.models.classifier import BirdOrBicycleClassifier, ImageNetClassifier
 from llrnet.models.heads import SigmoidBirdHead, set_head
 from llrnet.models.layers import Padding

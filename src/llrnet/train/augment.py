@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llrnet.core.errors import UsageError
 from llrnet.data.transforms import random_crop
-from llrnet.errors import UsageError
 
 Augment = Literal["none", "flip_crop", "crop", "rotate_translate"]
 """The batch augmentations by name (``DataConfig.augment``); :func:`augment` applies them."""

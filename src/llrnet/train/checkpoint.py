@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from llrnet.errors import RunError
-from llrnet.fileio import atomic_write_bytes, atomic_write_json
+from llrnet.core.errors import RunError
+from llrnet.core.fileio import atomic_write_bytes, atomic_write_json
 
 _NAME = re.compile(r"^step-(\d{8,})\.(pt|json)$")
 

@@ -4,7 +4,7 @@ A run is described by one :class:`TrainConfig`, whose sections are
 :class:`ModelConfig`, :class:`DataConfig`, :class:`TaskConfig`,
 :class:`OptimConfig` and :class:`EvalConfig`. The annotations are the types:
 :func:`config_from_dict` checks every key and value against them
-(:mod:`llrnet.train.coerce`), and :class:`TrainConfig` checks ranges and names
+(:mod:`llrnet.core.coerce`), and :class:`TrainConfig` checks ranges and names
 when it is built, so a bad setting is an error naming the key and the valid
 choices, never silently ignored.
 
@@ -26,11 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llrnet.devices import parse_device
-from llrnet.errors import UsageError
-from llrnet.seeding import check_seed
+from llrnet.core.coerce import field_types, from_mapping, is_mapping_type
+from llrnet.core.devices import parse_device
+from llrnet.core.errors import UsageError
+from llrnet.core.seeding import check_seed
 from llrnet.train.augment import Augment
-from llrnet.train.coerce import field_types, from_mapping, is_mapping_type
 from llrnet.train.data import DATASETS
 
 Precision = Literal["fp32", "bf16"]

@@ -2,7 +2,7 @@
 
 The batch order is a pure function of ``(seed, step)``: epoch ``e`` visits the
 training set in the permutation drawn from
-``llrnet.seeding.generator(seed, "train", "epoch", e)``, cut into global
+``llrnet.core.seeding.generator(seed, "train", "epoch", e)``, cut into global
 batches of ``batch_size`` (the last incomplete batch of each epoch is dropped).
 Rank ``r`` of ``K`` processes takes the ``r``-th contiguous ``batch_size / K``
 slice of each global batch. So the data position of a run is just its step: a
@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from llrnet.errors import UsageError
-from llrnet.registry import Registry
-from llrnet.seeding import generator
+from llrnet.core.errors import UsageError
+from llrnet.core.registry import Registry
+from llrnet.core.seeding import generator
 
 if TYPE_CHECKING:  # the schema (config.py) checks data.name against DATASETS
     from llrnet.train.config import DataConfig

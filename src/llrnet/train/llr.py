@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.parts import AdamState, adam_step, cross_entropy_per_example
-from llrnet.errors import InputError, UsageError
+from llrnet.core.errors import InputError, UsageError
 from llrnet.train.bn_replay import BatchNormReplay
 from llrnet.train.unwrap import unwrap_ddp
 

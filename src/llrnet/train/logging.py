@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
-from llrnet.fileio import atomic_write_text
+from llrnet.core.fileio import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 

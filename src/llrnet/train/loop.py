@@ -11,7 +11,7 @@ channels_last, DistributedDataParallel under ``torchrun``, gradient clipping,
 EMA, NaN/Inf handling, checkpoints, metrics, progress and evaluation (clean +
 PGD) on held-out images.
 
-Random streams (every derived seed is :func:`llrnet.seeding.derive`):
+Random streams (every derived seed is :func:`llrnet.core.seeding.derive`):
 
 * model initialization: torch's global generator seeded with ``seed``, the
   same on every rank;
@@ -39,11 +39,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from llrnet import distributed
-from llrnet.errors import InputError, RunError, UsageError, first_line
+from llrnet.core import distributed
+from llrnet.core.errors import InputError, RunError, UsageError, first_line
+from llrnet.core.paths import output_folder
+from llrnet.core.seeding import derive, generator
 from llrnet.models.heads import head_of
-from llrnet.paths import output_folder
-from llrnet.seeding import derive, generator
 from llrnet.train.augment import augment, random_contrast_field
 from llrnet.train.checkpoint import (
     checkpoint_path,

@@ -17,7 +17,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.train.config import OptimConfig
 
 _KERNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

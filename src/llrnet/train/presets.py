@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from llrnet.errors import UsageError
-from llrnet.train.coerce import field_types, is_mapping_type
+from llrnet.core.coerce import field_types, is_mapping_type
+from llrnet.core.errors import UsageError
 from llrnet.train.config import FREE_FORM_KEYS, TrainConfig, config_from_dict, config_to_dict
 
 __all__ = [

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llrnet.errors import UsageError
-from llrnet.fileio import atomic_write_json, atomic_write_text
+from llrnet.core.errors import UsageError
+from llrnet.core.fileio import atomic_write_json, atomic_write_text
 from llrnet.train.checkpoint import has_checkpoints
 from llrnet.train.config import TrainConfig, config_to_dict, flatten
 from llrnet.train.presets import dump_config, load_config, preset_values

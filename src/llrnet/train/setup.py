@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from llrnet import distributed
-from llrnet.errors import RunError, WeightsError
-from llrnet.train.coerce import from_mapping
+from llrnet.core import distributed
+from llrnet.core.coerce import from_mapping
+from llrnet.core.errors import RunError, WeightsError
 from llrnet.train.config import ModelConfig, TaskConfig, TrainConfig
 from llrnet.train.ema import ModelEMA
 from llrnet.train.optim import build_optimizer, build_scheduler

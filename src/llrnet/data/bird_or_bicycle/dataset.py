@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from llrnet.core.errors import UsageError
 from llrnet.data.bird_or_bicycle.download import DEFAULT_ROOT
 from llrnet.data.bird_or_bicycle.sources import CLASSES, SPLITS, VERSION
 from llrnet.data.robust import ImageFileDataset, Transform
 from llrnet.data.transforms import challenge_eval_transform
-from llrnet.errors import UsageError
 
 
 def split_folder(root: str | Path, split: str) -> Path:

@@ -28,14 +28,14 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
+from llrnet.core.errors import RunError, UsageError
+from llrnet.core.fileio import atomic_write_bytes, atomic_write_json
+from llrnet.core.http import FetchError, RetryPolicy, fetch
+from llrnet.core.paths import output_folder
 from llrnet.data.bird_or_bicycle.extras import ExtrasRule, select_extras_from_url
 from llrnet.data.bird_or_bicycle.idlists import fetch_id_lists, parse_id_list, split_ids
 from llrnet.data.bird_or_bicycle.process import check_stored_image, process_image_bytes
 from llrnet.data.bird_or_bicycle.sources import CLASSES, SPLIT_SIZES, SPLITS, VERSION, Sources
-from llrnet.data.http import FetchError, RetryPolicy, fetch
-from llrnet.errors import RunError, UsageError
-from llrnet.fileio import atomic_write_bytes, atomic_write_json
-from llrnet.paths import output_folder
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import requests
 from tqdm import tqdm
 
+from llrnet.core.errors import InputError
+from llrnet.core.http import FetchError, RetryPolicy
 from llrnet.data.bird_or_bicycle.sources import LABEL_IDS, SPLIT_SIZES
-from llrnet.data.http import FetchError, RetryPolicy
-from llrnet.errors import InputError
 
 log = logging.getLogger(__name__)
 

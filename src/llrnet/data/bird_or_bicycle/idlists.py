@@ -8,9 +8,9 @@ from pathlib import Path
 
 import requests
 
+from llrnet.core.errors import RunError
+from llrnet.core.http import FetchError, RetryPolicy, fetch
 from llrnet.data.bird_or_bicycle.sources import SPLIT_SIZES, Sources
-from llrnet.data.http import FetchError, RetryPolicy, fetch
-from llrnet.errors import RunError
 
 _ID = re.compile(r"^[0-9a-f]{16}$")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from llrnet.data.http import ContentError
+from llrnet.core.http import ContentError
 
 #: Side of every stored image, in pixels.
 IMAGE_SIZE = 299

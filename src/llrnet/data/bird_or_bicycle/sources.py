@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 #: Dataset version this package reproduces.
 VERSION = "0.0.4"

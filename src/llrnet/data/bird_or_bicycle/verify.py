@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llrnet.core.errors import InputError
 from llrnet.data.bird_or_bicycle.dataset import split_folder
 from llrnet.data.bird_or_bicycle.download import parse_splits
 from llrnet.data.bird_or_bicycle.idlists import parse_id_list, split_ids
 from llrnet.data.bird_or_bicycle.process import check_stored_image
 from llrnet.data.bird_or_bicycle.sources import CLASSES, SPLIT_SIZES
-from llrnet.errors import InputError
 
 
 @dataclass

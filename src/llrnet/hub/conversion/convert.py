@@ -19,7 +19,7 @@ attribute path of any model. Completeness is then proved:
   to the caller);
 * shapes are equal after conversion.
 
-Anything else raises :class:`~llrnet.errors.WeightsError` with the exact lists.
+Anything else raises :class:`~llrnet.core.errors.WeightsError` with the exact lists.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from llrnet.errors import UsageError, WeightsError
+from llrnet.core.errors import UsageError, WeightsError
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.recognition.analyze import Analysis, analyze
 from llrnet.hub.recognition.structure import OPTIONS, slot

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llrnet.errors import RunError
+from llrnet.core.errors import RunError
 from llrnet.hub.conversion.convert import Conversion
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.recognition.analyze import Analysis, analyze

@@ -17,8 +17,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from llrnet.errors import InputError
-from llrnet.fileio import publish_mode, temporary_folder
+from llrnet.core.errors import InputError
+from llrnet.core.fileio import publish_mode, temporary_folder
 
 KNOWN_SHA256: dict[str, str] = {
     "deepmind/local-linearity/imagenet/1.tar.gz":

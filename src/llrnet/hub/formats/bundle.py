@@ -10,7 +10,7 @@ size, masked CRC32C); the bytes live in ``<prefix>.data-NNNNN-of-MMMMM``.
   (exact); strings as object arrays of ``bytes``.
 * With ``verify=True`` (default) every index block's and every tensor's CRC32C
   is checked; a mismatch, a bad magic number, a truncated file or a missing
-  shard raises :class:`~llrnet.errors.InputError` naming the file and the
+  shard raises :class:`~llrnet.core.errors.InputError` naming the file and the
   problem, never wrong numbers.
 * Partitioned variables (an entry listing slices, each slice stored under an
   OrderedCode key) are reassembled into the full tensor.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats import ordered_code
 from llrnet.hub.formats.crc32c import crc32c, mask
 from llrnet.hub.formats.dtypes import BY_ENUM, TFDType, dtype_name

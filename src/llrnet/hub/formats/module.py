@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats.archive import (
     check_sha256,
     extract_archive,

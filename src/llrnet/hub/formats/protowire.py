@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 
 Field = tuple[int, int, "int | bytes"]
 """(field number, wire type, value): varints and fixed ints as int, others as bytes."""

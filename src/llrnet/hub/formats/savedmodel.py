@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats.dtypes import dtype_name
 from llrnet.hub.formats.protowire import iter_fields
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats.crc32c import crc32c, mask
 from llrnet.hub.formats.protowire import read_varint, write_varint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.formats.savedmodel import Signature, select_meta_graph
 from llrnet.hub.recognition.counters import find_counters

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats.dtypes import BY_ENUM
 from llrnet.hub.formats.savedmodel import attr_value
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.recognition.graph import Layer, LayerGraph
 from llrnet.models import layout
 

@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llrnet.data.http import RetryPolicy
-from llrnet.errors import InputError
-from llrnet.fileio import atomic_write_text, temporary_folder
+from llrnet.core.errors import InputError
+from llrnet.core.fileio import atomic_write_text, temporary_folder
+from llrnet.core.http import RetryPolicy
 from llrnet.hub.formats.archive import extract_archive, module_root
 from llrnet.hub.remote.download import download
 from llrnet.hub.remote.sources import RemoteModule

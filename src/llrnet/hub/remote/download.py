@@ -3,7 +3,7 @@
 The body goes to the file in 64 KiB blocks, as sent (no content decoding),
 while its sha256 is computed, so a ResNet-152 archive (about 230 MB) never
 sits in memory. A transfer is retried
-(with :class:`llrnet.data.http.RetryPolicy`'s backoff) after a connection
+(with :class:`llrnet.core.http.RetryPolicy`'s backoff) after a connection
 error, a timeout, a 5xx/408/429 answer or a body shorter than its
 ``Content-Length``; a 4xx answer, an HTML page or a body that is not a gzip
 (or plain) tar fails at once, with the URL in the message. The file is only
@@ -21,14 +21,14 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from llrnet.data.http import (
+from llrnet.core.errors import InputError, RunError
+from llrnet.core.http import (
     PERMANENT_STATUS,
     RetryableError,
     RetryPolicy,
     request_failure,
     retrying,
 )
-from llrnet.errors import InputError, RunError
 
 BLOCK = 1 << 16  # a read returns once this much arrived: small keeps progress live
 GZIP_MAGIC = b"\x1f\x8b"

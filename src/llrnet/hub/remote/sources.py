@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 from llrnet.hub.formats.archive import ARCHIVE_SUFFIXES, known_sha256
 
 TFHUB = "https://tfhub.dev"

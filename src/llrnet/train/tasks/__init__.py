@@ -24,7 +24,7 @@ a softmax classifier or a sigmoid bird logit.
 
 from __future__ import annotations
 
-from llrnet.registry import Registry
+from llrnet.core.registry import Registry
 from llrnet.train.tasks.adversarial import PGDTask, TRADESTask
 from llrnet.train.tasks.common import StepPasses, Task
 from llrnet.train.tasks.llr_task import LLRTask

@@ -14,8 +14,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from llrnet.contracts import check_images
-from llrnet.errors import InputError
+from llrnet.core.contracts import check_images
+from llrnet.core.errors import InputError
 from llrnet.models.heads import Head
 from llrnet.train.llr import linear_warmup
 
@@ -57,7 +57,7 @@ class StepPasses:
 def check_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Validate ``(x, y)``: x float [N, C, H, W], y int64 [N] on x's device.
 
-    The images get :func:`llrnet.contracts.check_images` without the value
+    The images get :func:`llrnet.core.contracts.check_images` without the value
     checks (which would synchronize the GPU every step).
 
     Raises:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.geometry import pil_affine, pil_border
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head
 
 __all__ = ["WorstOfK", "WorstOfKChoice", "suite_spatial_limits"]

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import requests
 
-from llrnet.errors import first_line
+from llrnet.core.errors import first_line
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import hashlib
 
 import torch
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 __all__ = ["MAX_SEED", "check_seed", "derive", "generator"]
 

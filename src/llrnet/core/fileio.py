@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llrnet.paths import output_file
+from llrnet.core.paths import output_file
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     On an exception the temporary file is removed and ``path`` is untouched.
     A ``path`` that is a folder (or below a file) is refused before anything is
-    written (:func:`llrnet.paths.output_file`).
+    written (:func:`llrnet.core.paths.output_file`).
     The final file gets the mode ``open()`` would give it (0644 under umask 022),
     not ``mkstemp``'s 0600.
 

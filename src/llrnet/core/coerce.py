@@ -5,7 +5,7 @@ of its settings. :func:`from_mapping` builds a dataclass from a (possibly
 partial, possibly nested) mapping such as parsed YAML; every value is checked
 against its field's annotation and converted only where it is lossless (an
 integer where a float is expected, a list where a tuple is expected). An
-unknown key or a value of the wrong type is a :class:`~llrnet.errors.UsageError`
+unknown key or a value of the wrong type is a :class:`~llrnet.core.errors.UsageError`
 naming the key and what was expected.
 
 Supported annotations: ``bool``, ``int``, ``float``, ``str``, ``Any``,
@@ -33,7 +33,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 __all__ = ["coerce", "field_types", "from_mapping", "is_mapping_type"]
 

@@ -48,7 +48,7 @@ def local_device(device: str | torch.device) -> torch.device:
     Raises:
         UsageError: a misspelt device, or one this machine does not have.
     """
-    from llrnet.devices import resolve_device
+    from llrnet.core.devices import resolve_device
 
     target = resolve_device(device)
     if target.type == "cuda" and target.index is None and "LOCAL_RANK" in os.environ:

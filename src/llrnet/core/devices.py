@@ -3,14 +3,14 @@
 A device is a user input like any other: ``torch.device`` raises a bare
 ``RuntimeError`` on a misspelt name, and CUDA calls fail deep inside a run when
 the machine has no GPU. :func:`resolve_device` checks both up front and raises
-a :class:`~llrnet.errors.UsageError` that names the value.
+a :class:`~llrnet.core.errors.UsageError` that names the value.
 """
 
 from __future__ import annotations
 
 import torch
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 #: Device types whose availability :func:`resolve_device` checks.
 _CHECKED = ("cpu", "cuda", "mps")

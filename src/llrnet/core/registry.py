@@ -2,7 +2,7 @@
 
 A :class:`Registry` maps names to objects (builders, classes). Names come from
 the object's ``__name__`` unless given; registering a name twice and asking for
-an unknown name both raise :class:`~llrnet.errors.UsageError` listing the valid
+an unknown name both raise :class:`~llrnet.core.errors.UsageError` listing the valid
 names, so a typo never silently picks the wrong thing. A registry made with
 ``keyword_only=True`` accepts only callables whose parameters are all
 keyword-only (``def f(*, ...)``), which is what lets :meth:`Registry.build`
@@ -26,7 +26,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
-from llrnet.errors import UsageError
+from llrnet.core.errors import UsageError
 
 T = TypeVar("T")
 # What ``register`` decorates: a callable (function or class), never a name.

@@ -5,9 +5,9 @@
 * logits: a model's output, a floating tensor [N, K] with K >= 2.
 
 Attacks, the evaluation runner and the training tasks all check their inputs
-here, so a broken input gets the same :class:`~llrnet.errors.InputError` and
+here, so a broken input gets the same :class:`~llrnet.core.errors.InputError` and
 the same words wherever it enters. This module depends on nothing of ours but
-:mod:`llrnet.errors`, so every layer may import it.
+:mod:`llrnet.core.errors`, so every layer may import it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 
 __all__ = ["SCALE_LIMITS", "check_images", "check_logits", "check_scale"]
 

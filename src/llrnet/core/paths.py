@@ -2,7 +2,7 @@
 
 A command that runs for an hour must not find out at its last step that
 ``--out`` names a file (or a folder, for a single-file output). These checks
-run first and raise :class:`~llrnet.errors.InputError` naming the path; they
+run first and raise :class:`~llrnet.core.errors.InputError` naming the path; they
 create nothing, so a refused command leaves no trace.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llrnet.errors import InputError
+from llrnet.core.errors import InputError
 
 __all__ = ["output_file", "output_folder"]
 
