@@ -14,4 +14,4 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 # torchattacks 3.5.1 pins requests~=2.25.1, which llrnet's requests>=2.31 excludes; it
 # runs with the newer requests (it uses it only to download its own model zoo).
 "$VENV/bin/python" -m pip install -q --no-deps "torchattacks==3.5.1"
-"$VENV/bin/python" -c "import torchattacks, foolbox, autoattack, llrnet; print('peers ready:', torchattacks.__version__, foolbox.__version__)"
+"$VENV/bin/python" -c "import torchattacks, foolbox, pyautoattack, llrnet; print('peers ready:', torchattacks.__version__, foolbox.__version__)"
