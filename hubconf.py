@@ -21,7 +21,7 @@ try:
 except ImportError:  # a plain clone: use its sources
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from llrnet.models import create_model  # noqa: E402
+from llrnet.pretrained import create_model  # noqa: E402
 
 
 def llr_pretrain_adv(pretrained: bool = False, **kwargs: Any) -> Any:

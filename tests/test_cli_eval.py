@@ -67,3 +67,60 @@ def test_registered_model_resumes_but_not_with_other_seed(
     capsys.readouterr()
     assert main([*base, "--seed", "1"]) == 2
     assert "holds an evaluation with different arguments" in capsys.readouterr().err
+
+
+def test_help_lists_each_suite_with_its_help_and_default_data(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from llrnet.data.held_out import HELD_OUT_SETS
+    from llrnet.eval import list_suites
+    from llrnet.eval.suites import suite_facts
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--help"])
+    assert exit_.value.code == 0
+    listing = " ".join(capsys.readouterr().out.split("suites (data:")[1].split())
+    for name in list_suites():
+        facts = suite_facts(name)
+        assert f"{name} {facts.help} data: {HELD_OUT_SETS.get(facts.data).help}" in listing
+
+
+def test_a_registered_suite_brings_its_own_data_and_class_names(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI asks the suite: a new suite needs no change to the command."""
+    import llrnet.eval
+    from llrnet.attacks import Identity
+    from llrnet.eval import Suite, register_suite
+    from llrnet.eval.suites import SUITE_FACTS, SUITES
+
+    seen: dict[str, object] = {}
+    real = llrnet.eval.evaluate
+
+    def spy(model: torch.nn.Module, suite: Suite, dataset: object, **kwargs: object) -> object:
+        seen.update(dataset=dataset, class_names=kwargs["class_names"])
+        return real(model, suite, dataset, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(llrnet.eval, "evaluate", spy)
+
+    @register_suite("cli_probe", help="a probe suite", data="digits",
+                    class_names=("six", "seven"))
+    def cli_probe(*, batch_size: int = 2) -> Suite:
+        return Suite.custom([Identity()], name="cli_probe", batch_size=batch_size)
+
+    try:
+        base = ["eval", "--suite", "cli_probe", "--model", "digits_wrn", "--no-progress",
+                "--max-images", "2"]
+        assert main([*base, "--out", str(tmp_path / "a")]) == 0
+        assert len(seen["dataset"]) == 108  # type: ignore[arg-type]  # the bundled digits
+        assert seen["class_names"] == ("six", "seven")
+        assert json.loads((tmp_path / "a" / "results.json").read_text())["attacks"]["clean"][
+            "images"] == 2
+        capsys.readouterr()
+        assert main([*base, "--out", str(tmp_path / "b"), "--data", str(tmp_path)]) == 2
+        assert "uses the bundled digits" in capsys.readouterr().err  # its data's own rule
+        with pytest.raises(SystemExit):
+            main(["eval", "--help"])
+        assert "a probe suite" in capsys.readouterr().out
+    finally:
+        SUITES._entries.pop("cli_probe", None)
+        SUITE_FACTS.pop("cli_probe", None)

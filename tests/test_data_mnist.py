@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from llrnet.core.errors import InputError
-from llrnet.data import evaluation_dataset, read_idx, two_class_mnist
+from llrnet.data import read_idx, two_class_mnist
 from llrnet.data.mnist import FILES, mnist
+from llrnet.eval.suites import suite_dataset
 
 LABELS = np.array([7, 1, 6, 6, 0, 7, 9, 6], dtype=np.uint8)
 
@@ -63,14 +64,14 @@ def test_two_class_mnist_keeps_6_and_7_in_file_order(tmp_path: Path) -> None:
 
 def test_the_eval_suite_reads_it(tmp_path: Path) -> None:
     write_split(tmp_path)
-    assert len(evaluation_dataset("two_class_mnist", tmp_path)) == 5
+    assert len(suite_dataset("two_class_mnist", tmp_path)) == 5
 
 
 def test_missing_mnist_names_the_fetch_command(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"torchvision\.datasets\.MNIST\("):
         two_class_mnist(tmp_path, "test")
     with pytest.raises(InputError, match="does not download"):
-        evaluation_dataset("two_class_mnist", tmp_path)
+        suite_dataset("two_class_mnist", tmp_path)
 
 
 def test_bad_idx_files_are_input_errors(tmp_path: Path) -> None:

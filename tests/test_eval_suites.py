@@ -21,7 +21,7 @@ from llrnet.eval import (
     list_suites,
     register_suite,
 )
-from llrnet.eval.suites import SUITES
+from llrnet.eval.suites import SUITE_FACTS, SUITES, SuiteFacts, suite_facts
 
 WARM_UP = ["clean", "spatial_grid", "common_corruptions", "spsa_with_random_spatial",
            "boundary_with_random_spatial"]
@@ -135,6 +135,59 @@ def test_suite_registry_rejects_duplicates_unknown_names_and_positional_builders
         get_suite("lin")
     assert "mine" not in SUITES and list_suites() == SUITES.names()
     assert SUITES.arguments("linf")["eps"] == 8 / 255
+
+
+
+def test_every_registered_suite_carries_its_facts() -> None:
+    from llrnet.data import BirdOrBicycle
+    from llrnet.data.held_out import HELD_OUT_SETS
+
+    for name in list_suites():
+        facts = suite_facts(name)
+        assert facts.help.strip() and "\n" not in facts.help, name
+        assert facts.data in HELD_OUT_SETS, name
+        assert facts.class_names is None or all(isinstance(c, str) for c in facts.class_names)
+    assert {name: suite_facts(name).data for name in list_suites()} == {
+        "bird_or_bicycle": "bird_or_bicycle", "digits": "digits", "linf": "digits_or_folder",
+        "two_class_mnist": "two_class_mnist"}
+    assert suite_facts("bird_or_bicycle").class_names == BirdOrBicycle.classes
+    assert [suite_facts(n).class_names for n in ("digits", "linf", "two_class_mnist")] == \
+        [None, None, None]
+    with pytest.raises(UsageError, match=r"unknown suite 'lin'; valid names: bird_or_bicycle"):
+        suite_facts("lin")
+
+
+def test_register_suite_records_facts_and_defaults_them() -> None:
+    def probe_a(*, batch_size: int = 4) -> Suite:
+        """Probe suite A: one ``clean`` entry.
+
+        More text."""
+        return Suite.custom([Identity()], name="probe_a", batch_size=batch_size)
+
+    def probe_b(*, batch_size: int = 4) -> Suite:
+        return Suite.custom([Identity()], name="probe_b", batch_size=batch_size)
+
+    try:
+        register_suite(probe_a)
+        register_suite("probe_b", help="the second probe", data="digits",
+                       class_names=("six", "seven"))(probe_b)
+        assert suite_facts("probe_a") == SuiteFacts("Probe suite A: one clean entry.",
+                                                    "digits_or_folder", None)
+        assert suite_facts("probe_b") == SuiteFacts("the second probe", "digits",
+                                                    ("six", "seven"))
+        assert get_suite("probe_b").names == ["clean"]
+        with pytest.raises(UsageError, match="one non-empty line"):
+            register_suite("probe_c", help="two\nlines")(probe_b)
+        with pytest.raises(UsageError, match=">= 2 classes"):
+            register_suite("probe_c", class_names=("one",))(probe_b)
+        with pytest.raises(UsageError, match="'probe_b' is registered twice"):
+            register_suite("probe_b", help="again")(probe_a)
+        assert "probe_c" not in SUITES and "probe_c" not in SUITE_FACTS
+        assert suite_facts("probe_b").help == "the second probe"  # the failed one changed nothing
+    finally:
+        for name in ("probe_a", "probe_b"):
+            SUITES._entries.pop(name, None)
+            SUITE_FACTS.pop(name, None)
 
 
 @pytest.mark.slow

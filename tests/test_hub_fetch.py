@@ -309,7 +309,7 @@ def test_download_killed_midway_then_run_again(hub: tuple[Hub, str], tmp_path: P
 @pytest.fixture
 def tiny_release(monkeypatch: pytest.MonkeyPatch) -> None:
     """``llr_pretrain_adv`` released as the DeepMind-built fixtures (a tiny architecture)."""
-    from llrnet.hub.pretrained import RELEASED, Released
+    from llrnet.models.zoo import RELEASED, Released
 
     monkeypatch.setitem(RELEASED, "llr_pretrain_adv",
                         Released(LATENTS, "the tiny fixture pair", linear=LINEAR,

@@ -8,15 +8,42 @@ from typing import Any
 
 from llrnet.cli.arguments import seed
 
-#: Help text: the data each suite scores (``llrnet.data.evaluation_dataset`` decides).
-SUITE_DATA = {
-    "bird_or_bicycle": "the bird-or-bicycle test split under llrnet.data.DEFAULT_ROOT",
-    "digits": "the bundled two-class digits test split (6 vs 7)",
-    "linf": "the bundled two-class digits test split; with --data, CIFAR-10 test "
-            "(DIR/cifar-10-batches-bin) or ImageNet val (DIR/val/<class>/)",
-    "two_class_mnist": "MNIST test digits 6 and 7 from a local copy (--data, default "
-                       "~/datasets/mnist; torchvision's layout or the raw idx files)",
-}
+
+class _HelpWithSuites(argparse.Action):
+    """``-h/--help``: the usual help, then every registered suite with its one-line help and
+    the data it scores by default (its facts, :func:`llrnet.eval.suites.suite_facts`).
+
+    The suites are read only when help is asked for: importing them takes seconds that
+    building the parser, done for every command, must not pay."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"{parser.format_help()}\n{suite_listing()}")
+        parser.exit()
+
+
+def suite_listing(width: int | None = None) -> str:
+    """Each registered suite: its name and one-line help, then the data it scores by default,
+    wrapped to ``width`` columns (default: the terminal's, as argparse does)."""
+    import shutil
+    import textwrap
+
+    from llrnet.data.held_out import HELD_OUT_SETS
+    from llrnet.eval.suites import list_suites, suite_facts
+
+    width = width or shutil.get_terminal_size().columns - 2
+    lines = ["suites (data: what each scores without --data):"]
+    for name in list_suites():
+        facts = suite_facts(name)
+        data = HELD_OUT_SETS.get(facts.data).help
+        for label, text in ((name, facts.help), ("", f"data: {data}")):
+            lines += textwrap.wrap(text, width, initial_indent=f"  {label:<18}",
+                                   subsequent_indent=" " * 20, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -26,10 +53,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="evaluate a classifier under an attack suite (resumable)",
         description="Run an attack suite, write results.json, plots and the resolved config "
         "to --out, and print a leaderboard table. Rerunning with the same arguments resumes. "
-        "Data defaults: " + "; ".join(f"{k}: {v}" for k, v in SUITE_DATA.items()) + ".",
+        "The suites, and the data each scores by default, are listed below.",
+        add_help=False,
     )
+    parser.add_argument("-h", "--help", action=_HelpWithSuites,
+                        help="show this help message and the suites, then exit")
     parser.add_argument("--suite", required=True,
-                        help=f"a registered suite: {', '.join(SUITE_DATA)}")
+                        help="a registered suite (listed at the end of --help)")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", help="a .safetensors weights file written by llrnet")
     model.add_argument("--model", help="a registered model name, initialized from --seed "
@@ -98,11 +128,13 @@ def _suite_options(texts: list[str]) -> dict[str, Any]:
 def _eval(args: argparse.Namespace) -> int:
     from llrnet.core import distributed
     from llrnet.core.errors import UsageError
-    from llrnet.data import evaluation_dataset
+    from llrnet.data import BirdOrBicycle
     from llrnet.eval import evaluate, format_table, get_suite, list_suites
+    from llrnet.eval.suites import suite_dataset, suite_facts
 
     if args.suite not in list_suites():
         raise UsageError(f"unknown suite {args.suite!r}; choose from {', '.join(list_suites())}")
+    facts = suite_facts(args.suite)
     if args.max_images is not None and args.max_images < 1:
         raise UsageError(f"--max-images must be >= 1, got {args.max_images}")
     attacks = None
@@ -113,20 +145,21 @@ def _eval(args: argparse.Namespace) -> int:
     if args.imagenet_model is not None:
         from llrnet.models.imagenet_adapter import check_spec
 
-        if args.suite != "bird_or_bicycle":
+        if facts.class_names != BirdOrBicycle.classes:
+            fitting = [name for name in list_suites()
+                       if suite_facts(name).class_names == BirdOrBicycle.classes]
             raise UsageError("--imagenet-model gives a bird-or-bicycle model; use it with "
-                             "--suite bird_or_bicycle")
+                             f"--suite {' or --suite '.join(fitting)}")
         check_spec(args.imagenet_model)  # before loading any data
     suite = get_suite(args.suite, **_suite_options(args.suite_option))
     suite.select(attacks)  # unknown names fail here, before loading data or model
-    dataset = evaluation_dataset(args.suite, args.data)
+    dataset = suite_dataset(args.suite, args.data)
     model = _model(args)
-    class_names = ("bicycle", "bird") if args.suite == "bird_or_bicycle" else None
     results = evaluate(model, suite, dataset, out_dir=args.out, seed=args.seed,
                        device=args.device, batch_size=args.batch_size,
                        max_images=args.max_images, attacks=attacks,
                        progress=not args.no_progress,
-                       class_names=class_names, skip_unreadable=args.skip_unreadable,
+                       class_names=facts.class_names, skip_unreadable=args.skip_unreadable,
                        precision=args.precision)
     if distributed.rank() == 0:
         print(format_table(results))

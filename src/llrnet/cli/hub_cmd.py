@@ -6,7 +6,6 @@ import argparse
 import json
 from typing import Any
 
-TARGETS = ("llr_pretrain_adv", "resnet152_v2_imagenet", "wrn_40_8_softplus")
 SOURCE_HELP = ("module folder, .tar.gz archive, handle (deepmind/llr-pretrain-adv/latents/1, "
                "fetched from $LLRNET_HUB_URL or https://tfhub.dev into the module cache), "
                "tfhub.dev or Kaggle Models URL")
@@ -31,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     imp.add_argument("--linear", default=None,
                      help="the llr-pretrain-adv/linear module (same forms as PATH)")
     imp.add_argument("--arch", default=None,
-                     help="target architecture (llrnet models), e.g. "
-                     f"{', '.join(TARGETS)}; default: read from the module (a registered "
+                     help="target architecture (a registered model, see `llrnet models`), "
+                     "e.g. llr_pretrain_adv; default: read from the module (a registered "
                      "name that matches it exactly, else its family with every argument)")
     imp.add_argument("--out", required=True, help="output .safetensors file")
     imp.add_argument("--verify", action="store_true",
@@ -107,7 +106,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _pretrained(args: argparse.Namespace) -> int:
-    from llrnet.hub.pretrained import RELEASED, cache_state, fetch_pretrained
+    from llrnet.hub.pretrained import cache_state, fetch_pretrained
+    from llrnet.models.zoo import RELEASED
 
     if args.name is None:
         for name in sorted(RELEASED):
@@ -115,7 +115,7 @@ def _pretrained(args: argparse.Namespace) -> int:
             modules = ", ".join(f"{h} ({'cached' if c else 'not cached'})"
                                 for h, c in zip(state["handles"], state["modules_cached"]))
             converted = "converted" if state["converted"] else "not converted"
-            print(f"{name:<24} {state['what']}\n{'':<24} {modules}; weights {converted}")
+            print(f"{name:<24} {state['description']}\n{'':<24} {modules}; weights {converted}")
         return 0
     path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify)
     print(f"{args.name}: {path}")

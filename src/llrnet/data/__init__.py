@@ -24,8 +24,8 @@ from llrnet.data.bird_or_bicycle import (
     verify,
 )
 from llrnet.data.digits import DigitsDataset, digits, two_class_digits
-from llrnet.data.evaluation import evaluation_dataset, find_test_split
 from llrnet.data.folders import CIFAR10, ImageFolderDataset, cifar10, imagenet
+from llrnet.data.held_out import find_test_split, load_held_out
 from llrnet.data.loaders import loader_settings
 from llrnet.data.mnist import mnist, read_idx, two_class_mnist
 from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
@@ -53,12 +53,12 @@ __all__ = [
     "cifar_train_transform",
     "digits",
     "download",
-    "evaluation_dataset",
     "evaluation_loader",
     "find_test_split",
     "imagenet",
     "imagenet_eval_transform",
     "imagenet_train_transform",
+    "load_held_out",
     "loader_settings",
     "mnist",
     "read_idx",

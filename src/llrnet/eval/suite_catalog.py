@@ -27,7 +27,8 @@ from llrnet.core.errors import UsageError
 from llrnet.eval.suites import Suite, SuiteEntry, register_suite
 
 
-@register_suite
+@register_suite(help="clean accuracy and L-inf PGD at eps (8/255; the LLR paper's evaluation); "
+                "AutoAttack on request")
 def linf(
     *,
     eps: float = 8 / 255,
@@ -109,7 +110,13 @@ def _warm_up(
     )
 
 
-@register_suite
+BIRD_OR_BICYCLE_CLASSES = ("bicycle", "bird")
+"""The bird-or-bicycle classes in label order (those of :class:`llrnet.data.BirdOrBicycle`)."""
+
+
+@register_suite(help="the challenge's warm-up attacks with its parameters, on 224x224 RGB "
+                "bird-or-bicycle images", data="bird_or_bicycle",
+                class_names=BIRD_OR_BICYCLE_CLASSES)
 def bird_or_bicycle(
     *,
     grid: str = "challenge",
@@ -139,7 +146,8 @@ def bird_or_bicycle(
     )
 
 
-@register_suite
+@register_suite(help="the five warm-up kinds scaled to 28x28 grayscale digits, budgets that "
+                "finish in minutes on a CPU", data="digits")
 def digits(
     *,
     spsa_steps: int = 20,
@@ -188,7 +196,8 @@ MNIST_ATTACKS = ("clean", "spatial_grid", "spsa_with_random_spatial",
 """The two-class MNIST warm-up's attacks in the kit's order (it had no corruptions)."""
 
 
-@register_suite
+@register_suite(help="the kit's two-class MNIST warm-up (6 vs 7) with its parameters",
+                data="two_class_mnist")
 def two_class_mnist(*, images: int = 128, batch_size: int = 32) -> Suite:
     """The kit's two-class MNIST warm-up (``evaluate_two_class_mnist_model``), its parameters.
 

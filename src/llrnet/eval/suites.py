@@ -2,8 +2,9 @@
 
 :data:`SUITES` is an :class:`llrnet.core.registry.Registry` of keyword-only suite
 builders; ``get_suite(name, **options)`` builds one, ``list_suites()`` names
-them and ``register_suite`` adds one (the registry's ``build``, ``names`` and
-``register``). The built-in suites live in :mod:`llrnet.eval.suite_catalog`:
+them and ``register_suite`` adds one with its facts (:class:`SuiteFacts`: help,
+default data, class names; ``suite_facts(name)``). The built-in suites live in
+:mod:`llrnet.eval.suite_catalog`:
 
 * ``bird_or_bicycle``: the challenge's warm-up with exactly its parameters
   (clean, spatial_grid, common_corruptions, spsa_with_random_spatial,
@@ -22,16 +23,20 @@ for a pool come from its attack (``attack.kind``, ``attack.needs_pool``).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import torch
 
 from llrnet.attacks.base import ATTACK_KINDS, UNDECLARED_KIND, AttackKind
 from llrnet.core.errors import UsageError
 from llrnet.core.registry import Registry
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 EXECUTION_KEYS = frozenset({"batch_size", "max_batch", "directions_per_batch", "workers"})
 """Attack attributes that change speed and memory but never results (documented so by
@@ -224,8 +229,104 @@ SuiteBuilder = Callable[..., Suite]
 SUITES: Registry[SuiteBuilder] = Registry("suite", keyword_only=True)
 """Every registered suite builder, by name (keyword-only options)."""
 
-register_suite = SUITES.register
-"""Decorator: ``@register_suite`` (name from the function) or ``@register_suite("name")``."""
+DEFAULT_DATA = "digits_or_folder"
+"""The held-out set of a suite that names none: the bundled digits, or the test split
+found in ``--data``."""
+
+
+@dataclass(frozen=True)
+class SuiteFacts:
+    """What a registered suite says about itself, known without building it.
+
+    ``help``: one line for listings (``llrnet eval --help``). ``data``: the
+    held-out set it scores by default, a name in
+    :data:`llrnet.data.held_out.HELD_OUT_SETS` (the set reads ``--data`` when
+    given). ``class_names``: its classes' names in label order, for reports
+    (None: the labels as numbers).
+    """
+
+    help: str
+    data: str = DEFAULT_DATA
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.help.strip() or "\n" in self.help:
+            raise UsageError(f"a suite's help is one non-empty line, got {self.help!r}")
+        if self.class_names is not None and len(self.class_names) < 2:
+            raise UsageError(f"a suite's class_names name >= 2 classes, got {self.class_names}")
+
+
+SUITE_FACTS: dict[str, SuiteFacts] = {}
+"""The facts of each suite registered through :func:`register_suite`, by name."""
+
+B = TypeVar("B", bound=SuiteBuilder)
+
+
+@overload
+def register_suite(name: B, /) -> B: ...
+
+
+@overload
+def register_suite(name: str | None = None, /, *, help: str | None = None,
+                   data: str = DEFAULT_DATA, class_names: tuple[str, ...] | None = None
+                   ) -> Callable[[B], B]: ...
+
+
+def register_suite(name: Any = None, /, *, help: str | None = None, data: str = DEFAULT_DATA,
+                   class_names: tuple[str, ...] | None = None) -> Any:
+    """Decorator registering a suite builder with its :class:`SuiteFacts`.
+
+    ``@register_suite`` (name from the function) or ``@register_suite("name",
+    help=..., data=..., class_names=...)``. ``help`` defaults to the first line
+    of the builder's docstring, ``data`` to :data:`DEFAULT_DATA`.
+
+    Raises:
+        UsageError: the name is taken, the builder takes positional arguments,
+            or a fact is malformed; nothing is registered then.
+    """
+    def decorate(builder: B) -> B:
+        key = name if isinstance(name, str) else builder.__name__
+        facts = SuiteFacts(help if help is not None else _summary(builder, key), data,
+                           None if class_names is None else tuple(class_names))
+        SUITES.add(builder, name=key)
+        SUITE_FACTS[key] = facts
+        return builder
+
+    if name is None or isinstance(name, str):
+        return decorate
+    return decorate(name)
+
+
+def _summary(builder: Any, name: str) -> str:
+    lines = (getattr(builder, "__doc__", None) or "").strip().splitlines()
+    return lines[0].replace("``", "") if lines and lines[0].strip() else name
+
+
+def suite_facts(name: str) -> SuiteFacts:
+    """The facts of the registered suite ``name``.
+
+    A builder registered on :data:`SUITES` directly has the default facts, its
+    help the first line of its docstring.
+
+    Raises:
+        UsageError: the name is unknown (the valid names are listed).
+    """
+    builder = SUITES.get(name)
+    return SUITE_FACTS.get(name) or SuiteFacts(_summary(builder, name))
+
+
+def suite_dataset(name: str, folder: str | os.PathLike[str] | None = None) -> Dataset[Any]:
+    """The images the suite ``name`` scores: its held-out set (:attr:`SuiteFacts.data`),
+    read from ``folder`` if given.
+
+    Raises:
+        UsageError: the suite, or the held-out set it names, is unknown.
+        InputError: the set's data is missing, or it takes no folder and got one.
+    """
+    # Deferred: llrnet.data imports torchvision, which `import llrnet.eval` does not need.
+    from llrnet.data.held_out import load_held_out
+
+    return load_held_out(suite_facts(name).data, folder)
 
 list_suites = SUITES.names
 """Names of the registered suites, sorted."""

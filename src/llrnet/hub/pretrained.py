@@ -1,8 +1,9 @@
 """DeepMind's released models by name: fetched, converted once, cached, loaded.
 
-``create_model("llr_pretrain_adv", pretrained=True)`` (and
-``resnet152_v2_imagenet``, ``wrn_40_8_softplus``) lands here: the module (and
-the linear head) are fetched into the module cache (:mod:`llrnet.hub.remote`),
+``create_model("llr_pretrain_adv", pretrained=True)`` (:mod:`llrnet.pretrained`;
+also ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``) lands here. The releases
+are declared beside their builders (:data:`llrnet.models.zoo.RELEASED`): the
+module (and the linear head) are fetched into the module cache (:mod:`llrnet.hub.remote`),
 converted into the registered architecture with the completeness proof of
 :mod:`llrnet.hub.conversion`, and the weights are written once to
 ``<llrnet cache>/weights/<name>.safetensors``; later calls, also offline, load
@@ -14,54 +15,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from llrnet.core.errors import InputError, RunError, UsageError
+from llrnet.core.errors import InputError, RunError
 from llrnet.hub.importer import import_hub
 from llrnet.hub.remote.cache import is_cached, llrnet_cache
 from llrnet.hub.remote.sources import from_handle
 from llrnet.models import load_weights
+from llrnet.models.zoo import released
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Released:
-    """A released model: its module handle(s), what it is, and the registered
-    architecture it converts into (the model's own name unless stated)."""
-
-    handle: str
-    what: str
-    linear: str | None = None
-    architecture: str | None = None
-
-
-RELEASED: dict[str, Released] = {
-    "llr_pretrain_adv": Released(
-        "deepmind/llr-pretrain-adv/latents/1",
-        "bird-or-bicycle: ResNet-152 v2, LLR pre-trained on ImageNet, adversarially trained",
-        linear="deepmind/llr-pretrain-adv/linear/1"),
-    "resnet152_v2_imagenet": Released(
-        "deepmind/local-linearity/imagenet/1",
-        "ImageNet: ResNet-152 v2 trained with LLR, robust to L-inf 4/255"),
-    "wrn_40_8_softplus": Released(
-        "deepmind/local-linearity/cifar10/1",
-        "CIFAR-10: Wide-ResNet-40-8 softplus (DeepMind's variant) trained with LLR, robust to "
-        "L-inf 8/255"),
-}
-"""Every released model llrnet can fetch, by registered name."""
-
-
-def released(name: str) -> Released:
-    if name not in RELEASED:
-        raise UsageError(f"no released weights for {name!r}; released: "
-                         f"{', '.join(sorted(RELEASED))}")
-    return RELEASED[name]
 
 
 def weights_path(name: str) -> Path:
@@ -73,7 +40,7 @@ def cache_state(name: str) -> dict[str, Any]:
     """The handles of ``name`` and what of it is in the caches (nothing is fetched)."""
     entry = released(name)
     handles = [entry.handle] + ([entry.linear] if entry.linear else [])
-    return {"name": name, "what": entry.what, "handles": handles,
+    return {"name": name, "description": entry.description, "handles": handles,
             "modules_cached": [is_cached(from_handle(h)) for h in handles],
             "weights": str(weights_path(name)), "converted": weights_path(name).is_file()}
 

@@ -4,6 +4,8 @@ hub/challenge conventions, safetensors weights, and bf16 fast copies."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from llrnet.models import kit_baselines as _kit_baselines  # noqa: F401  (registers resnet50_kit)
 from llrnet.models import zoo as _zoo  # noqa: F401  (registers the models)
 from llrnet.models.adapters import as_model_fn, latents_module, linear_module
@@ -41,10 +43,13 @@ from llrnet.models.precision import (
     strict_fp32,
 )
 from llrnet.models.preprocessing import CropResizeScale, tf1_central_crop, tf1_resize_bilinear
-from llrnet.models.registry import create_model, list_models, model_arguments, register_model
+from llrnet.models.registry import list_models, model_arguments, register_model
 from llrnet.models.resnet_v2 import ResNetV2
 from llrnet.models.weights import load_state_strict, load_weights, read_metadata, save_weights
 from llrnet.models.wide_resnet import WideResNet
+
+if TYPE_CHECKING:
+    from llrnet.pretrained import create_model
 
 __all__ = [
     "BICYCLE",
@@ -95,3 +100,17 @@ __all__ = [
     "tf1_resize_bilinear",
     "two_class_from_bird_logit",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``create_model``, re-exported from :mod:`llrnet.pretrained` on first use (PEP 562).
+
+    The one declared upward re-export: ``pretrained=True`` is decided above both
+    models and hub, and importing ``llrnet.models`` must not import the hub.
+    """
+    if name == "create_model":
+        from llrnet.pretrained import create_model
+
+        globals()["create_model"] = create_model
+        return create_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

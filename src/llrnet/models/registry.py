@@ -1,4 +1,4 @@
-"""The registry of model builders: ``create_model(name, **kwargs)``.
+"""The registry of model builders: ``build_model(name, **kwargs)``.
 
 :data:`MODELS` is an :class:`llrnet.core.registry.Registry` of keyword-only
 functions returning an ``nn.Module``. Unknown names, duplicate names and
@@ -6,13 +6,14 @@ unknown keyword arguments raise :class:`~llrnet.core.errors.UsageError` listing
 what is valid, so a typo never silently builds the wrong network.
 
 ``register_model``, ``list_models`` and ``model_arguments`` are the registry's
-``register``, ``names`` and ``arguments``; :func:`create_model` builds and
-records how, so that :func:`~llrnet.models.save_weights` can rebuild it.
+``register``, ``names`` and ``arguments``; :func:`build_model` builds and
+records how, so that :func:`~llrnet.models.save_weights` can rebuild it. Users
+call ``llrnet.models.create_model``, which adds ``pretrained=True`` above this
+layer (:mod:`llrnet.pretrained`).
 """
 
 from __future__ import annotations
 
-import importlib
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,29 +81,16 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-PRETRAINED_PROVIDER = "llrnet.hub.pretrained"
-"""The module that provides released weights (``load_pretrained(name)``). Looked up
-only when ``pretrained=True`` is asked for, so models never load the hub otherwise."""
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments ``kwargs`` (untrained).
 
-
-def create_model(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name`` with keyword arguments ``kwargs``.
-
-    ``pretrained=True``: DeepMind's released weights for ``name``
-    (``llr_pretrain_adv``, ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``),
-    fetched and converted once, then loaded from llrnet's cache (``docs/hub.md``).
+    The model records ``llrnet_architecture`` and ``llrnet_kwargs`` (the checked
+    arguments), so that :func:`~llrnet.models.save_weights` can rebuild it.
 
     Raises:
         UsageError: the name is unknown, or an argument is not one the builder
-            takes or has the wrong type (:func:`check_model_arguments`), or
-            arguments were given with ``pretrained=True`` (the weights fix them).
+            takes or has the wrong type (:func:`check_model_arguments`).
     """
-    if pretrained:
-        if kwargs:
-            raise UsageError(f"{name}: pretrained weights fix the architecture; no arguments "
-                             f"({', '.join(sorted(kwargs))}) can be given with pretrained=True")
-        model: nn.Module = importlib.import_module(PRETRAINED_PROVIDER).load_pretrained(name)
-        return model
     kwargs = check_model_arguments(name, kwargs)
     model = MODELS.get(name)(**kwargs)
     # Recorded so that save_weights can rebuild the model exactly.

@@ -24,7 +24,7 @@ from torch import nn
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import UsageError, WeightsError
 from llrnet.core.fileio import atomic_path
-from llrnet.models.registry import check_model_arguments, create_model
+from llrnet.models.registry import build_model, check_model_arguments
 
 METADATA_KEY = "llrnet"
 FORMAT_VERSION = 1
@@ -171,9 +171,9 @@ def load_weights(
     # The record is untrusted input: its kwargs are checked against the
     # architecture's signature before anything is built.
     try:
-        model = create_model(str(record["architecture"]),
-                             **check_model_arguments(str(record["architecture"]),
-                                                     record.get("kwargs", {})))
+        model = build_model(str(record["architecture"]),
+                            **check_model_arguments(str(record["architecture"]),
+                                                    record.get("kwargs", {})))
     except UsageError as error:
         raise WeightsError(f"{path}: metadata record: {error}") from None
     load_state_strict(model, tensors, source=str(path))

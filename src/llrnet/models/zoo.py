@@ -15,11 +15,14 @@ Family builders, every structural option an argument (what ``import-hub``
 records when a module matches no name above exactly): ``wide_resnet``,
 ``resnet_v2_classifier``, ``resnet_v2_bird_or_bicycle``.
 
-Small variants for tests and the demo train in seconds on a CPU.
+Small variants for tests and the demo train in seconds on a CPU. :data:`RELEASED`
+declares, beside the builders, the three models DeepMind published weights for
+(``create_model(name, pretrained=True)``; ``llrnet.hub`` reads the table).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from llrnet.core.errors import UsageError
@@ -38,6 +41,51 @@ from llrnet.models.wide_resnet import (
 
 TINY_UNITS = (1, 1, 1, 1)
 TINY_WIDTHS = (4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Released:
+    """DeepMind's published weights of a registered model: where they are and what they are.
+
+    ``handle`` is the TF-Hub module (``owner/model/[variation/]version``; for a
+    release in two modules, the latents) and ``linear`` the head module, if any.
+    ``architecture`` is the registered model the weights convert into (None:
+    the release's own name). Plain data: ``llrnet.hub`` fetches and converts.
+    """
+
+    handle: str
+    description: str
+    linear: str | None = None
+    architecture: str | None = None
+
+
+RELEASED: dict[str, Released] = {
+    "llr_pretrain_adv": Released(
+        "deepmind/llr-pretrain-adv/latents/1",
+        "bird-or-bicycle: ResNet-152 v2, LLR pre-trained on ImageNet, adversarially trained",
+        linear="deepmind/llr-pretrain-adv/linear/1"),
+    "resnet152_v2_imagenet": Released(
+        "deepmind/local-linearity/imagenet/1",
+        "ImageNet: ResNet-152 v2 trained with LLR, robust to L-inf 4/255"),
+    "wrn_40_8_softplus": Released(
+        "deepmind/local-linearity/cifar10/1",
+        "CIFAR-10: Wide-ResNet-40-8 softplus (DeepMind's variant) trained with LLR, robust to "
+        "L-inf 8/255"),
+}
+"""Every released model, by registered name (``llr_pretrain_adv``, ``resnet152_v2_imagenet``
+and ``wrn_40_8_softplus`` are built below)."""
+
+
+def released(name: str) -> Released:
+    """The release of model ``name``.
+
+    Raises:
+        UsageError: ``name`` has no released weights (the released names are listed).
+    """
+    if name not in RELEASED:
+        raise UsageError(f"no released weights for {name!r}; released: "
+                         f"{', '.join(sorted(RELEASED))}")
+    return RELEASED[name]
 
 
 def _bird_or_bicycle(trunk: ResNetV2, preprocess: bool, crop_fraction: float

@@ -1,4 +1,5 @@
-"""Which images an evaluation scores: by suite, and the dataset told by a folder's layout."""
+"""Which images an evaluation scores: the named held-out sets, each suite's own, and the dataset
+told by a folder's layout."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from llrnet.core.errors import InputError
+from llrnet.core.errors import InputError, UsageError
 from llrnet.data import (
     CIFAR10,
     BirdOrBicycle,
     DigitsDataset,
     ImageFolderDataset,
-    evaluation_dataset,
     find_test_split,
+    load_held_out,
 )
+from llrnet.data.held_out import HELD_OUT_SETS
+from llrnet.eval.suites import suite_dataset
 
 
 def _cifar(root: Path) -> Path:
@@ -60,16 +63,46 @@ def test_unknown_or_missing_folders(tmp_path: Path) -> None:
 
 def test_suites_choose_their_data(tmp_path: Path) -> None:
     for suite in ("digits", "linf"):
-        data = evaluation_dataset(suite)
+        data = suite_dataset(suite)
         assert isinstance(data, DigitsDataset) and len(data) == 108  # the bundled 6 vs 7
-    assert isinstance(evaluation_dataset("linf", _cifar(tmp_path / "c")), CIFAR10)
+    assert isinstance(suite_dataset("linf", _cifar(tmp_path / "c")), CIFAR10)
     with pytest.raises(InputError, match="uses the bundled digits"):
-        evaluation_dataset("digits", tmp_path)
+        suite_dataset("digits", tmp_path)
     with pytest.raises(InputError, match="bird-or-bicycle data not found at"):
-        evaluation_dataset("bird_or_bicycle", tmp_path / "missing")
+        suite_dataset("bird_or_bicycle", tmp_path / "missing")
     folder = tmp_path / "birds" / "0.0.4" / "test"
     for name in ("bicycle", "bird"):
         (folder / name).mkdir(parents=True)
         Image.new("RGB", (299, 299)).save(folder / name / f"{name[:2]}{0:014x}.jpg")
-    birds = evaluation_dataset("bird_or_bicycle", tmp_path / "birds")
+    birds = suite_dataset("bird_or_bicycle", tmp_path / "birds")
     assert isinstance(birds, BirdOrBicycle) and len(birds) == 2
+
+
+def test_held_out_sets_by_name(tmp_path: Path) -> None:
+    assert HELD_OUT_SETS.names() == ["bird_or_bicycle", "digits", "digits_or_folder",
+                                     "two_class_mnist"]
+    for name in ("digits", "digits_or_folder"):
+        data = load_held_out(name)
+        assert isinstance(data, DigitsDataset) and len(data) == 108
+    assert isinstance(load_held_out("digits_or_folder", _cifar(tmp_path / "c")), CIFAR10)
+    with pytest.raises(InputError, match="uses the bundled digits"):
+        load_held_out("digits", tmp_path)
+    with pytest.raises(UsageError, match=r"unknown held-out set 'cifar'; valid names: "
+                                         r"bird_or_bicycle, digits, digits_or_folder, "
+                                         r"two_class_mnist"):
+        load_held_out("cifar")
+    assert all(HELD_OUT_SETS.get(name).help and "\n" not in HELD_OUT_SETS.get(name).help
+               for name in HELD_OUT_SETS.names())
+
+
+def test_the_data_layer_never_names_a_suite() -> None:
+    """data sits below eval: the suites name their held-out sets, not the reverse."""
+    import ast
+
+    import llrnet.data.held_out as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.startswith("llrnet.eval")}
+    compares = [node for node in ast.walk(tree) if isinstance(node, ast.Compare)]
+    assert not [ast.unparse(node) for node in compares if "suite" in ast.unparse(node)]

@@ -1,0 +1,46 @@
+"""``create_model(name, pretrained=False, **kwargs)``: a registered model, untrained or with
+DeepMind's released weights.
+
+This module sits above both :mod:`llrnet.models` (which builds) and :mod:`llrnet.hub`
+(which fetches and converts), so neither knows the other; ``llrnet.models`` re-exports
+:func:`create_model` lazily, and the hub is imported only when ``pretrained=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from llrnet.core.errors import UsageError
+from llrnet.models.registry import build_model
+from llrnet.models.zoo import released
+
+__all__ = ["create_model"]
+
+
+def create_model(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments ``kwargs``.
+
+    Images in [0, 1], NCHW, in; logits [N, C] out (``docs/models.md``).
+    ``pretrained=True``: DeepMind's released weights for ``name``
+    (``llr_pretrain_adv``, ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``;
+    :data:`llrnet.models.zoo.RELEASED`), fetched and converted once, then loaded
+    from llrnet's cache (``docs/hub.md``).
+
+    Raises:
+        UsageError: the name is unknown, or an argument is not one the builder
+            takes or has the wrong type, or ``name`` has no released weights, or
+            arguments were given with ``pretrained=True`` (the weights fix them).
+    """
+    if not pretrained:
+        return build_model(name, **kwargs)
+    if kwargs:
+        raise UsageError(f"{name}: pretrained weights fix the architecture; no arguments "
+                         f"({', '.join(sorted(kwargs))}) can be given with pretrained=True")
+    released(name)  # an unknown release fails here, before the hub is imported
+    # Deferred: the hub (archive readers, graph recognition, conversion, HTTP) is heavy and
+    # only pretrained=True needs it.
+    from llrnet.hub.pretrained import load_pretrained
+
+    return load_pretrained(name)
