@@ -149,3 +149,43 @@ def coverage_curve(
         risk=np.asarray(risk, dtype=np.float64),
         covered=np.asarray(covered_counts, dtype=np.int64),
     )
+
+
+def error_indices(logits: Any, labels: Any, indices: Any, coverage: float) -> list[int]:
+    """Sorted global ``indices`` [N] of the covered, misclassified images at ``coverage``
+    (``logits`` [N, K], ``labels`` [N]; the rule of :func:`accuracy_at_coverage`)."""
+    scores, targets = _check(logits, labels)
+    _, errors = _covered_and_errors(scores, targets, _check_coverage(coverage))
+    return sorted(int(i) for i in _as_numpy(indices, "indices")[errors])
+
+
+def summarize_attack(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    kind: str,
+    model_evaluations: float | None,
+    wall_time: float,
+) -> dict[str, Any]:
+    """The results.json record of one attack.
+
+    ``logits`` [n, K] on the attack's final images, ``labels`` and global
+    ``indices`` [n], both in index order; ``model_evaluations`` images the
+    attack forwarded (None: unknown); ``wall_time`` seconds.
+    """
+    count = len(labels)
+    return {
+        "kind": kind,
+        "images": count,
+        "accuracy@80": accuracy_at_coverage(logits, labels, 0.8),
+        "accuracy@100": accuracy_at_coverage(logits, labels, 1.0),
+        "error_indices": error_indices(logits, labels, indices, 1.0),
+        "error_indices@80": error_indices(logits, labels, indices, 0.8),
+        "wall_time": wall_time,
+        "model_evaluations": model_evaluations,
+        "model_evaluations_per_image": (
+            None if model_evaluations is None else model_evaluations / count
+        ),
+        "coverage_curve": coverage_curve(logits, labels).as_dict(),
+    }

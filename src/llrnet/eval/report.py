@@ -23,56 +23,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from llrnet.core.fileio import atomic_path, atomic_write_json
-from llrnet.eval.metrics import accuracy_at_coverage, coverage_curve, predictions
+from llrnet.eval.metrics import predictions
 
 RESULTS = "results.json"
 CONFIG = "config.json"
 RISK_COVERAGE = "risk_coverage.png"
 EXAMPLES = "examples.png"
-
-
-def error_indices(logits: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-                  coverage: float) -> list[int]:
-    """Global indices of covered, misclassified images at ``coverage`` (the challenge's
-    rule: see docs/challenge.md)."""
-    conf = logits.max(axis=1)
-    ordered = np.sort(conf)[::-1]
-    threshold = ordered[int(coverage * len(conf)) - 1]
-    wrong = (conf >= threshold) & (predictions(logits) != labels)
-    return sorted(int(i) for i in indices[wrong])
-
-
-def summarize_attack(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    indices: np.ndarray,
-    *,
-    kind: str,
-    model_evaluations: float | None,
-    wall_time: float,
-) -> dict[str, Any]:
-    """The results.json record of one attack.
-
-    ``logits`` [n, K] on the attack's final images, ``labels`` and global
-    ``indices`` [n], both in index order.
-    """
-    count = len(labels)
-    curve = coverage_curve(logits, labels)
-    record: dict[str, Any] = {
-        "kind": kind,
-        "images": count,
-        "accuracy@80": accuracy_at_coverage(logits, labels, 0.8),
-        "accuracy@100": accuracy_at_coverage(logits, labels, 1.0),
-        "error_indices": error_indices(logits, labels, indices, 1.0),
-        "error_indices@80": error_indices(logits, labels, indices, 0.8),
-        "wall_time": wall_time,
-        "model_evaluations": model_evaluations,
-        "model_evaluations_per_image": (
-            None if model_evaluations is None else model_evaluations / count
-        ),
-        "coverage_curve": curve.as_dict(),
-    }
-    return record
 
 
 def _fmt(value: float | None, spec: str) -> str:
