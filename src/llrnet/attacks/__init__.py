@@ -15,7 +15,8 @@ depend on batch-mates) and enforces the threat model (the attack's ball and
 Attacks: :class:`Identity` ("clean"), :class:`SpatialGrid`,
 :class:`CommonCorruptions`, :class:`RandomSpatial`, :class:`SPSA`,
 :class:`Boundary`, :class:`PGD`, :class:`MultiTargetedPGD`, :class:`Chain`;
-the functional :func:`pgd_perturb` for training. Threat models are balls,
+the functional :func:`pgd_perturb` for training; :func:`white_box_bound` (a
+gradient attack in a black-box attack's ball). Threat models are balls,
 :class:`LinfBall` and :class:`L2Ball` (:mod:`llrnet.attacks.balls`); the other
 parts are in :mod:`llrnet.attacks.parts`.
 
@@ -27,6 +28,9 @@ Beyond the minimal contract:
   unbounded attacks such as the spatial grid), ``Attack.eps`` its radius;
   ``Attack.needs_pool`` says whether ``pool`` is required (Boundary, and
   Chains containing it).
+* ``Attack.budget()`` names an attack's budget knobs and ``Attack.scaled(k)``
+  returns a copy with about k times the budget (docs/attacks.md, "Budgets and
+  how they scale"); :class:`Chain` keys its stages' knobs ``"<stage>.<knob>"``.
 * ``Attack.bf16_search`` is the measured precision policy: whether the attack
   may search with a bf16 copy of the model (:func:`searches_in_bf16`; a Chain
   only if all its stages may).
@@ -56,6 +60,7 @@ from llrnet.attacks.base import (
     searches_in_bf16,
 )
 from llrnet.attacks.boundary import Boundary
+from llrnet.attacks.bounds import white_box_bound
 from llrnet.attacks.chain import Chain
 from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions
 from llrnet.attacks.pgd import PGD, MultiTargetedPGD, pgd_perturb
@@ -87,4 +92,5 @@ __all__ = [
     "pgd_perturb",
     "searches_in_bf16",
     "spatial_grid",
+    "white_box_bound",
 ]

@@ -10,13 +10,15 @@ search.
 
 from __future__ import annotations
 
+import copy
 import time
-from typing import TYPE_CHECKING, Any, Literal, final, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, get_args
 
 import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.parts import ImageRng
+from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits
 from llrnet.core.errors import InputError, UsageError, first_line
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from llrnet.attacks.balls import Ball
 
 Pool = tuple[Tensor, Tensor]
+
+_A = TypeVar("_A", bound="Attack")
 
 AttackKind = Literal["clean", "spatial", "corruption", "black_box", "white_box"]
 """What an attack does, which decides how an evaluation runs and checks it:
@@ -245,6 +249,48 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+    def budget(self) -> dict[str, int]:
+        """The attack's budget knobs, e.g. PGD ``{"steps": 20, "restarts": 1}``.
+
+        Keys are the attack's own attribute names (counts of steps, probes,
+        candidates, grid points per axis); ``{}`` means the attack has no budget
+        to scale (Identity, corruptions, one random transform).
+        """
+        return {}
+
+    def scaled(self, factor: int) -> Attack:
+        """A new attack like this one with its total budget multiplied by about ``factor``.
+
+        Same class, ``name``, threat model (ball, eps) and every other
+        parameter; each attack documents how it spends the factor (docs/attacks.md,
+        "Budgets and how they scale"). ``scaled(1)`` gives the same results as
+        the original for the same seeds; ``self`` is not changed.
+
+        Raises:
+            UsageError: ``factor`` is not an int >= 1, or the attack has no
+                budget (``budget() == {}``).
+        """
+        check_count(factor, "factor")
+        if not self.budget():
+            raise UsageError(f"attack {self.name!r} ({type(self).__name__}) has no budget to "
+                             "scale; check budget() first")
+        return self._scaled(factor)
+
+    def _scaled(self, factor: int) -> Attack:
+        """The budgeted subclass's :meth:`scaled` (``factor`` checked, budget non-empty)."""
+        raise UsageError(f"attack {self.name!r} ({type(self).__name__}) does not say how to "
+                         "scale its budget")
+
+    def _replace(self: _A, **changes: Any) -> _A:
+        """A shallow copy with ``changes`` set and no run-time statistics; ``self`` unchanged."""
+        clone = copy.copy(self)
+        clone.last_stats = {}
+        for key, value in changes.items():
+            if not hasattr(self, key):
+                raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+            setattr(clone, key, value)
+        return clone
 
 
 def searches_in_bf16(attack: Any) -> bool:

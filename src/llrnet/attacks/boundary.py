@@ -321,3 +321,16 @@ class Boundary(Attack):
         length = length.clamp_min(0.0) / new_norm
         candidates.mul_(length).add_(spherical).clamp_(0.0, 1.0)
         return candidates, spherical
+
+    def budget(self) -> dict[str, int]:
+        """``{"iterations": iterations, "max_directions": max_directions}``."""
+        return {"iterations": self.iterations, "max_directions": self.max_directions}
+
+    def _scaled(self, factor: int) -> Boundary:
+        """``iterations * factor`` with the same candidates per iteration and step schedule.
+
+        Candidate ``j`` of iteration ``t`` draws the same noise in both, so the
+        scaled walk repeats the original's first ``iterations`` iterations and
+        then goes on (unless it converged or reached the threshold first).
+        """
+        return self._replace(iterations=self.iterations * factor)

@@ -60,6 +60,23 @@ class Chain(Attack):
             self.stage_stats.append(dict(stage.last_stats))
         return current
 
+    def budget(self) -> dict[str, int]:
+        """Every budgeted stage's knobs keyed ``"<stage name>.<knob>"``, e.g.
+        ``{"spsa.steps": 20, "spsa.samples": 16}`` for ``Chain(RandomSpatial(), SPSA(...))``."""
+        return {f"{stage.name}.{knob}": value
+                for stage in self.stages for knob, value in stage.budget().items()}
+
+    def _scaled(self, factor: int) -> Chain:
+        """Every budgeted stage scaled by ``factor``; the other stages are the same objects,
+        so under the same seeds they draw the same streams (e.g. the same random
+        transform per image). The chain's ``name`` is kept."""
+        stages = [stage.scaled(factor) if stage.budget() else stage for stage in self.stages]
+        return self.with_stages(*stages)
+
+    def with_stages(self, *stages: Attack) -> Chain:
+        """A chain of ``stages`` with this chain's ``name`` (and no run-time statistics)."""
+        return Chain(*stages, name=self.name)
+
     def __repr__(self) -> str:
         inner = ", ".join(repr(stage) for stage in self.stages)
         return f"Chain({inner}, name={self.name!r})"

@@ -162,6 +162,16 @@ class PGD(Attack):
         self.random_start = bool(random_start)
         self.restarts = check_count(restarts, "restarts")
 
+    def budget(self) -> dict[str, int]:
+        """``{"steps": steps, "restarts": restarts}``."""
+        return {"steps": self.steps, "restarts": self.restarts}
+
+    def _scaled(self, factor: int) -> PGD:
+        """``steps * factor`` at the same ``step_size`` and restarts (1 forward+backward per
+        step per restart): the walk can go ``factor`` times as far, and its first ``steps``
+        steps are the original's (the random start is the same draw)."""
+        return self._replace(steps=self.steps * factor)
+
     def _start(self, x: Tensor, rng: ImageRng) -> Tensor:
         if not self.random_start:
             return torch.zeros_like(x)

@@ -56,6 +56,51 @@ def spatial_grid(
     return table[:, [1, 2, 0]].contiguous()
 
 
+def refine_granularity(granularity: tuple[int, ...], factor: int) -> tuple[int, ...]:
+    """A finer grid's values per axis, with about ``factor`` times as many points.
+
+    Axis ``a`` of ``g_a`` values becomes ``m_a (g_a - 1) + 1`` values over the
+    same range (``linspace``), so every original point stays in the grid (and
+    an odd count stays odd: the identity stays in). Starting from ``m = 1``,
+    the axis with the smallest ``m`` (ties: the one adding fewer points, then
+    the earlier one) is refined by one while that brings the total closer to
+    ``factor`` times the original, in ratio. Axes of one value stay as they
+    are; ``factor`` 1 changes nothing. Example: (5, 5, 11) x 4 -> (9, 9, 11)
+    (891 of 275 points), x 8 -> (13, 9, 21).
+    """
+    counts = tuple(int(g) for g in granularity)
+    target = float(np.prod(counts)) * factor
+
+    def total(m: list[int]) -> float:
+        return float(np.prod([k * (g - 1) + 1 for k, g in zip(m, counts)]))
+
+    def refined(m: list[int], axis: int) -> list[int]:
+        return [k + (a == axis) for a, k in enumerate(m)]
+
+    refinable = [a for a, g in enumerate(counts) if g > 1]
+    steps = [1] * len(counts)
+    while refinable:
+        order = [(steps[a], total(refined(steps, a)), a) for a in refinable]
+        axis = min(order)[2]
+        trial = refined(steps, axis)
+        if abs(np.log(total(trial) / target)) >= abs(np.log(total(steps) / target)):
+            break
+        steps = trial
+    return tuple(k * (g - 1) + 1 for k, g in zip(steps, counts))
+
+
+def grid_axes(kind: str, granularity: tuple[int, int, int]) -> dict[str, int]:
+    """Values per (dx, dy, angle) axis of a named grid, keyed ``granularity_<axis>``.
+
+    The ``"intended"`` grid's factors are (dx, dy, angle); the ``"challenge"``
+    grid's are (angle, dx, dy) (see :func:`spatial_grid`).
+    """
+    g0, g1, g2 = granularity
+    if kind == "challenge":
+        return {"granularity_dx": g1, "granularity_dy": g2, "granularity_angle": g0}
+    return {"granularity_dx": g0, "granularity_dy": g1, "granularity_angle": g2}
+
+
 class SpatialGrid(Attack):
     """Worst case over a grid of rotations and translations (the challenge's ``spatial_grid``).
 
@@ -73,6 +118,11 @@ class SpatialGrid(Attack):
 
     Output images are 8-bit quantized (multiples of 1/255). The identity
     transform yields the bordered image, never the raw input.
+
+    A named grid keeps its ``limits`` and ``granularity`` (None for an
+    explicit table); its budget is the values per axis (:meth:`budget`), and
+    :meth:`scaled` refines it (:func:`refine_granularity`). An explicit table
+    has no budget.
     """
 
     name = "spatial_grid"
@@ -96,6 +146,8 @@ class SpatialGrid(Attack):
                 check_count(g, "granularity entries")
             self.transforms = spatial_grid(grid, limits, granularity)
             self.grid_name = grid
+            self.limits: tuple[float, ...] | None = tuple(float(v) for v in limits)
+            self.granularity: tuple[int, ...] | None = tuple(granularity)
         else:
             table = torch.as_tensor(grid, dtype=torch.float64)
             if table.dim() != 2 or table.shape[1] != 3 or table.shape[0] == 0:
@@ -105,12 +157,36 @@ class SpatialGrid(Attack):
                 )
             self.transforms = table
             self.grid_name = "custom"
+            self.limits = None
+            self.granularity = None
         check_positive(border_fraction, "border_fraction", allow_zero=True)
         if border_fraction >= 0.5:
             raise UsageError(f"border_fraction must be < 0.5, got {border_fraction}")
         self.border_fraction = float(border_fraction)
         self.batch_size = check_count(batch_size, "batch_size")
         self._groups = self._plan()
+
+    def budget(self) -> dict[str, int]:
+        """Values per axis of a named grid, ``{"granularity_dx": .., "granularity_dy": ..,
+        "granularity_angle": ..}`` (775 = 5 x 31 x 5 for the challenge grid); ``{}`` for an
+        explicit table."""
+        if self.granularity is None:
+            return {}
+        g0, g1, g2 = self.granularity
+        return grid_axes(self.grid_name, (g0, g1, g2))
+
+    def _scaled(self, factor: int) -> SpatialGrid:
+        """The same grid over the same limits, each axis refined so that it holds about
+        ``factor`` times as many transforms, the original ones included
+        (:func:`refine_granularity`)."""
+        assert self.granularity is not None and self.limits is not None
+        g0, g1, g2 = refine_granularity(self.granularity, factor)
+        l0, l1, l2 = self.limits
+        clone = self._replace(granularity=(g0, g1, g2),
+                              transforms=spatial_grid(self.grid_name, (l0, l1, l2),
+                                                      (g0, g1, g2)))
+        clone._groups = clone._plan()
+        return clone
 
     def _plan(self) -> list[tuple[float, tuple[int, int], list[int], list[int]]]:
         """Transforms grouped by angle (first-appearance order).

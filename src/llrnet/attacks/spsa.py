@@ -206,3 +206,16 @@ class SPSA(Attack):
                     state = state.select(keep)
         p[active] = pa
         return x0 + p
+
+    def budget(self) -> dict[str, int]:
+        """``{"steps": steps, "samples": samples}``; a step costs ``samples + 1`` evaluations."""
+        return {"steps": self.steps, "samples": self.samples}
+
+    def _scaled(self, factor: int) -> SPSA:
+        """``steps * factor`` with the same probes per step, Adam settings and early stop.
+
+        More steps rather than more probes: an image's random stream yields the
+        same probes for its first ``steps`` steps, so the scaled walk starts as
+        the original did, and images that stopped early stop at the same step.
+        """
+        return self._replace(steps=self.steps * factor)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import ImageRng
-from llrnet.attacks.spatial import RandomSpatial, tf_spatial
+from llrnet.attacks.spatial import RandomSpatial, grid_axes, refine_granularity, tf_spatial
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import UsageError
 
@@ -132,6 +132,22 @@ class CheckedSpatialGrid(Attack):
         self.valid_check = valid_check
         self.batch_size = check_count(batch_size, "batch_size")
         self.transforms = checked_grid(limits, granularity)
+
+    def budget(self) -> dict[str, int]:
+        """Values per axis: ``{"granularity_dx": 5, "granularity_dy": 5,
+        "granularity_angle": 11}`` for the MNIST grid."""
+        g0, g1, g2 = self.granularity
+        return grid_axes("intended", (g0, g1, g2))
+
+    def _scaled(self, factor: int) -> CheckedSpatialGrid:
+        """The same limits, each axis refined to about ``factor`` times as many transforms,
+        the original ones included (:func:`~llrnet.attacks.spatial.refine_granularity`).
+        The kit's selection rule runs in grid order, so the kept transform may differ even
+        where the original's is still in the grid."""
+        g0, g1, g2 = refine_granularity(self.granularity, factor)
+        l0, l1, l2 = self.limits
+        return self._replace(granularity=(g0, g1, g2),
+                             transforms=checked_grid((l0, l1, l2), (g0, g1, g2)))
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
              ) -> Tensor:
