@@ -175,8 +175,84 @@ def run_job(plan: EvalPlan, job: Job, state: RunState, pool: Pool | None) -> Chu
     return merged
 
 
-def execute(plan: EvalPlan, state: RunState) -> dict[str, Chunks]:
-    """Every entry of the plan's suite, in order: entry name -> its chunks."""
+@dataclass(frozen=True)
+class Recheck:
+    """An entry's attack re-run at ``factor`` times its budget (:func:`recheck`).
+
+    ``attack`` is the scaled attack, ``budget`` and ``scaled_budget`` the two
+    budgets, ``robust`` the number of images the entry left correct (before the
+    cap), ``chunks`` the results on the rechecked ones.
+    """
+
+    factor: int
+    attack: Any
+    budget: dict[str, int]
+    scaled_budget: dict[str, int]
+    robust: int
+    chunks: Chunks
+
+
+@dataclass(frozen=True)
+class EntryResults:
+    """Everything run for one suite entry: its own ``chunks``, its white-box ``bound``'s
+    (None: not run) and its budget ``recheck`` (None: not run)."""
+
+    chunks: Chunks
+    bound: Chunks | None = None
+    recheck: Recheck | None = None
+
+
+BOUND_SUFFIX = ".white_box_bound"
+"""A bound's job (state folder) is its entry's name plus this."""
+RECHECK_SUFFIX = ".check_budget"
+"""A budget recheck's job (state folder) is its entry's name plus this."""
+
+
+def budget_of(attack: Any) -> dict[str, int]:
+    """``attack.budget()``; {} for an unbudgeted attack or a callable without one."""
+    budget = getattr(attack, "budget", None)
+    return dict(budget()) if callable(budget) else {}
+
+
+def robust_indices(chunks: Chunks, cap: int) -> tuple[list[int], int]:
+    """The first ``cap`` images (in job order) that the attack left correctly
+    classified (argmax of the final logits = label), and how many there are."""
+    ordered = [chunks[k] for k in sorted(chunks)]
+    robust = [int(index) for chunk in ordered
+              for index, ok in zip(chunk.indices.tolist(),
+                                   (chunk.logits.argmax(1) == chunk.labels).tolist(),
+                                   strict=True) if ok]
+    return robust[:cap], len(robust)
+
+
+def recheck(plan: EvalPlan, job: Job, chunks: Chunks, state: RunState,
+            pool: Pool | None) -> Recheck | None:
+    """``job``'s attack at ``check_budget`` times its budget on the first
+    ``check_budget_images`` images it left correct, with the same per-image seeds;
+    None when the check is off or the attack has no budget."""
+    factor = plan.options.check_budget
+    budget = budget_of(job.attack)
+    if factor is None or not budget:
+        return None
+    chosen, robust = robust_indices(chunks, plan.options.check_budget_images)
+    scaled = job.attack.scaled(factor)
+    rerun = Job(job.name + RECHECK_SUFFIX, scaled, job.seed_name, tuple(chosen))
+    return Recheck(factor=factor, attack=scaled, budget=budget, scaled_budget=budget_of(scaled),
+                   robust=robust, chunks=run_job(plan, rerun, state, pool))
+
+
+def execute(plan: EvalPlan, state: RunState) -> dict[str, EntryResults]:
+    """Every entry of the plan's suite in order, each followed by its white-box bound
+    and its budget recheck (when on), all under the entry's per-image seeds."""
     jobs = [Job.of_entry(entry, plan.source.order) for entry in plan.suite.entries]
     pool = load_pool(plan, jobs)
-    return {job.name: run_job(plan, job, state, pool) for job in jobs}
+    results: dict[str, EntryResults] = {}
+    for job in jobs:
+        chunks = run_job(plan, job, state, pool)
+        bound = None
+        if job.name in plan.bounds:
+            bound_job = Job(job.name + BOUND_SUFFIX, plan.bounds[job.name], job.seed_name,
+                            job.indices)
+            bound = run_job(plan, bound_job, state, pool)
+        results[job.name] = EntryResults(chunks, bound, recheck(plan, job, chunks, state, pool))
+    return results

@@ -189,3 +189,60 @@ def summarize_attack(
         ),
         "coverage_curve": coverage_curve(logits, labels).as_dict(),
     }
+
+
+CONVERGENCE_POINTS = 0.02
+"""An attack is not converged when more budget lowers its accuracy@80 by more than
+this fraction (2 points) or one image, whichever is more."""
+
+
+def budget_check(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    scaled_logits: np.ndarray,
+    scaled_indices: np.ndarray,
+) -> dict[str, Any]:
+    """Compare an attack with its re-run at a larger budget on some of its images.
+
+    ``logits`` [n, K], ``labels`` and ``indices`` [n] are the attack's results;
+    ``scaled_logits`` [m, K] the larger budget's on the images ``scaled_indices``
+    [m], a subset of ``indices``. Returns ``images`` (m), ``accuracy`` and
+    ``scaled_accuracy`` (plain accuracy on those m images, None when m = 0),
+    ``flipped`` (sorted indices right before and wrong after), ``accuracy@80``
+    and ``scaled_accuracy@80`` (the attack's accuracy at 80% coverage, then with
+    the m rows replaced by the larger budget's), ``drop`` (their difference),
+    ``tolerance`` (max(:data:`CONVERGENCE_POINTS`, 1 / images covered at 80%))
+    and ``converged`` (``drop`` <= ``tolerance``).
+    """
+    scores, targets = _check(logits, labels)
+    rows = {int(index): row for row, index in enumerate(_as_numpy(indices, "indices"))}
+    chosen = [rows[int(index)] for index in _as_numpy(scaled_indices, "scaled_indices")]
+    substituted = scores.copy()
+    before = after = None
+    flipped: list[int] = []
+    if chosen:
+        replaced = _as_numpy(scaled_logits, "scaled_logits").astype(np.float64)
+        substituted[chosen] = replaced
+        right_before = predictions(scores[chosen]) == targets[chosen]
+        right_after = predictions(replaced) == targets[chosen]
+        before, after = float(right_before.mean()), float(right_after.mean())
+        flipped = sorted(int(index) for index, was, now
+                         in zip(scaled_indices, right_before, right_after, strict=True)
+                         if was and not now)
+    covered, _ = _covered_and_errors(scores, targets, 0.8)
+    tolerance = max(CONVERGENCE_POINTS, 1.0 / int(covered.sum()))
+    at_80 = accuracy_at_coverage(scores, targets, 0.8)
+    scaled_at_80 = accuracy_at_coverage(substituted, targets, 0.8)
+    drop = at_80 - scaled_at_80
+    return {
+        "images": len(chosen),
+        "accuracy": before,
+        "scaled_accuracy": after,
+        "flipped": flipped,
+        "accuracy@80": at_80,
+        "scaled_accuracy@80": scaled_at_80,
+        "drop": drop,
+        "tolerance": tolerance,
+        "converged": bool(drop <= tolerance + 1e-9),
+    }

@@ -11,22 +11,23 @@ import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from llrnet.attacks import searches_in_bf16
+from llrnet.attacks import searches_in_bf16, white_box_bound
 from llrnet.core import distributed
+from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits
 from llrnet.core.errors import InputError, UsageError, first_line
 from llrnet.core.seeding import check_seed
 from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
 from llrnet.eval.model_fn import ModelFnModule
-from llrnet.eval.suites import Suite, get_suite
+from llrnet.eval.suites import Suite, fingerprint_attack, get_suite
 from llrnet.models.heads import challenge_view
 from llrnet.models.precision import Precision, SearchCopies, check_precision, resolve_precision
 from llrnet.models.weights import tensors_sha256
@@ -46,7 +47,10 @@ class EvalOptions:
     ``save_adversarial`` keeps every final image in the state; ``progress``
     shows bars; ``class_names`` titles ``examples.png``; ``skip_unreadable``
     scores the readable images of a folder; ``precision`` is ``fp32``, ``bf16``
-    or ``auto`` (the search precision).
+    or ``auto`` (the search precision). ``check_budget`` K re-runs each budgeted
+    attack at K times its budget on at most ``check_budget_images`` of the
+    images it left correct (None: no check); ``white_box_bounds`` runs each
+    black-box attack's white-box bound (None: the suite's default).
     """
 
     seed: int = 0
@@ -60,6 +64,9 @@ class EvalOptions:
     class_names: Sequence[str] | None = None
     skip_unreadable: bool = False
     precision: str = "fp32"
+    check_budget: int | None = None
+    check_budget_images: int = 32
+    white_box_bounds: bool | None = None
 
     def merged(self, overrides: Mapping[str, Any]) -> EvalOptions:
         """These options with ``overrides`` (field name -> value) replacing fields.
@@ -67,7 +74,7 @@ class EvalOptions:
         Raises:
             UsageError: a name is not a field.
         """
-        names = [field.name for field in fields(self)]
+        names = [option.name for option in fields(self)]
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             raise UsageError(f"evaluate() takes no option {', '.join(unknown)}; "
@@ -84,7 +91,9 @@ class EvalPlan:
     when ``is_model_fn``) and ``copies`` what attacks search with; ``precision``
     the resolved search precision; ``manifest`` the resume fingerprint
     (:class:`~llrnet.eval.state.RunState`); ``warnings`` the sanity checks of the
-    first batch.
+    first batch. ``bounds`` maps an entry's name to its white-box bound attack (when
+    bounds are on and the model has gradients), ``bound_notes`` to why its bound
+    was skipped.
     """
 
     suite: Suite
@@ -99,6 +108,8 @@ class EvalPlan:
     manifest: dict[str, Any]
     options: EvalOptions
     warnings: tuple[str, ...]
+    bounds: Mapping[str, Any] = field(default_factory=dict)
+    bound_notes: Mapping[str, str] = field(default_factory=dict)
 
 
 def resolve_suite(suite: str | Suite | Sequence[Any]) -> Suite:
@@ -212,8 +223,46 @@ def model_fingerprint(model: nn.Module, is_model_fn: bool, first_logits: torch.T
     return hashlib.sha256(f"{type(model).__name__}|{tensors}".encode()).hexdigest()
 
 
+def check_options(options: EvalOptions) -> None:
+    """Raise :class:`UsageError` for a bad budget check or white-box bounds option."""
+    if options.check_budget is not None:
+        check_count(options.check_budget, "check_budget")
+    check_count(options.check_budget_images, "check_budget_images")
+    if options.white_box_bounds not in (None, True, False):
+        raise UsageError("white_box_bounds must be None (the suite's default), True or False, "
+                         f"got {options.white_box_bounds!r}")
+
+
+def bounds_on(suite: Suite, options: EvalOptions) -> bool:
+    """Whether white-box bounds run: the option, or the suite's default when it is None."""
+    return bool(suite.white_box_bounds if options.white_box_bounds is None
+                else options.white_box_bounds)
+
+
+def suite_bounds(suite: Suite) -> dict[str, Any]:
+    """Entry name -> its attack's white-box bound, for the entries that have one."""
+    bounds = {entry.name: white_box_bound(entry.attack) for entry in suite.entries}
+    return {name: bound for name, bound in bounds.items() if bound is not None}
+
+
+def gradient_note(model: nn.Module, is_model_fn: bool, source: ImageSource,
+                  device: torch.device) -> str | None:
+    """Why white-box attacks cannot run on the model, or None if its logits have a
+    gradient with respect to the input (probed on the first image)."""
+    if is_model_fn:
+        return "the model is a numpy model_fn, which has no gradients"
+    x, _ = source.get(source.order[:1])
+    x = x.to(device).requires_grad_(True)
+    with torch.enable_grad():
+        output = model(x)
+    if not (isinstance(output, torch.Tensor) and output.requires_grad):
+        return "the model's logits have no gradient with respect to its input"
+    return None
+
+
 def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, shuffled: bool,
-                    model: str, options: EvalOptions, precision: Precision) -> dict[str, Any]:
+                    model: str, options: EvalOptions, precision: Precision,
+                    bounds: bool) -> dict[str, Any]:
     """What must match for a rerun to resume (``state/manifest.json``)."""
     manifest: dict[str, Any] = {
         # The whole suite, not the selection: runs of different attack subsets
@@ -232,6 +281,14 @@ def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, s
     if precision != "fp32":  # absent means fp32, as in states of older versions
         manifest["precision"] = precision
         manifest["bf16_search"] = [e.name for e in full.entries if searches_in_bf16(e.attack)]
+    # Absent when off (or when no attack has a bound), as in states of older versions.
+    if options.check_budget is not None:
+        manifest["check_budget"] = {"factor": options.check_budget,
+                                    "images": options.check_budget_images}
+    described = {name: fingerprint_attack(bound)
+                 for name, bound in (suite_bounds(full) if bounds else {}).items()}
+    if described:
+        manifest["white_box_bounds"] = described
     return manifest
 
 
@@ -241,6 +298,7 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
     """Resolve and check everything, then yield the plan with the model in eval mode
     (its mode is restored on exit, also on error)."""
     seed = check_seed(options.seed)
+    check_options(options)
     device = start_device(options.device)
     full = resolve_suite(suite)
     selected = full.select(options.attacks)
@@ -255,16 +313,19 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
     model.eval()
     try:
         first_logits, found = validate_first_batch(model, source, size, device)
-        copies = SearchCopies.build(
-            model, precision,
-            fp32_copy=any(not searches_in_bf16(e.attack) for e in selected.entries))
+        bounds = suite_bounds(selected) if bounds_on(selected, options) else {}
+        note = gradient_note(model, is_model_fn, source, device) if bounds else None
+        searches = [e.attack for e in selected.entries] + list(bounds.values())
+        copies = SearchCopies.build(model, precision, fp32_copy=any(
+            not searches_in_bf16(attack) for attack in searches))
         manifest = resume_manifest(
             full, seed=seed, size=size, source=source, shuffled=shuffled,
             model=model_fingerprint(model, is_model_fn, first_logits), options=options,
-            precision=precision)
+            precision=precision, bounds=bounds_on(selected, options))
         yield EvalPlan(suite=selected, source=source, model=model, is_model_fn=is_model_fn,
                        copies=copies, device=device, seed=seed, batch_size=size,
                        precision=precision, manifest=manifest, options=options,
-                       warnings=tuple(found))
+                       warnings=tuple(found), bounds={} if note else bounds,
+                       bound_notes={name: note for name in bounds} if note else {})
     finally:
         model.train(was_training)

@@ -37,20 +37,51 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
+BOUND_LABEL = "{} (white-box bound)"
+"""How a white-box bound is named in the table and the plot, after its attack."""
+
+
+def _cells(name: str, record: Mapping[str, Any]) -> list[str]:
+    return [
+        name,
+        _fmt(100 * record["accuracy@80"], ".1f"),
+        _fmt(100 * record["accuracy@100"], ".1f"),
+        str(record["images"]),
+        _fmt(record.get("model_evaluations_per_image"), ".1f"),
+        _fmt(record.get("wall_time"), ".1f") + "s",
+    ]
+
+
+def _budget_cell(record: Mapping[str, Any]) -> str:
+    check = record.get("budget_check")
+    if check is None:
+        return "-"
+    verdict = "converged" if check["converged"] else "NOT CONVERGED"
+    return f"{verdict} (x{check['factor']})"
+
+
 def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
-    """A leaderboard-style table (one row per attack, accuracy in percent), with a
-    line under it when unreadable images were skipped (``skipped_images``)."""
-    header = ("attack", "acc@80%", "acc@100%", "images", "evals/img", "time")
+    """A leaderboard-style table (one row per attack, accuracy in percent).
+
+    An attack's white-box bound (``white_box_bound``) is a row under it; a
+    ``budget check`` column appears when some attack has a ``budget_check``
+    (``NOT CONVERGED`` when more budget lowered its accuracy). Lines under the
+    table say when unreadable images were skipped (``skipped_images``) and
+    why bounds were skipped.
+    """
+    header = ["attack", "acc@80%", "acc@100%", "images", "evals/img", "time"]
+    checked = any("budget_check" in record for record in attacks.values())
+    if checked:
+        header.append("budget check")
     rows = [header]
+    skipped_bounds: set[str] = set()
     for name, record in attacks.items():
-        rows.append((
-            name,
-            _fmt(100 * record["accuracy@80"], ".1f"),
-            _fmt(100 * record["accuracy@100"], ".1f"),
-            str(record["images"]),
-            _fmt(record.get("model_evaluations_per_image"), ".1f"),
-            _fmt(record.get("wall_time"), ".1f") + "s",
-        ))
+        rows.append(_cells(name, record) + ([_budget_cell(record)] if checked else []))
+        bound = record.get("white_box_bound") or {}
+        if "accuracy@80" in bound:
+            rows.append(_cells(BOUND_LABEL.format(name), bound) + (["-"] if checked else []))
+        elif "skipped" in bound:
+            skipped_bounds.add(str(bound["skipped"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
@@ -62,6 +93,8 @@ def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
     skipped = max((int(r.get("skipped_images", 0)) for r in attacks.values()), default=0)
     if skipped:
         lines.append(f"({skipped} unreadable image(s) skipped, not scored: see results.json)")
+    for reason in sorted(skipped_bounds):
+        lines.append(f"(white-box bounds not run: {reason})")
     return "\n".join(lines)
 
 
@@ -101,9 +134,16 @@ def save_figure(figure: Any, path: Path, *, dpi: int) -> None:
 
 
 def plot_risk_coverage(attacks: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-    """Risk (errors / (N * coverage)) against coverage, one curve per attack."""
+    """Risk (errors / (N * coverage)) against coverage, one curve per attack and per
+    white-box bound."""
     figure, axis = pyplot().subplots(figsize=(6, 4.5))
-    draw_risk_coverage(axis, {name: record["coverage_curve"] for name, record in attacks.items()})
+    curves = {}
+    for name, record in attacks.items():
+        curves[name] = record["coverage_curve"]
+        bound = record.get("white_box_bound") or {}
+        if "coverage_curve" in bound:
+            curves[BOUND_LABEL.format(name)] = bound["coverage_curve"]
+    draw_risk_coverage(axis, curves)
     axis.set_ylabel(RISK_LABEL)
     axis.legend(fontsize=8)
     figure.tight_layout()

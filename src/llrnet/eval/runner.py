@@ -22,8 +22,8 @@ from llrnet.attacks import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.paths import output_folder
 from llrnet.eval import checks
-from llrnet.eval.execute import EXAMPLE_COUNT, Chunks, execute, open_state
-from llrnet.eval.metrics import summarize_attack
+from llrnet.eval.execute import EXAMPLE_COUNT, Chunks, EntryResults, Recheck, execute, open_state
+from llrnet.eval.metrics import budget_check, summarize_attack
 from llrnet.eval.plan import EvalOptions, EvalPlan, planned
 from llrnet.eval.report import EXAMPLES, format_table, plot_examples, write_results
 from llrnet.eval.suites import Suite
@@ -98,10 +98,10 @@ def evaluate(
     out = output_folder(out_dir, what="evaluation output (out_dir)")
     with planned(model_or_model_fn, suite, dataset, settings) as plan:
         state = open_state(plan, out)
-        chunks = execute(plan, state)
-    records, warnings = summarize(plan, chunks)
+        results = execute(plan, state)
+    records, warnings = summarize(plan, results)
     if distributed.rank() == 0:
-        write_report(plan, out, records, warnings, chunks)
+        write_report(plan, out, records, warnings, results)
     distributed.barrier()
     return records
 
@@ -127,21 +127,56 @@ def total_disagreements(chunks: Chunks) -> int | None:
     return None if any(v is None for v in values) else int(sum(v for v in values if v))
 
 
-def summarize(plan: EvalPlan, per_attack: dict[str, Chunks]) -> tuple[Records, list[str]]:
-    """The results.json record of each entry, and every sanity warning of the run."""
+def attack_record(plan: EvalPlan, attack: Any, kind: str, chunks: Chunks) -> dict[str, Any]:
+    """The results.json record of one job's chunks (:func:`summarize_attack` and the run's
+    precision and skipped-image facts)."""
+    record = summarize_attack(
+        *merge_chunks(chunks), kind=kind, model_evaluations=total_evaluations(chunks),
+        wall_time=float(sum(c.wall_time for c in chunks.values())),
+    )
+    if plan.source.skipped:
+        record["skipped_images"] = len(plan.source.skipped)
+    record["search_precision"] = plan.copies.search_precision(searches_in_bf16(attack))
+    record["precision_disagreements"] = total_disagreements(chunks)
+    return record
+
+
+def recheck_record(chunks: Chunks, recheck: Recheck) -> dict[str, Any]:
+    """The ``budget_check`` record of an entry: both budgets, the rechecked images and
+    :func:`budget_check`'s comparison."""
+    logits, labels, indices = merge_chunks(chunks)
+    if recheck.chunks:
+        scaled_logits, _, scaled_indices = merge_chunks(recheck.chunks)
+    else:  # the attack left no image correct: nothing to recheck
+        scaled_logits = np.zeros((0, logits.shape[1]), np.float32)
+        scaled_indices = np.zeros(0, np.int64)
+    return {
+        "factor": recheck.factor,
+        "budget": recheck.budget,
+        "scaled_budget": recheck.scaled_budget,
+        "robust_images": recheck.robust,
+        "indices": [int(i) for i in scaled_indices],
+        **budget_check(logits, labels, indices, scaled_logits, scaled_indices),
+        "model_evaluations": total_evaluations(recheck.chunks),
+        "wall_time": float(sum(c.wall_time for c in recheck.chunks.values())),
+    }
+
+
+def summarize(plan: EvalPlan, results: dict[str, EntryResults]) -> tuple[Records, list[str]]:
+    """The results.json record of each entry (with its white-box bound and budget check
+    when run), and every sanity warning of the run."""
     records: Records = {}
     for entry in plan.suite.entries:
-        chunks = per_attack[entry.name]
-        records[entry.name] = summarize_attack(
-            *merge_chunks(chunks), kind=entry.kind,
-            model_evaluations=total_evaluations(chunks),
-            wall_time=float(sum(c.wall_time for c in chunks.values())),
-        )
-        if plan.source.skipped:
-            records[entry.name]["skipped_images"] = len(plan.source.skipped)
-        records[entry.name]["search_precision"] = plan.copies.search_precision(
-            searches_in_bf16(entry.attack))
-        records[entry.name]["precision_disagreements"] = total_disagreements(chunks)
+        done = results[entry.name]
+        record = attack_record(plan, entry.attack, entry.kind, done.chunks)
+        if done.bound is not None:
+            record["white_box_bound"] = attack_record(plan, plan.bounds[entry.name],
+                                                      "white_box", done.bound)
+        elif entry.name in plan.bound_notes:
+            record["white_box_bound"] = {"skipped": plan.bound_notes[entry.name]}
+        if done.recheck is not None:
+            record["budget_check"] = recheck_record(done.chunks, done.recheck)
+        records[entry.name] = record
     found = list(plan.warnings)
     found += checks.check_attack_strengths(
         {entry.name: entry.kind for entry in plan.suite.entries},
@@ -149,11 +184,13 @@ def summarize(plan: EvalPlan, per_attack: dict[str, Chunks]) -> tuple[Records, l
     )
     found += checks.check_autoattack({e.name: e.attack for e in plan.suite.entries},
                                      records, found)
+    found += checks.check_budgets(records)
+    found += checks.check_white_box_bounds(records)
     return records, found
 
 
 def write_report(plan: EvalPlan, out: Path, records: Records, warnings: list[str],
-                 per_attack: dict[str, Chunks]) -> None:
+                 results: dict[str, EntryResults]) -> None:
     """results.json, config.json, the risk-coverage plot and examples.png into ``out``."""
     source = plan.source
     summary: dict[str, Any] = {
@@ -181,7 +218,7 @@ def write_report(plan: EvalPlan, out: Path, records: Records, warnings: list[str
         "torch_version": torch.__version__,
     }
     write_results(out, summary, config)
-    write_examples(plan, out, per_attack)
+    write_examples(plan, out, {name: done.chunks for name, done in results.items()})
     logger.info("evaluation written to %s", out)
     logger.debug("results:\n%s", format_table(records))
 
