@@ -260,6 +260,18 @@ def gradient_note(model: nn.Module, is_model_fn: bool, source: ImageSource,
     return None
 
 
+def plan_bounds(suite: Suite, options: EvalOptions, model: nn.Module, is_model_fn: bool,
+                source: ImageSource, device: torch.device
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(entry name -> bound attack to run, entry name -> why its bound is skipped); both
+    empty when bounds are off."""
+    bounds = suite_bounds(suite) if bounds_on(suite, options) else {}
+    note = gradient_note(model, is_model_fn, source, device) if bounds else None
+    if note is None:
+        return bounds, {}
+    return {}, {name: note for name in bounds}
+
+
 def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, shuffled: bool,
                     model: str, options: EvalOptions, precision: Precision,
                     bounds: bool) -> dict[str, Any]:
@@ -313,8 +325,7 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
     model.eval()
     try:
         first_logits, found = validate_first_batch(model, source, size, device)
-        bounds = suite_bounds(selected) if bounds_on(selected, options) else {}
-        note = gradient_note(model, is_model_fn, source, device) if bounds else None
+        bounds, notes = plan_bounds(selected, options, model, is_model_fn, source, device)
         searches = [e.attack for e in selected.entries] + list(bounds.values())
         copies = SearchCopies.build(model, precision, fp32_copy=any(
             not searches_in_bf16(attack) for attack in searches))
@@ -325,7 +336,6 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
         yield EvalPlan(suite=selected, source=source, model=model, is_model_fn=is_model_fn,
                        copies=copies, device=device, seed=seed, batch_size=size,
                        precision=precision, manifest=manifest, options=options,
-                       warnings=tuple(found), bounds={} if note else bounds,
-                       bound_notes={name: note for name in bounds} if note else {})
+                       warnings=tuple(found), bounds=bounds, bound_notes=notes)
     finally:
         model.train(was_training)

@@ -77,7 +77,11 @@ def evaluate(
             bf16 the attacks whose policy allows it, ``searches_in_bf16``, search
             with a bf16 channels_last copy and every final image is judged by
             the fp32 model; a run resumes only under the precision it started
-            with; docs/evaluation.md).
+            with), ``check_budget`` (K: re-run each budgeted attack at K times its
+            budget on at most ``check_budget_images`` images it left correct, with
+            the same per-image seeds) and ``white_box_bounds`` (run each
+            black-box attack's white-box bound; None: the suite's default).
+            docs/evaluation.md has the details.
 
     Returns:
         attack name -> record with ``accuracy@80``, ``accuracy@100``, ``images``,
@@ -86,7 +90,8 @@ def evaluate(
         ``coverage_curve`` (the same on every rank), ``search_precision``
         (``fp32`` or ``bf16``) and ``precision_disagreements`` (final images on
         which the bf16 copy's decision differs from the fp32 model's; None in
-        fp32 runs).
+        fp32 runs); with bounds on, ``white_box_bound`` (the bound's record, or
+        ``{"skipped": reason}``); with ``check_budget``, ``budget_check``.
 
     Raises:
         InputError: the model's output on the first batch is not [N, K] finite
