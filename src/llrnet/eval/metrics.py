@@ -1,4 +1,5 @@
-"""The challenge's metric: accuracy at a coverage, and the risk-coverage curve.
+"""The challenge's metric (accuracy at a coverage, the risk-coverage curve) and every
+number of results.json made from it (attack records, the budget check).
 
 A model abstains implicitly by being unconfident: per attack, only the most
 confident ``coverage`` fraction of images is scored. Confidence is the largest
