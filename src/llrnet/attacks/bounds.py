@@ -30,10 +30,10 @@ cross the ball 2.5 times, so a random start anywhere in it can reach any point."
 
 BOUND_LOSS = "margin"
 """The bounds' PGD loss, ``max_{k != y} logit[k] - logit[y]``. With two classes the
-cross-entropy is ``softplus`` of that margin, so its gradient is the margin's times a
-positive factor: the same sign (L-inf) and normalized (L2) steps, until the factor
-underflows on a confident image (about ``exp(-margin)``: float32 reaches 0 past a
-margin near 100) and the cross-entropy's step is zero. The margin's never is."""
+cross-entropy is ``softplus`` of that margin: in exact arithmetic the same sign (L-inf)
+and normalized (L2) steps. In float32, past a margin of about 16 the true logit's
+gradient rounds to 0 (the step follows the wrong logit alone), past about 104 both do
+(the step is zero); the margin's gradient has neither problem."""
 
 
 class APGDCE(AutoAttack):
