@@ -124,3 +124,41 @@ def test_a_registered_suite_brings_its_own_data_and_class_names(
     finally:
         SUITES._entries.pop("cli_probe", None)
         SUITE_FACTS.pop("cli_probe", None)
+def test_check_budget_and_white_box_bound_flags(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["eval", "--suite", "digits", "--model", "digits_wrn", "--max-images", "2",
+            "--no-progress"]
+    # A bare --check-budget is K = 4; --no-white-box-bounds overrides the digits default.
+    assert main([*base, "--out", str(tmp_path / "a"), "--attacks", "clean", "--check-budget",
+                 "--no-white-box-bounds"]) == 0
+    manifest = json.loads((tmp_path / "a" / "state" / "manifest.json").read_text())
+    assert manifest["check_budget"] == {"factor": 4, "images": 32}
+    assert "white_box_bounds" not in manifest
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b"), "--attacks", "spsa_with_random_spatial",
+                 "--suite-option", "spsa_steps=1", "--suite-option", "spsa_samples=2",
+                 "--check-budget", "2", "--check-budget-images", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-2:] == ["budget", "check"]
+    assert table[3].startswith("spsa_with_random_spatial (white-box bound)")
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    record = results["attacks"]["spsa_with_random_spatial"]
+    assert record["budget_check"]["factor"] == 2 and record["budget_check"]["images"] <= 1
+    assert record["budget_check"]["budget"] == {"spsa.steps": 1, "spsa.samples": 2}
+    assert record["budget_check"]["scaled_budget"] == {"spsa.steps": 2, "spsa.samples": 2}
+    assert record["white_box_bound"]["images"] == 2
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--check-budget", "0"),
+                                             ("--check-budget-images", "0"),
+                                             ("--check-budget", "x")])
+def test_bad_check_budget_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              flag: str, value: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "--suite", "digits", "--model", "digits_wrn", "--out", str(tmp_path),
+              flag, value])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("llrnet eval: error: argument "
+                                                         f"{flag}:")
+    assert not (tmp_path / "state").exists()

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from llrnet.attacks import PGD, Identity
 from llrnet.core.errors import UsageError
 from llrnet.eval import (
+    EvalOptions,
     EvaluationWarning,
     Suite,
     SuiteEntry,
@@ -274,3 +275,20 @@ def test_the_model_fingerprint_is_the_weights_hash_of_the_scored_module(tmp_path
     assert manifest["model"] == expected
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_class"] == "ChallengeView"
+
+
+def test_an_options_object_and_keywords_give_the_same_run(tmp_path: Path) -> None:
+    data = tiny_data()
+    options = EvalOptions(seed=3, batch_size=5, max_images=20, progress=False)
+    by_object = evaluate(tiny_model(), suite()[0], data, options, out_dir=tmp_path / "a")
+    by_keywords = evaluate(tiny_model(), suite()[0], data, out_dir=tmp_path / "b", seed=3,
+                           batch_size=5, max_images=20, progress=False)
+    # Keywords replace the object's fields.
+    mixed = evaluate(tiny_model(), suite()[0], data, EvalOptions(seed=1, progress=False),
+                     out_dir=tmp_path / "c", seed=3, batch_size=5, max_images=20)
+    assert without_times(tmp_path / "a/results.json") == \
+        without_times(tmp_path / "b/results.json") == without_times(tmp_path / "c/results.json")
+    assert by_object["pgd"]["images"] == by_keywords["pgd"]["images"] == 20
+    assert mixed["pgd"]["error_indices"] == by_object["pgd"]["error_indices"]
+    with pytest.raises(UsageError, match=r"evaluate\(\) takes no option batchsize; valid: seed"):
+        evaluate(tiny_model(), suite()[0], data, out_dir=tmp_path / "d", batchsize=4)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from llrnet.cli.arguments import seed
+from llrnet.cli.arguments import at_least, seed
 
 
 class _HelpWithSuites(argparse.Action):
@@ -91,6 +91,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         "result is judged by the fp32 model; auto: bf16 where the hardware has "
                         "native bf16 (AMX-BF16 or AVX512-BF16 CPUs, CUDA sm_80+), else fp32. "
                         "A run resumes only under the precision it started with")
+    parser.add_argument("--check-budget", type=at_least(1), nargs="?", const=4, default=None,
+                        metavar="K", help="re-run each budgeted attack at K times its budget "
+                        "(K = 4 without a value) on the images it left correct, with the same "
+                        "per-image seeds, and mark it NOT CONVERGED when its accuracy@80 drops "
+                        "by more than max(2 points, 1 image)")
+    parser.add_argument("--check-budget-images", type=at_least(1), default=32, metavar="N",
+                        help="recheck at most the first N such images per attack (default 32)")
+    parser.add_argument("--white-box-bounds", action=argparse.BooleanOptionalAction,
+                        default=None, help="run each black-box attack's white-box bound (a "
+                        "gradient attack in the same ball, the same random transforms) as a "
+                        "row under it (default: the suite's choice; on for digits and linf)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
 
@@ -160,7 +171,9 @@ def _eval(args: argparse.Namespace) -> int:
                        max_images=args.max_images, attacks=attacks,
                        progress=not args.no_progress,
                        class_names=facts.class_names, skip_unreadable=args.skip_unreadable,
-                       precision=args.precision)
+                       precision=args.precision, check_budget=args.check_budget,
+                       check_budget_images=args.check_budget_images,
+                       white_box_bounds=args.white_box_bounds)
     if distributed.rank() == 0:
         print(format_table(results))
         print(f"results: {Path(args.out) / 'results.json'}")

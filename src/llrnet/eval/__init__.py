@@ -13,6 +13,7 @@ from llrnet.eval import suite_catalog as _suite_catalog  # noqa: F401  (register
 from llrnet.eval.checks import EvaluationWarning
 from llrnet.eval.metrics import COVERAGES, CoverageCurve, accuracy_at_coverage, coverage_curve
 from llrnet.eval.model_fn import ModelFnModule
+from llrnet.eval.plan import EvalOptions
 from llrnet.eval.report import format_table
 from llrnet.eval.runner import evaluate
 from llrnet.eval.seeds import image_seed, image_seeds
@@ -29,6 +30,7 @@ from llrnet.eval.suites import (
 __all__ = [
     "COVERAGES",
     "CoverageCurve",
+    "EvalOptions",
     "EvaluationWarning",
     "ModelFnModule",
     "Suite",

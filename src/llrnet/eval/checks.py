@@ -137,3 +137,46 @@ def check_autoattack(
                     "AutoAttack's number"
                 ))
     return new
+
+
+BOUND_MARGIN = 0.10
+"""Accuracy@80 gap (fraction) by which a black-box column may exceed its white-box bound."""
+
+
+def check_white_box_bounds(records: Mapping[str, Mapping[str, Any]],
+                           margin: float = BOUND_MARGIN) -> list[str]:
+    """Warn for each attack whose accuracy@80 exceeds its white-box bound's
+    (``record["white_box_bound"]``) by more than ``margin`` (a fraction; 10 points).
+
+    The bound attacks the same ball with gradients: a black-box number far above
+    it measures the black-box attack's budget, not the model.
+    """
+    found: list[str] = []
+    for name, record in records.items():
+        bound = record.get("white_box_bound") or {}
+        if "accuracy@80" not in bound:
+            continue
+        ours, theirs = float(record["accuracy@80"]), float(bound["accuracy@80"])
+        if ours - theirs > margin + 1e-9:  # exactly ``margin`` apart is not "more than"
+            found.append(warn(
+                f"black-box attack {name!r} leaves accuracy@80 {100 * ours:.1f}%, its "
+                f"white-box bound in the same ball {100 * theirs:.1f}%: more than "
+                f"{100 * margin:.0f} points apart, so the column measures the attack's budget, "
+                "not the model; report the bound"
+            ))
+    return found
+
+
+def check_budgets(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One warning naming every attack whose budget check (``record["budget_check"]``,
+    :func:`llrnet.eval.metrics.budget_check`) says NOT CONVERGED; [] if none."""
+    failed = [(name, record["budget_check"]) for name, record in records.items()
+              if "budget_check" in record and not record["budget_check"]["converged"]]
+    if not failed:
+        return []
+    parts = [f"{name} (accuracy@80 {100 * check['accuracy@80']:.1f}% -> "
+             f"{100 * check['scaled_accuracy@80']:.1f}% at {check['factor']}x its budget; "
+             f"{len(check['flipped'])} of {check['images']} rechecked images flipped)"
+             for name, check in failed]
+    return [warn(f"NOT CONVERGED: {'; '.join(parts)}: more budget lowers accuracy@80 by more "
+                 "than max(2 points, 1 image), so these numbers overstate robustness")]

@@ -1,4 +1,5 @@
-"""The challenge's metric: accuracy at a coverage, and the risk-coverage curve.
+"""The challenge's metric (accuracy at a coverage, the risk-coverage curve) and every
+number of results.json made from it (attack records, the budget check).
 
 A model abstains implicitly by being unconfident: per attack, only the most
 confident ``coverage`` fraction of images is scored. Confidence is the largest
@@ -149,3 +150,100 @@ def coverage_curve(
         risk=np.asarray(risk, dtype=np.float64),
         covered=np.asarray(covered_counts, dtype=np.int64),
     )
+
+
+def error_indices(logits: Any, labels: Any, indices: Any, coverage: float) -> list[int]:
+    """Sorted global ``indices`` [N] of the covered, misclassified images at ``coverage``
+    (``logits`` [N, K], ``labels`` [N]; the rule of :func:`accuracy_at_coverage`)."""
+    scores, targets = _check(logits, labels)
+    _, errors = _covered_and_errors(scores, targets, _check_coverage(coverage))
+    return sorted(int(i) for i in _as_numpy(indices, "indices")[errors])
+
+
+def summarize_attack(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    kind: str,
+    model_evaluations: float | None,
+    wall_time: float,
+) -> dict[str, Any]:
+    """The results.json record of one attack.
+
+    ``logits`` [n, K] on the attack's final images, ``labels`` and global
+    ``indices`` [n], both in index order; ``model_evaluations`` images the
+    attack forwarded (None: unknown); ``wall_time`` seconds.
+    """
+    count = len(labels)
+    return {
+        "kind": kind,
+        "images": count,
+        "accuracy@80": accuracy_at_coverage(logits, labels, 0.8),
+        "accuracy@100": accuracy_at_coverage(logits, labels, 1.0),
+        "error_indices": error_indices(logits, labels, indices, 1.0),
+        "error_indices@80": error_indices(logits, labels, indices, 0.8),
+        "wall_time": wall_time,
+        "model_evaluations": model_evaluations,
+        "model_evaluations_per_image": (
+            None if model_evaluations is None else model_evaluations / count
+        ),
+        "coverage_curve": coverage_curve(logits, labels).as_dict(),
+    }
+
+
+CONVERGENCE_POINTS = 0.02
+"""An attack is not converged when more budget lowers its accuracy@80 by more than
+this fraction (2 points) or one image, whichever is more."""
+
+
+def budget_check(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    scaled_logits: np.ndarray,
+    scaled_indices: np.ndarray,
+) -> dict[str, Any]:
+    """Compare an attack with its re-run at a larger budget on some of its images.
+
+    ``logits`` [n, K], ``labels`` and ``indices`` [n] are the attack's results;
+    ``scaled_logits`` [m, K] the larger budget's on the images ``scaled_indices``
+    [m], a subset of ``indices``. Returns ``images`` (m), ``accuracy`` and
+    ``scaled_accuracy`` (plain accuracy on those m images, None when m = 0),
+    ``flipped`` (sorted indices right before and wrong after), ``accuracy@80``
+    and ``scaled_accuracy@80`` (the attack's accuracy at 80% coverage, then with
+    the m rows replaced by the larger budget's), ``drop`` (their difference),
+    ``tolerance`` (max(:data:`CONVERGENCE_POINTS`, 1 / images covered at 80%))
+    and ``converged`` (``drop`` <= ``tolerance``).
+    """
+    scores, targets = _check(logits, labels)
+    rows = {int(index): row for row, index in enumerate(_as_numpy(indices, "indices"))}
+    chosen = [rows[int(index)] for index in _as_numpy(scaled_indices, "scaled_indices")]
+    substituted = scores.copy()
+    before = after = None
+    flipped: list[int] = []
+    if chosen:
+        replaced = _as_numpy(scaled_logits, "scaled_logits").astype(np.float64)
+        substituted[chosen] = replaced
+        right_before = predictions(scores[chosen]) == targets[chosen]
+        right_after = predictions(replaced) == targets[chosen]
+        before, after = float(right_before.mean()), float(right_after.mean())
+        flipped = sorted(int(index) for index, was, now
+                         in zip(scaled_indices, right_before, right_after, strict=True)
+                         if was and not now)
+    covered, _ = _covered_and_errors(scores, targets, 0.8)
+    tolerance = max(CONVERGENCE_POINTS, 1.0 / int(covered.sum()))
+    at_80 = accuracy_at_coverage(scores, targets, 0.8)
+    scaled_at_80 = accuracy_at_coverage(substituted, targets, 0.8)
+    drop = at_80 - scaled_at_80
+    return {
+        "images": len(chosen),
+        "accuracy": before,
+        "scaled_accuracy": after,
+        "flipped": flipped,
+        "accuracy@80": at_80,
+        "scaled_accuracy@80": scaled_at_80,
+        "drop": drop,
+        "tolerance": tolerance,
+        "converged": bool(drop <= tolerance + 1e-9),
+    }

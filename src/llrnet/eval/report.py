@@ -1,15 +1,5 @@
-"""Results of an evaluation: per-attack summaries, the terminal table, plots, JSON.
-
-Files written into the output folder (by rank 0):
-
-* ``results.json``: per attack accuracy@80, accuracy@100, image count, error
-  indices, wall time, model evaluations and the risk-coverage curve;
-* ``risk_coverage.png``: one risk-coverage curve per attack;
-* ``examples.png``: the first images, clean and after each attack, with the
-  model's prediction and confidence;
-* ``config.json``: the resolved configuration (suite with every attack
-  parameter, seed, batch size, device, processes, data and model fingerprints).
-"""
+"""Reporting an evaluation: the terminal table, the plots and the JSON files; it formats
+and writes what :mod:`llrnet.eval.metrics` computed (docs/evaluation.md, "Outputs")."""
 
 from __future__ import annotations
 
@@ -23,56 +13,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from llrnet.core.fileio import atomic_path, atomic_write_json
-from llrnet.eval.metrics import accuracy_at_coverage, coverage_curve, predictions
+from llrnet.eval.metrics import predictions
 
 RESULTS = "results.json"
 CONFIG = "config.json"
 RISK_COVERAGE = "risk_coverage.png"
 EXAMPLES = "examples.png"
-
-
-def error_indices(logits: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-                  coverage: float) -> list[int]:
-    """Global indices of covered, misclassified images at ``coverage`` (the challenge's
-    rule: see docs/challenge.md)."""
-    conf = logits.max(axis=1)
-    ordered = np.sort(conf)[::-1]
-    threshold = ordered[int(coverage * len(conf)) - 1]
-    wrong = (conf >= threshold) & (predictions(logits) != labels)
-    return sorted(int(i) for i in indices[wrong])
-
-
-def summarize_attack(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    indices: np.ndarray,
-    *,
-    kind: str,
-    model_evaluations: float | None,
-    wall_time: float,
-) -> dict[str, Any]:
-    """The results.json record of one attack.
-
-    ``logits`` [n, K] on the attack's final images, ``labels`` and global
-    ``indices`` [n], both in index order.
-    """
-    count = len(labels)
-    curve = coverage_curve(logits, labels)
-    record: dict[str, Any] = {
-        "kind": kind,
-        "images": count,
-        "accuracy@80": accuracy_at_coverage(logits, labels, 0.8),
-        "accuracy@100": accuracy_at_coverage(logits, labels, 1.0),
-        "error_indices": error_indices(logits, labels, indices, 1.0),
-        "error_indices@80": error_indices(logits, labels, indices, 0.8),
-        "wall_time": wall_time,
-        "model_evaluations": model_evaluations,
-        "model_evaluations_per_image": (
-            None if model_evaluations is None else model_evaluations / count
-        ),
-        "coverage_curve": curve.as_dict(),
-    }
-    return record
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -81,20 +27,51 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
+BOUND_LABEL = "{} (white-box bound)"
+"""How a white-box bound is named in the table and the plot, after its attack."""
+
+
+def _cells(name: str, record: Mapping[str, Any]) -> list[str]:
+    return [
+        name,
+        _fmt(100 * record["accuracy@80"], ".1f"),
+        _fmt(100 * record["accuracy@100"], ".1f"),
+        str(record["images"]),
+        _fmt(record.get("model_evaluations_per_image"), ".1f"),
+        _fmt(record.get("wall_time"), ".1f") + "s",
+    ]
+
+
+def _budget_cell(record: Mapping[str, Any]) -> str:
+    check = record.get("budget_check")
+    if check is None:
+        return "-"
+    verdict = "converged" if check["converged"] else "NOT CONVERGED"
+    return f"{verdict} (x{check['factor']})"
+
+
 def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
-    """A leaderboard-style table (one row per attack, accuracy in percent), with a
-    line under it when unreadable images were skipped (``skipped_images``)."""
-    header = ("attack", "acc@80%", "acc@100%", "images", "evals/img", "time")
+    """A leaderboard-style table (one row per attack, accuracy in percent).
+
+    An attack's white-box bound (``white_box_bound``) is a row under it; a
+    ``budget check`` column appears when some attack has a ``budget_check``
+    (``NOT CONVERGED`` when more budget lowered its accuracy). Lines under the
+    table say when unreadable images were skipped (``skipped_images``) and
+    why bounds were skipped.
+    """
+    header = ["attack", "acc@80%", "acc@100%", "images", "evals/img", "time"]
+    checked = any("budget_check" in record for record in attacks.values())
+    if checked:
+        header.append("budget check")
     rows = [header]
+    skipped_bounds: set[str] = set()
     for name, record in attacks.items():
-        rows.append((
-            name,
-            _fmt(100 * record["accuracy@80"], ".1f"),
-            _fmt(100 * record["accuracy@100"], ".1f"),
-            str(record["images"]),
-            _fmt(record.get("model_evaluations_per_image"), ".1f"),
-            _fmt(record.get("wall_time"), ".1f") + "s",
-        ))
+        rows.append(_cells(name, record) + ([_budget_cell(record)] if checked else []))
+        bound = record.get("white_box_bound") or {}
+        if "accuracy@80" in bound:
+            rows.append(_cells(BOUND_LABEL.format(name), bound) + (["-"] if checked else []))
+        elif "skipped" in bound:
+            skipped_bounds.add(str(bound["skipped"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
@@ -106,6 +83,8 @@ def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
     skipped = max((int(r.get("skipped_images", 0)) for r in attacks.values()), default=0)
     if skipped:
         lines.append(f"({skipped} unreadable image(s) skipped, not scored: see results.json)")
+    for reason in sorted(skipped_bounds):
+        lines.append(f"(white-box bounds not run: {reason})")
     return "\n".join(lines)
 
 
@@ -145,9 +124,16 @@ def save_figure(figure: Any, path: Path, *, dpi: int) -> None:
 
 
 def plot_risk_coverage(attacks: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-    """Risk (errors / (N * coverage)) against coverage, one curve per attack."""
+    """Risk (errors / (N * coverage)) against coverage, one curve per attack and per
+    white-box bound."""
     figure, axis = pyplot().subplots(figsize=(6, 4.5))
-    draw_risk_coverage(axis, {name: record["coverage_curve"] for name, record in attacks.items()})
+    curves = {}
+    for name, record in attacks.items():
+        curves[name] = record["coverage_curve"]
+        bound = record.get("white_box_bound") or {}
+        if "coverage_curve" in bound:
+            curves[BOUND_LABEL.format(name)] = bound["coverage_curve"]
+    draw_risk_coverage(axis, curves)
     axis.set_ylabel(RISK_LABEL)
     axis.legend(fontsize=8)
     figure.tight_layout()

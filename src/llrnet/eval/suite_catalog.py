@@ -73,6 +73,7 @@ def linf(
                  "loss": loss, "multi_targeted": multi_targeted, "num_targets": num_targets},
         batch_size=batch_size,
         optional=("autoattack", "autoattack_rand"),
+        white_box_bounds=True,
     )
 
 
@@ -93,6 +94,7 @@ def _warm_up(
     options: dict[str, Any],
     batch_size: int,
     shuffle: bool,
+    white_box_bounds: bool = False,
 ) -> Suite:
     return Suite(
         name=name,
@@ -107,6 +109,7 @@ def _warm_up(
         options=options,
         batch_size=batch_size,
         shuffle=shuffle,
+        white_box_bounds=white_box_bounds,
     )
 
 
@@ -188,6 +191,7 @@ def digits(
                  "boundary_images": boundary_images},
         batch_size=batch_size,
         shuffle=True,
+        white_box_bounds=True,
     )
 
 

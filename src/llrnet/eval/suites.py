@@ -146,7 +146,9 @@ class Suite:
     images are evaluated in a seeded shuffled order by default (see
     :func:`llrnet.eval.evaluate`). ``optional`` names entries that run only when
     asked for by name (:meth:`select`), e.g. ``linf``'s AutoAttack entries,
-    which need an optional extra.
+    which need an optional extra. ``white_box_bounds``: whether ``evaluate``
+    runs each black-box entry's white-box bound by default
+    (:func:`llrnet.attacks.white_box_bound`; docs/evaluation.md).
     """
 
     name: str
@@ -155,6 +157,7 @@ class Suite:
     batch_size: int = 16
     shuffle: bool = False
     optional: tuple[str, ...] = ()
+    white_box_bounds: bool = False
 
     def __post_init__(self) -> None:
         names = [entry.name for entry in self.entries]
@@ -214,6 +217,11 @@ class Suite:
     def fingerprint(self) -> dict[str, Any]:
         """:meth:`describe` without :data:`EXECUTION_KEYS`: what must match to resume."""
         return _without(self.describe(), EXECUTION_KEYS)
+
+
+def fingerprint_attack(attack: Any) -> dict[str, Any]:
+    """:func:`describe_attack` without :data:`EXECUTION_KEYS`: what must match to resume."""
+    return _without(describe_attack(attack), EXECUTION_KEYS)
 
 
 def _without(value: Any, keys: frozenset[str]) -> Any:

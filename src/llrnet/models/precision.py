@@ -26,6 +26,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -167,6 +168,51 @@ def fast_copy(model: nn.Module, precision: str = "bf16", *, channels_last: bool 
         raise UsageError(f"fast_copy needs precision fp32 or bf16, got {precision!r} "
                          "(resolve 'auto' with resolve_precision first)")
     return FastCopy(model, _DTYPES[precision], channels_last=channels_last)
+
+
+@dataclass(frozen=True)
+class SearchCopies:
+    """The models an evaluation's attacks search with, beside the fp32 ``model`` that judges.
+
+    In a bf16 run ``bf16`` is ``model``'s bf16 channels_last copy and ``fp32``
+    (built when some attack searches in fp32) its fp32 channels_last copy: the
+    same precision, a faster layout. In an fp32 run both are None and every
+    attack searches with ``model``.
+    """
+
+    model: nn.Module
+    bf16: nn.Module | None = None
+    fp32: nn.Module | None = None
+
+    @classmethod
+    def build(cls, model: nn.Module, precision: Precision, *, fp32_copy: bool) -> SearchCopies:
+        """The copies a ``precision`` run needs (eval mode); ``fp32_copy``: some attack
+        of the run searches in fp32."""
+        if precision != "bf16":
+            return cls(model)
+        fp32 = fast_copy(model, "fp32").eval() if fp32_copy else None
+        return cls(model, fast_copy(model, "bf16").eval(), fp32)
+
+    def search_precision(self, bf16_allowed: bool) -> Precision:
+        """``bf16`` if an attack whose policy is ``bf16_allowed`` searches in bf16 here."""
+        return "bf16" if self.bf16 is not None and bf16_allowed else "fp32"
+
+    def searcher(self, bf16_allowed: bool) -> nn.Module:
+        """The model an attack whose policy is ``bf16_allowed`` searches with: the bf16
+        copy if allowed; in a bf16 run the fp32 channels_last copy otherwise; the model
+        itself in an fp32 run."""
+        if self.bf16 is not None and bf16_allowed:
+            return self.bf16
+        return self.fp32 if self.fp32 is not None else self.model
+
+    def disagreements(self, x: Tensor, logits: Tensor) -> int | None:
+        """Images of ``x`` [N, C, H, W] on which the bf16 copy's decision differs from
+        ``logits`` [N, K] (the fp32 model's); None in an fp32 run."""
+        if self.bf16 is None:
+            return None
+        with torch.no_grad():
+            fast = self.bf16(x)
+        return int((fast.argmax(1) != logits.argmax(1)).sum())
 
 
 @contextlib.contextmanager

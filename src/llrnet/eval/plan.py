@@ -1,0 +1,341 @@
+"""The plan of an evaluation: everything ``evaluate`` resolves before the first attack.
+
+:func:`planned` turns ``evaluate``'s arguments (:class:`EvalOptions`) into a frozen
+:class:`EvalPlan`: the selected suite, the image source, the scored model and its
+search copies, and the resume fingerprint (docs/evaluation.md, "The runner").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llrnet.attacks import searches_in_bf16, white_box_bound
+from llrnet.core import distributed
+from llrnet.core.checks import check_count
+from llrnet.core.contracts import check_images, check_logits
+from llrnet.core.errors import InputError, UsageError, first_line
+from llrnet.core.seeding import check_seed
+from llrnet.eval import checks
+from llrnet.eval.images import ImageSource
+from llrnet.eval.model_fn import ModelFnModule
+from llrnet.eval.suites import Suite, fingerprint_attack, get_suite
+from llrnet.models.heads import challenge_view
+from llrnet.models.precision import Precision, SearchCopies, check_precision, resolve_precision
+from llrnet.models.weights import tensors_sha256
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything :func:`llrnet.eval.evaluate` takes besides the model, suite, data and
+    output folder; each field is also an ``evaluate`` keyword of the same name.
+
+    ``seed`` keys every image's randomness; ``device`` is where the model runs;
+    ``batch_size`` images per chunk (None: the suite's); ``max_images`` the first
+    N of the order; ``attacks`` the suite's entries to run (None: its default
+    ones); ``shuffle`` the seeded shuffled order (None: the suite's);
+    ``save_adversarial`` keeps every final image in the state; ``progress``
+    shows bars; ``class_names`` titles ``examples.png``; ``skip_unreadable``
+    scores the readable images of a folder; ``precision`` is ``fp32``, ``bf16``
+    or ``auto`` (the search precision). ``check_budget`` K re-runs each budgeted
+    attack at K times its budget on at most ``check_budget_images`` of the
+    images it left correct (None: no check); ``white_box_bounds`` runs each
+    black-box attack's white-box bound (None: the suite's default).
+    """
+
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    batch_size: int | None = None
+    max_images: int | None = None
+    attacks: Sequence[str] | None = None
+    shuffle: bool | None = None
+    save_adversarial: bool = False
+    progress: bool = True
+    class_names: Sequence[str] | None = None
+    skip_unreadable: bool = False
+    precision: str = "fp32"
+    check_budget: int | None = None
+    check_budget_images: int = 32
+    white_box_bounds: bool | None = None
+
+    def merged(self, overrides: Mapping[str, Any]) -> EvalOptions:
+        """These options with ``overrides`` (field name -> value) replacing fields.
+
+        Raises:
+            UsageError: a name is not a field.
+        """
+        names = [option.name for option in fields(self)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise UsageError(f"evaluate() takes no option {', '.join(unknown)}; "
+                             f"valid: {', '.join(names)}")
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """An evaluation resolved before any attack runs.
+
+    ``suite`` holds the selected entries; ``source`` the images in evaluation
+    order; ``model`` is the module that judges (fp32; a numpy model_fn wrapped
+    when ``is_model_fn``) and ``copies`` what attacks search with; ``precision``
+    the resolved search precision; ``manifest`` the resume fingerprint
+    (:class:`~llrnet.eval.state.RunState`); ``warnings`` the sanity checks of the
+    first batch. ``bounds`` maps an entry's name to its white-box bound attack (when
+    bounds are on and the model has gradients), ``bound_notes`` to why its bound
+    was skipped.
+    """
+
+    suite: Suite
+    source: ImageSource
+    model: nn.Module
+    is_model_fn: bool
+    copies: SearchCopies
+    device: torch.device
+    seed: int
+    batch_size: int
+    precision: Precision
+    manifest: dict[str, Any]
+    options: EvalOptions
+    warnings: tuple[str, ...]
+    bounds: Mapping[str, Any] = field(default_factory=dict)
+    bound_notes: Mapping[str, str] = field(default_factory=dict)
+
+
+def resolve_suite(suite: str | Suite | Sequence[Any]) -> Suite:
+    """A :class:`Suite` from a name, a suite or a list of attacks (a custom suite)."""
+    if isinstance(suite, Suite):
+        return suite
+    if isinstance(suite, str):
+        return get_suite(suite)
+    if isinstance(suite, Sequence) and suite:
+        return Suite.custom(list(suite))
+    raise UsageError(
+        f"suite must be a suite name, a Suite or a list of attacks, got {type(suite).__name__}"
+    )
+
+
+def start_device(device: str | torch.device) -> torch.device:
+    """This process's device (CUDA: ``LOCAL_RANK``), with the process group started."""
+    target = distributed.local_device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)  # NCCL object gathers use the current device
+    distributed.init_from_env(target)
+    return target
+
+
+def chunk_size(suite: Suite, batch_size: int | None) -> int:
+    """Images per chunk: ``batch_size``, or the suite's when None."""
+    size = suite.batch_size if batch_size is None else batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return size
+
+
+def prepare_model(model_or_model_fn: Any, device: torch.device) -> tuple[nn.Module, bool]:
+    """The module that is scored (a module's challenge view, on ``device``, or a numpy
+    model_fn wrapped) and whether it is a model_fn."""
+    if isinstance(model_or_model_fn, nn.Module):
+        view = challenge_view(model_or_model_fn)
+        if view is not model_or_model_fn:
+            # A sigmoid bird head's raw logits are not the challenge contract; its view is.
+            logger.info("scoring %s through its challenge view", type(model_or_model_fn).__name__)
+        return view.to(device), False
+    if callable(model_or_model_fn):
+        return ModelFnModule(model_or_model_fn), True
+    raise UsageError(
+        "model must be a torch.nn.Module or a numpy model_fn (NHWC float32 images -> "
+        f"(N, 2) float32 logits), got {type(model_or_model_fn).__name__}"
+    )
+
+
+def run_precision(precision: str, device: torch.device, is_model_fn: bool) -> Precision:
+    """``fp32`` or ``bf16`` for this run; a numpy model_fn can only run as it is."""
+    check_precision(precision)
+    if is_model_fn:
+        if precision == "bf16":
+            raise UsageError("precision bf16 needs an nn.Module; a numpy model_fn runs in "
+                             "its own precision (use --precision fp32)")
+        if precision == "auto":
+            logger.info("precision auto: fp32 (a numpy model_fn runs as it is)")
+        return "fp32"
+    return resolve_precision(precision, device)
+
+
+def check_gradients(suite: Suite, is_model_fn: bool) -> None:
+    """Refuse attacks that need gradients on a numpy model_fn, naming them."""
+    white_box = [entry.name for entry in suite.entries if entry.needs_gradients]
+    if is_model_fn and white_box:
+        raise UsageError(
+            f"attack(s) {', '.join(white_box)} need gradients, which a numpy model_fn "
+            "does not have; pass an nn.Module or choose other attacks"
+        )
+
+
+def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` without autograd."""
+    with torch.no_grad():
+        return model(x)
+
+
+def validate_first_batch(model: nn.Module, source: ImageSource, size: int,
+                         device: torch.device) -> tuple[torch.Tensor, list[str]]:
+    """Forward the first batch twice: its logits [n, K] and the sanity warnings.
+
+    Raises:
+        InputError: bad images or labels, or outputs that are not [n, K] finite logits.
+    """
+    x, y = source.get(source.order[:size])
+    check_images(x)
+    if int(y.min()) < 0:
+        raise InputError("labels must be non-negative class indices")
+    x = x.to(device)
+    try:
+        first = forward(model, x)  # a ModelFnModule also checks the model_fn contract
+    except (RuntimeError, TypeError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        reason = first_line(error)
+        raise InputError(f"the model failed on the first batch (images {list(x.shape)}): "
+                         f"{reason}; do the model and the data match?") from error
+    check_logits(first, len(x), num_classes=int(y.max()) + 1)
+    second = forward(model, x)
+    return first, checks.check_outputs(first, second)
+
+
+def model_fingerprint(model: nn.Module, is_model_fn: bool, first_logits: torch.Tensor) -> str:
+    """sha256 of the class name and the weights' tensor hash; for a model_fn, of its
+    first-batch logits rounded to 3 decimals."""
+    if is_model_fn:
+        rounded = np.round(first_logits.detach().cpu().double().numpy(), 3)
+        return hashlib.sha256(rounded.tobytes()).hexdigest()
+    tensors = tensors_sha256(model.state_dict())
+    return hashlib.sha256(f"{type(model).__name__}|{tensors}".encode()).hexdigest()
+
+
+def check_options(options: EvalOptions) -> None:
+    """Raise :class:`UsageError` for a bad budget check or white-box bounds option."""
+    if options.check_budget is not None:
+        check_count(options.check_budget, "check_budget")
+    check_count(options.check_budget_images, "check_budget_images")
+    if options.white_box_bounds not in (None, True, False):
+        raise UsageError("white_box_bounds must be None (the suite's default), True or False, "
+                         f"got {options.white_box_bounds!r}")
+
+
+def bounds_on(suite: Suite, options: EvalOptions) -> bool:
+    """Whether white-box bounds run: the option, or the suite's default when it is None."""
+    return bool(suite.white_box_bounds if options.white_box_bounds is None
+                else options.white_box_bounds)
+
+
+def suite_bounds(suite: Suite) -> dict[str, Any]:
+    """Entry name -> its attack's white-box bound, for the entries that have one."""
+    bounds = {entry.name: white_box_bound(entry.attack) for entry in suite.entries}
+    return {name: bound for name, bound in bounds.items() if bound is not None}
+
+
+def gradient_note(model: nn.Module, is_model_fn: bool, source: ImageSource,
+                  device: torch.device) -> str | None:
+    """Why white-box attacks cannot run on the model, or None if its logits have a
+    gradient with respect to the input (probed on the first image)."""
+    if is_model_fn:
+        return "the model is a numpy model_fn, which has no gradients"
+    x, _ = source.get(source.order[:1])
+    x = x.to(device).requires_grad_(True)
+    with torch.enable_grad():
+        output = model(x)
+    if not (isinstance(output, torch.Tensor) and output.requires_grad):
+        return "the model's logits have no gradient with respect to its input"
+    return None
+
+
+def plan_bounds(suite: Suite, options: EvalOptions, model: nn.Module, is_model_fn: bool,
+                source: ImageSource, device: torch.device
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(entry name -> bound attack to run, entry name -> why its bound is skipped); both
+    empty when bounds are off."""
+    bounds = suite_bounds(suite) if bounds_on(suite, options) else {}
+    note = gradient_note(model, is_model_fn, source, device) if bounds else None
+    if note is None:
+        return bounds, {}
+    return {}, {name: note for name in bounds}
+
+
+def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, shuffled: bool,
+                    model: str, options: EvalOptions, precision: Precision,
+                    bounds: bool) -> dict[str, Any]:
+    """What must match for a rerun to resume (``state/manifest.json``)."""
+    manifest: dict[str, Any] = {
+        # The whole suite, not the selection: runs of different attack subsets
+        # can share an output folder (each attack's chunks are its own).
+        "suite": full.fingerprint(),
+        "seed": seed,
+        "batch_size": size,
+        "images": source.count,
+        "shuffle": shuffled,
+        "data": source.fingerprint(size),
+        "model": model,
+        "save_adversarial": bool(options.save_adversarial),
+    }
+    if source.skipped:  # absent otherwise, so earlier runs' manifests still match
+        manifest["skipped"] = sorted(source.skipped)
+    if precision != "fp32":  # absent means fp32, as in states of older versions
+        manifest["precision"] = precision
+        manifest["bf16_search"] = [e.name for e in full.entries if searches_in_bf16(e.attack)]
+    # Absent when off (or when no attack has a bound), as in states of older versions.
+    if options.check_budget is not None:
+        manifest["check_budget"] = {"factor": options.check_budget,
+                                    "images": options.check_budget_images}
+    described = {name: fingerprint_attack(bound)
+                 for name, bound in (suite_bounds(full) if bounds else {}).items()}
+    if described:
+        manifest["white_box_bounds"] = described
+    return manifest
+
+
+@contextmanager
+def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset: Any,
+            options: EvalOptions) -> Iterator[EvalPlan]:
+    """Resolve and check everything, then yield the plan with the model in eval mode
+    (its mode is restored on exit, also on error)."""
+    seed = check_seed(options.seed)
+    check_options(options)
+    device = start_device(options.device)
+    full = resolve_suite(suite)
+    selected = full.select(options.attacks)
+    size = chunk_size(selected, options.batch_size)
+    shuffled = bool(selected.shuffle if options.shuffle is None else options.shuffle)
+    source = ImageSource(dataset, options.max_images, shuffle_seed=seed if shuffled else None,
+                         skip_unreadable=options.skip_unreadable)
+    model, is_model_fn = prepare_model(model_or_model_fn, device)
+    precision = run_precision(options.precision, device, is_model_fn)
+    check_gradients(selected, is_model_fn)
+    was_training = model.training
+    model.eval()
+    try:
+        first_logits, found = validate_first_batch(model, source, size, device)
+        bounds, notes = plan_bounds(selected, options, model, is_model_fn, source, device)
+        searches = [e.attack for e in selected.entries] + list(bounds.values())
+        copies = SearchCopies.build(model, precision, fp32_copy=any(
+            not searches_in_bf16(attack) for attack in searches))
+        manifest = resume_manifest(
+            full, seed=seed, size=size, source=source, shuffled=shuffled,
+            model=model_fingerprint(model, is_model_fn, first_logits), options=options,
+            precision=precision, bounds=bounds_on(selected, options))
+        yield EvalPlan(suite=selected, source=source, model=model, is_model_fn=is_model_fn,
+                       copies=copies, device=device, seed=seed, batch_size=size,
+                       precision=precision, manifest=manifest, options=options,
+                       warnings=tuple(found), bounds=bounds, bound_notes=notes)
+    finally:
+        model.train(was_training)
