@@ -69,7 +69,7 @@ FLAG_KINDS = {
 def load_pyautoattack() -> Any:
     """The ``pyautoattack`` module, or a UsageError naming :data:`INSTALL`."""
     try:
-        return importlib.import_module("pyautoattack")
+        return importlib.import_module("pyautoattack")  # deferred: optional extra
     except ImportError:
         raise UsageError(f"AutoAttack needs the authors' package pyautoattack; install it "
                          f"with: {INSTALL}") from None

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, Pool
@@ -57,7 +58,9 @@ _SEEDED = ("impulse_noise", "glass_blur")  # take an explicit ``seed`` argument
 
 
 def _available() -> tuple[str, ...]:
-    from imagecorruptions import get_corruption_names
+    from imagecorruptions import (
+        get_corruption_names,  # deferred: optional-heavy imagecorruptions, on first use
+    )
 
     return tuple(get_corruption_names("all"))
 
@@ -70,9 +73,9 @@ def corrupt_image(image: np.ndarray, names: Sequence[str], severity: int,
     where the corruption takes one) before corruption k. Runs in worker
     processes; imports ``imagecorruptions`` lazily.
     """
-    from imagecorruptions import corruption_dict
-    from PIL import Image
-
+    from imagecorruptions import (
+        corruption_dict,  # deferred: optional-heavy imagecorruptions, on first use
+    )
     out = np.empty((len(names), *image.shape), dtype=np.uint8)
     for k, (name, seed) in enumerate(zip(names, seeds)):
         np.random.seed(seed)

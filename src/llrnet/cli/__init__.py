@@ -11,7 +11,6 @@ traceback reaches the user unless ``LLRNET_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -20,11 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llrnet import __version__
+from llrnet.cli import data_cmd, eval_cmd, hub_cmd, models_cmd, train_cmd
 from llrnet.cli.arguments import Parser
 from llrnet.core.allocator import keep_freed_memory
 from llrnet.core.errors import LlrnetError, RunError, first_line
 
-COMMAND_MODULES = ("models_cmd", "eval_cmd", "train_cmd", "data_cmd", "hub_cmd")
+COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd)
+"""Each area's subcommands, in the order ``--help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"llrnet.cli.{name}")
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 

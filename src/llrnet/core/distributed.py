@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from llrnet.core.devices import resolve_device
+
 
 def is_distributed() -> bool:
     """True when a process group is initialized with more than one process."""
@@ -48,8 +50,6 @@ def local_device(device: str | torch.device) -> torch.device:
     Raises:
         UsageError: a misspelt device, or one this machine does not have.
     """
-    from llrnet.core.devices import resolve_device
-
     target = resolve_device(device)
     if target.type == "cuda" and target.index is None and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))

@@ -73,7 +73,7 @@ class DigitsDataset(Dataset[tuple[Tensor, int]]):
 
 @lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: heavy (scikit-learn)
 
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # [N, 8, 8] in [0, 1]
@@ -105,7 +105,7 @@ def _build(split: str, size: int, classes: Sequence[int], seed: int) -> DigitsDa
     if any(c < 0 or c > 9 for c in classes):
         raise UsageError(f"classes must be digits 0..9, got {classes}")
 
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # deferred: heavy (scikit-learn)
 
     images, targets = _raw_digits()
     keep = np.isin(targets, classes)

@@ -74,6 +74,7 @@ def imagenet(
     Raises:
         FileNotFoundError: ``<root>/<split>`` does not exist or has no class folders.
     """
+    # deferred: heavy (torchvision.datasets)
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     if split not in ("train", "val"):
@@ -154,7 +155,7 @@ def cifar10(
 
 def _locate_cifar(root: Path, *, download: bool, url: str, md5: str) -> Path:
     """The extracted ``cifar-10-batches-bin`` folder, extracting/downloading as needed."""
-    from torchvision.datasets.utils import (
+    from torchvision.datasets.utils import (  # deferred: heavy (torchvision.datasets)
         check_integrity,
         download_and_extract_archive,
         extract_archive,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from llrnet.core.contracts import check_logits
@@ -156,7 +157,7 @@ def check_spec(spec: str) -> tuple[str, str, str | None]:
     if file is not None and not Path(file).is_file():
         raise FileNotFoundError(f"weights file not found: {file}")
     if source == "torchvision":
-        import torchvision
+        import torchvision  # deferred: heavy (torchvision)
 
         if name not in torchvision.models.list_models():
             raise UsageError(f"torchvision has no model {name!r}; see "
@@ -170,8 +171,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(file))
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
@@ -207,7 +206,7 @@ def fetch_state_dict(url: str, cache_dir: str | os.PathLike[str] | None = None,
 
 
 def _torchvision(name: str, file: str | None) -> nn.Module:
-    import torchvision
+    import torchvision  # deferred: heavy (torchvision)
 
     model = torchvision.models.get_model(name, weights=None)
     if file is not None:
@@ -225,7 +224,7 @@ def _torchvision(name: str, file: str | None) -> nn.Module:
 
 def _timm(name: str, file: str | None) -> nn.Module:
     try:
-        timm = importlib.import_module("timm")
+        timm = importlib.import_module("timm")  # deferred: optional (timm)
     except ImportError:
         raise UsageError("timm models need the package timm: pip install timm") from None
     try:

@@ -19,7 +19,7 @@ from llrnet.models.registry import register_model
 @register_model
 def resnet50_kit(*, num_classes: int = 2) -> nn.Sequential:
     """[N, 3, H, W] in [0, 1] -> BatchNorm2d(3, affine=False) -> torchvision ResNet-50 -> [N, K]."""
-    import torchvision
+    import torchvision  # deferred: heavy (torchvision)
 
     return nn.Sequential(nn.BatchNorm2d(3, affine=False),
                          torchvision.models.resnet50(weights=None, num_classes=num_classes))

@@ -79,6 +79,7 @@ class MetricsLogger:
         elif self.path.exists():
             self.path.unlink()
         if tensorboard:
+            # deferred: optional-heavy (tensorboard), only when logging to it
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"),

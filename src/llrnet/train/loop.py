@@ -2,7 +2,7 @@
 
 :func:`train` reads top to bottom: start the processes, check the run folder
 (:class:`~llrnet.train.run_dir.RunDir`), build what training changes
-(:class:`~llrnet.train.setup.Trainee`: model, task, optimizer, schedule, EMA)
+(:class:`~llrnet.train.build.Trainee`: model, task, optimizer, schedule, EMA)
 and the data, resume from the newest checkpoint, then run :func:`train_one_step` for each step with
 logging, periodic :func:`evaluate` and :func:`write_checkpoint` in between,
 and at the end evaluate and write the final weights. The task owns forward +
@@ -38,13 +38,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from llrnet.core import distributed
 from llrnet.core.errors import InputError, RunError, UsageError, first_line
 from llrnet.core.paths import output_folder
 from llrnet.core.seeding import derive, generator
+from llrnet.models import save_weights
 from llrnet.models.heads import head_of
 from llrnet.train.augment import augment, random_contrast_field
+from llrnet.train.build import Trainee, build_trainee
 from llrnet.train.checkpoint import (
     checkpoint_path,
     has_checkpoints,
@@ -55,11 +58,10 @@ from llrnet.train.checkpoint import (
 )
 from llrnet.train.config import TrainConfig, config_to_dict
 from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out, in_memory
-from llrnet.train.evaluation import robust_accuracy
 from llrnet.train.logging import MetricsLogger, RunningMeans
 from llrnet.train.presets import dump_config
 from llrnet.train.run_dir import RunDir
-from llrnet.train.setup import Trainee, build_trainee
+from llrnet.train.validation import robust_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -349,8 +351,6 @@ class NonFiniteGuard:
 
 
 def _progress_bar(total: int, start: int, show: bool) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=start, disable=not show or distributed.rank() != 0,
                 desc="train", unit="step", dynamic_ncols=True, leave=False)
 
@@ -395,8 +395,6 @@ def write_checkpoint(trainee: Trainee, run: RunDir, config: TrainConfig, step: i
 
 def _write_final_weights(trainee: Trainee, run: RunDir, config: TrainConfig, step: int,
                          metrics: dict[str, float]) -> Path:
-    from llrnet.models import save_weights
-
     if distributed.rank() == 0:
         record = {
             "recipe": config_to_dict(config),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -151,8 +152,6 @@ def select_extras_from_url(
     Raises:
         FetchError: the CSV could not be read completely in ``policy.attempts`` tries.
     """
-    import time
-
     session = session or requests.Session()
     last: FetchError | None = None
     for attempt in range(1, policy.attempts + 1):

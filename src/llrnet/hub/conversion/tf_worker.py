@@ -14,8 +14,8 @@ import sys
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import numpy as np
-    import tensorflow as tf
+    import numpy as np  # deferred: the worker runs by path, in TF's own environment
+    import tensorflow as tf  # deferred: optional (tensorflow), in TF's own environment
 
     module_dir, inputs_path, outputs_path = argv
     with np.load(inputs_path, allow_pickle=False) as data:

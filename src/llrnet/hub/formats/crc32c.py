@@ -60,7 +60,7 @@ def crc32c_python(data: bytes | bytearray | memoryview, value: int = 0) -> int:
 
 def _load_fast() -> Callable[[bytes | bytearray | memoryview, int], int] | None:
     try:
-        import google_crc32c
+        import google_crc32c  # deferred: optional (google-crc32c, extra fast)
     except ImportError:  # pragma: no cover - depends on the environment
         return None
     if getattr(google_crc32c, "implementation", "c") != "c":

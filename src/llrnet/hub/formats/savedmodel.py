@@ -79,8 +79,9 @@ def _signature(key: str, proto: Any) -> Signature:
 
 def read_saved_model(path: str | os.PathLike[str]) -> list[MetaGraph]:
     """The meta-graphs of ``saved_model.pb`` (a file or the module folder holding it)."""
+    # deferred: heavy (protobuf and tensorboard's TF protos), only when a graph is read
     from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto import meta_graph_pb2
+    from tensorboard.compat.proto import meta_graph_pb2  # deferred: heavy (see above)
 
     file = Path(path)
     if file.is_dir():

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.geometry import pil_affine, pil_border
-from llrnet.core.errors import UsageError
+from llrnet.attacks.spatial_limits import spatial_limits
 from llrnet.models.heads import Head
 
 __all__ = ["WorstOfK", "WorstOfKChoice", "suite_spatial_limits"]
@@ -35,30 +35,14 @@ Limits = tuple[float, float, float]
 def suite_spatial_limits(suite: str) -> tuple[Limits, float]:
     """``((dx px, dy px, angle deg), border_fraction)`` of an evaluation suite's spatial attacks.
 
-    The limits are the elementwise maximum over the suite's spatial attacks
-    (the grid's largest ``|dx|``, ``|dy|``, ``|angle|`` and the random spatial
-    stage's limits), read from the suite itself; the border fraction is the
-    grid's. ``bird_or_bicycle``: (18, 30, 30) px, px, degrees (the executed grid
+    The elementwise maximum of the suite's grid and random spatial stage, from
+    :mod:`llrnet.attacks.spatial_limits` (the constants the suites are built from).
+    ``bird_or_bicycle``: (18, 30, 30) px, px, degrees (the executed grid
     shifts up to 30 px vertically, the random stage rotates up to 30 degrees),
     border 0.15; ``digits``: (10, 10, 10), border 0.15.
     """
-    from llrnet.attacks import Chain, RandomSpatial, SpatialGrid
-    from llrnet.eval import get_suite
-
-    limits = torch.zeros(3, dtype=torch.float64)
-    border: float | None = None
-    for entry in get_suite(suite).entries:
-        stages = entry.attack.stages if isinstance(entry.attack, Chain) else (entry.attack,)
-        for attack in stages:
-            if isinstance(attack, SpatialGrid):
-                limits = torch.maximum(limits, attack.transforms.abs().amax(dim=0))
-                border = attack.border_fraction
-            elif isinstance(attack, RandomSpatial):
-                limits = torch.maximum(limits, torch.tensor(attack.limits, dtype=torch.float64))
-    if border is None:
-        raise UsageError(f"suite {suite!r} has no spatial grid to take the limits from")
-    dx, dy, angle = (float(v) for v in limits.tolist())
-    return (dx, dy, angle), border
+    limits = spatial_limits(suite)
+    return limits.worst_case(), limits.border_fraction
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from llrnet.core import distributed
 from llrnet.core.coerce import from_mapping
 from llrnet.core.errors import RunError, WeightsError
+from llrnet.models import create_model, load_state_strict, read_metadata
+from llrnet.models.weights import tensors_sha256
 from llrnet.train.config import ModelConfig, TaskConfig, TrainConfig
 from llrnet.train.ema import ModelEMA
 from llrnet.train.optim import build_optimizer, build_scheduler
@@ -39,11 +42,6 @@ def build_task(config: TaskConfig) -> Any:
 
 
 def _load_init_weights(model: nn.Module, path: str, strict: bool) -> None:
-    from safetensors.torch import load_file
-
-    from llrnet.models import load_state_strict, read_metadata
-    from llrnet.models.weights import tensors_sha256
-
     record = read_metadata(path)
     tensors = load_file(path)
     if record.get("sha256") != tensors_sha256(tensors):
@@ -64,8 +62,6 @@ def _load_init_weights(model: nn.Module, path: str, strict: bool) -> None:
 
 def build_model(config: ModelConfig) -> nn.Module:
     """``create_model(config.name, **config.kwargs)``, optionally started from ``init_weights``."""
-    from llrnet.models import create_model
-
     model = create_model(config.name, **config.kwargs)
     if config.init_weights:
         with torch.no_grad():
