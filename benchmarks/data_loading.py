@@ -31,12 +31,8 @@ from common import machine_description, write_section
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from llrnet.data import (
-    ImageFileDataset,
-    challenge_eval_transform,
-    imagenet_train_transform,
-    loader_settings,
-)
+from llrnet.data import challenge_eval_transform, imagenet_train_transform, loader_settings
+from llrnet.data.robust import ImageFileDataset
 
 
 def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:

@@ -9,14 +9,10 @@ import torch
 from PIL import Image
 
 from llrnet.core.errors import InputError
-from llrnet.data import (
-    CIFAR10,
-    BirdOrBicycle,
-    DigitsDataset,
-    ImageFolderDataset,
-    evaluation_dataset,
-    find_test_split,
-)
+from llrnet.data import CIFAR10, BirdOrBicycle, evaluation_dataset
+from llrnet.data.digits import DigitsDataset
+from llrnet.data.evaluation import find_test_split
+from llrnet.data.folders import ImageFolderDataset
 
 
 def _cifar(root: Path) -> Path:

@@ -15,8 +15,8 @@ from llrnet.attacks.parts import ImageRng
 from llrnet.cli import main
 from llrnet.core.errors import UsageError
 from llrnet.eval import Suite, SuiteEntry, evaluate, get_suite
-from llrnet.models import FastCopy
 from llrnet.models import precision as precision_module
+from llrnet.models.precision import FastCopy
 
 
 def split_model() -> nn.Module:

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from llrnet.core.errors import RunError, UsageError, WeightsError
 from llrnet.models import read_metadata
-from llrnet.train import config_to_dict, latest_checkpoint, load_config, train
+from llrnet.train import config_to_dict, load_config, train
+from llrnet.train.checkpoint import latest_checkpoint
 from llrnet.train.config import TrainConfig
 from llrnet.train.logging import read_metrics
 

@@ -15,20 +15,16 @@ from __future__ import annotations
 from llrnet.data.bird_or_bicycle import (
     DEFAULT_ROOT,
     BirdOrBicycle,
-    DownloadReport,
-    ExtrasRule,
-    Sources,
-    VerifyReport,
     download,
     evaluation_loader,
     verify,
 )
-from llrnet.data.digits import DigitsDataset, digits, two_class_digits
-from llrnet.data.evaluation import evaluation_dataset, find_test_split
-from llrnet.data.folders import CIFAR10, ImageFolderDataset, cifar10, imagenet
+from llrnet.data.digits import digits, two_class_digits
+from llrnet.data.evaluation import evaluation_dataset
+from llrnet.data.folders import CIFAR10, cifar10, imagenet
 from llrnet.data.loaders import loader_settings
-from llrnet.data.mnist import mnist, read_idx, two_class_mnist
-from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
+from llrnet.data.mnist import mnist, two_class_mnist
+from llrnet.data.robust import CorruptImageWarning
 from llrnet.data.transforms import (
     challenge_eval_transform,
     cifar_train_transform,
@@ -41,13 +37,6 @@ __all__ = [
     "DEFAULT_ROOT",
     "BirdOrBicycle",
     "CorruptImageWarning",
-    "DigitsDataset",
-    "DownloadReport",
-    "ExtrasRule",
-    "ImageFileDataset",
-    "ImageFolderDataset",
-    "Sources",
-    "VerifyReport",
     "challenge_eval_transform",
     "cifar10",
     "cifar_train_transform",
@@ -55,13 +44,11 @@ __all__ = [
     "download",
     "evaluation_dataset",
     "evaluation_loader",
-    "find_test_split",
     "imagenet",
     "imagenet_eval_transform",
     "imagenet_train_transform",
     "loader_settings",
     "mnist",
-    "read_idx",
     "two_class_digits",
     "two_class_mnist",
     "verify",

@@ -11,29 +11,17 @@
 
 from __future__ import annotations
 
-from llrnet.hub.conversion.convert import Conversion, convert
-from llrnet.hub.conversion.verify import verify_conversion
-from llrnet.hub.formats.archive import extract_archive
 from llrnet.hub.formats.bundle import CheckpointReader, read_checkpoint
-from llrnet.hub.formats.bundle_writer import write_checkpoint
-from llrnet.hub.formats.module import HubModule, open_module
-from llrnet.hub.formats.savedmodel import read_saved_model
+from llrnet.hub.formats.module import open_module
 from llrnet.hub.importer import import_hub, inspect_hub, open_source
 from llrnet.hub.pretrained import load_pretrained
 
 __all__ = [
     "CheckpointReader",
-    "Conversion",
-    "HubModule",
-    "convert",
-    "extract_archive",
     "import_hub",
     "inspect_hub",
     "load_pretrained",
     "open_module",
     "open_source",
     "read_checkpoint",
-    "read_saved_model",
-    "verify_conversion",
-    "write_checkpoint",
 ]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llrnet.core.contracts import check_scale
+from llrnet.core.errors import UsageError
 
 Padding = Literal["same", "symmetric"]
 
@@ -150,7 +151,7 @@ class Normalize(nn.Module):
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         if len(mean) != len(std):
-            raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
+            raise UsageError(f"mean has {len(mean)} channels but std has {len(std)}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from llrnet.core.contracts import check_scale
+from llrnet.core.errors import UsageError
 
 
 def tf1_resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -48,7 +49,7 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
 def tf1_central_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
     """TF1 ``central_crop`` of [N, C, H, W]: keep ``fraction`` of each side."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"central crop fraction must be in (0, 1], got {fraction}")
+        raise UsageError(f"central crop fraction must be in (0, 1], got {fraction}")
     h, w = x.shape[-2:]
     top = int((h - h * fraction) / 2)
     left = int((w - w * fraction) / 2)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.core.errors import InputError, UsageError
 from llrnet.models import layout
 from llrnet.models.layers import Padding, conv2d, max_pool
 
@@ -151,11 +152,11 @@ class ResNetV2(nn.Module):
     ) -> None:
         super().__init__()
         if len(units) != len(widths):
-            raise ValueError(f"units {units} and widths {widths} differ in length")
+            raise UsageError(f"units {units} and widths {widths} differ in length")
         if stride_in not in ("first", "last"):
-            raise ValueError(f"stride_in must be 'first' or 'last', got {stride_in!r}")
+            raise UsageError(f"stride_in must be 'first' or 'last', got {stride_in!r}")
         if padding not in ("same", "symmetric"):
-            raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+            raise UsageError(f"padding must be 'same' or 'symmetric', got {padding!r}")
         self.stem_conv = conv2d(in_channels, stem_width, 7, stride=2, padding=padding,
                                 bias=stem_bias)
         self.stem_pool = max_pool(3, 2, padding)
@@ -200,12 +201,12 @@ class ResNetV2(nn.Module):
         """Stem, the units in stage order, final batch norm (the head is the wrapper's).
 
         Raises:
-            ValueError: ``network`` has a different number of units.
+            InputError: ``network`` has a different number of units.
         """
         positions = [f"{prefix}stages.{s}.{i}" for s, units in enumerate(self._units())
                      for i in range(len(units))]
         if len(positions) != len(network.units):
-            raise ValueError(f"the network has {len(network.units)} units, this trunk "
+            raise InputError(f"the network has {len(network.units)} units, this trunk "
                              f"{len(positions)}")
         targets = [layout.conv(network.stem, f"{prefix}stem_conv")]
         for module, unit in zip(positions, network.units):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.core.errors import InputError, UsageError
 from llrnet.models import layout
 from llrnet.models.layers import Normalize, Padding, conv2d, softplus
 
@@ -69,7 +70,7 @@ class BasicBlockV2(nn.Module):
         if projection is None:
             projection = in_channels != out_channels or stride != 1
         elif not projection and (in_channels != out_channels or stride != 1):
-            raise ValueError("a block that changes channels or resolution needs a projection")
+            raise UsageError("a block that changes channels or resolution needs a projection")
         self.act = _ACTIVATIONS[activation]
         self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
         self.conv1 = conv2d(in_channels, out_channels, 3, stride=stride, padding=padding)
@@ -121,15 +122,15 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+            raise UsageError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
         if (depth - 4) % 6 != 0 or depth < 10:
-            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
+            raise UsageError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
         if activation not in _ACTIVATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
         if len(mean) != in_channels:
-            raise ValueError(f"mean/std need {in_channels} values, got {len(mean)}")
+            raise UsageError(f"mean/std need {in_channels} values, got {len(mean)}")
         blocks_per_group = (depth - 4) // 6
         self.normalize = Normalize(mean, std)
         self.variant = variant
@@ -177,15 +178,15 @@ class WideResNet(nn.Module):
         normalization keeps its constructor values (the source expects normalized input).
 
         Raises:
-            ValueError: ``network`` has a different number of units, or no head.
+            InputError: ``network`` has a different number of units, or no head.
         """
         positions = [f"{prefix}groups.{g}.{i}" for g, blocks in enumerate(self._blocks())
                      for i in range(len(blocks))]
         if len(positions) != len(network.units):
-            raise ValueError(f"the network has {len(network.units)} units, this WRN "
+            raise InputError(f"the network has {len(network.units)} units, this WRN "
                              f"{len(positions)}")
         if network.head is None:
-            raise ValueError("a Wide-ResNet is filled with its classification head")
+            raise InputError("a Wide-ResNet is filled with its classification head")
         targets = [layout.conv(network.stem, f"{prefix}stem_conv")]
         for module, unit in zip(positions, network.units):
             targets += layout.residual_unit(unit, module)

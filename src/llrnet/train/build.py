@@ -17,8 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from llrnet.core import distributed
 from llrnet.core.coerce import from_mapping
 from llrnet.core.errors import RunError, WeightsError
-from llrnet.models import create_model, load_state_strict, read_metadata
-from llrnet.models.weights import tensors_sha256
+from llrnet.models import create_model, read_metadata
+from llrnet.models.weights import load_state_strict, tensors_sha256
 from llrnet.train.config import ModelConfig, TaskConfig, TrainConfig
 from llrnet.train.ema import ModelEMA
 from llrnet.train.optim import build_optimizer, build_scheduler

@@ -12,6 +12,8 @@ import copy
 import torch
 from torch import nn
 
+from llrnet.core.errors import UsageError
+
 
 class ModelEMA:
     """An averaged copy of ``model`` (same architecture, eval mode, no gradients).
@@ -25,7 +27,7 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise UsageError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():

@@ -40,12 +40,12 @@ from llrnet.hub.recognition.analyze import Analysis, analyze
 from llrnet.hub.recognition.structure import OPTIONS, slot
 from llrnet.models import (
     BirdOrBicycleClassifier,
-    ImageNetClassifier,
     WideResNet,
     create_model,
     list_models,
     model_arguments,
 )
+from llrnet.models.classifier import ImageNetClassifier
 from llrnet.models.layout import Importable, Layout, Target
 
 Transform = Callable[[np.ndarray], np.ndarray]

@@ -27,7 +27,8 @@ from llrnet.core.errors import RunError
 from llrnet.hub.conversion.convert import Conversion
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.recognition.analyze import Analysis, analyze
-from llrnet.models import BirdOrBicycleClassifier, ImageNetClassifier, WideResNet
+from llrnet.models import BirdOrBicycleClassifier, WideResNet
+from llrnet.models.classifier import ImageNetClassifier
 
 TOLERANCE = 1e-4
 WORKER = Path(__file__).with_name("tf_worker.py")

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head, head_of
 from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.tasks.common import RadiusWarmup, StepPasses, accuracy, check_batch
@@ -64,15 +65,15 @@ AttackBN = Literal["batch", "eval"]
 def _check_common(eps: float, steps: int, step_size: float, attack_bn: str,
                   logit_margin: float) -> None:
     if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+        raise UsageError(f"eps must be >= 0, got {eps}")
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise UsageError(f"steps must be >= 0, got {steps}")
     if not step_size >= 0:
-        raise ValueError(f"step_size must be >= 0, got {step_size}")
+        raise UsageError(f"step_size must be >= 0, got {step_size}")
     if attack_bn not in ("batch", "eval"):
-        raise ValueError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
+        raise UsageError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
     if not logit_margin >= 0:
-        raise ValueError(f"logit_margin must be >= 0, got {logit_margin}")
+        raise UsageError(f"logit_margin must be >= 0, got {logit_margin}")
 
 
 def _trained_loss(head: Head, logits: Tensor, y: Tensor, plain: Tensor,
@@ -191,7 +192,7 @@ class PGDTask(RadiusWarmup):
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
                       self.logit_margin)
         if not 0 <= self.clean_weight <= 1:
-            raise ValueError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
+            raise UsageError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
 
     def passes_per_step(self) -> StepPasses:
         """K + 1 forward-backward passes (+ 1 with ``clean_weight``, + the LLR term's);
@@ -284,7 +285,7 @@ class TRADESTask(RadiusWarmup):
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
                       self.logit_margin)
         if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise UsageError(f"beta must be >= 0, got {self.beta}")
 
     def passes_per_step(self) -> StepPasses:
         """K + 2 forward-backward passes (+ the LLR term's); k forward-only ones with

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head
 from llrnet.train.llr import LLROptions, linear_warmup, llr_regularizer
 
@@ -52,13 +53,13 @@ class LLRTerm:
 
     def __post_init__(self) -> None:
         if not self.lam >= 0 or not self.mu >= 0:
-            raise ValueError(f"llr.lam and llr.mu must be >= 0, got {self.lam}, {self.mu}")
+            raise UsageError(f"llr.lam and llr.mu must be >= 0, got {self.lam}, {self.mu}")
         if self.steps < 0:
-            raise ValueError(f"llr.steps must be >= 0, got {self.steps}")
+            raise UsageError(f"llr.steps must be >= 0, got {self.steps}")
         if self.eps is not None and not self.eps >= 0:
-            raise ValueError(f"llr.eps must be >= 0 or null, got {self.eps}")
+            raise UsageError(f"llr.eps must be >= 0 or null, got {self.eps}")
         if not self.lr > 0:
-            raise ValueError(f"llr.lr must be > 0, got {self.lr}")
+            raise UsageError(f"llr.lr must be > 0, got {self.lr}")
 
     def passes(self) -> int:
         """Forward-backward passes this term adds to a training step."""

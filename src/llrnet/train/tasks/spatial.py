@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.geometry import pil_affine, pil_border
 from llrnet.attacks.spatial_limits import spatial_limits
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head
 
 __all__ = ["WorstOfK", "WorstOfKChoice", "suite_spatial_limits"]
@@ -94,11 +95,11 @@ class WorstOfK:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"spatial.k must be >= 1, got {self.k}")
+            raise UsageError(f"spatial.k must be >= 1, got {self.k}")
         if self.limits is not None and any(not v >= 0 for v in self.limits):
-            raise ValueError(f"spatial.limits must be >= 0, got {self.limits}")
+            raise UsageError(f"spatial.limits must be >= 0, got {self.limits}")
         if self.border_fraction is not None and not 0 <= self.border_fraction < 0.5:
-            raise ValueError(f"spatial.border_fraction must be in [0, 0.5), "
+            raise UsageError(f"spatial.border_fraction must be in [0, 0.5), "
                              f"got {self.border_fraction}")
 
     def resolved(self) -> tuple[Limits, float]:
