@@ -1,11 +1,5 @@
 """Scoring image files with a bird-or-bicycle classifier (``llrnet predict``).
-
-Any model whose head is a sigmoid bird logit (:class:`llrnet.models.SigmoidBirdHead`,
-such as :class:`~llrnet.models.BirdOrBicycleClassifier`) can score images.
-
-Images are decoded with Pillow, converted to RGB, resized so the shorter side is
-224 (bilinear, antialiased), center-cropped to 224x224 and scaled to [0, 1].
-"""
+More: docs/core.md, "llrnet.inference"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """The ``llrnet`` command: argument parsing only; each subcommand calls a library function.
-
-Each area of the library registers its subcommands from its own module here
-(``models_cmd``, ``eval_cmd``, ``train_cmd``, ``data_cmd``, ``hub_cmd``), so the
-areas grow independently. Errors raised on purpose by the library become one
-line on stderr and an exit code: 2 for bad usage or input, 1 for a failed run,
-130 when interrupted (:func:`describe`); warnings are one line each. No
-traceback reaches the user unless ``LLRNET_DEBUG=1``.
-"""
+More: docs/core.md, "llrnet.cli"."""
 
 from __future__ import annotations
 

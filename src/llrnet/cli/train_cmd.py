@@ -1,12 +1,5 @@
 """``llrnet train`` and ``llrnet demo`` (:mod:`llrnet.demo`): argument parsing only.
-
-Examples::
-
-    llrnet train --preset digits_llr --out runs/llr --set steps=300 --set optim.lr=0.05
-    llrnet train --out runs/llr --resume            # continue a killed run
-    torchrun --nproc_per_node 2 -m llrnet train --preset digits_pgd --out runs/pgd
-    llrnet demo --out demo_out
-"""
+More: docs/core.md, "llrnet.cli.train_cmd"."""
 
 from __future__ import annotations
 

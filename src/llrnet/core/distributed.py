@@ -1,8 +1,5 @@
 """Process-group helpers for runs under ``torchrun`` (gloo on CPU, NCCL on CUDA).
-
-Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) everything works as a
-single process: rank 0 of a world of 1.
-"""
+More: docs/core.md, "llrnet.core.distributed"."""
 
 from __future__ import annotations
 

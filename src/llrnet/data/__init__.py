@@ -1,14 +1,5 @@
 """Datasets: the bundled digits, bird-or-bicycle, ImageNet and CIFAR-10.
-
-All datasets yield ``(image, label)`` with images as float tensors in [0, 1]
-(CHW); normalization lives inside the models. See ``docs/data.md``.
-
-Example::
-
-    from llrnet.data import BirdOrBicycle, two_class_digits
-    digits = two_class_digits("test")               # no download needed
-    birds = BirdOrBicycle(split="test")             # after `llrnet data download`
-"""
+More: docs/data.md, "llrnet.data"."""
 
 from __future__ import annotations
 

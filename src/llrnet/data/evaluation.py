@@ -1,9 +1,5 @@
 """Which held-out images an evaluation scores: by suite, or found in a folder.
-
-``llrnet eval --suite S [--data DIR]`` calls :func:`evaluation_dataset`; any
-caller that wants "the test split of whatever dataset is in this folder" calls
-:func:`find_test_split`.
-"""
+More: docs/data.md, "llrnet.data.evaluation"."""
 
 from __future__ import annotations
 

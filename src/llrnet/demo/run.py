@@ -1,9 +1,5 @@
 """``llrnet demo``: train, evaluate and report the four digits models (resumable).
-
-The work is a set of tasks run by ``jobs`` spawned worker processes: each model's training,
-then its evaluation in :data:`~llrnet.demo.recipe.EVAL_GROUPS`, costliest first, so the
-workers finish close together; results do not depend on ``jobs`` (docs/training.md,
-"The demo")."""
+More: docs/training.md, "llrnet.demo.run"."""
 
 from __future__ import annotations
 

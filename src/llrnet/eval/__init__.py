@@ -1,11 +1,5 @@
 """Evaluation: the challenge metric, attack suites, the resumable runner, reports.
-
-Example::
-
-    from llrnet.eval import evaluate, get_suite
-    results = evaluate(model, "digits", dataset, out_dir="eval_out", seed=0)
-    results["spatial_grid"]["accuracy@80"]
-"""
+More: docs/evaluation.md, "llrnet.eval"."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """Uniform access to the images under evaluation: a Dataset or an (images, labels) pair.
-
-The runner reads images by global index, a batch at a time, so a dataset
-backed by JPEG files (bird-or-bicycle) is decoded lazily and only the images a
-rank evaluates are loaded.
-"""
+More: docs/evaluation.md, "llrnet.eval.images"."""
 
 from __future__ import annotations
 

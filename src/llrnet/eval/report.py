@@ -1,15 +1,5 @@
 """Results of an evaluation: per-attack summaries, the terminal table, plots, JSON.
-
-Files written into the output folder (by rank 0):
-
-* ``results.json``: per attack accuracy@80, accuracy@100, image count, error
-  indices, wall time, model evaluations and the risk-coverage curve;
-* ``risk_coverage.png``: one risk-coverage curve per attack;
-* ``examples.png``: the first images, clean and after each attack, with the
-  model's prediction and confidence;
-* ``config.json``: the resolved configuration (suite with every attack
-  parameter, seed, batch size, device, processes, data and model fingerprints).
-"""
+More: docs/evaluation.md, "llrnet.eval.report"."""
 
 from __future__ import annotations
 

@@ -1,21 +1,5 @@
 """``evaluate``: run a suite of attacks on a model, resumably, on one or many processes.
-
-The unit of work is a *chunk*: ``batch_size`` consecutive images (in the global
-image order) under one attack. Chunk ``k`` of every attack goes to rank
-``k % world_size``; its result (logits on the attacked images, labels, model
-evaluations, time) is written atomically to ``out_dir/state`` as soon as it is
-done, and a rerun skips chunks already on disk. Randomness is keyed on
-``(seed, attack name, global image index)``, so neither batching across ranks
-nor resuming changes an image's result.
-
-Precision: with ``precision="bf16"`` (or ``"auto"`` resolving to it) attacks whose
-policy allows it (:func:`llrnet.attacks.searches_in_bf16`) search with a bf16,
-channels_last copy of the model (:func:`llrnet.models.fast_copy`), and the
-others with an fp32 channels_last copy (same precision, faster layout); the final
-images of *every* attack are judged by the fp32 model, so results are fp32
-numbers. Each chunk also counts the final images on which the copy's decision
-differs from the fp32 one.
-"""
+More: docs/evaluation.md, "llrnet.eval.runner"."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """The suite catalog: the built-in suites ``bird_or_bicycle``, ``digits``, ``linf`` and
-``two_class_mnist``.
-
-Importing :mod:`llrnet.eval` imports this module, which registers them in
-:data:`llrnet.eval.suites.SUITES`. (Not to be confused with training's YAML
-presets, :mod:`llrnet.train.config`.) Each entry's kind comes from its attack.
-"""
+``two_class_mnist``. More: docs/evaluation.md, "llrnet.eval.suite_catalog"."""
 
 from __future__ import annotations
 

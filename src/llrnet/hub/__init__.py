@@ -1,13 +1,5 @@
 """TF-Hub import without TensorFlow: read checkpoints and graphs, convert, verify.
-
-* :func:`read_checkpoint` / :class:`CheckpointReader`: TF tensor bundles (V2).
-* :func:`read_saved_model`: meta-graphs, tags, signatures, ops of ``saved_model.pb``.
-* :func:`open_module`: a module folder or published ``.tar.gz`` (sha256, safe extraction).
-* :func:`open_source`: also a handle or URL, fetched into tensorflow_hub's cache layout.
-* :func:`inspect_hub`, :func:`import_hub`: the ``llrnet inspect-hub`` / ``import-hub`` commands.
-* :func:`load_pretrained`: a released model by name (``create_model(..., pretrained=True)``).
-* :func:`write_checkpoint`: a pure-Python bundle writer (tests, benchmarks).
-"""
+More: docs/hub.md, "llrnet.hub"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """Classifiers built on a trunk: the bird-or-bicycle model and the ImageNet model.
-
-``BirdOrBicycleClassifier`` reproduces DeepMind's submission: preprocessing ->
-latents (ResNet trunk, [N, 2048, 1, 1]) -> linear (1x1 convolution 2048 -> 2).
-Only channel 1 of the head (the bird logit ``l``) is meaningful; it is read
-through a sigmoid, and the challenge sees ``[relu(-l), relu(l)]``. The class
-declares that head (:data:`~llrnet.models.heads.SIGMOID_BIRD_HEAD`), so training,
-evaluation and :func:`~llrnet.models.heads.challenge_view` follow it.
-"""
+More: docs/models.md, "llrnet.models.classifier"."""
 
 from __future__ import annotations
 

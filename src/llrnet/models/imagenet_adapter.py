@@ -1,23 +1,5 @@
 """ImageNet classifiers read as bird-or-bicycle models (the kit's undefended baselines).
-
-The reference kit scored plain ImageNet classifiers on the challenge this way
-(its Keras ResNet-50 baseline): the two-class logits are the *maximum
-log-probability* over each class's ImageNet classes,
-
-* bird: ImageNet classes 80..100 (21 bird species),
-* bicycle: ImageNet classes 444 (tandem bicycle) and 671 (mountain bike),
-
-with column 0 bicycle and column 1 bird. :func:`bird_or_bicycle_from_imagenet`
-wraps any classifier with logits [N, 1000] so, applying the input normalization
-the classifier expects (torchvision's and timm's models take normalized images;
-llrnet's ``resnet*_v2_imagenet`` take [0, 1] and scale themselves).
-
-:func:`load_imagenet_model` builds one from a specification, for ``llrnet eval
---imagenet-model``: ``torchvision:NAME`` (torchvision's published weights,
-fetched into torch's hub cache), ``torchvision:NAME=FILE`` or ``timm:NAME[=FILE]``
-(a weights file), or ``llrnet:FILE`` (an llrnet weights file of an ImageNet
-classifier).
-"""
+More: docs/models.md, "llrnet.models.imagenet_adapter"."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
 """Building blocks shared by the architectures: TF-"SAME" convolutions and pooling.
-
-TensorFlow's "SAME" padding pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)``
-pixels with ``total // 2`` before and the rest after. For a stride-2 3x3
-convolution on an even input that is 0 before and 1 after, where PyTorch's
-``padding=1`` pads 1 on both sides: the two disagree by a one-pixel shift, so a
-port of a TF model must pad like TF.
-"""
+More: docs/models.md, "llrnet.models.layers"."""
 
 from __future__ import annotations
 

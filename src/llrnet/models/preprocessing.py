@@ -1,16 +1,5 @@
 """The submission's preprocessing, with TF1 semantics, as a module.
-
-DeepMind's bird-or-bicycle submission fed the latents module
-``(resize_bilinear(central_crop(x, 0.875), [H, W]) - 0.5) * 2``.
-
-* ``central_crop`` (TF1): offset ``int((1 - f) * size / 2)`` per side, size
-  ``size - 2 * offset`` (224 -> offset 14, size 196).
-* ``resize_bilinear(align_corners=False)`` (TF1, ``half_pixel_centers=False``):
-  output pixel ``i`` samples the input at ``i * in / out`` (no half-pixel
-  offset), interpolating linearly between ``floor`` and ``min(floor + 1, in - 1)``;
-  no antialiasing. ``F.interpolate`` and torchvision use half-pixel centers, so
-  their results differ.
-"""
+More: docs/models.md, "llrnet.models.preprocessing"."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
 """The registry of model builders: ``create_model(name, **kwargs)``.
-
-:data:`MODELS` is an :class:`llrnet.core.registry.Registry` of keyword-only
-functions returning an ``nn.Module``. Unknown names, duplicate names and
-unknown keyword arguments raise :class:`~llrnet.core.errors.UsageError` listing
-what is valid, so a typo never silently builds the wrong network.
-
-``register_model``, ``list_models`` and ``model_arguments`` are the registry's
-``register``, ``names`` and ``arguments``; :func:`create_model` builds and
-records how, so that :func:`~llrnet.models.save_weights` can rebuild it.
-"""
+More: docs/models.md, "llrnet.models.registry"."""
 
 from __future__ import annotations
 

@@ -1,28 +1,5 @@
 """Pre-activation ResNet (v2, He et al. 2016) with bottleneck blocks.
-
-The trunk mirrors the LLR ImageNet modules (``resnet_v2`` scope): a 7x7/2 stem
-convolution (no batch norm after it, as in v2), a 3x3/2 max-pool, four stages of
-bottleneck units ``BN-ReLU -> 1x1 -> BN-ReLU -> 3x3 (stride) -> BN-ReLU -> 1x1``,
-the v2 final batch norm + ReLU, and a global average pool with kept dimensions.
-
-Options a faithful port needs are explicit constructor arguments:
-
-* ``padding``: ``"same"`` pads like TF "SAME" (asymmetric on strided layers);
-  ``"symmetric"`` pads like PyTorch (``k // 2`` on both sides).
-* ``bn_eps``, ``bn_momentum``: batch-norm epsilon and moving-average rate (the
-  hub modules' ``decay_rate``; PyTorch momentum 0.1 == decay_rate 0.1).
-* ``stride_in``: whether each stage's stride sits in its ``"first"`` unit
-  (torchvision, Haiku) or its ``"last"`` unit (TF-slim; strides (2, 2, 2, 1)).
-* ``stem_bias`` / ``out_bias``: biases on the stem convolution and on the
-  un-normalized convolutions (each unit's last 1x1 and projection shortcut), as
-  TF-slim's v2 has them.
-* ``bn_scale``: batch norm with a learned scale (gamma, default) or, if False,
-  offset only (Sonnet's default ``scale=False``; :class:`OffsetBatchNorm2d`).
-
-:meth:`ResNetV2.import_structure` and :meth:`ResNetV2.import_layout` map a
-recognized network (:mod:`llrnet.models.layout`) onto the trunk, so that an
-importer (the TF-Hub import) needs no attribute path of it.
-"""
+More: docs/models.md, "llrnet.models.resnet_v2"."""
 
 from __future__ import annotations
 

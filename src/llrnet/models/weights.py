@@ -1,11 +1,5 @@
 """Weights files: safetensors tensors + a JSON metadata record. Never pickle.
-
-The record (stored under the safetensors metadata key ``"llrnet"``) holds what
-rebuilds the model (``architecture``, ``kwargs``) and what makes it trustworthy
-(``sha256`` of the tensors, ``source``, ``recipe``, ``metrics``,
-``preprocessing``, ``llrnet_version``). Loading is strict: a missing, extra or
-mis-shaped tensor, or a hash mismatch, is an error that names it.
-"""
+More: docs/models.md, "llrnet.models.weights"."""
 
 from __future__ import annotations
 

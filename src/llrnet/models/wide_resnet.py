@@ -1,27 +1,5 @@
 """Pre-activation Wide-ResNet (Zagoruyko & Komodakis 2016) in two variants.
-
-WRN-d-k: a 3x3 stem convolution, three groups of ``(d - 4) / 6`` pre-activation
-basic blocks with widths 16k, 32k, 64k and strides 1, 2, 2, then the final
-batch norm + activation, global average pool and a linear layer. The
-activation is ``softplus`` (the LLR paper's CIFAR-10 models) or ``relu``.
-Input normalization ``(x - mean) / std`` lives inside the model, so the model
-takes [0, 1] images.
-
-Two variants (``variant=``), both applying a projection shortcut to the
-output of the block's first batch norm + activation:
-
-* ``"zagoruyko"``: the paper's reference code; the stem has 16 channels and a
-  block has a projection only where its channel count or resolution changes.
-* ``"deepmind"``: DeepMind's LLR code; the stem has ``16 * k`` channels and the
-  first block of *every* group has a projection, also in the first group
-  where the channel count does not change. The LLR paper's CIFAR-10 models
-  (``wrn_28_8_softplus``, and ``wrn_40_8_softplus``, the released module) are
-  this variant.
-
-:meth:`WideResNet.import_structure` and :meth:`WideResNet.import_layout` map a
-recognized network (:mod:`llrnet.models.layout`) onto the model, so that an
-importer (the TF-Hub import) needs no attribute path of it.
-"""
+More: docs/models.md, "llrnet.models.wide_resnet"."""
 
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
 """Training: tasks (standard, PGD, TRADES, LLR), the LLR regularizer, the loop.
-
-Modules: ``config`` (the schema), ``presets`` (YAML, ``extends``, overrides),
-``run_dir`` (a run's files), ``loop`` (:func:`train`), ``tasks`` (``TASKS``),
-``data`` (``DATASETS``, the batch order), ``setup``, ``optim``, ``checkpoint``,
-``ema``, ``logging``, ``augment``, ``evaluation``, ``llr``, ``bn_replay``.
-
-Example::
-
-    from llrnet.train import load_config, train
-
-    config = load_config("digits_llr", overrides=["steps=200"])
-    result = train(config, "runs/digits_llr")
-    result.weights, result.metrics          # final.safetensors, clean/PGD accuracy
-"""
+More: docs/training.md, "llrnet.train"."""
 
 from llrnet.train.config import (
     DataConfig,

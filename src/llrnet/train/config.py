@@ -1,22 +1,5 @@
 """The training configuration's schema: typed dataclasses and their checks.
-
-A run is described by one :class:`TrainConfig`, whose sections are
-:class:`ModelConfig`, :class:`DataConfig`, :class:`TaskConfig`,
-:class:`OptimConfig` and :class:`EvalConfig`. The annotations are the types:
-:func:`config_from_dict` checks every key and value against them
-(:mod:`llrnet.core.coerce`), and :class:`TrainConfig` checks ranges and names
-when it is built, so a bad setting is an error naming the key and the valid
-choices, never silently ignored.
-
-Where the values come from (YAML presets, ``extends``, ``--set`` overrides) is
-:mod:`llrnet.train.presets`; where a run keeps them (``config.yaml``) is
-:mod:`llrnet.train.run_dir`.
-
-Example::
-
-    config = config_from_dict({"steps": 50, "optim": {"lr": 0.05}})
-    config.steps, config.optim.lr, config.optim.momentum     # (50, 0.05, 0.9)
-"""
+More: docs/training.md, "llrnet.train.config"."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
 """Training data: datasets by name (:data:`DATASETS`), and a deterministic sharded batch order.
-
-The batch order is a pure function of ``(seed, step)``: epoch ``e`` visits the
-training set in the permutation drawn from
-``llrnet.core.seeding.generator(seed, "train", "epoch", e)``, cut into global
-batches of ``batch_size`` (the last incomplete batch of each epoch is dropped).
-Rank ``r`` of ``K`` processes takes the ``r``-th contiguous ``batch_size / K``
-slice of each global batch. So the data position of a run is just its step: a
-resumed run, or a run on K processes, sees exactly the same global batches.
-"""
+More: docs/training.md, "llrnet.train.data"."""
 
 from __future__ import annotations
 

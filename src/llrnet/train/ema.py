@@ -1,9 +1,4 @@
-"""Exponential moving average of a model's weights.
-
-``ema = decay * ema + (1 - decay) * weights`` after every optimizer step, for
-floating-point parameters; buffers (batch-norm running averages, counters) are
-copied. Evaluating the average often gives smoother, slightly better models.
-"""
+"""Exponential moving average of a model's weights. More: docs/training.md, "llrnet.train.ema"."""
 
 from __future__ import annotations
 

@@ -1,29 +1,4 @@
-"""The training loop: one loop for every task.
-
-:func:`train` reads top to bottom: start the processes, check the run folder
-(:class:`~llrnet.train.run_dir.RunDir`), build what training changes
-(:class:`~llrnet.train.build.Trainee`: model, task, optimizer, schedule, EMA)
-and the data, resume from the newest checkpoint, then run :func:`train_one_step` for each step with
-logging, periodic :func:`evaluate` and :func:`write_checkpoint` in between,
-and at the end evaluate and write the final weights. The task owns forward +
-loss; the loop owns everything else: device and precision (bf16 autocast),
-channels_last, DistributedDataParallel under ``torchrun``, gradient clipping,
-EMA, NaN/Inf handling, checkpoints, metrics, progress and evaluation (clean +
-PGD) on held-out images.
-
-Random streams (every derived seed is :func:`llrnet.core.seeding.derive`):
-
-* model initialization: torch's global generator seeded with ``seed``, the
-  same on every rank;
-* batch order: ``generator(seed, "train", "epoch", e)`` (:mod:`llrnet.train.data`);
-* augmentation of step ``s`` on rank ``r``: ``generator(seed, "train", "augment", s, r)``,
-  and the photometric step after it ``generator(seed, "train", "photometric", s, r)``;
-* the tasks' own draws (PGD random starts, ...): torch's global generator,
-  seeded with ``derive(seed, "train", "task", r)`` once the model is built.
-
-Checkpoints hold every RNG state, so on CPU a resumed run ends with
-bit-identical weights to an uninterrupted one.
-"""
+"""The training loop: one loop for every task. More: docs/training.md, "llrnet.train.loop"."""
 
 from __future__ import annotations
 

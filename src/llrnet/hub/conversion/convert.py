@@ -1,26 +1,5 @@
 """Convert recognized modules into llrnet models, and prove the result complete.
-
-The mapping is derived from the module (:mod:`llrnet.hub.recognition.analyze`),
-never from variable names, and it is the architecture's: the recognized trunk
-is described by structural position (:class:`llrnet.models.layout.Network`),
-the model says which of its modules each position fills
-(``import_layout``), and this module copies each variable there with its
-layout converted (conv HWIO -> OIHW, dense (in, out) -> (out, in)). It knows no
-attribute path of any model. Completeness is then proved:
-
-* every checkpoint variable is consumed exactly once, except optimizer slots and
-  counters, which are listed as ignored: counters recognized from the graphs
-  (:mod:`llrnet.hub.recognition.counters`, such as the ``accumulation_counter``
-  of DeepMind's batch norm) are reported as bookkeeping with how each was
-  recognized;
-* every parameter and buffer of the model is filled, either from a variable or
-  by a listed rule (``num_batches_tracked`` = 0; the tensors the layout keeps
-  as constructed, such as a WRN's input normalization, which the module leaves
-  to the caller);
-* shapes are equal after conversion.
-
-Anything else raises :class:`~llrnet.core.errors.WeightsError` with the exact lists.
-"""
+More: docs/hub.md, "llrnet.hub.conversion.convert"."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """Read ``saved_model.pb`` without TensorFlow.
-
-The outer ``SavedModel`` message (``int64 saved_model_schema_version = 1``,
-``repeated MetaGraphDef meta_graphs = 2``) is split by hand
-(:mod:`llrnet.hub.formats.protowire`); each ``MetaGraphDef`` is parsed with the protos
-the ``tensorboard`` package ships (``tensorboard.compat.proto``).
-"""
+More: docs/hub.md, "llrnet.hub.formats.savedmodel"."""
 
 from __future__ import annotations
 

@@ -1,43 +1,5 @@
 """Adversarial-training baselines: Madry PGD and TRADES, on the PGD code of ``llrnet.attacks``.
-
-Batch norm during the attack (a decision; both tasks, option ``attack_bn``):
-``"batch"`` (default) runs the attack's passes in training mode with each
-pass's own batch statistics but WITHOUT updating the running averages
-(:func:`llrnet.train.bn_replay.frozen_batch_norm`). That is what Madry et al.'s
-TF1 code did (the attack ran in the training graph; the moving-average update
-ops ran only with the train op), so the attack sees the same function the
-training step then optimizes, and the running averages see each batch once,
-like in standard training. ``"eval"`` uses the running averages during the
-attack (TRADES' official code switches to ``model.eval()``; early in training
-the running averages are poor, which weakens the attack). Neither costs an
-extra pass.
-
-Spatial robustness (option ``spatial``, both tasks): with a
-:class:`~llrnet.train.tasks.spatial.WorstOfK`, each image is first replaced by
-the worst of ``k`` random rotations and translations (Engstrom et al. 2019),
-picked under the same batch-norm mode as the attack, and the L-inf attack then
-starts from it. ``eps = 0`` trains on the worst transform alone.
-
-Logit margin (option ``logit_margin``, both tasks): the trained loss is the
-head's loss with the true class's logit lowered by the margin
-(:meth:`~llrnet.models.heads.Head.with_margin`), so training keeps raising the
-confidence of images it already gets right until they win by the margin. The
-challenge's confidence is that logit, and the 80% it covers are the most
-confident images. The attack is unchanged: an L-inf sign step has the same
-direction with or without the shift. The logged loss (``adv_ce``, ``ce``) stays the plain one.
-
-Clean share (option ``clean_weight``, PGD only): the trained loss is
-``(1 - w) * loss(model(x_adv)) + w * loss(model(x))``, where ``x`` is the batch's
-image as loaded (before ``spatial`` and the attack): Goodfellow et al. 2015's
-mixture of clean and adversarial loss (they used w = 0.5). The clean forward
-runs first, in training mode with its own batch statistics (so the running
-averages see the step's clean and adversarial batches, as in TRADES); it costs
-one more forward-backward pass, and none at w = 0. TRADES has its clean term already.
-
-LLR term (option ``llr``, both tasks): with an
-:class:`~llrnet.train.tasks.llr_term.LLRTerm`, the loss gains ``lam`` times the
-LLR regularizer around the image the attack starts from (after ``spatial``).
-"""
+More: docs/training.md, "llrnet.train.tasks.adversarial"."""
 
 from __future__ import annotations
 

@@ -1,15 +1,5 @@
 """An LLR regularizer added to an adversarial task's loss (option ``llr`` of PGD and TRADES).
-
-Stage 2 of the two-stage recipe fine-tunes an LLR-pre-trained trunk with
-adversarial training alone, which is free to undo the trunk's local linearity.
-:class:`LLRTerm` keeps it: the task's loss gains ``lam * R``, where ``R`` is the
-LLR regularizer (:func:`llrnet.train.llr.llr_regularizer`: the worst linearity
-deviation of the loss in the eps-ball plus ``mu`` times the gradient term)
-measured around the image the L-inf attack starts from (the worst spatial
-transform with ``spatial``). A loss that stays close to linear in the ball
-bounds how far an attack can move the logit, also on an image the model gets
-wrong, where an attack would otherwise make the wrong answer confident.
-"""
+More: docs/training.md, "llrnet.train.tasks.llr_term"."""
 
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
 """Worst-of-k spatial training (Engstrom et al. 2019): per image, the hardest of k random
-rotations and translations.
-
-Random rotation/translation augmentation alone does not make a model resist a
-worst-case grid of them; Engstrom et al. ("Exploring the Landscape of Spatial
-Robustness", ICML 2019) train instead on the worst of ``k`` random transforms
-per image, picked by the training loss. :class:`WorstOfK` is that step, an
-option (``spatial``) of the adversarial tasks (:class:`~llrnet.train.tasks.PGDTask`,
-:class:`~llrnet.train.tasks.TRADESTask`): the worst transform first, then the
-L-inf attack on it (eps 0 turns the attack off and leaves worst-of-k alone).
-
-The transforms are rendered exactly as the evaluation's spatial grid renders
-them (:mod:`llrnet.attacks.geometry`: the grid's 8-bit black border, then the
-bilinear affine warp), so training sees the images the grid attack produces.
-"""
+rotations and translations. More: docs/training.md, "llrnet.train.tasks.spatial"."""
 
 from __future__ import annotations
 
