@@ -2,7 +2,7 @@
 
 Generates ``--images`` JPEGs like the stored bird-or-bicycle files (299x299,
 Pillow quality 75, photo-like content: smooth gradients plus noise), then times
-one epoch of a ``DataLoader`` over an :class:`llrnet.data.ImageFileDataset`
+one epoch of a ``DataLoader`` over an :class:`llrnet.data.robust.ImageFileDataset`
 for two pipelines:
 
 * ``train``: decode + RandomResizedCrop(224) + flip + to-tensor (the augmentation

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks import SPSA, Attack, Chain, Identity, RandomSpatial, searches_in_bf16
+from llrnet.attacks import SPSA, Attack, Chain, Identity, RandomSpatial
+from llrnet.attacks.base import searches_in_bf16
 from llrnet.attacks.parts import ImageRng
 from llrnet.cli import main
 from llrnet.core.errors import UsageError

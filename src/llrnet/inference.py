@@ -101,7 +101,7 @@ def predict_images(
 
     ``precision`` ``"bf16"`` scores with a bf16 channels_last copy of the model
     (:func:`llrnet.models.fast_copy`); ``"auto"`` does so where the device has
-    bf16 matrix units (:func:`llrnet.models.resolve_precision`). bf16 logits
+    bf16 matrix units (:func:`llrnet.models.precision.resolve_precision`). bf16 logits
     differ from fp32 ones by bf16 rounding (docs/benchmarks.md).
 
     Returns the predictions (in input order, readable files only) and a mapping

@@ -5,29 +5,22 @@ from __future__ import annotations
 
 from llrnet.attacks.autoattack import AutoAttack
 from llrnet.attacks.balls import Ball, L2Ball, LinfBall
-from llrnet.attacks.base import (
-    ATTACK_KINDS,
-    Attack,
-    AttackKind,
-    CountingModel,
-    Identity,
-    searches_in_bf16,
-)
+from llrnet.attacks.base import Attack, Identity
+
+# Not user API: eval/runner.py imports it from here until it imports llrnet.attacks.base.
+from llrnet.attacks.base import searches_in_bf16 as searches_in_bf16
 from llrnet.attacks.boundary import Boundary
 from llrnet.attacks.chain import Chain
-from llrnet.attacks.corruptions import CHALLENGE_CORRUPTIONS, CommonCorruptions
-from llrnet.attacks.pgd import PGD, MultiTargetedPGD, pgd_perturb
-from llrnet.attacks.spatial import RandomSpatial, SpatialGrid, spatial_grid
+from llrnet.attacks.corruptions import CommonCorruptions
+from llrnet.attacks.pgd import PGD, MultiTargetedPGD
+from llrnet.attacks.spatial import RandomSpatial, SpatialGrid
 from llrnet.attacks.spsa import SPSA
 from llrnet.attacks.validity import CheckedRandomSpatial, CheckedSpatialGrid
 
 __all__ = [
-    "ATTACK_KINDS",
-    "CHALLENGE_CORRUPTIONS",
     "PGD",
     "SPSA",
     "Attack",
-    "AttackKind",
     "AutoAttack",
     "Ball",
     "Boundary",
@@ -35,14 +28,10 @@ __all__ = [
     "CheckedRandomSpatial",
     "CheckedSpatialGrid",
     "CommonCorruptions",
-    "CountingModel",
     "Identity",
     "L2Ball",
     "LinfBall",
     "MultiTargetedPGD",
     "RandomSpatial",
     "SpatialGrid",
-    "pgd_perturb",
-    "searches_in_bf16",
-    "spatial_grid",
 ]

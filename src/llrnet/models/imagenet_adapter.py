@@ -54,7 +54,7 @@ def imagenet_to_two_class(logits: Tensor) -> Tensor:
 def imagenet_normalization(model: nn.Module) -> Normalization | None:
     """The (mean, std) on [0, 1] images that ``model`` expects, or None for none.
 
-    llrnet's :class:`~llrnet.models.ImageNetClassifier` scales its own input
+    llrnet's :class:`~llrnet.models.classifier.ImageNetClassifier` scales its own input
     (None); a timm model declares its own (``pretrained_cfg``); any other
     torchvision model takes :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`.
 
