@@ -1,4 +1,6 @@
-"""Adversarial attacks on float NCHW images in [0, 1]: ``attack(model, x, y) -> x_adv``.
+"""Adversarial attacks on float NCHW images in [0, 1]: ``attack(model, x, y) -> x_adv``. Every
+attack inherits the final ``__call__`` of :class:`Attack` (validation, eval mode, counting,
+per-image random streams, the ball's clip) and implements only ``_run``.
 More: docs/attacks.md, "llrnet.attacks"."""
 
 from __future__ import annotations

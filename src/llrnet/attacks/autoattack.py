@@ -1,4 +1,5 @@
-"""AutoAttack (Croce & Hein 2020) through the authors' package ``pyautoattack``.
+"""AutoAttack (Croce & Hein 2020) through the authors' package ``pyautoattack``, called per
+chunk and never reimplemented, so its numbers stay comparable with the literature's.
 More: docs/attacks.md, "llrnet.attacks.autoattack"."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Threat models as objects: the L-inf and L2 balls a perturbation must stay in.
+"""Threat models as objects: the L-inf and L2 balls a perturbation must stay in. A ball owns
+everything that depends on the norm (projection, random start, step, clip, distance), so no
+attack dispatches on a norm name.
 More: docs/attacks.md, "llrnet.attacks.balls"."""
 
 from __future__ import annotations

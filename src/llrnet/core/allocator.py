@@ -1,4 +1,5 @@
-"""glibc malloc settings for llrnet's own processes: keep freed tensor memory for reuse.
+"""glibc malloc settings for llrnet's own processes: keep freed tensor memory for reuse. Two
+``mallopt`` calls made by the CLI and the demo's workers, never on import.
 More: docs/core.md, "llrnet.core.allocator"."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename.
+"""Atomic file writes: write to a temporary file in the same folder, then rename. A killed job
+leaves the old file or none, never a half-written one; its leftovers are swept by the next run.
 More: docs/core.md, "llrnet.core.fileio"."""
 
 from __future__ import annotations

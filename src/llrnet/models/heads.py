@@ -1,4 +1,6 @@
-"""Heads: what a classifier's raw logits mean, and every decision that follows from it.
+"""Heads: what a classifier's raw logits mean, and every decision that follows from it. A model
+declares its head (``output_head``) and :func:`head_of` reads it through wrappers, so the loss,
+predictions, attack view and challenge view are decided in one place.
 More: docs/models.md, "llrnet.models.heads"."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Structural positions: how an importer describes a network, and how a model maps it.
+"""Structural positions: how an importer describes a network, and how a model maps it. The
+layout is plain data, so each architecture owns its import mapping and ``models`` never
+imports the hub.
 More: docs/models.md, "llrnet.models.layout"."""
 
 from __future__ import annotations

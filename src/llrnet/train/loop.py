@@ -1,4 +1,6 @@
-"""The training loop: one loop for every task. More: docs/training.md, "llrnet.train.loop"."""
+"""The training loop: one loop for every task. The task owns forward and loss; the loop owns
+everything else (devices, precision, DDP, EMA, checkpoints, logging, evaluation).
+More: docs/training.md, "llrnet.train.loop"."""
 
 from __future__ import annotations
 

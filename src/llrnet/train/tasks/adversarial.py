@@ -1,4 +1,6 @@
 """Adversarial-training baselines: Madry PGD and TRADES, on the PGD code of ``llrnet.attacks``.
+The attack's passes use each batch's own statistics without updating the running averages
+(``attack_bn="batch"``, as Madry et al.'s TF1 code did).
 More: docs/training.md, "llrnet.train.tasks.adversarial"."""
 
 from __future__ import annotations
