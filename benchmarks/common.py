@@ -50,7 +50,7 @@ def real_looking(count: int, size: int = 224) -> torch.Tensor:
 
 def isa() -> str:
     """The bf16-relevant instruction sets of this CPU as torch sees them (AMX, AVX512)."""
-    from llrnet.models import cpu_bf16_units
+    from llrnet.models.precision import cpu_bf16_units
 
     units = cpu_bf16_units()
     return (f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "

@@ -2,7 +2,7 @@
 
 Generates ``--images`` JPEGs like the stored bird-or-bicycle files (299x299,
 Pillow quality 75, photo-like content: smooth gradients plus noise), then times
-one epoch of a ``DataLoader`` over an :class:`llrnet.data.ImageFileDataset`
+one epoch of a ``DataLoader`` over an :class:`llrnet.data.robust.ImageFileDataset`
 for two pipelines:
 
 * ``train``: decode + RandomResizedCrop(224) + flip + to-tensor (the augmentation
@@ -31,12 +31,8 @@ from common import machine_description, write_section
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from llrnet.data import (
-    ImageFileDataset,
-    challenge_eval_transform,
-    imagenet_train_transform,
-    loader_settings,
-)
+from llrnet.data import challenge_eval_transform, imagenet_train_transform, loader_settings
+from llrnet.data.robust import ImageFileDataset
 
 
 def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:

@@ -87,7 +87,8 @@ def train(model: nn.Module, images: Tensor, labels: Tensor, epochs: int) -> None
 
 
 def llr_forward_flops() -> int:
-    from llrnet.models import BirdOrBicycleClassifier, ChallengeView, create_model
+    from llrnet.models import BirdOrBicycleClassifier, create_model
+    from llrnet.models.heads import ChallengeView
 
     classifier = create_model("llr_pretrain_adv")
     assert isinstance(classifier, BirdOrBicycleClassifier)

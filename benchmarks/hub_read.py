@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from common import best_times, machine_description
 
-from llrnet.hub import import_hub, read_checkpoint, write_checkpoint
+from llrnet.hub import import_hub, read_checkpoint
 from llrnet.hub.formats import crc32c as crc_module
+from llrnet.hub.formats.bundle_writer import write_checkpoint
 from llrnet.models import create_model, load_weights
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -66,8 +66,8 @@ from llrnet.attacks.spsa import SPSA
 from llrnet.core.fileio import atomic_write_json
 from llrnet.data import two_class_digits
 from llrnet.train import config_from_dict, train
+from llrnet.train.build import build_task
 from llrnet.train.presets import preset_values
-from llrnet.train.setup import build_task
 
 #: SPSA (black-box) runs on the first test images only: it costs 33 forwards per step.
 SPSA_IMAGES = 36

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from llrnet.attacks import PGD, Identity, MultiTargetedPGD, pgd_perturb
+from llrnet.attacks import PGD, Identity, MultiTargetedPGD
+from llrnet.attacks.pgd import pgd_perturb
 from llrnet.core.errors import InputError, UsageError
 
 

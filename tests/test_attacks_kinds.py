@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 import llrnet.attacks as attacks
 from llrnet.attacks import (
-    ATTACK_KINDS,
     PGD,
     SPSA,
     Attack,
@@ -24,7 +23,7 @@ from llrnet.attacks import (
     RandomSpatial,
     SpatialGrid,
 )
-from llrnet.attacks.base import UNDECLARED_KIND, Pool
+from llrnet.attacks.base import ATTACK_KINDS, UNDECLARED_KIND, Pool
 from llrnet.attacks.parts import ImageRng
 
 EXPECTED = {

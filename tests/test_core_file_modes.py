@@ -13,7 +13,7 @@ import torch
 
 from llrnet.core.fileio import atomic_path, atomic_write_json, atomic_write_text, current_umask
 from llrnet.eval import evaluate
-from llrnet.hub import extract_archive
+from llrnet.hub.formats.archive import extract_archive
 from llrnet.models import create_model
 from llrnet.models.weights import save_weights
 from llrnet.train.checkpoint import save_checkpoint

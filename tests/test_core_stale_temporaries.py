@@ -13,7 +13,7 @@ import pytest
 
 from llrnet.core import fileio
 from llrnet.core.fileio import STALE_AFTER, atomic_write_text, remove_stale_temporaries
-from llrnet.hub import extract_archive
+from llrnet.hub.formats.archive import extract_archive
 
 HOST = fileio._HOST
 

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from llrnet.data import DigitsDataset, digits, two_class_digits
+from llrnet.data import digits, two_class_digits
+from llrnet.data.digits import DigitsDataset
 
 
 def test_two_class_shapes_ranges_and_labels() -> None:

@@ -10,15 +10,10 @@ import torch
 from PIL import Image
 
 from llrnet.core.errors import InputError, UsageError
-from llrnet.data import (
-    CIFAR10,
-    BirdOrBicycle,
-    DigitsDataset,
-    ImageFolderDataset,
-    find_test_split,
-    load_held_out,
-)
-from llrnet.data.held_out import HELD_OUT_SETS
+from llrnet.data import CIFAR10, BirdOrBicycle, load_held_out
+from llrnet.data.digits import DigitsDataset
+from llrnet.data.folders import ImageFolderDataset
+from llrnet.data.held_out import HELD_OUT_SETS, find_test_split
 from llrnet.eval.suites import suite_dataset
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from llrnet.core.errors import InputError
-from llrnet.data import read_idx, two_class_mnist
-from llrnet.data.mnist import FILES, mnist
+from llrnet.data import two_class_mnist
+from llrnet.data.mnist import FILES, mnist, read_idx
 from llrnet.eval.suites import suite_dataset
 
 LABELS = np.array([7, 1, 6, 6, 0, 7, 9, 6], dtype=np.uint8)

@@ -82,7 +82,7 @@ def test_eval_groups_cover_the_demo_suite_once() -> None:
 
 
 def test_next_task_trains_first_then_the_costliest_group() -> None:
-    from llrnet.demo import _next_task, _Task
+    from llrnet.demo.run import _next_task, _Task
 
     ready = [_Task("a", 3), _Task("b", 0), _Task("c"), _Task("a", 0), _Task("d")]
     taken = [_next_task(ready) for _ in range(5)]

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from llrnet.attacks import Attack, Identity
 from llrnet.attacks.parts import ImageRng
 from llrnet.core.errors import UsageError
-from llrnet.eval import EvaluationWarning, Suite, SuiteEntry, evaluate, format_table, image_seed
+from llrnet.eval import EvaluationWarning, Suite, SuiteEntry, evaluate, format_table
 from llrnet.eval.checks import check_budgets
 from llrnet.eval.metrics import budget_check
+from llrnet.eval.seeds import image_seed
 from test_eval_runner import tiny_data, tiny_model
 
 KILL: dict[str, int | None] = {"at": None}

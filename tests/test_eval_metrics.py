@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llrnet.eval import COVERAGES, accuracy_at_coverage, coverage_curve
+from llrnet.eval import accuracy_at_coverage, coverage_curve
+from llrnet.eval.metrics import COVERAGES
 
 
 def brute_force(logits: np.ndarray, labels: np.ndarray, coverage: float) -> float:

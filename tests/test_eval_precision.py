@@ -10,13 +10,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks import SPSA, Attack, Chain, Identity, RandomSpatial, searches_in_bf16
+from llrnet.attacks import SPSA, Attack, Chain, Identity, RandomSpatial
+from llrnet.attacks.base import searches_in_bf16
 from llrnet.attacks.parts import ImageRng
 from llrnet.cli import main
 from llrnet.core.errors import UsageError
 from llrnet.eval import Suite, SuiteEntry, evaluate, get_suite
-from llrnet.models import FastCopy
 from llrnet.models import precision as precision_module
+from llrnet.models.precision import FastCopy
 
 
 def split_model() -> nn.Module:

@@ -7,7 +7,7 @@ import hashlib
 import torch
 
 from llrnet.core.seeding import derive
-from llrnet.eval import image_seed, image_seeds
+from llrnet.eval.seeds import image_seed, image_seeds
 
 
 def test_image_seeds_are_derive_and_the_former_blake2b_values() -> None:

@@ -12,16 +12,8 @@ from torch import nn
 
 from llrnet.attacks import PGD, SPSA, Boundary, Chain, Identity, RandomSpatial, SpatialGrid
 from llrnet.core.errors import UsageError
-from llrnet.eval import (
-    Suite,
-    SuiteEntry,
-    attack_kind,
-    evaluate,
-    get_suite,
-    list_suites,
-    register_suite,
-)
-from llrnet.eval.suites import SUITE_FACTS, SUITES, SuiteFacts, suite_facts
+from llrnet.eval import Suite, SuiteEntry, evaluate, get_suite, list_suites, register_suite
+from llrnet.eval.suites import SUITE_FACTS, SUITES, SuiteFacts, attack_kind, suite_facts
 
 WARM_UP = ["clean", "spatial_grid", "common_corruptions", "spsa_with_random_spatial",
            "boundary_with_random_spatial"]

@@ -9,8 +9,8 @@ import pytest
 
 from hub_helpers import FIXTURES, archive_with, module_archive
 from llrnet.core.errors import InputError
-from llrnet.hub import extract_archive, open_module
-from llrnet.hub.formats.archive import file_sha256, known_sha256
+from llrnet.hub import open_module
+from llrnet.hub.formats.archive import extract_archive, file_sha256, known_sha256
 
 
 def test_archive_opens_like_the_folder(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from hub_helpers import CHECKPOINTS, FIXTURES, many_name
-from llrnet.hub import CheckpointReader, read_checkpoint, write_checkpoint
+from llrnet.hub import CheckpointReader, read_checkpoint
 from llrnet.hub.formats import crc32c as crc_module
+from llrnet.hub.formats.bundle_writer import write_checkpoint
 from llrnet.hub.formats.protowire import read_varint
 from llrnet.hub.formats.table import iter_block, read_block
 

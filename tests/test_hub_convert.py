@@ -11,7 +11,8 @@ import torch
 
 from hub_helpers import FIXTURES, golden
 from llrnet.cli import main
-from llrnet.hub import convert, import_hub, inspect_hub, open_module
+from llrnet.hub import import_hub, inspect_hub, open_module
+from llrnet.hub.conversion.convert import convert
 from llrnet.models import load_weights, read_metadata
 from llrnet.models.adapters import latents_module, linear_module
 

@@ -18,8 +18,10 @@ import torch
 
 from hub_helpers import FIXTURES, copy_module, feed_stem, golden, rewrite_graphs
 from llrnet.core.errors import InputError, WeightsError
-from llrnet.hub import convert, extract_archive, import_hub, open_module, write_checkpoint
-from llrnet.hub.conversion.convert import choose_architecture
+from llrnet.hub import import_hub, open_module
+from llrnet.hub.conversion.convert import choose_architecture, convert
+from llrnet.hub.formats.archive import extract_archive
+from llrnet.hub.formats.bundle_writer import write_checkpoint
 from llrnet.hub.formats.module import HubModule
 from llrnet.models import load_weights, read_metadata
 from llrnet.models.adapters import latents_module

@@ -12,15 +12,11 @@ import pytest
 
 from hub_helpers import CHECKPOINTS, FIXTURES, copy_module, feed_stem, rewrite_graphs
 from llrnet.core.errors import InputError, UsageError, WeightsError
-from llrnet.hub import (
-    CheckpointReader,
-    convert,
-    open_module,
-    read_checkpoint,
-    read_saved_model,
-    write_checkpoint,
-)
+from llrnet.hub import CheckpointReader, open_module, read_checkpoint
+from llrnet.hub.conversion.convert import convert
 from llrnet.hub.formats.bundle import BundleEntry
+from llrnet.hub.formats.bundle_writer import write_checkpoint
+from llrnet.hub.formats.savedmodel import read_saved_model
 
 
 def _copy_checkpoint(name: str, tmp_path: Path) -> Path:

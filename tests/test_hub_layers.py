@@ -1,5 +1,5 @@
-"""The hub's layers import one way (conversion -> recognition -> formats); models never
-import the hub; the TensorFlow worker needs nothing but TensorFlow and numpy."""
+"""The hub's inner layers import one way (conversion -> recognition -> formats); the
+TensorFlow worker needs nothing but TensorFlow and numpy. The package's layers: test_layers.py."""
 
 from __future__ import annotations
 
@@ -43,11 +43,6 @@ def test_formats_need_no_torch_and_no_models() -> None:
         imported = _imports(path)
         assert not {m for m in imported if m.split(".")[0] == "torch"}, path.name
         assert not {m for m in imported if m.startswith("llrnet.models")}, path.name
-
-
-def test_models_do_not_import_the_hub() -> None:
-    for path in sorted((PACKAGE / "models").glob("*.py")):
-        assert not {m for m in _imports(path) if m.startswith("llrnet.hub")}, path.name
 
 
 def test_tf_worker_imports_only_tensorflow_numpy_and_the_standard_library() -> None:

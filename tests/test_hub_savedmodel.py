@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from hub_helpers import FIXTURES
-from llrnet.hub import read_saved_model
-from llrnet.hub.formats.savedmodel import node_attrs, select_meta_graph
+from llrnet.hub.formats.savedmodel import node_attrs, read_saved_model, select_meta_graph
 from llrnet.hub.recognition.graph import LayerGraph
 
 

@@ -10,8 +10,9 @@ import torch
 
 from hub_helpers import FIXTURES
 from llrnet.core.errors import RunError
-from llrnet.hub import convert, import_hub, open_module
+from llrnet.hub import import_hub, open_module
 from llrnet.hub.conversion import verify as verify_module
+from llrnet.hub.conversion.convert import convert
 from llrnet.hub.conversion.verify import find_tf_python, verification_images, verify_conversion
 
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llrnet.models import (
-    ChallengeView,
-    as_model_fn,
-    create_model,
-    latents_module,
-    linear_module,
-    two_class_from_bird_logit,
-)
+from llrnet.models import as_model_fn, create_model
+from llrnet.models.adapters import latents_module, linear_module
+from llrnet.models.heads import ChallengeView, two_class_from_bird_logit
 
 
 def test_two_class_view_by_hand() -> None:

@@ -8,13 +8,8 @@ import torch
 import torchvision
 from torch import nn
 
-from llrnet.models import (
-    BirdOrBicycleClassifier,
-    ImageNetClassifier,
-    WideResNet,
-    create_model,
-    list_models,
-)
+from llrnet.models import BirdOrBicycleClassifier, WideResNet, create_model, list_models
+from llrnet.models.classifier import ImageNetClassifier
 
 
 def _input_for(model: nn.Module) -> torch.Tensor:

@@ -13,17 +13,15 @@ from llrnet.core.errors import InputError, UsageError, WeightsError
 from llrnet.models import (
     as_model_fn,
     create_model,
-    latents_module,
-    linear_module,
     list_models,
-    load_state_strict,
     load_weights,
     model_arguments,
     read_metadata,
     register_model,
     save_weights,
 )
-from llrnet.models.weights import tensors_sha256
+from llrnet.models.adapters import latents_module, linear_module
+from llrnet.models.weights import load_state_strict, tensors_sha256
 
 
 def test_unknown_model_lists_valid_names() -> None:

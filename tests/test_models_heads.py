@@ -19,10 +19,7 @@ from llrnet.models import (
     BIRD,
     SIGMOID_BIRD_HEAD,
     SOFTMAX_HEAD,
-    BirdLogitView,
     BirdOrBicycleClassifier,
-    ChallengeView,
-    SigmoidBirdHead,
     challenge_view,
     create_model,
     head_of,
@@ -31,6 +28,7 @@ from llrnet.models import (
     save_weights,
     set_head,
 )
+from llrnet.models.heads import BirdLogitView, ChallengeView, SigmoidBirdHead
 from llrnet.train.tasks import StandardTask
 
 

@@ -15,16 +15,13 @@ from torch import Tensor, nn
 
 from llrnet.cli import main
 from llrnet.core.errors import UsageError, WeightsError
-from llrnet.models import (
+from llrnet.models import create_model, load_imagenet_model
+from llrnet.models.imagenet_adapter import (
     BICYCLE_IMAGENET_CLASSES,
     BIRD_IMAGENET_CLASSES,
-    bird_or_bicycle_from_imagenet,
-    create_model,
-    load_imagenet_model,
-)
-from llrnet.models.imagenet_adapter import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    bird_or_bicycle_from_imagenet,
     fetch_state_dict,
     imagenet_normalization,
     imagenet_to_two_class,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llrnet.models import Conv2dSame, MaxPool2dSame, same_padding
+from llrnet.models.layers import Conv2dSame, MaxPool2dSame, same_padding
 
 
 @pytest.mark.parametrize(

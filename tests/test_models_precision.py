@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 from llrnet.core.errors import UsageError
-from llrnet.models import (
+from llrnet.models import create_model, fast_copy
+from llrnet.models.precision import (
     cpu_bf16_units,
-    create_model,
-    fast_copy,
     has_bf16_hardware,
     resolve_precision,
+    strict_fp32,
 )
-from llrnet.models.precision import strict_fp32
 
 
 def _conv_model() -> nn.Module:

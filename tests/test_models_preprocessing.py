@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from llrnet.models import CropResizeScale, tf1_central_crop, tf1_resize_bilinear
+from llrnet.models.preprocessing import CropResizeScale, tf1_central_crop, tf1_resize_bilinear
 
 
 def test_resize_upsample_by_two_by_hand() -> None:

@@ -20,9 +20,9 @@ from llrnet.train import (
     list_presets,
     load_config,
 )
+from llrnet.train.build import build_task
 from llrnet.train.config import FREE_FORM_KEYS, flatten
 from llrnet.train.presets import dump_config, parse_override, preset_values
-from llrnet.train.setup import build_task
 
 REQUIRED = {
     "cifar10_wrn28x8_llr", "cifar10_wrn28x8_pgd", "cifar10_wrn28x8_trades",

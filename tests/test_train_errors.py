@@ -13,10 +13,10 @@ from llrnet.cli import main
 from llrnet.core.errors import UsageError
 from llrnet.train import load_config
 from llrnet.train.bn_replay import frozen_batch_norm
+from llrnet.train.build import build_task
 from llrnet.train.config import TaskConfig
 from llrnet.train.data import build_datasets, global_batch_indices, shard
 from llrnet.train.llr import LLROptions, llr_regularizer
-from llrnet.train.setup import build_task
 from llrnet.train.tasks import TASKS, LLRTask, PGDTask, StandardTask, TRADESTask
 
 MODEL = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))

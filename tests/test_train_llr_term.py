@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, head_of, set_head
 from llrnet.train import load_config
+from llrnet.train.build import build_task
 from llrnet.train.llr import LLROptions, llr_regularizer
-from llrnet.train.setup import build_task
 from llrnet.train.tasks import LLRTerm, PGDTask, TRADESTask
 from train_helpers import tiny_bn_net, train_override_error
 

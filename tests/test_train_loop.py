@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from llrnet.core.errors import RunError, UsageError, WeightsError
 from llrnet.models import read_metadata
-from llrnet.train import config_to_dict, latest_checkpoint, load_config, train
+from llrnet.train import config_to_dict, load_config, train
+from llrnet.train.checkpoint import latest_checkpoint
 from llrnet.train.config import TrainConfig
 from llrnet.train.logging import read_metrics
 
@@ -176,8 +177,8 @@ def test_llr_task_trains_through_the_loop_and_logs_gamma(tmp_path: Path) -> None
 
 def test_init_weights_strict_and_partial(tmp_path: Path) -> None:
     from llrnet.models import create_model, save_weights
+    from llrnet.train.build import build_model
     from llrnet.train.config import ModelConfig
-    from llrnet.train.setup import build_model
 
     source = create_model("digits_wrn", width=1)
     save_weights(source, tmp_path / "w.safetensors")

@@ -12,7 +12,7 @@ from llrnet.data import two_class_digits
 from llrnet.models import load_weights
 from llrnet.train import load_config, train
 from llrnet.train.config import EvalConfig
-from llrnet.train.evaluation import robust_accuracy
+from llrnet.train.validation import robust_accuracy
 
 # Shorter than the presets (60 instead of 100 steps, 16x16 instead of 28x28 images:
 # the same 8x8 source digits) to fit the test budget; the comparison is the same.

@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks import SpatialGrid
+from llrnet.attacks import Chain, RandomSpatial, SpatialGrid
+from llrnet.core.errors import UsageError
+from llrnet.eval import get_suite
 from llrnet.models import create_model, head_of, save_weights
 from llrnet.models.heads import SOFTMAX_HEAD, SigmoidBirdHead
 from llrnet.train import load_config
-from llrnet.train.setup import build_model, build_task
+from llrnet.train.build import build_model, build_task
 from llrnet.train.tasks import LLRTask, PGDTask, StandardTask, TRADESTask, WorstOfK
 from llrnet.train.tasks.spatial import suite_spatial_limits
 from train_helpers import tiny_bn_net
@@ -50,6 +52,29 @@ def test_suite_limits_are_read_from_the_suites() -> None:
     # bird_or_bicycle: the executed grid shifts dy up to 30 px, the random stage rotates 30 deg.
     assert suite_spatial_limits("bird_or_bicycle") == ((18.0, 30.0, 30.0), 0.15)
     assert WorstOfK(suite="digits", limits=(2.0, 3.0, 4.0)).resolved() == ((2.0, 3.0, 4.0), 0.15)
+
+
+@pytest.mark.parametrize("suite", ["digits", "bird_or_bicycle"])
+def test_the_suites_spatial_attacks_are_built_from_the_shared_limits(suite: str) -> None:
+    """The evaluation suite's grid and random stage reach exactly the training limits."""
+    limits = torch.zeros(3, dtype=torch.float64)
+    borders = set()
+    for entry in get_suite(suite).entries:
+        stages = entry.attack.stages if isinstance(entry.attack, Chain) else (entry.attack,)
+        for attack in stages:
+            if isinstance(attack, SpatialGrid):
+                limits = torch.maximum(limits, attack.transforms.abs().amax(dim=0))
+                borders.add(attack.border_fraction)
+            elif isinstance(attack, RandomSpatial):
+                limits = torch.maximum(limits, torch.tensor(attack.limits, dtype=torch.float64))
+    expected, border = suite_spatial_limits(suite)
+    assert tuple(limits.tolist()) == expected
+    assert borders == {border}
+
+
+def test_a_suite_without_a_spatial_grid_has_no_limits() -> None:
+    with pytest.raises(UsageError, match="no spatial grid"):
+        suite_spatial_limits("linf")
 
 
 @pytest.mark.parametrize("include_original", [True, False])
@@ -153,7 +178,7 @@ def test_stage_2_loads_the_stage_1_trunk_and_a_fresh_head(
     save_weights(source, path)
     config = load_config("digits_llr_adv", [f"model.init_weights={path}"]).model
     torch.manual_seed(5)
-    with caplog.at_level(logging.INFO, logger="llrnet.train.setup"):
+    with caplog.at_level(logging.INFO, logger="llrnet.train.build"):
         model = build_model(config)
     assert isinstance(head_of(model), SigmoidBirdHead)
     message = " ".join(r.getMessage() for r in caplog.records)

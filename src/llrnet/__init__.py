@@ -1,8 +1,5 @@
 """llrnet: DeepMind's LLR bird-or-bicycle classifier and the Unrestricted
-Adversarial Examples evaluation kit, in modern PyTorch.
-
-Images are float tensors in [0, 1], NCHW; models return logits [N, C].
-"""
+Adversarial Examples evaluation kit, in modern PyTorch. More: docs/core.md, "llrnet."."""
 
 from __future__ import annotations
 

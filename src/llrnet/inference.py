@@ -1,11 +1,5 @@
 """Scoring image files with a bird-or-bicycle classifier (``llrnet predict``).
-
-Any model whose head is a sigmoid bird logit (:class:`llrnet.models.SigmoidBirdHead`,
-such as :class:`~llrnet.models.BirdOrBicycleClassifier`) can score images.
-
-Images are decoded with Pillow, converted to RGB, resized so the shorter side is
-224 (bilinear, antialiased), center-cropped to 224x224 and scaled to [0, 1].
-"""
+More: docs/core.md, "llrnet.inference"."""
 
 from __future__ import annotations
 
@@ -107,7 +101,7 @@ def predict_images(
 
     ``precision`` ``"bf16"`` scores with a bf16 channels_last copy of the model
     (:func:`llrnet.models.fast_copy`); ``"auto"`` does so where the device has
-    bf16 matrix units (:func:`llrnet.models.resolve_precision`). bf16 logits
+    bf16 matrix units (:func:`llrnet.models.precision.resolve_precision`). bf16 logits
     differ from fp32 ones by bf16 rounding (docs/benchmarks.md).
 
     Returns the predictions (in input order, readable files only) and a mapping

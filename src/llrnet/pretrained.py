@@ -39,8 +39,8 @@ def create_model(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Mo
         raise UsageError(f"{name}: pretrained weights fix the architecture; no arguments "
                          f"({', '.join(sorted(kwargs))}) can be given with pretrained=True")
     released(name)  # an unknown release fails here, before the hub is imported
-    # Deferred: the hub (archive readers, graph recognition, conversion, HTTP) is heavy and
-    # only pretrained=True needs it.
+    # deferred: the hub (archive readers, recognition, conversion, HTTP) is heavy, and only
+    # pretrained=True needs it
     from llrnet.hub.pretrained import load_pretrained
 
     return load_pretrained(name)

@@ -1,34 +1,6 @@
-"""AutoAttack (Croce & Hein 2020) through the authors' package ``pyautoattack``.
-
-llrnet does not reimplement AutoAttack: :class:`AutoAttack` hands each batch to
-the authors' ``pyautoattack.AutoAttack.run_standard_evaluation`` and only adds
-what llrnet's attack contract needs:
-
-* **Seeds.** The authors' code draws one random stream per batch (it calls
-  ``torch.manual_seed`` with one integer). The batch's seed is
-  ``derive(seed_0, ..., seed_{n-1})`` of its images' seeds, so a chunk of an
-  evaluation (the same images with the same seeds) gives the same result on
-  a rerun and on resume; unlike llrnet's own attacks, an image's result
-  depends on its batch-mates (the runner refuses to resume with another batch
-  size). The caller's global torch random state is left as it was.
-* **Fewer than ten classes.** The standard version's targeted attacks use nine
-  target classes (APGD-T, FAB-T); with K classes they get ``K - 1`` (the
-  authors' ``n_target_classes``). APGD-T's targeted DLR loss needs at least
-  four classes and APGD-DLR at least three, so below that they are left out
-  of ``attacks_to_run`` (the authors' flags): a two-class model runs APGD-CE,
-  FAB-T (one target: the other class) and Square in the standard version, and
-  APGD-CE with EOT over 20 draws in the ``rand`` version.
-* **The authors' checks** (randomized model, probability outputs, zero
-  gradients, dynamic defenses, Square beating the gradient attacks, too many
-  target classes) are logged by ``pyautoattack`` to its ``auto-attack``
-  logger. They are captured during the call (not printed) and kept in
-  :attr:`AutoAttack.flags` (one message per kind); ``llrnet.eval.evaluate``
-  raises them as evaluation warnings once per run, leaving out those its own
-  checks already raised.
-
-``pyautoattack`` is the optional extra ``llrnet[autoattack]``; without it the
-attack raises a :class:`~llrnet.core.errors.UsageError` naming the install command.
-"""
+"""AutoAttack (Croce & Hein 2020) through the authors' package ``pyautoattack``, called per
+chunk and never reimplemented, so its numbers stay comparable with the literature's.
+More: docs/attacks.md, "llrnet.attacks.autoattack"."""
 
 from __future__ import annotations
 
@@ -69,7 +41,7 @@ FLAG_KINDS = {
 def load_pyautoattack() -> Any:
     """The ``pyautoattack`` module, or a UsageError naming :data:`INSTALL`."""
     try:
-        return importlib.import_module("pyautoattack")
+        return importlib.import_module("pyautoattack")  # deferred: optional extra
     except ImportError:
         raise UsageError(f"AutoAttack needs the authors' package pyautoattack; install it "
                          f"with: {INSTALL}") from None

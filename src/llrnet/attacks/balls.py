@@ -1,30 +1,7 @@
-"""Threat models as objects: the L-inf and L2 balls a perturbation must stay in.
-
-A ball owns everything that depends on the norm, so no attack dispatches on a
-norm name: projecting a perturbation into the ball and the image box [0, 1],
-drawing a uniform random start, the steepest-ascent step for a gradient, the
-final clip of an attack's result, and the distance it measures. PGD,
-MultiTargetedPGD, SPSA, the LLR inner loop and the attack base class all use
-these objects (DeepMind's adversarial_robustness composes its attacks the same
-way, from an optimizer, an initialization, a projection and a loss).
-
-The name ``"linf"``/``"l2"`` appears only where a user passes one
-(``PGD(eps, steps, step_size, norm="l2")``); :func:`make_ball` turns it into a
-ball, and :func:`resolve_ball` accepts either a ball or a radius with a name.
-
-Example::
-
-    ball = LinfBall(8 / 255)
-    delta = ball.random_start(x, generator)            # in the ball, x + delta in [0, 1]
-    delta = ball.step(delta, grad, x, step_size=2 / 255)  # sign step, then projection
-    x_adv = ball.clip(x, x_adv)                        # what Attack.__call__ enforces
-
-Conventions (those of :mod:`llrnet.attacks.parts`): ``x`` is the clean batch
-[N, C, H, W] in [0, 1], ``delta`` a perturbation of the same shape; a
-projection returns the projected *perturbation*. A ball is also its
-projection: ``ball(delta, x)`` is ``ball.project(delta, x)`` (DeepMind's
-projections are functions too).
-"""
+"""Threat models as objects: the L-inf and L2 balls a perturbation must stay in. A ball owns
+everything that depends on the norm (projection, random start, step, clip, distance), so no
+attack dispatches on a norm name.
+More: docs/attacks.md, "llrnet.attacks.balls"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """The attack base class: a final ``__call__`` around a subclass's search.
-
-Like foolbox 3, the public ``__call__`` is final: it validates the input, puts
-the model in eval mode (and restores whatever mode it found), counts model
-evaluations, derives per-image random streams from ``seeds``, runs the
-subclass's ``_run``, and enforces the threat model (the subclass's
-:class:`~llrnet.attacks.balls.Ball` and [0, 1]). Subclasses implement only the
-search.
-"""
+More: docs/attacks.md, "llrnet.attacks.base"."""
 
 from __future__ import annotations
 

@@ -1,46 +1,5 @@
 """The Boundary attack (Brendel et al. 2018) with foolbox 1.x semantics, batched.
-
-Per image (``docs/challenge.md``, 4.5):
-
-* Already misclassified -> the input is returned.
-* Starting point: a clean image of another class drawn from ``pool`` (with
-  the image's own seed). If the model does not misclassify it (for two
-  classes: classify it as the other class), the attack gives up and returns
-  the input, as the reference did on foolbox's "Invalid starting point".
-* foolbox 1.x's random walk: per iteration up to ``max_directions``
-  candidates, each an orthogonal (spherical) step of relative size
-  ``spherical_step`` followed by a step of relative size ``source_step``
-  towards the input; the first adversarial candidate is taken. Every 10th
-  iteration the spherical candidates are checked too and feed the success
-  statistics; step sizes adapt by ``step_adaptation`` from the spherical
-  success rate over the last 100 trials (both steps) and the candidate
-  success rate over the last 30 (source step): > 0.5 multiply, < 0.2 divide.
-* Stops when the source step falls below 1e-7, after ``iterations``, or as
-  soon as an adversarial point within L2 ``threshold`` of the input is seen
-  (foolbox's ``threshold``; the reference passed MSE 10^2 / (224*224*3)).
-* Returns the closest adversarial point seen; if it is farther than
-  ``threshold``, it is projected onto the L2 sphere of that radius (its
-  class is not re-checked).
-
-Batching: all images walk together. Candidates are generated and classified
-``directions_per_batch`` at a time per image, for groups of images bounded by
-``max_batch`` model inputs; each image's result depends only on its own seed
-(candidates are visited in order, so the outcome equals foolbox's
-one-at-a-time search with batch size 1). The noise of candidate ``j`` of
-iteration ``t`` comes from its own generator, seeded
-``derive(seed_i, "boundary", "walk", t, j)``, so neither ``directions_per_batch``
-nor ``max_batch`` changes which numbers a candidate sees: candidates drawn but
-not needed (after the first success of a chunk) consume nothing that a later
-one would have used. Model evaluations therefore include
-up to ``directions_per_batch - 1`` candidates per iteration that a sequential
-search would not have needed. The walk is computed in float64 (foolbox's
-``internal_dtype``); the model sees the input dtype.
-
-Not reproduced: foolbox's convergence-confirmation mode (after the first
-convergence it reset the steps to 1e-2 and ran up to 100 more steps); here
-the walk stops at the first convergence (``docs/challenge.md``, 4.5: stop when
-the source step falls below 1e-7).
-"""
+More: docs/attacks.md, "llrnet.attacks.boundary"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """Composite attacks: stages applied one after another.
-
-``Chain(RandomSpatial(), SPSA(eps=16/255))`` is the challenge's
-``spsa_with_random_spatial``: each stage runs through its own final
-``__call__``, so the second stage's ball is centred on the first stage's
-output (``docs/challenge.md``, 4.3), and every stage keeps its own per-image
-random stream (streams are keyed by the stage's name, so stages draw
-independently even with the same seeds).
-"""
+More: docs/attacks.md, "llrnet.attacks.chain"."""
 
 from __future__ import annotations
 

@@ -1,30 +1,5 @@
 """The challenge's common corruptions: worst of 17 ImageNet-C corruptions at severity 1.
-
-Per image (``docs/challenge.md``, 4.2): convert to 8 bits by truncation, apply every corruption
-(``imagecorruptions-imaug``, the maintained fork of ``imagenet_c``), back to
-float by /255, classify all, and keep the corruption with the largest
-*wrong-class logit* (``max_{k != y} logit[k]``; not the margin), strict ``>``
-so the first maximum in list order wins. Some corruption is always returned.
-
-Decisions:
-
-* The corruption functions are called directly (as the package's ``corrupt``
-  does, including its final ``np.uint8`` truncation) but without its
-  32-pixel minimum, so 28x28 digits work; every one of the 17 runs on images
-  of 16 px and up.
-* Grayscale (1 channel) images are stacked to 3 channels, corrupted, and
-  averaged back to 1 channel (the average is not re-quantized).
-* Determinism: several corruptions draw from numpy's global generator (and
-  ``impulse_noise``/``glass_blur`` from their ``seed`` argument), so each
-  (image, corruption) pair seeds both with
-  ``llrnet.core.seeding.derive(image_seed, attack name, corruption name) % 2**32``
-  (numpy takes seeds below 2**32). Results do not depend on batch-mates, on
-  the other corruptions searched, or on how the work is split across processes.
-* Parallelism: the CPU work runs in a pool of ``workers`` processes (spawned,
-  kept for the attack's lifetime; ``workers=0`` runs in-process). Processes,
-  not threads, because numpy's global generator is per process. The first
-  ``glass_blur`` in each process compiles numba code (about 10 s).
-"""
+More: docs/attacks.md, "llrnet.attacks.corruptions"."""
 
 from __future__ import annotations
 
@@ -38,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, Pool
@@ -57,7 +33,9 @@ _SEEDED = ("impulse_noise", "glass_blur")  # take an explicit ``seed`` argument
 
 
 def _available() -> tuple[str, ...]:
-    from imagecorruptions import get_corruption_names
+    from imagecorruptions import (
+        get_corruption_names,  # deferred: optional-heavy imagecorruptions, on first use
+    )
 
     return tuple(get_corruption_names("all"))
 
@@ -70,9 +48,9 @@ def corrupt_image(image: np.ndarray, names: Sequence[str], severity: int,
     where the corruption takes one) before corruption k. Runs in worker
     processes; imports ``imagecorruptions`` lazily.
     """
-    from imagecorruptions import corruption_dict
-    from PIL import Image
-
+    from imagecorruptions import (
+        corruption_dict,  # deferred: optional-heavy imagecorruptions, on first use
+    )
     out = np.empty((len(names), *image.shape), dtype=np.uint8)
     for k, (name, seed) in enumerate(zip(names, seeds)):
         np.random.seed(seed)

@@ -1,21 +1,5 @@
 """Image geometry of the challenge's spatial attacks, batched on tensors.
-
-Two conventions exist in the reference kit (``docs/challenge.md``, 4.1 and 4.3) and both are
-reproduced here, on [N, C, H, W] float tensors, on any device:
-
-* **PIL path** (``spatial_grid``): 8-bit truncation, PIL bilinear shrink and
-  black padding (:func:`pil_border`), then torchvision-0.2/PIL's bilinear
-  affine warp in PIL's pixel-centre coordinates (:func:`pil_affine`), rounded
-  to 8 bits.
-* **TF path** (random spatial): TF1's legacy bilinear resize (no half-pixel
-  centres) and padding (:func:`tf_border`), then ``tf.contrib.image.rotate``
-  and ``transform`` (:func:`tf_rotate_translate`), float output.
-
-Resampling is equivalent, not bit-identical: PIL and TF use fixed-point or
-float32 arithmetic in their own order; here everything is float32
-``grid_sample``. The sampling *geometry* (which source point every output pixel
-reads, the fill, the edge behaviour) follows the originals exactly.
-"""
+More: docs/attacks.md, "llrnet.attacks.geometry"."""
 
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
 """Small attack parts shared by PGD, SPSA, the LLR inner loop and training.
-
-Everything here is a plain function on tensors with *per-example* state, so the
-training code (PGD adversarial training, the LLR inner loop) and the evaluation
-attacks (PGD, SPSA) differ only in loss and schedule (DeepMind's
-adversarial_robustness style: optimizer x initialization x projection x loss).
-The norm-dependent parts (projection, random start, ascent step) are reached
-through the ball objects of :mod:`llrnet.attacks.balls`, which call these
-functions; the per-image random streams are :class:`ImageRng`.
-
-Conventions: ``x`` is the clean (center) image batch [N, C, H, W] in [0, 1];
-``delta`` a perturbation of the same shape; ``eps`` a float or a per-example
-tensor [N]. Projections return the projected *perturbation*, such that
-``x + delta`` lies in the eps-ball around ``x`` and in [0, 1].
-"""
+More: docs/attacks.md, "llrnet.attacks.parts"."""
 
 from __future__ import annotations
 

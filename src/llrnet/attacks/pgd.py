@@ -1,20 +1,5 @@
 """Projected gradient descent (Madry et al.) in any :class:`~llrnet.attacks.balls.Ball`,
-and its multi-targeted form.
-
-* :func:`pgd_perturb`: the functional form for training. It does not touch the
-  model's mode (call it with the model in train mode if that is what the
-  recipe wants: batch-norm then uses batch statistics and updates its running
-  averages), and takes gradients with respect to the input only (parameters'
-  ``.grad`` is never written).
-* :class:`PGD`: the evaluation attack (eval mode, per-image seeds, restarts
-  keeping each image's worst case).
-* :class:`MultiTargetedPGD`: Gowal et al.'s multi-targeted attack: one PGD run
-  per target class (``logit[t] - logit[y]`` maximized), worst case kept.
-
-The threat model is a ball: ``PGD(LinfBall(8/255), 10, 2/255)``, or a radius
-and a norm name, ``PGD(8/255, 10, 2/255, norm="linf")`` (the same attack). The
-ball supplies the random start, the ascent step and the projection.
-"""
+and its multi-targeted form. More: docs/attacks.md, "llrnet.attacks.pgd"."""
 
 from __future__ import annotations
 

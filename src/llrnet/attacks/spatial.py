@@ -1,15 +1,5 @@
 """Spatial attacks: the challenge's worst-of-775 grid and the random rotation+translation.
-
-* :class:`SpatialGrid` (``docs/challenge.md``, 4.1): border (PIL path), every transform of a
-  grid, 8-bit quantized, per image the transform with the largest margin
-  ``logit[wrong] - logit[true]`` (strict ``>``: the first maximum in grid
-  order wins; some transform is always chosen, even if none misclassifies).
-  The transforms of many images are warped and classified in batches of
-  ``batch_size`` (image, transform) pairs, not one image at a time.
-* :class:`RandomSpatial` (``docs/challenge.md``, 4.3): one continuous random rotation and
-  translation per image (TF path border), float output. The first stage of
-  the SPSA and Boundary attacks (see :class:`~llrnet.attacks.chain.Chain`).
-"""
+More: docs/attacks.md, "llrnet.attacks.spatial"."""
 
 from __future__ import annotations
 

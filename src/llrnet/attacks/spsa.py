@@ -1,27 +1,5 @@
 """SPSA (Uesato et al. 2018) with cleverhans 2.1 semantics, batched across images.
-
-Per image (``docs/challenge.md``, 4.4)::
-
-    loss(x) = logit[y] - max_{k != y} logit[k]            # minimized
-    p = project(U(-eps, eps))                              # random start
-    repeat up to `steps` times:
-        v = delta * Rademacher(samples / 2);  V = [v, -v]
-        g = mean over the probes of loss(x0 + p + V) * V / delta
-        p_new = Adam step on p with g (lr, betas, eps_hat = 1e-9, bias-corrected)
-        cur = loss(x0 + p)                  # evaluated BEFORE the update
-        p = project(p_new)
-        if cur < threshold: stop after this step
-    return x0 + p                           # the post-update point
-
-Many images run together, each with its own Adam state, random stream and
-early stop; the probes of all active images go through the model in chunks
-of at most ``max_batch`` model inputs. Probe inputs are not clipped (they may lie up
-to ``delta`` outside [0, 1], as in cleverhans). Each step costs
-``samples + 1`` model evaluations per active image.
-
-cleverhans 4.0's PyTorch ``spsa`` evaluates the gradient at the wrong point
-(cleverhans issue #1249); this module does not depend on it.
-"""
+More: docs/attacks.md, "llrnet.attacks.spsa"."""
 
 from __future__ import annotations
 

@@ -1,19 +1,5 @@
 """The two-class MNIST warm-up's spatial attacks: TF-path geometry with the kit's ``valid_check``.
-
-The kit's MNIST warm-up (``docs/evaluation.md``, "two_class_mnist") ran both
-spatial stages through the TF path (:func:`tf_spatial`: resize to ``H - b``,
-``b`` black pixels per side, rotate, translate, centre-crop; float output) with
-a 4-pixel border, and a validity check on each transformed image:
-
-* :func:`ink_valid`: a transform is *valid* when the total ink (sum of pixel
-  values) changes by less than 10% from the bordered, untransformed image,
-  i.e. the digit was not pushed out of the frame.
-* :class:`CheckedSpatialGrid`: the worst of a (dx, dy, angle) grid, selected by
-  the kit's rule (see its docstring), including the kit's handling of invalid
-  transforms.
-* :class:`CheckedRandomSpatial`: one random transform per image, redrawn
-  until valid (the kit's rejection loop, with a bound).
-"""
+More: docs/attacks.md, "llrnet.attacks.validity"."""
 
 from __future__ import annotations
 

@@ -1,17 +1,9 @@
 """The ``llrnet`` command: argument parsing only; each subcommand calls a library function.
-
-Each area of the library registers its subcommands from its own module here
-(``models_cmd``, ``eval_cmd``, ``train_cmd``, ``data_cmd``, ``hub_cmd``), so the
-areas grow independently. Errors raised on purpose by the library become one
-line on stderr and an exit code: 2 for bad usage or input, 1 for a failed run,
-130 when interrupted (:func:`describe`); warnings are one line each. No
-traceback reaches the user unless ``LLRNET_DEBUG=1``.
-"""
+More: docs/core.md, "llrnet.cli"."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -20,11 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llrnet import __version__
+from llrnet.cli import data_cmd, eval_cmd, hub_cmd, models_cmd, train_cmd
 from llrnet.cli.arguments import Parser
 from llrnet.core.allocator import keep_freed_memory
 from llrnet.core.errors import LlrnetError, RunError, first_line
 
-COMMAND_MODULES = ("models_cmd", "eval_cmd", "train_cmd", "data_cmd", "hub_cmd")
+COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd)
+"""Each area's subcommands, in the order ``--help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"llrnet.cli.{name}")
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 

@@ -1,9 +1,5 @@
 """Argument types and the parser class of the ``llrnet`` command.
-
-A bad option value is reported as one line, ``llrnet CMD: error: argument
---seed: ...``, with exit code 2, like every other usage error of the command
-(argparse's default prints the whole usage block first).
-"""
+More: docs/core.md, "llrnet.cli.arguments"."""
 
 from __future__ import annotations
 

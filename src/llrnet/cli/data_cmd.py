@@ -6,6 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from llrnet.core.errors import UsageError
+from llrnet.core.http import RetryPolicy
+
 _DEFAULT_ROOT = "~/datasets/bird_or_bicycle"
 
 
@@ -48,9 +51,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from llrnet.core.errors import UsageError
-    from llrnet.core.http import RetryPolicy
-    from llrnet.data.bird_or_bicycle import ExtrasRule, Sources, download
+    from llrnet.data.bird_or_bicycle import (  # deferred: heavy, per command
+        ExtrasRule,
+        Sources,
+        download,
+    )
 
     if args.retries < 0:
         raise UsageError(f"--retries must be >= 0, got {args.retries}")
@@ -78,7 +83,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from llrnet.data.bird_or_bicycle import verify
+    from llrnet.data.bird_or_bicycle import verify  # deferred: heavy, per command
 
     report = verify(args.root, args.split)
     for split, counts in report.counts.items():

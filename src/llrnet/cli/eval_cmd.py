@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from llrnet.cli.arguments import at_least, seed
+from llrnet.core.errors import UsageError
 
 
 class _HelpWithSuites(argparse.Action):
@@ -29,11 +32,9 @@ class _HelpWithSuites(argparse.Action):
 def suite_listing(width: int | None = None) -> str:
     """Each registered suite: its name and one-line help, then the data it scores by default,
     wrapped to ``width`` columns (default: the terminal's, as argparse does)."""
-    import shutil
-    import textwrap
-
+    # deferred: heavy (the suites and data), read only when help is asked for
     from llrnet.data.held_out import HELD_OUT_SETS
-    from llrnet.eval.suites import list_suites, suite_facts
+    from llrnet.eval.suites import list_suites, suite_facts  # deferred: heavy, as above
 
     width = width or shutil.get_terminal_size().columns - 2
     lines = ["suites (data: what each scores without --data):"]
@@ -107,25 +108,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from llrnet.models import create_model, load_weights
+    # deferred: heavy, per command
+    from llrnet.models import create_model, load_imagenet_model, load_weights
 
     if args.imagenet_model is not None:
-        from llrnet.models import load_imagenet_model
 
         return load_imagenet_model(args.imagenet_model, device=args.device)
     if args.weights is not None:
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {args.weights}")
         return load_weights(args.weights, device=args.device)
-    import torch
+    import torch  # deferred: heavy, per command
 
     torch.manual_seed(args.seed)  # the same untrained model on a rerun, so it resumes
     return create_model(args.model)
 
 
 def _suite_options(texts: list[str]) -> dict[str, Any]:
-    from llrnet.core.errors import UsageError
-    from llrnet.train.presets import parse_override
+    from llrnet.train.presets import parse_override  # deferred: heavy, per command
 
     options: dict[str, Any] = {}
     for text in texts:
@@ -137,11 +137,12 @@ def _suite_options(texts: list[str]) -> dict[str, Any]:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    # deferred: heavy (torch, the data sets, the evaluation), loaded per command
     from llrnet.core import distributed
-    from llrnet.core.errors import UsageError
-    from llrnet.data import BirdOrBicycle
-    from llrnet.eval import evaluate, format_table, get_suite, list_suites
-    from llrnet.eval.suites import suite_dataset, suite_facts
+    from llrnet.data import BirdOrBicycle  # deferred: heavy, per command
+    from llrnet.eval import evaluate, format_table, get_suite, list_suites  # deferred: heavy
+    from llrnet.eval.suites import suite_dataset, suite_facts  # deferred: heavy, per command
+    from llrnet.models.imagenet_adapter import check_spec  # deferred: heavy, per command
 
     if args.suite not in list_suites():
         raise UsageError(f"unknown suite {args.suite!r}; choose from {', '.join(list_suites())}")
@@ -154,8 +155,6 @@ def _eval(args: argparse.Namespace) -> int:
         if not attacks:
             raise UsageError("--attacks is empty; give names such as clean,spatial_grid")
     if args.imagenet_model is not None:
-        from llrnet.models.imagenet_adapter import check_spec
-
         if facts.class_names != BirdOrBicycle.classes:
             fitting = [name for name in list_suites()
                        if suite_facts(name).class_names == BirdOrBicycle.classes]

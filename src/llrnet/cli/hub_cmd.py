@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from llrnet.hub import inspect_hub
+    from llrnet.hub import inspect_hub  # deferred: heavy, per command
 
     report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256,
                          offline=args.offline)
@@ -92,7 +92,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from llrnet.hub import import_hub
+    from llrnet.hub import import_hub  # deferred: heavy, per command
 
     record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
                         verify=args.verify, verify_crc=not args.no_verify_crc,
@@ -106,8 +106,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _pretrained(args: argparse.Namespace) -> int:
-    from llrnet.hub.pretrained import cache_state, fetch_pretrained
-    from llrnet.models.zoo import RELEASED
+    from llrnet.hub.pretrained import cache_state, fetch_pretrained  # deferred: heavy
+    from llrnet.models.zoo import RELEASED  # deferred: heavy, per command
 
     if args.name is None:
         for name in sorted(RELEASED):

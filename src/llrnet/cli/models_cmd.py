@@ -33,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from llrnet.models import list_models, model_arguments
+    from llrnet.models import (  # deferred: heavy, per command
+        list_models,
+        model_arguments,
+    )
 
     for name in list_models():
         arguments = ", ".join(f"{k}={v!r}" for k, v in model_arguments(name).items())
@@ -42,7 +45,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from llrnet.models import read_metadata
+    from llrnet.models import read_metadata  # deferred: heavy, per command
 
     record = read_metadata(args.weights)
     if args.json:
@@ -57,8 +60,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from llrnet.inference import predict_images
-    from llrnet.models import load_weights
+    from llrnet.inference import (
+        predict_images,  # deferred: heavy, per command
+    )
+    from llrnet.models import load_weights  # deferred: heavy, per command
 
     model = load_weights(args.weights, device=args.device)
     predictions, failures = predict_images(

@@ -1,12 +1,5 @@
 """``llrnet train`` and ``llrnet demo`` (:mod:`llrnet.demo`): argument parsing only.
-
-Examples::
-
-    llrnet train --preset digits_llr --out runs/llr --set steps=300 --set optim.lr=0.05
-    llrnet train --out runs/llr --resume            # continue a killed run
-    torchrun --nproc_per_node 2 -m llrnet train --preset digits_pgd --out runs/pgd
-    llrnet demo --out demo_out
-"""
+More: docs/core.md, "llrnet.cli.train_cmd"."""
 
 from __future__ import annotations
 
@@ -16,7 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from llrnet.cli.arguments import at_least, seed
+from llrnet.core import distributed
+from llrnet.core.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -73,14 +70,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        import torch
-
         torch.set_num_threads(threads)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from llrnet.core.errors import UsageError
-    from llrnet.train import dump_config, list_presets, load_config, load_run_config, train
+    from llrnet.train import (  # deferred: heavy, per command
+        dump_config,
+        list_presets,
+        load_config,
+        load_run_config,
+        train,
+    )
 
     if args.list_presets:
         for name in list_presets():
@@ -100,8 +100,6 @@ def _train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     result = train(config, args.out, resume=args.resume, until_step=args.until_step,
                    progress=not args.no_progress, restart=args.restart)
-    from llrnet.core import distributed
-
     if distributed.rank() == 0:
         if result.finished:
             print(f"finished {result.step} steps: {result.weights}")
@@ -114,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llrnet.demo import run_demo
+    from llrnet.demo import run_demo  # deferred: heavy, per command
 
     _set_threads(args.threads)
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress,

@@ -1,28 +1,6 @@
-"""glibc malloc settings for llrnet's own processes: keep freed tensor memory for reuse.
-
-On Linux, PyTorch's CPU tensors come from the C library's ``malloc``. glibc
-serves a block above its mmap threshold with fresh pages from the kernel and
-returns the top of its heap to the kernel as soon as more than its trim
-threshold is free (the thresholds start at 128 KiB and 256 KiB and adapt
-upwards, up to 32 MiB, as large blocks are freed). An attack loop that
-allocates and frees activations of a few MB per forward pass therefore pays a
-page fault for every 4 KiB it touches, again on every pass: the CLI's
-evaluation of a digits model spent more time in the kernel than in its own
-code (26.6 s of system time against 28.3 s of user time, 12.5 million minor
-page faults, for the spatial grid on 108 images; docs/benchmarks.md).
-
-:func:`keep_freed_memory` fixes the mmap threshold at glibc's upper limit and
-raises the trim threshold, so freed blocks stay in the process for the next
-pass: the same run then took 0.84 s of system time and 0.18 million faults.
-The price is resident memory that is not handed back until the process ends
-(at most :data:`TRIM_THRESHOLD` above what is in use). Blocks above 32 MiB are
-mapped and unmapped as before.
-
-It is applied by llrnet's command line and the demo's worker processes, never
-on import: a program that imports llrnet keeps its allocator as it was. A
-user who sets glibc's own variables (``MALLOC_*``, ``GLIBC_TUNABLES``) keeps
-those; elsewhere than glibc nothing changes.
-"""
+"""glibc malloc settings for llrnet's own processes: keep freed tensor memory for reuse. Two
+``mallopt`` calls made by the CLI and the demo's workers, never on import.
+More: docs/core.md, "llrnet.core.allocator"."""
 
 from __future__ import annotations
 

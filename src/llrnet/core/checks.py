@@ -1,8 +1,5 @@
 """Checks of scalar arguments shared by every layer: a positive number, a count.
-
-Each returns the value as its type or raises :class:`~llrnet.core.errors.UsageError`
-naming the argument.
-"""
+More: docs/core.md, "llrnet.core.checks"."""
 
 from __future__ import annotations
 

@@ -1,28 +1,5 @@
 """Plain data -> dataclasses, checked against the fields' annotations.
-
-The annotations of a dataclass are the single source of truth for the types
-of its settings. :func:`from_mapping` builds a dataclass from a (possibly
-partial, possibly nested) mapping such as parsed YAML; every value is checked
-against its field's annotation and converted only where it is lossless (an
-integer where a float is expected, a list where a tuple is expected). An
-unknown key or a value of the wrong type is a :class:`~llrnet.core.errors.UsageError`
-naming the key and what was expected.
-
-Supported annotations: ``bool``, ``int``, ``float``, ``str``, ``Any``,
-``Literal[...]``, optional and union types, ``list[T]``, ``tuple[T, ...]``,
-fixed-length tuples, ``dict[str, Any]`` (free-form: keys are not checked) and
-nested dataclasses.
-
-Example::
-
-    @dataclass
-    class Adam:
-        lr: float = 1e-3
-        betas: tuple[float, float] = (0.9, 0.999)
-
-    from_mapping(Adam, {"lr": 1, "betas": [0.8, 0.9]})   # Adam(lr=1.0, betas=(0.8, 0.9))
-    from_mapping(Adam, {"lr": "fast"})                   # UsageError: lr: expected a number
-"""
+More: docs/core.md, "llrnet.core.coerce"."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
 """The two tensor contracts every layer checks: images in, logits out.
-
-* images: float tensors [N, C, H, W] with values in [0, 1] (normalization
-  lives inside the models);
-* logits: a model's output, a floating tensor [N, K] with K >= 2.
-
-Attacks, the evaluation runner and the training tasks all check their inputs
-here, so a broken input gets the same :class:`~llrnet.core.errors.InputError` and
-the same words wherever it enters. This module depends on nothing of ours but
-:mod:`llrnet.core.errors`, so every layer may import it.
-"""
+More: docs/core.md, "llrnet.core.contracts"."""
 
 from __future__ import annotations
 

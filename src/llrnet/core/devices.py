@@ -1,10 +1,5 @@
 """Device names given by users (``--device``, ``device:`` in a training config).
-
-A device is a user input like any other: ``torch.device`` raises a bare
-``RuntimeError`` on a misspelt name, and CUDA calls fail deep inside a run when
-the machine has no GPU. :func:`resolve_device` checks both up front and raises
-a :class:`~llrnet.core.errors.UsageError` that names the value.
-"""
+More: docs/core.md, "llrnet.core.devices"."""
 
 from __future__ import annotations
 

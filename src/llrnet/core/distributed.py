@@ -1,8 +1,5 @@
 """Process-group helpers for runs under ``torchrun`` (gloo on CPU, NCCL on CUDA).
-
-Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) everything works as a
-single process: rank 0 of a world of 1.
-"""
+More: docs/core.md, "llrnet.core.distributed"."""
 
 from __future__ import annotations
 
@@ -11,6 +8,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from llrnet.core.devices import resolve_device
 
 
 def is_distributed() -> bool:
@@ -48,8 +47,6 @@ def local_device(device: str | torch.device) -> torch.device:
     Raises:
         UsageError: a misspelt device, or one this machine does not have.
     """
-    from llrnet.core.devices import resolve_device
-
     target = resolve_device(device)
     if target.type == "cuda" and target.index is None and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))

@@ -1,9 +1,4 @@
-"""Exceptions raised by llrnet's library code.
-
-Library code raises these (or standard ``ValueError``/``FileNotFoundError``) with
-actionable text; only :mod:`llrnet.cli` turns them into one stderr line and an
-exit code (2 for bad usage or input, 1 for a failed run).
-"""
+"""Exceptions raised by llrnet's library code. More: docs/core.md, "llrnet.core.errors"."""
 
 from __future__ import annotations
 

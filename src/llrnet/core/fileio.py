@@ -1,31 +1,6 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename.
-
-A job killed mid-write leaves either the old file or no file under the final
-name, never a half-written one that looks complete. Used by weights,
-checkpoints, evaluation state, reports and downloads.
-
-Modes: ``mkstemp`` creates its file 0600 (and safetensors' ``save_file``
-keeps or sets 0600), which would make every output private to its owner. The
-final file is given the mode ``open()`` would have given it, 0666 less the
-process umask (0644 under the usual 022), just before the rename; folders
-published by a rename get 0777 less the umask (:func:`publish_mode`).
-
-Leftovers: a job killed with -9 cannot remove its temporary file, so it
-stays beside the output. Temporary names record who wrote them,
-``.<name>.<host>-<pid>.<random>.tmp``, and every folder that an atomic write
-(or :func:`temporary_folder`) uses is swept once per process by
-:func:`remove_stale_temporaries`. A temporary is stale when its writer is
-known to be dead (same host, no process with that pid: removed at once, so
-a resumed job cleans up after the killed one) or, when that cannot be known
-(another host sharing the folder, a pid now alive, a name from an older
-version), when nothing in it changed for :data:`STALE_AFTER` seconds. The
-pid alone is not enough on a shared file system, where a live writer on
-another machine has a pid that means nothing here; the age alone would leave
-the leftovers of a job resumed right after its kill (tensorflow_hub's
-resolver likewise treats an extraction lock as abandoned only once it has
-stopped changing for a while). None of our writes pauses that long: each
-streams its bytes in one go.
-"""
+"""Atomic file writes: write to a temporary file in the same folder, then rename. A killed job
+leaves the old file or none, never a half-written one; its leftovers are swept by the next run.
+More: docs/core.md, "llrnet.core.fileio"."""
 
 from __future__ import annotations
 

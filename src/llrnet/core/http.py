@@ -1,9 +1,5 @@
 """HTTP GET with timeouts, bounded retries and exponential backoff.
-
-Used by the dataset downloaders. Nothing here swallows a failure: after the last
-attempt :class:`FetchError` carries a one-line reason that ends up in the
-download report.
-"""
+More: docs/core.md, "llrnet.core.http"."""
 
 from __future__ import annotations
 

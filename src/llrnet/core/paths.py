@@ -1,10 +1,5 @@
 """Output paths checked before any work: a folder to write into, or a file to write.
-
-A command that runs for an hour must not find out at its last step that
-``--out`` names a file (or a folder, for a single-file output). These checks
-run first and raise :class:`~llrnet.core.errors.InputError` naming the path; they
-create nothing, so a refused command leaves no trace.
-"""
+More: docs/core.md, "llrnet.core.paths"."""
 
 from __future__ import annotations
 

@@ -1,24 +1,5 @@
 """One registry primitive for every named thing: models, suites, tasks, datasets.
-
-A :class:`Registry` maps names to objects (builders, classes). Names come from
-the object's ``__name__`` unless given; registering a name twice and asking for
-an unknown name both raise :class:`~llrnet.core.errors.UsageError` listing the valid
-names, so a typo never silently picks the wrong thing. A registry made with
-``keyword_only=True`` accepts only callables whose parameters are all
-keyword-only (``def f(*, ...)``), which is what lets :meth:`Registry.build`
-check arguments by name before anything is built. Parameters whose names start
-with ``_`` are private: they are not listed by :meth:`Registry.arguments` and
-cannot be passed by name through :meth:`Registry.build`.
-
-Example::
-
-    MODELS: Registry[Callable[..., nn.Module]] = Registry("model", keyword_only=True)
-
-    @MODELS.register
-    def tiny(*, width: int = 4) -> nn.Module: ...
-
-    MODELS.build("tiny", width=8)
-"""
+More: docs/core.md, "llrnet.core.registry"."""
 
 from __future__ import annotations
 

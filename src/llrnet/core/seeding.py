@@ -1,17 +1,5 @@
 """All of llrnet's derived randomness comes from one function: :func:`derive`.
-
-A run has one integer seed; every stream inside it (an epoch's batch order, a
-step's augmentation, an image's attack randomness, a corruption's noise) is
-seeded by ``derive(seed, *keys)`` with keys that name the stream. The value is
-BLAKE2b of the keys joined by ``/``, so it is stable across Python versions,
-processes and machines (unlike ``hash``), and streams with different keys are
-unrelated (unlike ``seed + k``, where run 1's stream 0 is run 0's stream 1).
-
-Example::
-
-    derive(0, "eval", "spsa", 17)      # image 17's SPSA seed in a run seeded 0
-    generator(0, "train", "epoch", 3)  # a torch.Generator for epoch 3's order
-"""
+More: docs/core.md, "llrnet.core.seeding"."""
 
 from __future__ import annotations
 

@@ -1,34 +1,21 @@
 """Datasets: the bundled digits, bird-or-bicycle, ImageNet and CIFAR-10.
-
-All datasets yield ``(image, label)`` with images as float tensors in [0, 1]
-(CHW); normalization lives inside the models. See ``docs/data.md``.
-
-Example::
-
-    from llrnet.data import BirdOrBicycle, two_class_digits
-    digits = two_class_digits("test")               # no download needed
-    birds = BirdOrBicycle(split="test")             # after `llrnet data download`
-"""
+More: docs/data.md, "llrnet.data"."""
 
 from __future__ import annotations
 
 from llrnet.data.bird_or_bicycle import (
     DEFAULT_ROOT,
     BirdOrBicycle,
-    DownloadReport,
-    ExtrasRule,
-    Sources,
-    VerifyReport,
     download,
     evaluation_loader,
     verify,
 )
-from llrnet.data.digits import DigitsDataset, digits, two_class_digits
-from llrnet.data.folders import CIFAR10, ImageFolderDataset, cifar10, imagenet
-from llrnet.data.held_out import find_test_split, load_held_out
+from llrnet.data.digits import digits, two_class_digits
+from llrnet.data.folders import CIFAR10, cifar10, imagenet
+from llrnet.data.held_out import load_held_out
 from llrnet.data.loaders import loader_settings
-from llrnet.data.mnist import mnist, read_idx, two_class_mnist
-from llrnet.data.robust import CorruptImageWarning, ImageFileDataset
+from llrnet.data.mnist import mnist, two_class_mnist
+from llrnet.data.robust import CorruptImageWarning
 from llrnet.data.transforms import (
     challenge_eval_transform,
     cifar_train_transform,
@@ -41,27 +28,18 @@ __all__ = [
     "DEFAULT_ROOT",
     "BirdOrBicycle",
     "CorruptImageWarning",
-    "DigitsDataset",
-    "DownloadReport",
-    "ExtrasRule",
-    "ImageFileDataset",
-    "ImageFolderDataset",
-    "Sources",
-    "VerifyReport",
     "challenge_eval_transform",
     "cifar10",
     "cifar_train_transform",
     "digits",
     "download",
     "evaluation_loader",
-    "find_test_split",
     "imagenet",
     "imagenet_eval_transform",
     "imagenet_train_transform",
     "load_held_out",
     "loader_settings",
     "mnist",
-    "read_idx",
     "two_class_digits",
     "two_class_mnist",
     "verify",

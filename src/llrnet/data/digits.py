@@ -1,20 +1,5 @@
 """Real handwritten digits that need no download: scikit-learn's ``load_digits``.
-
-The 1,797 images of scikit-learn's digits (UCI optdigits test set) are 8x8
-grayscale with integer values 0..16. They are scaled to [0, 1] by dividing by
-16 and upsampled to ``size`` x ``size`` with **bilinear** interpolation
-(``torch.nn.functional.interpolate``, ``align_corners=False``, antialias off,
-which is irrelevant when enlarging), then clamped to [0, 1]. Bilinear is a
-convex combination of neighbours, so the clamp only removes float round-off.
-
-Train/test split: a stratified 70/30 split seeded by ``seed``
-(``sklearn.model_selection.train_test_split``), so both splits hold every class
-in the same proportion, and the same ``seed`` always gives the same split.
-The train split is cut once more, the same way, into ``fit`` (80%) and ``val``
-(20%): a validation split for choosing settings without looking at the test
-split (``fit`` + ``val`` = ``train``). The demo, the quick evaluation suite and
-the tests use these datasets.
-"""
+More: docs/data.md, "llrnet.data.digits"."""
 
 from __future__ import annotations
 
@@ -73,7 +58,7 @@ class DigitsDataset(Dataset[tuple[Tensor, int]]):
 
 @lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # deferred: heavy (scikit-learn)
 
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # [N, 8, 8] in [0, 1]
@@ -105,7 +90,7 @@ def _build(split: str, size: int, classes: Sequence[int], seed: int) -> DigitsDa
     if any(c < 0 or c > 9 for c in classes):
         raise UsageError(f"classes must be digits 0..9, got {classes}")
 
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # deferred: heavy (scikit-learn)
 
     images, targets = _raw_digits()
     keep = np.isin(targets, classes)

@@ -1,15 +1,5 @@
 """ImageNet (ImageFolder layout) and CIFAR-10, as float tensors in [0, 1].
-
-ImageNet: ``<root>/train/<wnid>/*.JPEG`` and ``<root>/val/<wnid>/*.JPEG``;
-labels are the sorted folder names' indices (torchvision's convention).
-
-CIFAR-10: read from the *binary* version of the dataset
-(``cifar-10-binary.tar.gz``, fixed-size records) because the python version
-that ``torchvision.datasets.CIFAR10`` reads is pickled, and llrnet never
-unpickles. torchvision's download helpers fetch and check the archive (MD5)
-where the internet is reachable; otherwise put the archive or its extracted
-``cifar-10-batches-bin`` folder under ``root``.
-"""
+More: docs/data.md, "llrnet.data.folders"."""
 
 from __future__ import annotations
 
@@ -74,6 +64,7 @@ def imagenet(
     Raises:
         FileNotFoundError: ``<root>/<split>`` does not exist or has no class folders.
     """
+    # deferred: heavy (torchvision.datasets)
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     if split not in ("train", "val"):
@@ -154,7 +145,7 @@ def cifar10(
 
 def _locate_cifar(root: Path, *, download: bool, url: str, md5: str) -> Path:
     """The extracted ``cifar-10-batches-bin`` folder, extracting/downloading as needed."""
-    from torchvision.datasets.utils import (
+    from torchvision.datasets.utils import (  # deferred: heavy (torchvision.datasets)
         check_integrity,
         download_and_extract_archive,
         extract_archive,

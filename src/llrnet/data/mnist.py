@@ -1,16 +1,5 @@
 """MNIST from a local copy, and the kit's two-class MNIST (6 = class 0, 7 = class 1).
-
-llrnet does not download MNIST. It reads the four idx files (optionally
-gzipped) from either layout:
-
-* torchvision's: ``ROOT/MNIST/raw/t10k-images-idx3-ubyte[.gz]``, ...
-  (what ``torchvision.datasets.MNIST(ROOT, download=True)`` writes);
-* the raw files directly in ``ROOT`` (``ROOT/t10k-images-idx3-ubyte[.gz]``, ...).
-
-Where the internet is reachable, :data:`FETCH_COMMAND` fetches it.
-:func:`two_class_mnist` keeps the test images of 6 and 7 in file order, as the
-kit's iterator did (its warm-up scores the first 128 of them).
-"""
+More: docs/data.md, "llrnet.data.mnist"."""
 
 from __future__ import annotations
 

@@ -1,16 +1,4 @@
-"""Image-file datasets that survive corrupt files.
-
-A corrupt or unreadable image must not kill a training run in the middle of
-an epoch. :class:`ImageFileDataset` therefore loads lazily and, when a file
-fails to decode, warns once naming the file, counts it, and returns the next
-readable sample instead (so every batch stays full and the sampler's length is
-unchanged). ``strict=True`` instead checks every file up front and raises
-:class:`~llrnet.core.errors.InputError` listing the bad ones.
-
-The skip counter is shared with DataLoader worker processes, so
-:attr:`ImageFileDataset.skipped` is correct in the main process even when the
-files are read by workers.
-"""
+"""Image-file datasets that survive corrupt files. More: docs/data.md, "llrnet.data.robust"."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
 """Transforms for each dataset. All end in float tensors in [0, 1] (CHW).
-
-Normalization (mean/std) is deliberately absent: it lives inside the models.
-
-The CIFAR recipe (random horizontal flip, reflect-pad 4, random crop) exists
-once, as the batch function :func:`random_crop`: the training loop applies it
-to whole batches with its seeded generator (``data.augment: flip_crop``), and
-:func:`cifar_train_transform` applies it to one image at a time for a
-dataset's own augmentation.
-"""
+More: docs/data.md, "llrnet.data.transforms"."""
 
 from __future__ import annotations
 

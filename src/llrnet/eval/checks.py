@@ -1,8 +1,5 @@
 """Sanity checks that flag broken evaluations (in the spirit of AutoAttack).
-
-They warn (:class:`EvaluationWarning`), never fail: each condition can be
-legitimate, but each has also hidden a broken defense or a broken evaluation.
-"""
+More: docs/evaluation.md, "llrnet.eval.checks"."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from llrnet.attacks import searches_in_bf16
+from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.contracts import check_logits
 from llrnet.core.errors import RunError, UsageError

@@ -1,9 +1,5 @@
 """Uniform access to the images under evaluation: a Dataset or an (images, labels) pair.
-
-The runner reads images by global index, a batch at a time, so a dataset
-backed by JPEG files (bird-or-bicycle) is decoded lazily and only the images a
-rank evaluates are loaded.
-"""
+More: docs/evaluation.md, "llrnet.eval.images"."""
 
 from __future__ import annotations
 
@@ -20,7 +16,7 @@ from llrnet.core.errors import InputError
 @runtime_checkable
 class ImageFiles(Protocol):
     """A dataset of image files that can be checked and read without substitution
-    (``llrnet.data.ImageFileDataset`` is one: bird-or-bicycle, ImageNet folders)."""
+    (``llrnet.data.robust.ImageFileDataset`` is one: bird-or-bicycle, ImageNet folders)."""
 
     def load(self, index: int) -> tuple[Any, int]:
         """``(image [C, H, W], label)`` of ``index``; InputError if unreadable."""
@@ -43,7 +39,7 @@ class ImageSource:
     first ``max_images`` of that order.
 
     Image files (an :class:`ImageFiles` dataset, such as
-    ``llrnet.data.ImageFileDataset``: bird-or-bicycle, ImageNet folders) are
+    ``llrnet.data.robust.ImageFileDataset``: bird-or-bicycle, ImageNet folders) are
     all decoded once here, before any attack, and read
     without substitution after. An unreadable file is an :class:`InputError`
     listing every such file, unless ``skip_unreadable``: then those images

@@ -1,13 +1,6 @@
 """The challenge's metric (accuracy at a coverage, the risk-coverage curve) and every
 number of results.json made from it (attack records, the budget check).
-
-A model abstains implicitly by being unconfident: per attack, only the most
-confident ``coverage`` fraction of images is scored. Confidence is the largest
-raw logit (not a softmax, not the margin); ties at the threshold are all covered.
-Everything follows ``docs/challenge.md`` section 3 to the letter,
-including the ``int()`` truncation of ``coverage * N`` and the ``k == 0`` case,
-which indexes ``sorted[-1]`` (the lowest confidence, so everything is covered).
-"""
+More: docs/evaluation.md, "llrnet.eval.metrics"."""
 
 from __future__ import annotations
 

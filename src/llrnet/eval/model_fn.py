@@ -1,11 +1,5 @@
 """Models as the runner sees them: an ``nn.Module``, or a numpy ``model_fn`` wrapped.
-
-The challenge's ``model_fn`` takes float32 NHWC numpy images in [0, 1] and
-returns float32 (N, 2) logits (column 0 bicycle, column 1 bird). Wrapped in
-:class:`ModelFnModule` it becomes a forward-only module: black-box attacks
-(spatial grid, corruptions, SPSA, Boundary) work on it; gradient-based ones
-cannot, and the wrapper says so instead of failing deep inside autograd.
-"""
+More: docs/evaluation.md, "llrnet.eval.model_fn"."""
 
 from __future__ import annotations
 

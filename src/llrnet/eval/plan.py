@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llrnet.attacks import searches_in_bf16, white_box_bound
+from llrnet.attacks import white_box_bound
+from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits

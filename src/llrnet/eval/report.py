@@ -90,10 +90,10 @@ def format_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
-    import matplotlib
+    import matplotlib  # deferred: heavy, only when plotting
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: as above; after choosing the backend
 
     return plt
 

@@ -1,9 +1,6 @@
 """``evaluate``: run a suite of attacks on a model, resumably, on one or many processes.
-
-A short driver: plan (:mod:`llrnet.eval.plan`), execute the chunks
-(:mod:`llrnet.eval.execute`), summarize (:mod:`llrnet.eval.metrics`) and report
-(:mod:`llrnet.eval.report`); docs/evaluation.md, "The runner".
-"""
+A short driver: plan, execute the chunks, summarize, report.
+More: docs/evaluation.md, "The runner"."""
 
 from __future__ import annotations
 
@@ -18,7 +15,7 @@ import torch
 from torch import nn
 
 from llrnet import __version__
-from llrnet.attacks import searches_in_bf16
+from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.paths import output_folder
 from llrnet.eval import checks

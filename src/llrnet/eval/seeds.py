@@ -1,11 +1,5 @@
 """Per-image randomness keys: a seed for each (run seed, attack, image index).
-
-Attacks draw image ``i``'s randomness from ``seeds[i]`` only, so keying the seed
-on the *global* image index (not the position in a batch or shard) makes the
-result for an image independent of batch size, sharding and resumption. The
-seed is :func:`llrnet.core.seeding.derive` of ``(seed, attack, index)``, like every
-other derived seed of llrnet.
-"""
+More: docs/evaluation.md, "llrnet.eval.seeds"."""
 
 from __future__ import annotations
 

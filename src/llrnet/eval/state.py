@@ -1,24 +1,5 @@
 """The resumable state of an evaluation: a manifest plus one file per finished batch.
-
-Layout under ``<out_dir>/state/``::
-
-    manifest.json                       # the arguments that determine the results
-    <attack>/chunk_00000.safetensors    # logits, labels, indices (+ adversarial images)
-
-A chunk is a fixed slice of the *global* image order (``batch_size`` images), so
-chunk files from runs with different numbers of processes are interchangeable.
-Each file is written atomically (temporary file + rename): a chunk file exists
-only once its batch is complete. Nothing here is pickled.
-
-Each chunk carries a sha256 of its content (every tensor's name, dtype, shape
-and bytes, and the other metadata entries) in its own metadata, as a training
-checkpoint carries one in its manifest. A chunk whose digest does not match (a
-flipped bit on disk, an edited file, a chunk from an older version without a
-digest) is reported with a warning naming the file and computed again, so a
-damaged state can cost time but never change ``results.json``. The digest sits
-inside the file rather than beside it so that one rename publishes both: there
-is no moment when a chunk exists without its digest.
-"""
+More: docs/evaluation.md, "llrnet.eval.state"."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """The suite catalog: the built-in suites ``bird_or_bicycle``, ``digits``, ``linf`` and
-``two_class_mnist``.
-
-Importing :mod:`llrnet.eval` imports this module, which registers them in
-:data:`llrnet.eval.suites.SUITES`. (Not to be confused with training's YAML
-presets, :mod:`llrnet.train.config`.) Each entry's kind comes from its attack.
-"""
+``two_class_mnist``. More: docs/evaluation.md, "llrnet.eval.suite_catalog"."""
 
 from __future__ import annotations
 
@@ -22,6 +17,7 @@ from llrnet.attacks import (
     SpatialGrid,
 )
 from llrnet.attacks.autoattack import AutoAttack
+from llrnet.attacks.spatial_limits import BIRD_OR_BICYCLE, DIGITS
 from llrnet.attacks.validity import CheckedRandomSpatial, CheckedSpatialGrid
 from llrnet.core.errors import UsageError
 from llrnet.eval.suites import Suite, SuiteEntry, register_suite
@@ -138,8 +134,11 @@ def bird_or_bicycle(
     return _warm_up(
         "bird_or_bicycle",
         corruptions=CommonCorruptions(),
-        grid=SpatialGrid(grid),
-        random_spatial=RandomSpatial(limits=(18.0, 18.0, 30.0), border=20),
+        grid=SpatialGrid(grid, limits=BIRD_OR_BICYCLE.limits,
+                         granularity=BIRD_OR_BICYCLE.granularity,
+                         border_fraction=BIRD_OR_BICYCLE.border_fraction),
+        random_spatial=RandomSpatial(limits=BIRD_OR_BICYCLE.random_limits,
+                                     border=BIRD_OR_BICYCLE.random_border),
         spsa=SPSA(eps=16 / 255, steps=200),
         boundary=Boundary(threshold=10.0),
         boundary_images=boundary_images,
@@ -173,14 +172,14 @@ def digits(
     ``boundary_directions`` candidates (reference 5,000 x 25) on the first
     ``boundary_images`` images.
     """
-    limits = (10.0, 10.0, 10.0)
     return _warm_up(
         "digits",
         # In-process: 28x28 corruptions take milliseconds, while each worker
         # process would first spend seconds importing the corruption libraries.
         corruptions=CommonCorruptions(workers=0),
-        grid=SpatialGrid("intended", limits=limits, granularity=(5, 5, 11)),
-        random_spatial=RandomSpatial(limits=limits, border=2),
+        grid=SpatialGrid(DIGITS.grid, limits=DIGITS.limits, granularity=DIGITS.granularity,
+                         border_fraction=DIGITS.border_fraction),
+        random_spatial=RandomSpatial(limits=DIGITS.random_limits, border=DIGITS.random_border),
         spsa=SPSA(eps=0.3, steps=spsa_steps, samples=spsa_samples),
         boundary=Boundary(threshold=4.0, iterations=boundary_iterations,
                           max_directions=boundary_directions),

@@ -1,25 +1,7 @@
 """Named attack suites: which attacks run, in which order, on how many images.
-
-:data:`SUITES` is an :class:`llrnet.core.registry.Registry` of keyword-only suite
-builders; ``get_suite(name, **options)`` builds one, ``list_suites()`` names
-them and ``register_suite`` adds one with its facts (:class:`SuiteFacts`: help,
-default data, class names; ``suite_facts(name)``). The built-in suites live in
-:mod:`llrnet.eval.suite_catalog`:
-
-* ``bird_or_bicycle``: the challenge's warm-up with exactly its parameters
-  (clean, spatial_grid, common_corruptions, spsa_with_random_spatial,
-  boundary_with_random_spatial on the first 100 images; docs/challenge.md
-  section 4).
-* ``digits``: the same five kinds scaled to 28x28 grayscale digits
-  (docs/challenge.md section 4.6), with budgets that finish in minutes on a
-  CPU for 100-200 images.
-* ``linf``: clean + PGD at ``eps`` (multi-targeted with ``multi_targeted=True``), and
-  the optional ``autoattack`` and ``autoattack_rand`` (the authors' AutoAttack).
-* ``two_class_mnist``: the kit's two-class MNIST warm-up with its parameters.
-
-A custom suite is ``Suite.custom([attack, ...])``. Each entry's kind and need
-for a pool come from its attack (``attack.kind``, ``attack.needs_pool``).
-"""
+A suite is registered with its facts (:class:`SuiteFacts`: help, default data, class
+names), so the CLI and ``data`` ask the suite instead of branching on its name.
+More: docs/evaluation.md, "llrnet.eval.suites"."""
 
 from __future__ import annotations
 
@@ -331,7 +313,7 @@ def suite_dataset(name: str, folder: str | os.PathLike[str] | None = None) -> Da
         UsageError: the suite, or the held-out set it names, is unknown.
         InputError: the set's data is missing, or it takes no folder and got one.
     """
-    # Deferred: llrnet.data imports torchvision, which `import llrnet.eval` does not need.
+    # deferred: llrnet.data imports torchvision, which `import llrnet.eval` does not need
     from llrnet.data.held_out import load_held_out
 
     return load_held_out(suite_facts(name).data, folder)

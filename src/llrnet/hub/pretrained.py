@@ -1,15 +1,7 @@
 """DeepMind's released models by name: fetched, converted once, cached, loaded.
-
-``create_model("llr_pretrain_adv", pretrained=True)`` (:mod:`llrnet.pretrained`;
-also ``resnet152_v2_imagenet``, ``wrn_40_8_softplus``) lands here. The releases
-are declared beside their builders (:data:`llrnet.models.zoo.RELEASED`): the
-module (and the linear head) are fetched into the module cache (:mod:`llrnet.hub.remote`),
-converted into the registered architecture with the completeness proof of
-:mod:`llrnet.hub.conversion`, and the weights are written once to
-``<llrnet cache>/weights/<name>.safetensors``; later calls, also offline, load
-that file. Offline (``offline=True`` or ``LLRNET_OFFLINE=1``), or when the
-download fails, an empty cache is an error naming what is missing.
-"""
+The releases are declared beside their builders (``llrnet.models.zoo.RELEASED``);
+converted weights are cached once and later loaded offline.
+More: docs/hub.md, "llrnet.hub.pretrained"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """Adapters to the hub modules' and the challenge's calling conventions.
-
-Everything inside llrnet is NCHW tensors in [0, 1]; NHWC and numpy exist only here.
-
-* :func:`latents_module` / :func:`linear_module`: callables with the TF-Hub
-  modules' signatures (``dict(inputs=..., decay_rate=...)``, NHWC in and out).
-* :func:`as_model_fn`: the challenge's ``model_fn``: numpy float32 NHWC images
-  -> numpy float32 (N, 2) two-class logits.
-"""
+More: docs/models.md, "llrnet.models.adapters"."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """Classifiers built on a trunk: the bird-or-bicycle model and the ImageNet model.
-
-``BirdOrBicycleClassifier`` reproduces DeepMind's submission: preprocessing ->
-latents (ResNet trunk, [N, 2048, 1, 1]) -> linear (1x1 convolution 2048 -> 2).
-Only channel 1 of the head (the bird logit ``l``) is meaningful; it is read
-through a sigmoid, and the challenge sees ``[relu(-l), relu(l)]``. The class
-declares that head (:data:`~llrnet.models.heads.SIGMOID_BIRD_HEAD`), so training,
-evaluation and :func:`~llrnet.models.heads.challenge_view` follow it.
-"""
+More: docs/models.md, "llrnet.models.classifier"."""
 
 from __future__ import annotations
 
@@ -15,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llrnet.core.errors import InputError
 from llrnet.models import layout
 from llrnet.models.heads import SIGMOID_BIRD_HEAD, SigmoidBirdHead
 from llrnet.models.layers import ScaleToSymmetric
@@ -76,7 +70,7 @@ class BirdOrBicycleClassifier(nn.Module):
         """The trunk's under ``trunk.``; the head (the separate linear module) into
         the 1x1 convolution ``linear``."""
         if network.head is None:
-            raise ValueError("the bird-or-bicycle head is filled from the linear module")
+            raise InputError("the bird-or-bicycle head is filled from the linear module")
         trunk = layout.importable(self.trunk).import_layout(network, f"{prefix}trunk.")
         return trunk.with_targets(layout.conv(network.head, f"{prefix}linear"))
 
@@ -110,6 +104,6 @@ class ImageNetClassifier(nn.Module):
     def import_layout(self, network: layout.Network, prefix: str = "") -> layout.Layout:
         """The trunk's under ``trunk.``; the module's head into ``fc``."""
         if network.head is None:
-            raise ValueError("an ImageNet classifier is filled with its classification head")
+            raise InputError("an ImageNet classifier is filled with its classification head")
         trunk = layout.importable(self.trunk).import_layout(network, f"{prefix}trunk.")
         return trunk.with_targets(layout.linear(network.head, f"{prefix}fc"))

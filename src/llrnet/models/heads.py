@@ -1,40 +1,7 @@
-"""Heads: what a classifier's raw logits mean, and every decision that follows from it.
-
-A model's *head* says how its raw output ``model(x)`` is read. Everything that
-used to branch on "is this a bird-or-bicycle model?" asks the head instead:
-
-* training: the loss (:meth:`Head.loss`, :meth:`Head.per_example_loss`), the
-  predictions behind the logged accuracy (:meth:`Head.predict`), the class
-  log-probabilities TRADES compares (:meth:`Head.log_probs`), and the module a
-  training attack should see (:meth:`Head.attack_view`);
-* evaluation and the challenge: the module whose logits are the challenge's
-  two-class contract (:func:`challenge_view`).
-
-Two heads exist:
-
-* :data:`SOFTMAX_HEAD` (any model that declares nothing): logits [N, K] read
-  through a softmax. Softmax cross-entropy, argmax predictions, and the logits
-  already are the contract (for K = 2: column 0 bicycle, column 1 bird), so
-  both views are the model itself.
-* :class:`SigmoidBirdHead`: one column of the raw output is the bird logit
-  ``l`` and ``sigmoid(l)`` is P(bird); other columns carry nothing. Binary
-  cross-entropy on ``l``, bird iff ``l > 0``, the challenge sees
-  ``[relu(-l), relu(l)]`` (:class:`ChallengeView`) and training attacks see
-  ``[0, l]`` (:class:`BirdLogitView`), whose softmax cross-entropy is exactly
-  the BCE on ``l``.
-
-A model declares its head with the attribute ``output_head`` (a class
-attribute, as :class:`~llrnet.models.BirdOrBicycleClassifier` does, or an
-instance attribute set by :func:`set_head`); :func:`head_of` reads it and sees
-through wrappers that do not change the output (``DistributedDataParallel``,
-``DataParallel``, ``torch.compile``). So any trunk becomes a bird-or-bicycle
-classifier with one line, and training, evaluation and the challenge view
-follow::
-
-    net = create_model("digits_wrn", num_classes=1)
-    set_head(net, SigmoidBirdHead(column=0))   # its one logit is the bird logit
-    challenge_view(net)(x)                     # [N, 2]: [relu(-l), relu(l)]
-"""
+"""Heads: what a classifier's raw logits mean, and every decision that follows from it. A model
+declares its head (``output_head``) and :func:`head_of` reads it through wrappers, so the loss,
+predictions, attack view and challenge view are decided in one place.
+More: docs/models.md, "llrnet.models.heads"."""
 
 from __future__ import annotations
 

@@ -1,23 +1,5 @@
 """ImageNet classifiers read as bird-or-bicycle models (the kit's undefended baselines).
-
-The reference kit scored plain ImageNet classifiers on the challenge this way
-(its Keras ResNet-50 baseline): the two-class logits are the *maximum
-log-probability* over each class's ImageNet classes,
-
-* bird: ImageNet classes 80..100 (21 bird species),
-* bicycle: ImageNet classes 444 (tandem bicycle) and 671 (mountain bike),
-
-with column 0 bicycle and column 1 bird. :func:`bird_or_bicycle_from_imagenet`
-wraps any classifier with logits [N, 1000] so, applying the input normalization
-the classifier expects (torchvision's and timm's models take normalized images;
-llrnet's ``resnet*_v2_imagenet`` take [0, 1] and scale themselves).
-
-:func:`load_imagenet_model` builds one from a specification, for ``llrnet eval
---imagenet-model``: ``torchvision:NAME`` (torchvision's published weights,
-fetched into torch's hub cache), ``torchvision:NAME=FILE`` or ``timm:NAME[=FILE]``
-(a weights file), or ``llrnet:FILE`` (an llrnet weights file of an ImageNet
-classifier).
-"""
+More: docs/models.md, "llrnet.models.imagenet_adapter"."""
 
 from __future__ import annotations
 
@@ -28,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from llrnet.core.contracts import check_logits
@@ -71,7 +54,7 @@ def imagenet_to_two_class(logits: Tensor) -> Tensor:
 def imagenet_normalization(model: nn.Module) -> Normalization | None:
     """The (mean, std) on [0, 1] images that ``model`` expects, or None for none.
 
-    llrnet's :class:`~llrnet.models.ImageNetClassifier` scales its own input
+    llrnet's :class:`~llrnet.models.classifier.ImageNetClassifier` scales its own input
     (None); a timm model declares its own (``pretrained_cfg``); any other
     torchvision model takes :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`.
 
@@ -156,7 +139,7 @@ def check_spec(spec: str) -> tuple[str, str, str | None]:
     if file is not None and not Path(file).is_file():
         raise FileNotFoundError(f"weights file not found: {file}")
     if source == "torchvision":
-        import torchvision
+        import torchvision  # deferred: heavy (torchvision)
 
         if name not in torchvision.models.list_models():
             raise UsageError(f"torchvision has no model {name!r}; see "
@@ -170,8 +153,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(file))
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
@@ -207,7 +188,7 @@ def fetch_state_dict(url: str, cache_dir: str | os.PathLike[str] | None = None,
 
 
 def _torchvision(name: str, file: str | None) -> nn.Module:
-    import torchvision
+    import torchvision  # deferred: heavy (torchvision)
 
     model = torchvision.models.get_model(name, weights=None)
     if file is not None:
@@ -225,7 +206,7 @@ def _torchvision(name: str, file: str | None) -> nn.Module:
 
 def _timm(name: str, file: str | None) -> nn.Module:
     try:
-        timm = importlib.import_module("timm")
+        timm = importlib.import_module("timm")  # deferred: optional (timm)
     except ImportError:
         raise UsageError("timm models need the package timm: pip install timm") from None
     try:

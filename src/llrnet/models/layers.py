@@ -1,11 +1,5 @@
 """Building blocks shared by the architectures: TF-"SAME" convolutions and pooling.
-
-TensorFlow's "SAME" padding pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)``
-pixels with ``total // 2`` before and the rest after. For a stride-2 3x3
-convolution on an even input that is 0 before and 1 after, where PyTorch's
-``padding=1`` pads 1 on both sides: the two disagree by a one-pixel shift, so a
-port of a TF model must pad like TF.
-"""
+More: docs/models.md, "llrnet.models.layers"."""
 
 from __future__ import annotations
 
@@ -17,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llrnet.core.contracts import check_scale
+from llrnet.core.errors import UsageError
 
 Padding = Literal["same", "symmetric"]
 
@@ -150,7 +145,7 @@ class Normalize(nn.Module):
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         if len(mean) != len(std):
-            raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
+            raise UsageError(f"mean has {len(mean)} channels but std has {len(std)}")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 

@@ -1,39 +1,7 @@
-"""Structural positions: how an importer describes a network, and how a model maps it.
-
-An importer that recognizes a network in another framework's files (the
-TF-Hub import, ``docs/hub.md``) describes what it found as a :class:`Network`,
-plain data ordered by structural position: the stem convolution, the residual
-units in forward order (each with its batch norms and convolutions, and a
-projection shortcut if it has one), the final batch norm and the
-classification head. Each position is a :class:`Slot` that holds the source's
-variable names by *role*:
-
-* ``"conv"`` and ``"dense"`` slots: ``"w"`` (the kernel) and ``"b"`` (a bias);
-* ``"bn"`` slots: ``"scale"`` (gamma), ``"offset"`` (beta), ``"mean"`` and
-  ``"variance"`` (the moving statistics); a batch norm may lack scale or
-  offset, and a variant may add roles of its own.
-
-An importable architecture (:class:`Importable`) answers two questions:
-
-* ``import_structure()``: the facts a source must share with it, in the
-  importer's terms (``{"units": ..., "widths": ..., "stem_width": ...}``), so a
-  mismatch is reported before any tensor is read;
-* ``import_layout(network, prefix)``: a :class:`Layout`, the module that each
-  slot fills (:class:`Target`) and the tensors that keep the values the
-  constructor gave them.
-
-The importer then fills and proves completeness without knowing any attribute
-path, and a new architecture brings its mapping beside its own code. This
-module imports nothing else of llrnet, so models stay free of the importer.
-
-Example (a network with a stem, no units, a final batch norm and a head)::
-
-    network = Network(stem=Slot("conv", {"w": "stem/w"}), units=(),
-                      final_bn=Slot("bn", {"offset": "bn/beta", "mean": "bn/mean",
-                                           "variance": "bn/var"}),
-                      head=Slot("dense", {"w": "fc/w", "b": "fc/b"}))
-    conv(network.stem, "stem_conv").keys()   # {"w": "stem_conv.weight", "b": "stem_conv.bias"}
-"""
+"""Structural positions: how an importer describes a network, and how a model maps it. The
+layout is plain data, so each architecture owns its import mapping and ``models`` never
+imports the hub.
+More: docs/models.md, "llrnet.models.layout"."""
 
 from __future__ import annotations
 

@@ -1,24 +1,5 @@
 """Search precision: a bf16, channels_last copy of a model, and when to use one.
-
-On hardware that computes bf16 products natively (AMX-BF16 tiles or
-AVX512-BF16 dot-product instructions on a CPU, a CUDA GPU with bf16) a model
-whose weights and inputs are bf16 and whose activations are channels_last runs
-several times faster than in fp32; on a CPU without either it runs several
-times slower (docs/benchmarks.md).
-Autocast is *not* that path on a CPU: it keeps fp32 weights and converts
-them on every call, and gains little.
-
-* :func:`fast_copy` ``(model, precision)``: a copy that takes and returns fp32
-  tensors (images [N, C, H, W] in [0, 1] -> logits [N, K] float32) but computes
-  in ``precision``; the original model is left as it was.
-* :func:`resolve_precision` turns ``"auto"`` into ``"bf16"`` or ``"fp32"`` from
-  :func:`has_bf16_hardware` and says which it chose.
-* :func:`strict_fp32` is the context in which fp32 really means fp32 on CUDA
-  (no TF32 in convolutions or matrix products), for judging results.
-
-The probes look at the machine; tests mock them (``llrnet.models.precision.
-has_bf16_hardware``, or torch's CPU probes) instead of depending on it.
-"""
+More: docs/models.md, "llrnet.models.precision"."""
 
 from __future__ import annotations
 

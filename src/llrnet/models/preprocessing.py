@@ -1,16 +1,5 @@
 """The submission's preprocessing, with TF1 semantics, as a module.
-
-DeepMind's bird-or-bicycle submission fed the latents module
-``(resize_bilinear(central_crop(x, 0.875), [H, W]) - 0.5) * 2``.
-
-* ``central_crop`` (TF1): offset ``int((1 - f) * size / 2)`` per side, size
-  ``size - 2 * offset`` (224 -> offset 14, size 196).
-* ``resize_bilinear(align_corners=False)`` (TF1, ``half_pixel_centers=False``):
-  output pixel ``i`` samples the input at ``i * in / out`` (no half-pixel
-  offset), interpolating linearly between ``floor`` and ``min(floor + 1, in - 1)``;
-  no antialiasing. ``F.interpolate`` and torchvision use half-pixel centers, so
-  their results differ.
-"""
+More: docs/models.md, "llrnet.models.preprocessing"."""
 
 from __future__ import annotations
 
@@ -18,6 +7,7 @@ import torch
 from torch import nn
 
 from llrnet.core.contracts import check_scale
+from llrnet.core.errors import UsageError
 
 
 def tf1_resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -48,7 +38,7 @@ def _resize_axis(x: torch.Tensor, out_size: int, dim: int) -> torch.Tensor:
 def tf1_central_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
     """TF1 ``central_crop`` of [N, C, H, W]: keep ``fraction`` of each side."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"central crop fraction must be in (0, 1], got {fraction}")
+        raise UsageError(f"central crop fraction must be in (0, 1], got {fraction}")
     h, w = x.shape[-2:]
     top = int((h - h * fraction) / 2)
     left = int((w - w * fraction) / 2)

@@ -1,16 +1,6 @@
-"""The registry of model builders: ``build_model(name, **kwargs)``.
-
-:data:`MODELS` is an :class:`llrnet.core.registry.Registry` of keyword-only
-functions returning an ``nn.Module``. Unknown names, duplicate names and
-unknown keyword arguments raise :class:`~llrnet.core.errors.UsageError` listing
-what is valid, so a typo never silently builds the wrong network.
-
-``register_model``, ``list_models`` and ``model_arguments`` are the registry's
-``register``, ``names`` and ``arguments``; :func:`build_model` builds and
-records how, so that :func:`~llrnet.models.save_weights` can rebuild it. Users
-call ``llrnet.models.create_model``, which adds ``pretrained=True`` above this
-layer (:mod:`llrnet.pretrained`).
-"""
+"""The registry of model builders: ``build_model(name, **kwargs)``; users call
+``llrnet.models.create_model``, which adds ``pretrained=True`` above this layer.
+More: docs/models.md, "llrnet.models.registry"."""
 
 from __future__ import annotations
 
@@ -20,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from llrnet.core.coerce import coerce
 from llrnet.core.errors import UsageError
 from llrnet.core.registry import Registry
 
@@ -51,8 +42,6 @@ def check_model_arguments(name: str, kwargs: Any) -> dict[str, Any]:
         UsageError: the name is unknown, ``kwargs`` is not a mapping, or a key
             or value is invalid; the message names the key.
     """
-    from llrnet.core.coerce import coerce
-
     builder = MODELS.get(name)
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise UsageError(f"model {name!r}: arguments must be a mapping of names to values, "

@@ -1,28 +1,5 @@
 """Pre-activation ResNet (v2, He et al. 2016) with bottleneck blocks.
-
-The trunk mirrors the LLR ImageNet modules (``resnet_v2`` scope): a 7x7/2 stem
-convolution (no batch norm after it, as in v2), a 3x3/2 max-pool, four stages of
-bottleneck units ``BN-ReLU -> 1x1 -> BN-ReLU -> 3x3 (stride) -> BN-ReLU -> 1x1``,
-the v2 final batch norm + ReLU, and a global average pool with kept dimensions.
-
-Options a faithful port needs are explicit constructor arguments:
-
-* ``padding``: ``"same"`` pads like TF "SAME" (asymmetric on strided layers);
-  ``"symmetric"`` pads like PyTorch (``k // 2`` on both sides).
-* ``bn_eps``, ``bn_momentum``: batch-norm epsilon and moving-average rate (the
-  hub modules' ``decay_rate``; PyTorch momentum 0.1 == decay_rate 0.1).
-* ``stride_in``: whether each stage's stride sits in its ``"first"`` unit
-  (torchvision, Haiku) or its ``"last"`` unit (TF-slim; strides (2, 2, 2, 1)).
-* ``stem_bias`` / ``out_bias``: biases on the stem convolution and on the
-  un-normalized convolutions (each unit's last 1x1 and projection shortcut), as
-  TF-slim's v2 has them.
-* ``bn_scale``: batch norm with a learned scale (gamma, default) or, if False,
-  offset only (Sonnet's default ``scale=False``; :class:`OffsetBatchNorm2d`).
-
-:meth:`ResNetV2.import_structure` and :meth:`ResNetV2.import_layout` map a
-recognized network (:mod:`llrnet.models.layout`) onto the trunk, so that an
-importer (the TF-Hub import) needs no attribute path of it.
-"""
+More: docs/models.md, "llrnet.models.resnet_v2"."""
 
 from __future__ import annotations
 
@@ -32,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.core.errors import InputError, UsageError
 from llrnet.models import layout
 from llrnet.models.layers import Padding, conv2d, max_pool
 
@@ -151,11 +129,11 @@ class ResNetV2(nn.Module):
     ) -> None:
         super().__init__()
         if len(units) != len(widths):
-            raise ValueError(f"units {units} and widths {widths} differ in length")
+            raise UsageError(f"units {units} and widths {widths} differ in length")
         if stride_in not in ("first", "last"):
-            raise ValueError(f"stride_in must be 'first' or 'last', got {stride_in!r}")
+            raise UsageError(f"stride_in must be 'first' or 'last', got {stride_in!r}")
         if padding not in ("same", "symmetric"):
-            raise ValueError(f"padding must be 'same' or 'symmetric', got {padding!r}")
+            raise UsageError(f"padding must be 'same' or 'symmetric', got {padding!r}")
         self.stem_conv = conv2d(in_channels, stem_width, 7, stride=2, padding=padding,
                                 bias=stem_bias)
         self.stem_pool = max_pool(3, 2, padding)
@@ -200,12 +178,12 @@ class ResNetV2(nn.Module):
         """Stem, the units in stage order, final batch norm (the head is the wrapper's).
 
         Raises:
-            ValueError: ``network`` has a different number of units.
+            InputError: ``network`` has a different number of units.
         """
         positions = [f"{prefix}stages.{s}.{i}" for s, units in enumerate(self._units())
                      for i in range(len(units))]
         if len(positions) != len(network.units):
-            raise ValueError(f"the network has {len(network.units)} units, this trunk "
+            raise InputError(f"the network has {len(network.units)} units, this trunk "
                              f"{len(positions)}")
         targets = [layout.conv(network.stem, f"{prefix}stem_conv")]
         for module, unit in zip(positions, network.units):

@@ -1,11 +1,5 @@
 """Weights files: safetensors tensors + a JSON metadata record. Never pickle.
-
-The record (stored under the safetensors metadata key ``"llrnet"``) holds what
-rebuilds the model (``architecture``, ``kwargs``) and what makes it trustworthy
-(``sha256`` of the tensors, ``source``, ``recipe``, ``metrics``,
-``preprocessing``, ``llrnet_version``). Loading is strict: a missing, extra or
-mis-shaped tensor, or a hash mismatch, is an error that names it.
-"""
+More: docs/models.md, "llrnet.models.weights"."""
 
 from __future__ import annotations
 
@@ -21,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from llrnet import __version__
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import UsageError, WeightsError
 from llrnet.core.fileio import atomic_path
@@ -62,8 +57,6 @@ def save_weights(
     file is written to a temporary name and renamed, so a crash never leaves a
     half-written file under ``path``. Returns the record written.
     """
-    from llrnet import __version__
-
     architecture, kwargs = _describe(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     record: dict[str, Any] = dict(metadata or {})

@@ -1,27 +1,5 @@
 """Pre-activation Wide-ResNet (Zagoruyko & Komodakis 2016) in two variants.
-
-WRN-d-k: a 3x3 stem convolution, three groups of ``(d - 4) / 6`` pre-activation
-basic blocks with widths 16k, 32k, 64k and strides 1, 2, 2, then the final
-batch norm + activation, global average pool and a linear layer. The
-activation is ``softplus`` (the LLR paper's CIFAR-10 models) or ``relu``.
-Input normalization ``(x - mean) / std`` lives inside the model, so the model
-takes [0, 1] images.
-
-Two variants (``variant=``), both applying a projection shortcut to the
-output of the block's first batch norm + activation:
-
-* ``"zagoruyko"``: the paper's reference code; the stem has 16 channels and a
-  block has a projection only where its channel count or resolution changes.
-* ``"deepmind"``: DeepMind's LLR code; the stem has ``16 * k`` channels and the
-  first block of *every* group has a projection, also in the first group
-  where the channel count does not change. The LLR paper's CIFAR-10 models
-  (``wrn_28_8_softplus``, and ``wrn_40_8_softplus``, the released module) are
-  this variant.
-
-:meth:`WideResNet.import_structure` and :meth:`WideResNet.import_layout` map a
-recognized network (:mod:`llrnet.models.layout`) onto the model, so that an
-importer (the TF-Hub import) needs no attribute path of it.
-"""
+More: docs/models.md, "llrnet.models.wide_resnet"."""
 
 from __future__ import annotations
 
@@ -32,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llrnet.core.errors import InputError, UsageError
 from llrnet.models import layout
 from llrnet.models.layers import Normalize, Padding, conv2d, softplus
 
@@ -69,7 +48,7 @@ class BasicBlockV2(nn.Module):
         if projection is None:
             projection = in_channels != out_channels or stride != 1
         elif not projection and (in_channels != out_channels or stride != 1):
-            raise ValueError("a block that changes channels or resolution needs a projection")
+            raise UsageError("a block that changes channels or resolution needs a projection")
         self.act = _ACTIVATIONS[activation]
         self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum)
         self.conv1 = conv2d(in_channels, out_channels, 3, stride=stride, padding=padding)
@@ -121,15 +100,15 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+            raise UsageError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
         if (depth - 4) % 6 != 0 or depth < 10:
-            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
+            raise UsageError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
         if activation not in _ACTIVATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
         if len(mean) != in_channels:
-            raise ValueError(f"mean/std need {in_channels} values, got {len(mean)}")
+            raise UsageError(f"mean/std need {in_channels} values, got {len(mean)}")
         blocks_per_group = (depth - 4) // 6
         self.normalize = Normalize(mean, std)
         self.variant = variant
@@ -177,15 +156,15 @@ class WideResNet(nn.Module):
         normalization keeps its constructor values (the source expects normalized input).
 
         Raises:
-            ValueError: ``network`` has a different number of units, or no head.
+            InputError: ``network`` has a different number of units, or no head.
         """
         positions = [f"{prefix}groups.{g}.{i}" for g, blocks in enumerate(self._blocks())
                      for i in range(len(blocks))]
         if len(positions) != len(network.units):
-            raise ValueError(f"the network has {len(network.units)} units, this WRN "
+            raise InputError(f"the network has {len(network.units)} units, this WRN "
                              f"{len(positions)}")
         if network.head is None:
-            raise ValueError("a Wide-ResNet is filled with its classification head")
+            raise InputError("a Wide-ResNet is filled with its classification head")
         targets = [layout.conv(network.stem, f"{prefix}stem_conv")]
         for module, unit in zip(positions, network.units):
             targets += layout.residual_unit(unit, module)

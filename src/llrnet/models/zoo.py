@@ -1,24 +1,7 @@
 """The registered models. ``list_models()`` names them; ``create_model`` builds them.
-
-Full-size architectures:
-
-* ``llr_pretrain_adv``: DeepMind's bird-or-bicycle classifier (ResNet-152 v2
-  trunk + 1x1 linear head, submission preprocessing).
-* ``resnet{50,101,152}_v2_imagenet``: ImageNet classifiers on ``2x - 1``
-  (``resnet152_v2_imagenet`` is ``local-linearity/imagenet/1``).
-* ``wrn_28_8_softplus``, ``wrn_40_8_softplus``: CIFAR-10 Wide-ResNets of the LLR
-  paper in DeepMind's variant (``wrn_40_8_softplus`` is
-  ``local-linearity/cifar10/1``); ``wrn_28_8_softplus_zagoruyko`` is the same
-  network in Zagoruyko's variant (16-channel stem).
-
-Family builders, every structural option an argument (what ``import-hub``
-records when a module matches no name above exactly): ``wide_resnet``,
-``resnet_v2_classifier``, ``resnet_v2_bird_or_bicycle``.
-
-Small variants for tests and the demo train in seconds on a CPU. :data:`RELEASED`
-declares, beside the builders, the three models DeepMind published weights for
-(``create_model(name, pretrained=True)``; ``llrnet.hub`` reads the table).
-"""
+:data:`RELEASED` declares, beside the builders, the models DeepMind published
+weights for (``create_model(name, pretrained=True)``; ``llrnet.hub`` reads it).
+More: docs/models.md, "llrnet.models.zoo"."""
 
 from __future__ import annotations
 

@@ -1,20 +1,6 @@
 """Training: tasks (standard, PGD, TRADES, LLR), the LLR regularizer, the loop.
+More: docs/training.md, "llrnet.train"."""
 
-Modules: ``config`` (the schema), ``presets`` (YAML, ``extends``, overrides),
-``run_dir`` (a run's files), ``loop`` (:func:`train`), ``tasks`` (``TASKS``),
-``data`` (``DATASETS``, the batch order), ``setup``, ``optim``, ``checkpoint``,
-``ema``, ``logging``, ``augment``, ``evaluation``, ``llr``, ``bn_replay``.
-
-Example::
-
-    from llrnet.train import load_config, train
-
-    config = load_config("digits_llr", overrides=["steps=200"])
-    result = train(config, "runs/digits_llr")
-    result.weights, result.metrics          # final.safetensors, clean/PGD accuracy
-"""
-
-from llrnet.train.checkpoint import latest_checkpoint, save_checkpoint
 from llrnet.train.config import (
     DataConfig,
     EvalConfig,
@@ -26,10 +12,8 @@ from llrnet.train.config import (
     config_to_dict,
 )
 from llrnet.train.data import DATASETS
-from llrnet.train.ema import ModelEMA
 from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.loop import TrainResult, train
-from llrnet.train.optim import build_optimizer, build_scheduler, lr_factor
 from llrnet.train.presets import dump_config, list_presets, load_config
 from llrnet.train.run_dir import RunDir, load_run_config
 from llrnet.train.tasks import TASKS, LLRTask, PGDTask, StandardTask, TRADESTask
@@ -42,7 +26,6 @@ __all__ = [
     "LLROptions",
     "LLRTask",
     "ModelConfig",
-    "ModelEMA",
     "OptimConfig",
     "PGDTask",
     "RunDir",
@@ -51,17 +34,12 @@ __all__ = [
     "TaskConfig",
     "TrainConfig",
     "TrainResult",
-    "build_optimizer",
-    "build_scheduler",
     "config_from_dict",
     "config_to_dict",
     "dump_config",
-    "latest_checkpoint",
     "list_presets",
     "llr_regularizer",
     "load_config",
     "load_run_config",
-    "lr_factor",
-    "save_checkpoint",
     "train",
 ]

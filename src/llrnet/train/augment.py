@@ -1,13 +1,5 @@
 """Batch augmentation on the device, driven by an explicit ``torch.Generator``.
-
-The loop seeds one generator per ``(seed, step, rank)``, so augmentation never
-touches the global RNG and a resumed run draws the same transformations.
-Images are float ``[N, C, H, W]`` in [0, 1] and stay in [0, 1]. The crops
-(``flip_crop``, ``crop``) are the data area's recipe
-(:func:`llrnet.data.transforms.random_crop`), the one CIFAR datasets use.
-:func:`random_contrast_field` is an optional photometric step applied after
-them (``DataConfig.photometric``), with its own generator stream.
-"""
+More: docs/training.md, "llrnet.train.augment"."""
 
 from __future__ import annotations
 

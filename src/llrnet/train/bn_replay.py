@@ -1,28 +1,5 @@
 """Batch-norm statistics capture and replay (the LLR step's batch-norm handling).
-
-In DeepMind's LLR step every perturbed forward pass ``x + d`` is normalized by
-the **clean** batch's statistics, not by its own batch statistics and not by the
-running averages, and it updates no running averages. The clean statistics are
-treated as constants (detached) inside the inner maximization and as functions
-of the parameters (attached, gradients flow into them) in the regularizer.
-
-:class:`BatchNormReplay` implements this for every batch-norm layer of a model
-(``nn.BatchNorm1d/2d/3d`` and ``nn.SyncBatchNorm``, found through
-``model.modules()``, so a ``DistributedDataParallel``-wrapped model works too)
-by temporarily replacing each layer's ``forward`` on the instance; nothing of the
-module's state (parameters, buffers, mode) is changed, and leaving a context
-restores the class ``forward``::
-
-    replay = BatchNormReplay(model)
-    with replay.record(update_running_stats=True):   # clean pass: normal BN,
-        logits = model(x)                             # statistics recorded
-    with replay.replay(detach=True):                  # perturbed passes use the
-        model(x + d)                                  # clean statistics
-
-Statistics are per device: under DDP each process records and replays its own
-local batch's statistics, as DeepMind's multi-device code does (a
-``SyncBatchNorm`` layer is replayed with its local statistics too).
-"""
+More: docs/training.md, "llrnet.train.bn_replay"."""
 
 from __future__ import annotations
 

@@ -1,19 +1,5 @@
 """Training checkpoints: atomic, checksummed, never unpickled.
-
-A checkpoint is two files in the run's ``checkpoints/`` folder:
-
-* ``step-00000100.pt``: ``torch.save`` of a dict of tensors and plain Python
-  values (model, optimizer, scheduler, EMA, RNG states, data position, step),
-  read back with ``torch.load(weights_only=True)`` only;
-* ``step-00000100.json``: its manifest, written after it: step, byte size and
-  the sha256 of the ``.pt`` file.
-
-Both are written to a temporary name and renamed, so a job killed mid-write
-leaves the previous checkpoint as the newest complete one. When loading, the
-newest checkpoint whose size and sha256 match its manifest is used; a truncated
-or corrupt one (or a ``.pt`` without a manifest) is reported with a warning and
-skipped in favour of the previous good one.
-"""
+More: docs/training.md, "llrnet.train.checkpoint"."""
 
 from __future__ import annotations
 

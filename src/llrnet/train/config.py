@@ -1,22 +1,5 @@
 """The training configuration's schema: typed dataclasses and their checks.
-
-A run is described by one :class:`TrainConfig`, whose sections are
-:class:`ModelConfig`, :class:`DataConfig`, :class:`TaskConfig`,
-:class:`OptimConfig` and :class:`EvalConfig`. The annotations are the types:
-:func:`config_from_dict` checks every key and value against them
-(:mod:`llrnet.core.coerce`), and :class:`TrainConfig` checks ranges and names
-when it is built, so a bad setting is an error naming the key and the valid
-choices, never silently ignored.
-
-Where the values come from (YAML presets, ``extends``, ``--set`` overrides) is
-:mod:`llrnet.train.presets`; where a run keeps them (``config.yaml``) is
-:mod:`llrnet.train.run_dir`.
-
-Example::
-
-    config = config_from_dict({"steps": 50, "optim": {"lr": 0.05}})
-    config.steps, config.optim.lr, config.optim.momentum     # (50, 0.05, 0.9)
-"""
+More: docs/training.md, "llrnet.train.config"."""
 
 from __future__ import annotations
 
@@ -30,8 +13,7 @@ from llrnet.core.coerce import field_types, from_mapping, is_mapping_type
 from llrnet.core.devices import parse_device
 from llrnet.core.errors import UsageError
 from llrnet.core.seeding import check_seed
-from llrnet.train.augment import Augment
-from llrnet.train.data import DATASETS
+from llrnet.train.data import DATASETS, DataConfig
 
 Precision = Literal["fp32", "bf16"]
 OnNonfinite = Literal["stop", "skip"]
@@ -62,55 +44,12 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where the batches come from.
-
-    Attributes:
-        name: a dataset of ``llrnet.train.data.DATASETS``: ``digits2``
-            (two-class digits 6 vs 7), ``digits10``, ``cifar10``, ``imagenet``,
-            ``bird_or_bicycle``.
-        root: dataset folder for the datasets that live on disk.
-        size: image side for the digits (pixels); ignored by the others.
-        augment: batch augmentation applied on the device: ``flip_crop``
-            (horizontal flip + reflect-pad 4 + random crop, CIFAR), ``crop``
-            (reflect-pad + crop, no flip: digits), ``rotate_translate``
-            (random rotation within ``max_rotation`` degrees and shifts within
-            ``max_shift`` pixels, black fill: the challenge's spatial limits).
-        pad: padding of the random crop, pixels.
-        max_rotation: degrees, for ``rotate_translate``.
-        max_shift: pixels at the image size seen by the model, for ``rotate_translate``.
-        photometric: share of training images (0..1) whose contrast is lowered
-            towards a smooth random field after ``augment``
-            (:func:`llrnet.train.augment.random_contrast_field`); 0 = off.
-        min_contrast: the lowest contrast factor of ``photometric`` (0..1).
-        extras: bird-or-bicycle: also train on the ``extras`` split.
-        eval_split: the held-out split used for periodic evaluation.
-        eval_images: how many held-out images periodic evaluation uses.
-        num_workers: DataLoader worker processes (0 = in the main process).
-    """
-
-    name: str = "digits2"
-    root: str | None = None
-    size: int = 28
-    augment: Augment = "none"
-    pad: int = 4
-    max_rotation: float = 30.0
-    max_shift: float = 18.0
-    photometric: float = 0.0
-    min_contrast: float = 0.3
-    extras: bool = False
-    eval_split: str = "test"
-    eval_images: int = 512
-    num_workers: int = 0
-
-
-@dataclass
 class TaskConfig:
     """The training objective: a task of ``llrnet.train.tasks.TASKS`` and its options.
 
     ``name`` is one of ``standard``, ``pgd``, ``trades``, ``llr``; ``options``
     are keyword arguments of that class, checked against its fields when the
-    task is built (:func:`llrnet.train.setup.build_task`).
+    task is built (:func:`llrnet.train.build.build_task`).
     """
 
     name: str = "standard"

@@ -1,18 +1,11 @@
 """Training data: datasets by name (:data:`DATASETS`), and a deterministic sharded batch order.
-
-The batch order is a pure function of ``(seed, step)``: epoch ``e`` visits the
-training set in the permutation drawn from
-``llrnet.core.seeding.generator(seed, "train", "epoch", e)``, cut into global
-batches of ``batch_size`` (the last incomplete batch of each epoch is dropped).
-Rank ``r`` of ``K`` processes takes the ``r``-th contiguous ``batch_size / K``
-slice of each global batch. So the data position of a run is just its step: a
-resumed run, or a run on K processes, sees exactly the same global batches.
-"""
+More: docs/training.md, "llrnet.train.data"."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,9 +14,60 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from llrnet.core.errors import UsageError
 from llrnet.core.registry import Registry
 from llrnet.core.seeding import generator
+from llrnet.data import (
+    DEFAULT_ROOT,
+    BirdOrBicycle,
+    cifar10,
+    digits,
+    imagenet,
+    loader_settings,
+    two_class_digits,
+)
+from llrnet.train.augment import Augment
 
-if TYPE_CHECKING:  # the schema (config.py) checks data.name against DATASETS
-    from llrnet.train.config import DataConfig
+
+@dataclass
+class DataConfig:
+    """Where the batches come from.
+
+    Attributes:
+        name: a dataset of ``llrnet.train.data.DATASETS``: ``digits2``
+            (two-class digits 6 vs 7), ``digits10``, ``cifar10``, ``imagenet``,
+            ``bird_or_bicycle``.
+        root: dataset folder for the datasets that live on disk.
+        size: image side for the digits (pixels); ignored by the others.
+        augment: batch augmentation applied on the device: ``flip_crop``
+            (horizontal flip + reflect-pad 4 + random crop, CIFAR), ``crop``
+            (reflect-pad + crop, no flip: digits), ``rotate_translate``
+            (random rotation within ``max_rotation`` degrees and shifts within
+            ``max_shift`` pixels, black fill: the challenge's spatial limits).
+        pad: padding of the random crop, pixels.
+        max_rotation: degrees, for ``rotate_translate``.
+        max_shift: pixels at the image size seen by the model, for ``rotate_translate``.
+        photometric: share of training images (0..1) whose contrast is lowered
+            towards a smooth random field after ``augment``
+            (:func:`llrnet.train.augment.random_contrast_field`); 0 = off.
+        min_contrast: the lowest contrast factor of ``photometric`` (0..1).
+        extras: bird-or-bicycle: also train on the ``extras`` split.
+        eval_split: the held-out split used for periodic evaluation.
+        eval_images: how many held-out images periodic evaluation uses.
+        num_workers: DataLoader worker processes (0 = in the main process).
+    """
+
+    name: str = "digits2"
+    root: str | None = None
+    size: int = 28
+    augment: Augment = "none"
+    pad: int = 4
+    max_rotation: float = 30.0
+    max_shift: float = 18.0
+    photometric: float = 0.0
+    min_contrast: float = 0.3
+    extras: bool = False
+    eval_split: str = "test"
+    eval_images: int = 512
+    num_workers: int = 0
+
 
 TrainEval = tuple[Dataset[Any], Dataset[Any]]
 
@@ -37,15 +81,11 @@ def _fit_split(config: DataConfig) -> str:
 
 
 def _digits2(config: DataConfig) -> TrainEval:
-    from llrnet.data import two_class_digits
-
     return (two_class_digits(_fit_split(config), size=config.size),  # type: ignore[arg-type]
             two_class_digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
 
 
 def _digits10(config: DataConfig) -> TrainEval:
-    from llrnet.data import digits
-
     return (digits(_fit_split(config), size=config.size),  # type: ignore[arg-type]
             digits(config.eval_split, size=config.size))  # type: ignore[arg-type]
 
@@ -61,23 +101,17 @@ def _root(config: DataConfig, default: str | None = None) -> str:
 def _cifar10(config: DataConfig) -> TrainEval:
     # The loop augments (data.augment: flip_crop) with its own seeded generator,
     # so the dataset's own augmentation stays off.
-    from llrnet.data import cifar10
-
     root = _root(config)
     return cifar10(root, "train", augment=False), cifar10(root, config.eval_split, augment=False)
 
 
 def _imagenet(config: DataConfig) -> TrainEval:
     # ImageNet's RandomResizedCrop + flip happen in the dataset's transform (workers).
-    from llrnet.data import imagenet
-
     root = _root(config)
     return imagenet(root, "train"), imagenet(root, config.eval_split)
 
 
 def _bird_or_bicycle(config: DataConfig) -> TrainEval:
-    from llrnet.data import DEFAULT_ROOT, BirdOrBicycle
-
     root = _root(config, str(DEFAULT_ROOT))
     splits = ("train", "extras") if config.extras else ("train",)
     parts = [BirdOrBicycle(root, split) for split in splits]
@@ -155,8 +189,6 @@ def batches(dataset: Dataset[Any], sampler: ShardedBatches, num_workers: int = 0
             index = torch.tensor(indices, dtype=torch.int64)
             yield images[index], labels[index]
         return
-    from llrnet.data import loader_settings
-
     loader = DataLoader(dataset, batch_sampler=sampler,
                         **loader_settings(device, workers=num_workers))
     for x, y in loader:

@@ -1,9 +1,4 @@
-"""Exponential moving average of a model's weights.
-
-``ema = decay * ema + (1 - decay) * weights`` after every optimizer step, for
-floating-point parameters; buffers (batch-norm running averages, counters) are
-copied. Evaluating the average often gives smoother, slightly better models.
-"""
+"""Exponential moving average of a model's weights. More: docs/training.md, "llrnet.train.ema"."""
 
 from __future__ import annotations
 
@@ -11,6 +6,8 @@ import copy
 
 import torch
 from torch import nn
+
+from llrnet.core.errors import UsageError
 
 
 class ModelEMA:
@@ -25,7 +22,7 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise UsageError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():

@@ -1,29 +1,5 @@
 """The Local Linearity Regularizer (Qin et al. 2019), as DeepMind's official code computes it.
-
-For a batch ``x`` with labels ``y`` and per-example cross-entropy ``l``::
-
-    G        = grad_x l(x)                      (create_graph=True: double backprop)
-    g(d; x)  = | l(x + d) - l(x) - d . G |      (per example; the deviation from linearity)
-    d_LLR    = argmax over the L-inf ball of radius eps, intersected with [0, 1], of g
-    R        = mean_i ( g(d_LLR,i; x_i) + mu * | d_LLR,i . G_i | )
-
-``d_LLR`` comes from ``steps`` Adam ascent steps (lr 0.1, betas (0.9, 0.999),
-epsilon 1e-9 added to sqrt(v_hat), bias-corrected, fresh state per batch) from a
-uniform start in the ball, projected onto the ball and the image box after every
-step (the start and the projection are :class:`~llrnet.attacks.balls.LinfBall`'s,
-the Adam step is :func:`~llrnet.attacks.parts.adam_step`, as in SPSA); in the
-inner objective the ``d`` of the linear term is held constant (the official
-code stops its gradient), so the ascent direction is
-``sign(diff_i) * grad l(x_i + d_i)``. Every perturbed pass normalizes batch norm
-with the clean pass's statistics (:mod:`llrnet.train.bn_replay`): detached in the
-inner loop, attached in the regularizer; no perturbed pass touches running averages.
-
-:func:`llr_regularizer` is the public entry point for people who bring their own
-loop; what defines the regularizer (eps, inner steps and Adam, mu, the loss)
-travels as one :class:`LLROptions`. :class:`llrnet.train.tasks.LLRTask` adds the
-nominal cross-entropy, the weights and the eps warm-up. The step is written out
-in ``docs/llr.md`` ("The LLR step, exactly").
-"""
+More: docs/training.md, "llrnet.train.llr"."""
 
 from __future__ import annotations
 

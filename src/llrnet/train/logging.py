@@ -1,20 +1,5 @@
 """Training metrics: a JSONL file (one record per logged step) and TensorBoard.
-
-``metrics.jsonl`` holds ``{"step": int, "time": seconds since the run began,
-<name>: float, ...}`` per line; names are the task's terms (``loss``, ``ce``,
-``gamma``, ...) plus ``lr``, ``images_per_second`` and the periodic evaluation's
-``eval/clean_accuracy`` and ``eval/pgd_accuracy``. Only rank 0 writes. On
-resume, records after the checkpoint's step are dropped, so the file describes
-one consistent history.
-
-The final evaluation has its own record type: ``"final": true`` beside its
-``eval/...`` values, written once, after the last checkpoint. A job killed
-between that record and ``result.json`` resumes from the last checkpoint and
-evaluates again; the resumed logger drops the old final record, so there is
-never more than one. Trust the final record (the same numbers as
-``result.json`` and the metadata of ``final.safetensors``); periodic records
-(without ``final``) describe the run along the way.
-"""
+More: docs/training.md, "llrnet.train.logging"."""
 
 from __future__ import annotations
 
@@ -79,6 +64,7 @@ class MetricsLogger:
         elif self.path.exists():
             self.path.unlink()
         if tensorboard:
+            # deferred: optional-heavy (tensorboard), only when logging to it
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"),

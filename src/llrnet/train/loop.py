@@ -1,29 +1,6 @@
-"""The training loop: one loop for every task.
-
-:func:`train` reads top to bottom: start the processes, check the run folder
-(:class:`~llrnet.train.run_dir.RunDir`), build what training changes
-(:class:`~llrnet.train.setup.Trainee`: model, task, optimizer, schedule, EMA)
-and the data, resume from the newest checkpoint, then run :func:`train_one_step` for each step with
-logging, periodic :func:`evaluate` and :func:`write_checkpoint` in between,
-and at the end evaluate and write the final weights. The task owns forward +
-loss; the loop owns everything else: device and precision (bf16 autocast),
-channels_last, DistributedDataParallel under ``torchrun``, gradient clipping,
-EMA, NaN/Inf handling, checkpoints, metrics, progress and evaluation (clean +
-PGD) on held-out images.
-
-Random streams (every derived seed is :func:`llrnet.core.seeding.derive`):
-
-* model initialization: torch's global generator seeded with ``seed``, the
-  same on every rank;
-* batch order: ``generator(seed, "train", "epoch", e)`` (:mod:`llrnet.train.data`);
-* augmentation of step ``s`` on rank ``r``: ``generator(seed, "train", "augment", s, r)``,
-  and the photometric step after it ``generator(seed, "train", "photometric", s, r)``;
-* the tasks' own draws (PGD random starts, ...): torch's global generator,
-  seeded with ``derive(seed, "train", "task", r)`` once the model is built.
-
-Checkpoints hold every RNG state, so on CPU a resumed run ends with
-bit-identical weights to an uninterrupted one.
-"""
+"""The training loop: one loop for every task. The task owns forward and loss; the loop owns
+everything else (devices, precision, DDP, EMA, checkpoints, logging, evaluation).
+More: docs/training.md, "llrnet.train.loop"."""
 
 from __future__ import annotations
 
@@ -38,13 +15,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from llrnet.core import distributed
 from llrnet.core.errors import InputError, RunError, UsageError, first_line
 from llrnet.core.paths import output_folder
 from llrnet.core.seeding import derive, generator
+from llrnet.models import save_weights
 from llrnet.models.heads import head_of
 from llrnet.train.augment import augment, random_contrast_field
+from llrnet.train.build import Trainee, build_trainee
 from llrnet.train.checkpoint import (
     checkpoint_path,
     has_checkpoints,
@@ -55,11 +35,10 @@ from llrnet.train.checkpoint import (
 )
 from llrnet.train.config import TrainConfig, config_to_dict
 from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out, in_memory
-from llrnet.train.evaluation import robust_accuracy
 from llrnet.train.logging import MetricsLogger, RunningMeans
 from llrnet.train.presets import dump_config
 from llrnet.train.run_dir import RunDir
-from llrnet.train.setup import Trainee, build_trainee
+from llrnet.train.validation import robust_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -349,8 +328,6 @@ class NonFiniteGuard:
 
 
 def _progress_bar(total: int, start: int, show: bool) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=start, disable=not show or distributed.rank() != 0,
                 desc="train", unit="step", dynamic_ncols=True, leave=False)
 
@@ -395,8 +372,6 @@ def write_checkpoint(trainee: Trainee, run: RunDir, config: TrainConfig, step: i
 
 def _write_final_weights(trainee: Trainee, run: RunDir, config: TrainConfig, step: int,
                          metrics: dict[str, float]) -> Path:
-    from llrnet.models import save_weights
-
     if distributed.rank() == 0:
         record = {
             "recipe": config_to_dict(config),

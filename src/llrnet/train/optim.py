@@ -1,13 +1,4 @@
-"""Optimizers and learning-rate schedules.
-
-Weight decay applies to convolution and linear **kernels** only, never to batch
-norm parameters or biases (as DeepMind's LLR code: ``2e-4 * 0.5 * sum(w^2)`` over
-conv and linear kernels, whose gradient ``2e-4 * w`` is what torch's SGD
-``weight_decay=2e-4`` adds).
-
-Schedules are a pure function of the step (:func:`lr_factor`) wrapped in a
-``LambdaLR``, so a resumed run recomputes exactly the same learning rates.
-"""
+"""Optimizers and learning-rate schedules. More: docs/training.md, "llrnet.train.optim"."""
 
 from __future__ import annotations
 

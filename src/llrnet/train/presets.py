@@ -1,19 +1,5 @@
 """Where a configuration comes from: YAML presets, ``extends``, ``key=value`` overrides.
-
-Presets are YAML files shipped inside the package (``llrnet/configs/NAME.yaml``);
-any YAML file path works too. A preset may start from another one with
-``extends: OTHER``: nested sections merge key by key, except the free-form
-argument mappings (``model.kwargs``, ``task.options``:
-:data:`~llrnet.train.config.FREE_FORM_KEYS`), which the child replaces as a
-whole. Overrides (``--set optim.lr=0.05`` on the command line) are parsed as
-YAML scalars; their keys are checked against the schema here and their values
-when the configuration is built (:func:`~llrnet.train.config.config_from_dict`).
-
-Example::
-
-    config = load_config("digits_llr", overrides=["steps=50", "optim.lr=0.05"])
-    config.task.name, config.optim.lr      # ('llr', 0.05)
-"""
+More: docs/training.md, "llrnet.train.presets"."""
 
 from __future__ import annotations
 

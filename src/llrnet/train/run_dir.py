@@ -1,24 +1,5 @@
 """The run folder: what a training run writes where, and reading it back.
-
-A run folder (``llrnet train --out DIR``) holds:
-
-* ``config.yaml``: the resolved configuration (:func:`~llrnet.train.presets.dump_config`);
-* ``metrics.jsonl`` and ``tensorboard/`` (:mod:`llrnet.train.logging`);
-* ``checkpoints/`` (:mod:`llrnet.train.checkpoint`);
-* when finished, ``final.safetensors`` (the weights; the resolved configuration
-  is their ``recipe``) and ``result.json`` (``step``, ``metrics``, ``weights``);
-* after a restart (``--restart``), ``discarded/``: the previous attempt's
-  checkpoints and final files, kept until the next restart replaces them.
-
-A folder that holds a checkpoint or final weights is *started*: training into
-it again needs ``resume``, and resuming checks that the configuration is the
-saved one up to :data:`RESUMABLE_CHANGES`.
-
-Example::
-
-    run = RunDir("runs/digits_llr")
-    run.read_config().steps, run.read_metrics()    # (100, {"clean_accuracy": ..., ...})
-"""
+More: docs/training.md, "llrnet.train.run_dir"."""
 
 from __future__ import annotations
 

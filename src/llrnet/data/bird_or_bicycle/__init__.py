@@ -1,12 +1,5 @@
 """The challenge's bird-or-bicycle dataset (version 0.0.4): download, verify, load.
-
-Example::
-
-    from llrnet.data.bird_or_bicycle import BirdOrBicycle, download
-    report = download("~/datasets/bird_or_bicycle", "test")   # resumable
-    data = BirdOrBicycle("~/datasets/bird_or_bicycle", "test")
-    image, label = data[0]       # [3, 224, 224] in [0, 1]; bicycle 0, bird 1
-"""
+More: docs/data.md, "llrnet.data.bird_or_bicycle"."""
 
 from __future__ import annotations
 

@@ -1,17 +1,5 @@
 """``llrnet data download``: fetch, process and verify the bird-or-bicycle images.
-
-Layout written under ``root`` (default ``~/datasets/bird_or_bicycle``)::
-
-    <root>/0.0.4/<split>/<bicycle|bird>/<id>.jpg     299x299 RGB JPEG
-    <root>/0.0.4/metadata/<class>_image_ids.csv      the checked id lists
-    <root>/0.0.4/metadata/extras_ids.json            the extras selection (cached)
-    <root>/0.0.4/download_report.json                what happened, per file
-
-Every image is written atomically (temporary file, then rename), so a killed
-download never leaves a half-written ``.jpg``; a rerun skips the files that
-verify and fetches only the rest. Failures are retried, then reported, never
-swallowed: :attr:`DownloadReport.complete` is False and the CLI exits non-zero.
-"""
+More: docs/data.md, "llrnet.data.bird_or_bicycle.download"."""
 
 from __future__ import annotations
 

@@ -1,20 +1,11 @@
 """Selecting the 'extras' split from OpenImages V4 box annotations.
-
-The original rule (docs/challenge.md section 1): take rows of ``train-annotations-bbox.csv``
-whose label is bird (``/m/015p6``) or bicycle (``/m/0199g``) and whose box
-covers more than 4% of the image, ``(XMax - XMin) * (YMax - YMin) > 0.04`` in
-normalized coordinates; drop that class's train/test ids; keep the first
-13,750 ids per class in sorted order.
-
-``exclude_ambiguous=True`` (off by default, for fidelity) also drops every
-image that has a box of the *other* class (of any size), and every train/test
-id of *either* class, so that no test image leaks into the extras.
-"""
+More: docs/data.md, "llrnet.data.bird_or_bicycle.extras"."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -151,8 +142,6 @@ def select_extras_from_url(
     Raises:
         FetchError: the CSV could not be read completely in ``policy.attempts`` tries.
     """
-    import time
-
     session = session or requests.Session()
     last: FetchError | None = None
     for attempt in range(1, policy.attempts + 1):

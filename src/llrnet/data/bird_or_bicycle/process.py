@@ -1,8 +1,5 @@
 """Turning a downloaded OpenImages JPEG into a dataset image, as the original did.
-
-Shorter side resized to 299 pixels (bilinear), center crop 299x299, RGB,
-saved as JPEG with Pillow's default settings (quality 75).
-"""
+More: docs/data.md, "llrnet.data.bird_or_bicycle.process"."""
 
 from __future__ import annotations
 

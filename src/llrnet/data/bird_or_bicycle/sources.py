@@ -1,22 +1,5 @@
 """Where the bird-or-bicycle dataset (version 0.0.4) comes from, pinned.
-
-The id lists are read from the challenge's GitHub repository at a fixed commit
-and checked against sha256 digests recorded here, so a moved branch, an HTML
-error page or a tampered mirror is caught before anything is written.
-
-Every base URL can be replaced, for mirrors and for offline tests:
-
-=====================  ===============================  ==========================
-what                   library argument                 environment variable
-=====================  ===============================  ==========================
-id-list folder         ``Sources(id_list_base=...)``    ``LLRNET_BOB_ID_LIST_URL``
-image bucket           ``Sources(image_base=...)``      ``LLRNET_BOB_IMAGE_URL``
-                       (CLI: ``--mirror``)
-box annotations CSV    ``Sources(boxes_url=...)``       ``LLRNET_BOB_BOXES_URL``
-=====================  ===============================  ==========================
-
-An explicit argument wins over the environment, which wins over the default.
-"""
+More: docs/data.md, "llrnet.data.bird_or_bicycle.sources"."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """``llrnet data verify``: is the dataset on disk complete and well-formed?
-
-Checks per split and class: the number of ``.jpg`` files equals the expected
-count, each file is a decodable 299x299 JPEG, and (when the checked id lists
-are in ``<root>/0.0.4/metadata``) the ids are exactly the split's ids.
-"""
+More: docs/data.md, "llrnet.data.bird_or_bicycle.verify"."""
 
 from __future__ import annotations
 

@@ -1,26 +1,5 @@
 """Convert recognized modules into llrnet models, and prove the result complete.
-
-The mapping is derived from the module (:mod:`llrnet.hub.recognition.analyze`),
-never from variable names, and it is the architecture's: the recognized trunk
-is described by structural position (:class:`llrnet.models.layout.Network`),
-the model says which of its modules each position fills
-(``import_layout``), and this module copies each variable there with its
-layout converted (conv HWIO -> OIHW, dense (in, out) -> (out, in)). It knows no
-attribute path of any model. Completeness is then proved:
-
-* every checkpoint variable is consumed exactly once, except optimizer slots and
-  counters, which are listed as ignored: counters recognized from the graphs
-  (:mod:`llrnet.hub.recognition.counters`, such as the ``accumulation_counter``
-  of DeepMind's batch norm) are reported as bookkeeping with how each was
-  recognized;
-* every parameter and buffer of the model is filled, either from a variable or
-  by a listed rule (``num_batches_tracked`` = 0; the tensors the layout keeps
-  as constructed, such as a WRN's input normalization, which the module leaves
-  to the caller);
-* shapes are equal after conversion.
-
-Anything else raises :class:`~llrnet.core.errors.WeightsError` with the exact lists.
-"""
+More: docs/hub.md, "llrnet.hub.conversion.convert"."""
 
 from __future__ import annotations
 
@@ -38,15 +17,10 @@ from llrnet.core.errors import UsageError, WeightsError
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.recognition.analyze import Analysis, analyze
 from llrnet.hub.recognition.structure import OPTIONS, slot
-from llrnet.models import (
-    BirdOrBicycleClassifier,
-    ImageNetClassifier,
-    WideResNet,
-    create_model,
-    list_models,
-    model_arguments,
-)
+from llrnet.models import BirdOrBicycleClassifier, WideResNet, list_models, model_arguments
+from llrnet.models.classifier import ImageNetClassifier
 from llrnet.models.layout import Importable, Layout, Target
+from llrnet.models.registry import build_model
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -143,7 +117,7 @@ def choose_architecture(analysis: Analysis) -> tuple[str, str]:
     """
     kind = module_kind(analysis)
     with torch.device("meta"):
-        reference = _state_shapes(create_model(kind.family, **_kwargs(kind.family, analysis)))
+        reference = _state_shapes(build_model(kind.family, **_kwargs(kind.family, analysis)))
     family_options = set(model_arguments(kind.family))
     matches: list[str] = []
     for name in list_models():
@@ -159,7 +133,7 @@ def choose_architecture(analysis: Analysis) -> tuple[str, str]:
         if any(_plain(accepted[k]) != _plain(v) for k, v in kwargs.items()):
             continue
         with torch.device("meta"):
-            model = create_model(name)
+            model = build_model(name)
         if not isinstance(model, kind.target) or not isinstance(model, Importable):
             continue
         have = model.import_structure()
@@ -271,7 +245,7 @@ def convert(module: HubModule, *, architecture: str | None = None,
     # Built on the meta device: no memory, no random init (seconds for ResNet-152);
     # the converted tensors are assigned in _fill.
     with torch.device("meta"):
-        model = create_model(architecture, **kwargs)
+        model = build_model(architecture, **kwargs)
     kind = module_kind(analysis)
     importable = _check_kind(model, architecture, kind, analysis, module)
     _check_structure(importable, architecture, analysis, module)
@@ -319,7 +293,7 @@ def _assignments(layout: Layout) -> tuple[list[Assignment], list[str]]:
 
 def _constructor_values(architecture: str, kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Buffers as the architecture's constructor sets them (not from the module)."""
-    return dict(create_model(architecture, **kwargs).state_dict())
+    return dict(build_model(architecture, **kwargs).state_dict())
 
 
 def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis: Analysis,

@@ -1,10 +1,5 @@
 """Run a TF1 Hub module in TensorFlow; executed by :mod:`llrnet.hub.conversion.verify`.
-
-Usage: ``python tf_worker.py MODULE_DIR INPUTS.npz OUTPUTS.npz``. ``INPUTS.npz``
-holds the signature's inputs by key; the outputs are written by key. This file
-imports only TensorFlow and numpy, so it runs in any interpreter with the
-optional ``tf`` extra (for example a separate ``.venv-tf``), not only llrnet's.
-"""
+More: docs/hub.md, "llrnet.hub.conversion.tf_worker"."""
 
 from __future__ import annotations
 
@@ -14,8 +9,8 @@ import sys
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import numpy as np
-    import tensorflow as tf
+    import numpy as np  # deferred: the worker runs by path, in TF's own environment
+    import tensorflow as tf  # deferred: optional (tensorflow), in TF's own environment
 
     module_dir, inputs_path, outputs_path = argv
     with np.load(inputs_path, allow_pickle=False) as data:

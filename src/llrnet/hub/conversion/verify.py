@@ -1,12 +1,5 @@
 """Numerical verification of an import against TensorFlow (optional).
-
-TensorFlow is never required: :func:`find_tf_python` looks for an interpreter
-that can import it (``tf_python`` argument, ``LLRNET_TF_PYTHON``, or the current
-one), and :func:`verify_conversion` runs the module there in a subprocess
-(:mod:`llrnet.hub.conversion.tf_worker`) on the same inputs the PyTorch model gets:
-uniform noise and smooth "real-looking" images. Without TensorFlow it returns a
-``skipped`` result that says why.
-"""
+More: docs/hub.md, "llrnet.hub.conversion.verify"."""
 
 from __future__ import annotations
 
@@ -27,7 +20,8 @@ from llrnet.core.errors import RunError
 from llrnet.hub.conversion.convert import Conversion
 from llrnet.hub.formats.module import HubModule
 from llrnet.hub.recognition.analyze import Analysis, analyze
-from llrnet.models import BirdOrBicycleClassifier, ImageNetClassifier, WideResNet
+from llrnet.models import BirdOrBicycleClassifier, WideResNet
+from llrnet.models.classifier import ImageNetClassifier
 
 TOLERANCE = 1e-4
 WORKER = Path(__file__).with_name("tf_worker.py")

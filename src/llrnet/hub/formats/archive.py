@@ -1,12 +1,5 @@
 """TF-Hub ``.tar.gz`` archives: sha256 check and safe extraction.
-
-Extraction refuses, before writing anything, members with absolute paths or
-``..`` components, symbolic or hard links that point outside the target, and
-device or FIFO files; what remains is extracted with Python's ``"data"``
-filter as a second line of defence. The archive is extracted into a temporary
-folder next to the target and renamed, so an interrupted extraction never
-leaves a half-written module behind.
-"""
+More: docs/hub.md, "llrnet.hub.formats.archive"."""
 
 from __future__ import annotations
 

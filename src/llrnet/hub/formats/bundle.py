@@ -1,20 +1,5 @@
 """Read TF checkpoints ("tensor bundle" V2) without TensorFlow.
-
-``read_checkpoint(path)`` returns every tensor of a checkpoint as numpy arrays.
-The index (``<prefix>.index``, a LevelDB-style table: :mod:`llrnet.hub.formats.table`)
-maps each tensor name to a ``BundleEntryProto`` (dtype, shape, shard, offset,
-size, masked CRC32C); the bytes live in ``<prefix>.data-NNNNN-of-MMMMM``.
-
-* Data files are memory-mapped; numeric arrays are read-only zero-copy views on
-  them (``np.array(a)`` copies). bfloat16 is returned widened to float32
-  (exact); strings as object arrays of ``bytes``.
-* With ``verify=True`` (default) every index block's and every tensor's CRC32C
-  is checked; a mismatch, a bad magic number, a truncated file or a missing
-  shard raises :class:`~llrnet.core.errors.InputError` naming the file and the
-  problem, never wrong numbers.
-* Partitioned variables (an entry listing slices, each slice stored under an
-  OrderedCode key) are reassembled into the full tensor.
-"""
+More: docs/hub.md, "llrnet.hub.formats.bundle"."""
 
 from __future__ import annotations
 

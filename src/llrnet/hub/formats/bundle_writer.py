@@ -1,11 +1,5 @@
 """Write TF checkpoints (tensor bundle V2) in pure Python.
-
-Used by tests (corrupt-file cases, exact byte comparison with TF's writer) and
-by the benchmark (a ResNet-152-sized checkpoint without TensorFlow). Writes
-what TF's ``BundleWriter`` writes: the header under the empty key, one
-``BundleEntryProto`` per tensor in sorted key order, data aligned as TF leaves
-it (no padding), masked CRC32C per tensor and per block.
-"""
+More: docs/hub.md, "llrnet.hub.formats.bundle_writer"."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
 """CRC32C (Castagnoli), as TF's tensor bundles and LevelDB tables use it.
-
-:func:`crc32c` uses the C implementation of ``google-crc32c`` when it is
-installed (hundreds of MB/s) and a correct pure-Python table implementation
-otherwise (a few MB/s; slicing-by-8 over numpy keeps it usable). Both give the
-same value; tests check them against each other and against known vectors.
-
-TF stores *masked* checksums (:func:`mask`) so that a CRC of data that itself
-contains CRCs stays well distributed.
-"""
+More: docs/hub.md, "llrnet.hub.formats.crc32c"."""
 
 from __future__ import annotations
 
@@ -60,7 +52,7 @@ def crc32c_python(data: bytes | bytearray | memoryview, value: int = 0) -> int:
 
 def _load_fast() -> Callable[[bytes | bytearray | memoryview, int], int] | None:
     try:
-        import google_crc32c
+        import google_crc32c  # deferred: optional (google-crc32c, extra fast)
     except ImportError:  # pragma: no cover - depends on the environment
         return None
     if getattr(google_crc32c, "implementation", "c") != "c":

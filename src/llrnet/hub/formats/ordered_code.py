@@ -1,9 +1,5 @@
 """TF's OrderedCode keys for the slices of partitioned variables.
-
-A slice ``(start, length)`` per dimension of tensor ``name`` is stored under
-``num(0) + string(name) + num(rank) + signed(start) + signed(length) ...``
-(``tensorflow/core/lib/strings/ordered_code.cc``, ``EncodeTensorNameSlice``).
-"""
+More: docs/hub.md, "llrnet.hub.formats.ordered_code"."""
 
 from __future__ import annotations
 

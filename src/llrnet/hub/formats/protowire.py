@@ -1,10 +1,5 @@
 """A minimal protobuf wire-format decoder and encoder.
-
-The checkpoint index stores ``BundleHeaderProto`` and ``BundleEntryProto``
-messages, and ``saved_model.pb`` wraps its meta-graphs in a ``SavedModel``
-message; none of these ship with the ``tensorboard`` protos, and all are a
-handful of scalar fields, so they are decoded here field by field.
-"""
+More: docs/hub.md, "llrnet.hub.formats.protowire"."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """Read ``saved_model.pb`` without TensorFlow.
-
-The outer ``SavedModel`` message (``int64 saved_model_schema_version = 1``,
-``repeated MetaGraphDef meta_graphs = 2``) is split by hand
-(:mod:`llrnet.hub.formats.protowire`); each ``MetaGraphDef`` is parsed with the protos
-the ``tensorboard`` package ships (``tensorboard.compat.proto``).
-"""
+More: docs/hub.md, "llrnet.hub.formats.savedmodel"."""
 
 from __future__ import annotations
 
@@ -79,8 +74,9 @@ def _signature(key: str, proto: Any) -> Signature:
 
 def read_saved_model(path: str | os.PathLike[str]) -> list[MetaGraph]:
     """The meta-graphs of ``saved_model.pb`` (a file or the module folder holding it)."""
+    # deferred: heavy (protobuf and tensorboard's TF protos), only when a graph is read
     from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto import meta_graph_pb2
+    from tensorboard.compat.proto import meta_graph_pb2  # deferred: heavy (see above)
 
     file = Path(path)
     if file.is_dir():

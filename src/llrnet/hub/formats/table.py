@@ -1,11 +1,5 @@
 """LevelDB-style immutable tables (``variables.index``): read every entry, write one.
-
-Layout (see "The checkpoint format" in ``docs/hub.md``): data blocks, a
-metaindex block, an index block mapping a separator key to each data block's
-handle, and a 48-byte footer ending in the magic number. Every block is
-followed by a 5-byte trailer (compression type, masked CRC32C of contents +
-type byte).
-"""
+More: docs/hub.md, "llrnet.hub.formats.table"."""
 
 from __future__ import annotations
 

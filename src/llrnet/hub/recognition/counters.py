@@ -1,17 +1,5 @@
 """Bookkeeping variables: counters that a module's graphs only ever increment.
-
-DeepMind's LLR batch norm keeps a float scalar ``accumulation_counter`` beside
-its moving averages; the "train" graph adds 1 to it in the same update group
-that moves ``accumulated_mean`` and ``accumulated_var``, and no graph ever reads
-it into a layer. Such a variable is part of the training state, not of the
-function the module computes, so the import reports it instead of mapping it.
-
-A variable is a counter when, in some meta-graph, it is the target of an
-``AssignAdd`` (ref variables) or ``AssignAddVariableOp`` (resource variables)
-of a constant, and it is a scalar. Recognized from the ops, never from names;
-a variable that is also read by a layer is consumed as that layer's and so is
-never in question.
-"""
+More: docs/hub.md, "llrnet.hub.recognition.counters"."""
 
 from __future__ import annotations
 

@@ -1,25 +1,5 @@
 """The forward computation of a module's graph, as a list of layers.
-
-Starting from a signature's inputs and output, :class:`LayerGraph` keeps the
-nodes on the activation path (descendants of the inputs that the output depends
-on) and recognizes layers by op type, never by variable name:
-
-* ``conv`` (``Conv2D``; weight variable, strides, padding, explicit ``Pad``),
-* ``bias`` (``BiasAdd``/``Add`` of one variable; folded into the layer before),
-* ``bn`` (``FusedBatchNorm*`` or the unfused ``x * inv + (offset - mean * inv)``
-  that ``tf.nn.batch_normalization`` emits; roles scale/offset/mean/variance are
-  read from the dataflow, epsilon from the attribute or the added constant),
-* ``dense`` (``MatMul``), ``pool`` (``MaxPool``), ``mean`` (global average),
-  ``add`` (a residual sum of two activations), ``act`` (``Relu``, ``Softplus``),
-  and pass-through shape ops.
-
-``tf.cond`` (v1 ``Switch``/``Merge``) whose predicate is fixed in the graph (a
-constant, or a ``PlaceholderWithDefault`` of one, such as a ``use_global_pool``
-flag) is folded to the taken branch. Any other op on the activation path is
-reported (never silently skipped).
-Variables are found through their reads (``Identity`` of ``VariableV2``, or
-``ReadVariableOp`` of ``VarHandleOp``), so ref and resource variables both work.
-"""
+More: docs/hub.md, "llrnet.hub.recognition.graph"."""
 
 from __future__ import annotations
 

@@ -1,17 +1,5 @@
 """Architecture facts read from a module's layer graph (:mod:`llrnet.hub.recognition.graph`).
-
-:func:`parse_trunk` walks back from the output: optional head (dense or 1x1
-convolution), global mean, final batch norm, then residual units one ``add`` at
-a time. A unit's main branch alternates ``bn -> act -> conv``; its shortcut is a
-projection convolution (fed by the unit's first batch norm), a 1x1 max-pool
-subsample, or the identity. Three convolutions per unit make a ResNet v2
-bottleneck, two a Wide-ResNet basic block. :func:`resnet_facts` and
-:func:`wrn_facts` turn that into constructor options (units, widths, padding,
-stride placement, epsilon, biases) and fail with a message naming what does
-not fit the PyTorch architectures. :meth:`Trunk.network` describes the trunk
-in the plain-data vocabulary of :mod:`llrnet.models.layout`, which the
-architectures map onto their own tensors.
-"""
+More: docs/hub.md, "llrnet.hub.recognition.structure"."""
 
 from __future__ import annotations
 

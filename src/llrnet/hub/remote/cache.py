@@ -1,21 +1,5 @@
 """tensorflow_hub's module cache, filled the way tensorflow_hub fills it.
-
-Layout (root: ``$TFHUB_CACHE_DIR``, else llrnet's own ``$LLRNET_CACHE/hub``,
-default ``~/.cache/llrnet/hub``)::
-
-    <root>/<sha1 of the module URL>/               the extracted module
-    <root>/<sha1 of the module URL>.descriptor.txt "Module: <url>", download time, host;
-                                                   llrnet adds "Archive sha256: <hex>"
-
-A non-empty module folder counts as present, as for tensorflow_hub, so a cache
-that TensorFlow filled is reused and llrnet's serves TensorFlow. The archive
-is downloaded into a temporary folder beside the module (named as a temporary
-of it, so a run killed with -9 leaves nothing that looks complete and the next
-run removes it), its sha256 checked where one is pinned, extracted safely
-(:func:`llrnet.hub.formats.archive.extract_archive`: no traversal, no links)
-into a second temporary folder and renamed into place; the descriptor comes
-last. Any failure leaves the cache as it was.
-"""
+More: docs/hub.md, "llrnet.hub.remote.cache"."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
 """Stream one module archive to a file: timeouts, retries, progress, content checks.
-
-The body goes to the file in 64 KiB blocks, as sent (no content decoding),
-while its sha256 is computed, so a ResNet-152 archive (about 230 MB) never
-sits in memory. A transfer is retried
-(with :class:`llrnet.core.http.RetryPolicy`'s backoff) after a connection
-error, a timeout, a 5xx/408/429 answer or a body shorter than its
-``Content-Length``; a 4xx answer, an HTML page or a body that is not a gzip
-(or plain) tar fails at once, with the URL in the message. The file is only
-the caller's temporary: nothing here names anything as complete.
-"""
+More: docs/hub.md, "llrnet.hub.remote.download"."""
 
 from __future__ import annotations
 

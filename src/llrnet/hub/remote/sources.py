@@ -1,20 +1,5 @@
 """What a module source string names, and where a remote one is fetched from.
-
-Accepted, besides an existing folder or archive on disk:
-
-* a handle, ``deepmind/llr-pretrain-adv/latents/1`` (owner, model, optional
-  variation, version): fetched from ``<base>/<handle>`` where the base is
-  ``$LLRNET_HUB_URL`` or ``https://tfhub.dev``; its cache key is the canonical
-  ``https://tfhub.dev/<handle>``, the string tensorflow_hub hashes, so a cache
-  filled by TensorFlow serves llrnet and the other way round;
-* a ``https://tfhub.dev/...`` URL, or a Kaggle Models URL
-  (``https://www.kaggle.com/models/<owner>/<model>/<framework>/<variation>/<version>``);
-* a direct ``http(s)://.../*.tar.gz`` archive URL.
-
-Handles and model URLs are fetched with ``?tf-hub-format=compressed`` (what
-tensorflow_hub asks for); the server may redirect (tfhub.dev -> Kaggle ->
-storage), and redirects are followed.
-"""
+More: docs/hub.md, "llrnet.hub.remote.sources"."""
 
 from __future__ import annotations
 

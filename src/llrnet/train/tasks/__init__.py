@@ -1,26 +1,5 @@
 """Training tasks: ``task(model, batch, step) -> {"loss": ..., **logged terms}``.
-
-A task owns the forward passes and the loss of one batch; the loop
-(:mod:`llrnet.train.loop`) owns everything else. ``batch = (x, y)`` with ``x``
-float [N, C, H, W] in [0, 1] and ``y`` int64 [N]; ``step`` is the optimizer step
-counted from 0 (warm-up schedules read it). The returned ``"loss"`` is the
-scalar to back-propagate; every other entry is a detached scalar for logging.
-
-:data:`TASKS` names the task classes for configurations (``task.name`` of a
-preset): ``standard``, ``pgd``, ``trades``, ``llr``. A task written elsewhere
-can be registered with ``TASKS.add(MyTask, name="mine")``, or passed to
-``llrnet.train.train(..., task=...)`` without registering it. Each built-in task
-says what a step costs (``passes_per_step()``, :class:`StepPasses`).
-
-The adversarial tasks take ``spatial``: a :class:`WorstOfK` (Engstrom et al.'s
-worst of k random rotations and translations per image), applied before the
-L-inf attack; and ``llr``: an :class:`LLRTerm`, the LLR regularizer added to
-their loss.
-
-The loss, accuracy and attack view follow the model's head
-(:func:`llrnet.models.head_of`), so no task needs to be told whether it trains
-a softmax classifier or a sigmoid bird logit.
-"""
+More: docs/training.md, "llrnet.train.tasks"."""
 
 from __future__ import annotations
 

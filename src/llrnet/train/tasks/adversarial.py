@@ -1,43 +1,7 @@
 """Adversarial-training baselines: Madry PGD and TRADES, on the PGD code of ``llrnet.attacks``.
-
-Batch norm during the attack (a decision; both tasks, option ``attack_bn``):
-``"batch"`` (default) runs the attack's passes in training mode with each
-pass's own batch statistics but WITHOUT updating the running averages
-(:func:`llrnet.train.bn_replay.frozen_batch_norm`). That is what Madry et al.'s
-TF1 code did (the attack ran in the training graph; the moving-average update
-ops ran only with the train op), so the attack sees the same function the
-training step then optimizes, and the running averages see each batch once,
-like in standard training. ``"eval"`` uses the running averages during the
-attack (TRADES' official code switches to ``model.eval()``; early in training
-the running averages are poor, which weakens the attack). Neither costs an
-extra pass.
-
-Spatial robustness (option ``spatial``, both tasks): with a
-:class:`~llrnet.train.tasks.spatial.WorstOfK`, each image is first replaced by
-the worst of ``k`` random rotations and translations (Engstrom et al. 2019),
-picked under the same batch-norm mode as the attack, and the L-inf attack then
-starts from it. ``eps = 0`` trains on the worst transform alone.
-
-Logit margin (option ``logit_margin``, both tasks): the trained loss is the
-head's loss with the true class's logit lowered by the margin
-(:meth:`~llrnet.models.heads.Head.with_margin`), so training keeps raising the
-confidence of images it already gets right until they win by the margin. The
-challenge's confidence is that logit, and the 80% it covers are the most
-confident images. The attack is unchanged: an L-inf sign step has the same
-direction with or without the shift. The logged loss (``adv_ce``, ``ce``) stays the plain one.
-
-Clean share (option ``clean_weight``, PGD only): the trained loss is
-``(1 - w) * loss(model(x_adv)) + w * loss(model(x))``, where ``x`` is the batch's
-image as loaded (before ``spatial`` and the attack): Goodfellow et al. 2015's
-mixture of clean and adversarial loss (they used w = 0.5). The clean forward
-runs first, in training mode with its own batch statistics (so the running
-averages see the step's clean and adversarial batches, as in TRADES); it costs
-one more forward-backward pass, and none at w = 0. TRADES has its clean term already.
-
-LLR term (option ``llr``, both tasks): with an
-:class:`~llrnet.train.tasks.llr_term.LLRTerm`, the loss gains ``lam`` times the
-LLR regularizer around the image the attack starts from (after ``spatial``).
-"""
+The attack's passes use each batch's own statistics without updating the running averages
+(``attack_bn="batch"``, as Madry et al.'s TF1 code did).
+More: docs/training.md, "llrnet.train.tasks.adversarial"."""
 
 from __future__ import annotations
 
@@ -49,6 +13,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.pgd import pgd_perturb, pgd_steps
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head, head_of
 from llrnet.train.bn_replay import frozen_batch_norm
 from llrnet.train.tasks.common import RadiusWarmup, StepPasses, accuracy, check_batch
@@ -64,15 +29,15 @@ AttackBN = Literal["batch", "eval"]
 def _check_common(eps: float, steps: int, step_size: float, attack_bn: str,
                   logit_margin: float) -> None:
     if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+        raise UsageError(f"eps must be >= 0, got {eps}")
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise UsageError(f"steps must be >= 0, got {steps}")
     if not step_size >= 0:
-        raise ValueError(f"step_size must be >= 0, got {step_size}")
+        raise UsageError(f"step_size must be >= 0, got {step_size}")
     if attack_bn not in ("batch", "eval"):
-        raise ValueError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
+        raise UsageError(f"attack_bn must be 'batch' or 'eval', got {attack_bn!r}")
     if not logit_margin >= 0:
-        raise ValueError(f"logit_margin must be >= 0, got {logit_margin}")
+        raise UsageError(f"logit_margin must be >= 0, got {logit_margin}")
 
 
 def _trained_loss(head: Head, logits: Tensor, y: Tensor, plain: Tensor,
@@ -191,7 +156,7 @@ class PGDTask(RadiusWarmup):
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
                       self.logit_margin)
         if not 0 <= self.clean_weight <= 1:
-            raise ValueError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
+            raise UsageError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
 
     def passes_per_step(self) -> StepPasses:
         """K + 1 forward-backward passes (+ 1 with ``clean_weight``, + the LLR term's);
@@ -284,7 +249,7 @@ class TRADESTask(RadiusWarmup):
         _check_common(self.eps, self.steps, self.step_size, self.attack_bn,
                       self.logit_margin)
         if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise UsageError(f"beta must be >= 0, got {self.beta}")
 
     def passes_per_step(self) -> StepPasses:
         """K + 2 forward-backward passes (+ the LLR term's); k forward-only ones with

@@ -1,10 +1,5 @@
 """Pieces shared by the training tasks: the task protocol, batch checks, accuracy
-and the eps warm-up.
-
-What the model's logits mean (softmax or a sigmoid bird logit), and so the
-loss, the predictions, TRADES' probabilities and what a training attack sees,
-is the model's head: :func:`llrnet.models.heads.head_of`.
-"""
+and the eps warm-up. More: docs/training.md, "llrnet.train.tasks.common"."""
 
 from __future__ import annotations
 

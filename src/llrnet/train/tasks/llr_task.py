@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import head_of
 from llrnet.train.llr import LLROptions, llr_regularizer
 from llrnet.train.tasks.common import RadiusWarmup, StepPasses, accuracy, check_batch
@@ -59,7 +60,7 @@ class LLRTask(RadiusWarmup):
     def __post_init__(self) -> None:
         LLROptions(eps=self.eps, steps=self.steps)  # the regularizer's checks of eps and steps
         if self.lam < 0 or self.mu < 0 or self.nominal_weight < 0:
-            raise ValueError("lam, mu and nominal_weight must be >= 0")
+            raise UsageError("lam, mu and nominal_weight must be >= 0")
 
     def passes_per_step(self) -> StepPasses:
         """steps + 2 forward-backward passes: the clean one (with the double

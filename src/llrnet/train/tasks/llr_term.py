@@ -1,15 +1,5 @@
 """An LLR regularizer added to an adversarial task's loss (option ``llr`` of PGD and TRADES).
-
-Stage 2 of the two-stage recipe fine-tunes an LLR-pre-trained trunk with
-adversarial training alone, which is free to undo the trunk's local linearity.
-:class:`LLRTerm` keeps it: the task's loss gains ``lam * R``, where ``R`` is the
-LLR regularizer (:func:`llrnet.train.llr.llr_regularizer`: the worst linearity
-deviation of the loss in the eps-ball plus ``mu`` times the gradient term)
-measured around the image the L-inf attack starts from (the worst spatial
-transform with ``spatial``). A loss that stays close to linear in the ball
-bounds how far an attack can move the logit, also on an image the model gets
-wrong, where an attack would otherwise make the wrong answer confident.
-"""
+More: docs/training.md, "llrnet.train.tasks.llr_term"."""
 
 from __future__ import annotations
 
@@ -18,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head
 from llrnet.train.llr import LLROptions, linear_warmup, llr_regularizer
 
@@ -52,13 +43,13 @@ class LLRTerm:
 
     def __post_init__(self) -> None:
         if not self.lam >= 0 or not self.mu >= 0:
-            raise ValueError(f"llr.lam and llr.mu must be >= 0, got {self.lam}, {self.mu}")
+            raise UsageError(f"llr.lam and llr.mu must be >= 0, got {self.lam}, {self.mu}")
         if self.steps < 0:
-            raise ValueError(f"llr.steps must be >= 0, got {self.steps}")
+            raise UsageError(f"llr.steps must be >= 0, got {self.steps}")
         if self.eps is not None and not self.eps >= 0:
-            raise ValueError(f"llr.eps must be >= 0 or null, got {self.eps}")
+            raise UsageError(f"llr.eps must be >= 0 or null, got {self.eps}")
         if not self.lr > 0:
-            raise ValueError(f"llr.lr must be > 0, got {self.lr}")
+            raise UsageError(f"llr.lr must be > 0, got {self.lr}")
 
     def passes(self) -> int:
         """Forward-backward passes this term adds to a training step."""

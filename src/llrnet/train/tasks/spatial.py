@@ -1,18 +1,5 @@
 """Worst-of-k spatial training (Engstrom et al. 2019): per image, the hardest of k random
-rotations and translations.
-
-Random rotation/translation augmentation alone does not make a model resist a
-worst-case grid of them; Engstrom et al. ("Exploring the Landscape of Spatial
-Robustness", ICML 2019) train instead on the worst of ``k`` random transforms
-per image, picked by the training loss. :class:`WorstOfK` is that step, an
-option (``spatial``) of the adversarial tasks (:class:`~llrnet.train.tasks.PGDTask`,
-:class:`~llrnet.train.tasks.TRADESTask`): the worst transform first, then the
-L-inf attack on it (eps 0 turns the attack off and leaves worst-of-k alone).
-
-The transforms are rendered exactly as the evaluation's spatial grid renders
-them (:mod:`llrnet.attacks.geometry`: the grid's 8-bit black border, then the
-bilinear affine warp), so training sees the images the grid attack produces.
-"""
+rotations and translations. More: docs/training.md, "llrnet.train.tasks.spatial"."""
 
 from __future__ import annotations
 
@@ -23,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.geometry import pil_affine, pil_border
+from llrnet.attacks.spatial_limits import spatial_limits
 from llrnet.core.errors import UsageError
 from llrnet.models.heads import Head
 
@@ -35,30 +23,14 @@ Limits = tuple[float, float, float]
 def suite_spatial_limits(suite: str) -> tuple[Limits, float]:
     """``((dx px, dy px, angle deg), border_fraction)`` of an evaluation suite's spatial attacks.
 
-    The limits are the elementwise maximum over the suite's spatial attacks
-    (the grid's largest ``|dx|``, ``|dy|``, ``|angle|`` and the random spatial
-    stage's limits), read from the suite itself; the border fraction is the
-    grid's. ``bird_or_bicycle``: (18, 30, 30) px, px, degrees (the executed grid
+    The elementwise maximum of the suite's grid and random spatial stage, from
+    :mod:`llrnet.attacks.spatial_limits` (the constants the suites are built from).
+    ``bird_or_bicycle``: (18, 30, 30) px, px, degrees (the executed grid
     shifts up to 30 px vertically, the random stage rotates up to 30 degrees),
     border 0.15; ``digits``: (10, 10, 10), border 0.15.
     """
-    from llrnet.attacks import Chain, RandomSpatial, SpatialGrid
-    from llrnet.eval import get_suite
-
-    limits = torch.zeros(3, dtype=torch.float64)
-    border: float | None = None
-    for entry in get_suite(suite).entries:
-        stages = entry.attack.stages if isinstance(entry.attack, Chain) else (entry.attack,)
-        for attack in stages:
-            if isinstance(attack, SpatialGrid):
-                limits = torch.maximum(limits, attack.transforms.abs().amax(dim=0))
-                border = attack.border_fraction
-            elif isinstance(attack, RandomSpatial):
-                limits = torch.maximum(limits, torch.tensor(attack.limits, dtype=torch.float64))
-    if border is None:
-        raise UsageError(f"suite {suite!r} has no spatial grid to take the limits from")
-    dx, dy, angle = (float(v) for v in limits.tolist())
-    return (dx, dy, angle), border
+    limits = spatial_limits(suite)
+    return limits.worst_case(), limits.border_fraction
 
 
 @dataclass(frozen=True)
@@ -110,11 +82,11 @@ class WorstOfK:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"spatial.k must be >= 1, got {self.k}")
+            raise UsageError(f"spatial.k must be >= 1, got {self.k}")
         if self.limits is not None and any(not v >= 0 for v in self.limits):
-            raise ValueError(f"spatial.limits must be >= 0, got {self.limits}")
+            raise UsageError(f"spatial.limits must be >= 0, got {self.limits}")
         if self.border_fraction is not None and not 0 <= self.border_fraction < 0.5:
-            raise ValueError(f"spatial.border_fraction must be in [0, 0.5), "
+            raise UsageError(f"spatial.border_fraction must be in [0, 0.5), "
                              f"got {self.border_fraction}")
 
     def resolved(self) -> tuple[Limits, float]:

@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from llrnet.core import distributed
 from llrnet.core.coerce import from_mapping
 from llrnet.core.errors import RunError, WeightsError
+from llrnet.models import read_metadata
+from llrnet.models import registry as model_registry
+from llrnet.models.weights import load_state_strict, tensors_sha256
 from llrnet.train.config import ModelConfig, TaskConfig, TrainConfig
 from llrnet.train.ema import ModelEMA
 from llrnet.train.optim import build_optimizer, build_scheduler
@@ -39,11 +43,6 @@ def build_task(config: TaskConfig) -> Any:
 
 
 def _load_init_weights(model: nn.Module, path: str, strict: bool) -> None:
-    from safetensors.torch import load_file
-
-    from llrnet.models import load_state_strict, read_metadata
-    from llrnet.models.weights import tensors_sha256
-
     record = read_metadata(path)
     tensors = load_file(path)
     if record.get("sha256") != tensors_sha256(tensors):
@@ -63,10 +62,9 @@ def _load_init_weights(model: nn.Module, path: str, strict: bool) -> None:
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    """``create_model(config.name, **config.kwargs)``, optionally started from ``init_weights``."""
-    from llrnet.models import create_model
-
-    model = create_model(config.name, **config.kwargs)
+    """The registered model ``config.name`` built with ``config.kwargs``, optionally started
+    from ``init_weights``."""
+    model = model_registry.build_model(config.name, **config.kwargs)
     if config.init_weights:
         with torch.no_grad():
             _load_init_weights(model, config.init_weights, config.init_strict)

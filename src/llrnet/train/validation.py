@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from llrnet.attacks import PGD
 from llrnet.models.heads import challenge_view
 from llrnet.train.config import EvalConfig
 
@@ -19,8 +20,6 @@ def robust_accuracy(model: nn.Module, images: Tensor, labels: Tensor, config: Ev
     (:func:`llrnet.models.challenge_view`: the two-class logits of a sigmoid
     bird head). The model's train/eval mode is restored afterwards.
     """
-    from llrnet.attacks import PGD
-
     view = challenge_view(model)
     was_training = model.training
     model.eval()
