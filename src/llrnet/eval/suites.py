@@ -34,7 +34,7 @@ def attack_kind(attack: Any) -> AttackKind:
     safe assumption, as it may need gradients.
 
     Raises:
-        UsageError: ``kind`` is not one of :data:`~llrnet.attacks.ATTACK_KINDS`.
+        UsageError: ``kind`` is not one of :data:`~llrnet.attacks.base.ATTACK_KINDS`.
     """
     kind = getattr(attack, "kind", UNDECLARED_KIND)
     if kind not in ATTACK_KINDS:
@@ -80,7 +80,7 @@ class SuiteEntry:
 
     ``name`` is the key in results (letters, digits, ``_.-``); ``max_images``
     limits it to the first images (Boundary: 100). ``kind`` (one of
-    :data:`~llrnet.attacks.ATTACK_KINDS`; ``white_box`` attacks need gradients)
+    :data:`~llrnet.attacks.base.ATTACK_KINDS`; ``white_box`` attacks need gradients)
     is the attack's own (:func:`attack_kind`) unless given; giving it labels a
     callable that declares none.
     """
