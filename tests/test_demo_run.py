@@ -3,6 +3,7 @@ them, writes the report; the same table from one process or two."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 
 from llrnet.cli import main
 from llrnet.demo import MODELS, leaderboard, run_demo
+from llrnet.demo.report import budget_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,6 +44,15 @@ def test_quick_demo_writes_the_report_and_plots_resumes_and_is_deterministic(
     for name in MODELS:
         assert (out / name / "train" / "final.safetensors").is_file()
         assert (out / name / "eval" / "results.json").is_file()
+    # Every black-box column has its white-box bound, every budgeted attack its check.
+    header = table.splitlines()[0]
+    for attack in ("spsa_with_random_spatial", "boundary_with_random_spatial"):
+        assert f"{attack} (white-box bound)" in header
+    records = json.loads((out / "llr_adv" / "eval" / "results.json").read_text())["attacks"]
+    assert {a for a, r in records.items() if "budget_check" in r} == {
+        "spatial_grid", "spsa_with_random_spatial", "boundary_with_random_spatial", "pgd_linf"}
+    assert all(r["budget_check"]["factor"] == 4 for r in records.values() if "budget_check" in r)
+    assert "## Convergence check (4x budget)" in report
 
     # A rerun skips what is finished: the weights are not rewritten.
     stamps = {n: (out / n / "train" / "final.safetensors").stat().st_mtime_ns for n in MODELS}
@@ -70,6 +81,31 @@ def test_leaderboard_cells_are_accuracies_at_80_and_100() -> None:
         "|---|---|---|",
         "| standard | 100.0 / 95.0 | 12.5 / 10.0 |",
         "| llr | 100.0 / 90.0 | - |",
+    ]
+
+
+def test_leaderboard_adds_bound_columns_and_convergence_marks() -> None:
+    check = {"converged": False, "accuracy@80": 0.75, "scaled_accuracy@80": 0.5,
+             "flipped": [3, 9], "images": 4}
+    results = {
+        "pgd": {"spsa": {"accuracy@80": 0.75, "accuracy@100": 0.7, "budget_check": check,
+                         "white_box_bound": {"accuracy@80": 0.0, "accuracy@100": 0.0}},
+                "clean": {"accuracy@80": 1.0, "accuracy@100": 1.0}},
+        "llr": {"spsa": {"accuracy@80": 0.5, "accuracy@100": 0.5,
+                         "budget_check": {**check, "converged": True, "flipped": [],
+                                          "scaled_accuracy@80": 0.5},
+                         "white_box_bound": {"skipped": "no gradients"}},
+                "clean": {"accuracy@80": 1.0, "accuracy@100": 1.0}},
+    }
+    assert leaderboard(results).splitlines() == [
+        "| model | spsa | spsa (white-box bound) | clean |",
+        "|---|---|---|---|",
+        "| pgd | 75.0 / 70.0 ✗ | 0.0 / 0.0 | 100.0 / 100.0 |",
+        "| llr | 50.0 / 50.0 ✓ | - | 100.0 / 100.0 |",
+    ]
+    assert budget_table(results).splitlines()[2:] == [
+        "| pgd | 75.0 -> 50.0 (2/4 flipped) NOT CONVERGED |",
+        "| llr | 75.0 -> 50.0 (0/4 flipped) |",
     ]
 
 

@@ -43,6 +43,14 @@ PGD_EPS = 0.1  # the baselines' training radius; the same for every row
 PGD_STEPS = 20
 QUICK_SUITE_OPTIONS = {"spsa_steps": 2, "spsa_samples": 2, "boundary_iterations": 2,
                        "boundary_directions": 2}
+#: The digits suite's budgets in the demo (docs/training.md, "Budgets and bounds").
+SUITE_OPTIONS = {"spsa_steps": 20, "spsa_samples": 16, "boundary_iterations": 100,
+                 "boundary_directions": 10}
+#: The convergence check: every budgeted attack re-run at CHECK_BUDGET times its budget on
+#: up to CHECK_IMAGES of the images it left correct, with the same per-image seeds.
+CHECK_BUDGET = 4
+CHECK_IMAGES = 32
+QUICK_CHECK_IMAGES = 2
 #: The demo suite's attacks in the groups that worker processes evaluate side by side,
 #: costliest first (the order in which ready groups are taken). Measured per model
 #: (docs/benchmarks.md): Boundary ~40% of an evaluation, SPSA ~30%, the grid ~20%.
@@ -54,14 +62,15 @@ EVAL_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 #: How many test images the figure of the spatial grid's worst transforms shows.
 def demo_suite(eps: float = PGD_EPS, *, quick: bool) -> Any:
-    """The evaluation kit's ``digits`` suite plus white-box L-inf PGD at ``eps``.
+    """The evaluation kit's ``digits`` suite (:data:`SUITE_OPTIONS`) plus white-box L-inf
+    PGD at ``eps``, with the white-box bounds of its black-box attacks.
 
     Every attack runs on every image the evaluation is given (all 108 test
     images; Boundary too). PGD: 20 steps of 2.5 eps / 20. Quick mode cuts every
     budget to a token size.
     """
     images = QUICK_IMAGES if quick else FULL_IMAGES
-    budgets = QUICK_SUITE_OPTIONS if quick else {}
+    budgets = QUICK_SUITE_OPTIONS if quick else SUITE_OPTIONS
     digits = get_suite("digits", boundary_images=images, **budgets)
     entries = list(digits.entries)
     steps = 2 if quick else PGD_STEPS
@@ -69,6 +78,6 @@ def demo_suite(eps: float = PGD_EPS, *, quick: bool) -> Any:
     return Suite(name="demo_digits", entries=tuple(entries),
                  options={**digits.options, "images": images, "pgd_eps": eps,
                           "pgd_steps": steps},
-                 batch_size=digits.batch_size, shuffle=digits.shuffle)
+                 batch_size=digits.batch_size, shuffle=digits.shuffle, white_box_bounds=True)
 
 

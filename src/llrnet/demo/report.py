@@ -6,7 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llrnet.demo.recipe import FULL_IMAGES, MODELS, PGD_EPS, PGD_STEPS, QUICK_IMAGES
+from llrnet.demo.recipe import (
+    CHECK_BUDGET,
+    CHECK_IMAGES,
+    FULL_IMAGES,
+    MODELS,
+    PGD_EPS,
+    PGD_STEPS,
+    QUICK_IMAGES,
+)
 
 REPORT = "report.md"
 TABLE = "table.txt"
@@ -17,23 +25,71 @@ SPATIAL_WORST = "spatial_worst.png"
 COST = "cost.json"
 
 
+BOUND = " (white-box bound)"
+"""Suffix of a black-box column's white-box bound column."""
+
+
+def _columns(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Every attack in order, each black-box attack followed by its bound's column."""
+    columns: list[str] = []
+    for records in results.values():
+        for attack, record in records.items():
+            if attack not in columns:
+                columns.append(attack)
+            if "accuracy@80" in record.get("white_box_bound", {}) and \
+                    attack + BOUND not in columns:
+                columns.append(attack + BOUND)
+    return columns
+
+
+def _cell(record: dict[str, Any] | None) -> str:
+    if record is None or "accuracy@80" not in record:
+        return "-"
+    cell = f"{100 * record['accuracy@80']:.1f} / {100 * record['accuracy@100']:.1f}"
+    check = record.get("budget_check")
+    if check is not None:
+        cell += " ✓" if check["converged"] else " ✗"
+    return cell
+
+
 def leaderboard(results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown table: one row per model, one column per attack; each cell is
-    ``accuracy@80 / accuracy@100`` in percent."""
+    """Markdown table: one row per model, one column per attack and one per white-box
+    bound; each cell is ``accuracy@80 / accuracy@100`` in percent, marked ✓ when the
+    convergence check at a larger budget held it and ✗ when it did not."""
+    columns = _columns(results)
+    header = "| model | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    rows = []
+    for model, records in results.items():
+        cells = [_cell(records[c[:-len(BOUND)]].get("white_box_bound") if c.endswith(BOUND)
+                       and c[:-len(BOUND)] in records else records.get(c)) for c in columns]
+        rows.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join([header, rule, *rows])
+
+
+def budget_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown table of the convergence check: per model and budgeted attack, accuracy@80
+    at the suite's budget and with the rechecked images at the larger budget, and how many
+    of the rechecked images flipped."""
     attacks: list[str] = []
     for records in results.values():
-        attacks += [a for a in records if a not in attacks]
-    header = "| model | " + " | ".join(attacks) + " |"
-    rule = "|---|" + "---|" * len(attacks)
-    rows = []
+        attacks += [a for a, r in records.items() if "budget_check" in r and a not in attacks]
+    if not attacks:
+        return ""
+    lines = ["| model | " + " | ".join(attacks) + " |", "|---|" + "---|" * len(attacks)]
     for model, records in results.items():
         cells = []
         for attack in attacks:
-            record = records.get(attack)
-            cells.append("-" if record is None else
-                         f"{100 * record['accuracy@80']:.1f} / {100 * record['accuracy@100']:.1f}")
-        rows.append(f"| {model} | " + " | ".join(cells) + " |")
-    return "\n".join([header, rule, *rows])
+            check = records.get(attack, {}).get("budget_check")
+            if check is None:
+                cells.append("-")
+                continue
+            cells.append(f"{100 * check['accuracy@80']:.1f} -> "
+                         f"{100 * check['scaled_accuracy@80']:.1f} "
+                         f"({len(check['flipped'])}/{check['images']} flipped)"
+                         + ("" if check["converged"] else " NOT CONVERGED"))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _cost_line(out: Path, name: str) -> str:
@@ -64,11 +120,25 @@ def report_text(out: Path, table: str, results: dict[str, dict[str, dict[str, An
         f"PGD at eps {PGD_EPS} ({PGD_STEPS} steps), every attack on all "
         f"{QUICK_IMAGES if quick else FULL_IMAGES} test images (6 vs 7). Cells: accuracy "
         "(%) at 80% coverage (the 80% most confident images; a model abstains through "
-        "small logits) / at 100% coverage."
+        "small logits) / at 100% coverage. Beside each black-box column, its white-box "
+        "bound: a gradient attack in the same threat model after the same random spatial "
+        "transform (L-inf PGD in SPSA's ball, L2 PGD in Boundary's), which caps what the "
+        "black-box column can claim. ✓ / ✗: the convergence check (below) held the number "
+        "/ lowered it."
         + (" **Quick mode**: a few steps and images, numbers are not meaningful." if quick
            else ""),
         "",
         table,
+        "",
+        f"## Convergence check ({CHECK_BUDGET}x budget)",
+        "",
+        f"Each budgeted attack re-run at {CHECK_BUDGET} times its budget on up to "
+        f"{CHECK_IMAGES} of the images it left correct, with the same per-image seeds: "
+        "accuracy@80 at the suite's budget -> with those images' results at the larger "
+        "budget. NOT CONVERGED: it dropped by more than max(2 points, 1 image), so the "
+        "column overstates robustness.",
+        "",
+        budget_table(results),
         "",
         f"Attack kinds evaluated: {', '.join(sorted(suite_names))}. Seed {seed}. Training "
         f"and evaluation ran with {threads} torch thread(s) per process in {jobs} worker "

@@ -26,9 +26,12 @@ from llrnet.demo.figures import (
     stack_examples,
 )
 from llrnet.demo.recipe import (
+    CHECK_BUDGET,
+    CHECK_IMAGES,
     EVAL_GROUPS,
     FULL_IMAGES,
     MODELS,
+    QUICK_CHECK_IMAGES,
     QUICK_IMAGES,
     QUICK_OVERRIDES,
     demo_suite,
@@ -113,7 +116,8 @@ def _evaluate_one(name: str, weights: Path, out: Path, quick: bool, progress: bo
     return evaluate(model, demo_suite(quick=quick), dataset,
                     out_dir=out / name / "eval", seed=seed, attacks=attacks,
                     max_images=QUICK_IMAGES if quick else FULL_IMAGES, progress=progress,
-                    class_names=[str(c) for c in dataset.classes])
+                    class_names=[str(c) for c in dataset.classes], check_budget=CHECK_BUDGET,
+                    check_budget_images=QUICK_CHECK_IMAGES if quick else CHECK_IMAGES)
 
 
 @dataclass(frozen=True)
