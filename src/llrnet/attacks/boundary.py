@@ -305,10 +305,8 @@ class Boundary(Attack):
         source_norm = unnormalized.norm(dim=-1, keepdim=True)
         direction = unnormalized / source_norm
         # The spherical step: noise orthogonal to the direction, scaled to sph * |x - x'|.
-        noise = rng.indexed_normal_into(  # [n, count, D]
-            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device),
-            "walk", step, start=first,
-        )
+        # [n, count, D]: candidate j of iteration t is a pure function of (seed_i, t, j).
+        noise = rng.keyed_normal(count, dims, "walk", step, start=first).to(device, torch.float64)
         dot = torch.bmm(noise, direction.transpose(1, 2))  # [n, count, 1]
         noise.addcmul_(dot, direction, value=-1.0)
         noise.mul_(sph * source_norm / noise.norm(dim=-1, keepdim=True))
