@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import L2Ball
 from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import ImageRng
+from llrnet.attacks.parts import ImageRng, forward_chunk
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
 
@@ -163,9 +163,10 @@ class Boundary(Attack):
         return self.ball.eps
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype) -> Tensor:
+        chunk = forward_chunk(images.device, self.max_batch)
         out = [
-            model(images[s : s + self.max_batch].to(dtype)).argmax(dim=1)
-            for s in range(0, images.shape[0], self.max_batch)
+            model(images[s : s + chunk].to(dtype)).argmax(dim=1)
+            for s in range(0, images.shape[0], chunk)
         ]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=images.device)
 

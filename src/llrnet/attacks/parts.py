@@ -36,6 +36,7 @@ __all__ = [
     "counter_normal",
     "cross_entropy_per_example",
     "draw_uniform",
+    "forward_chunk",
     "margin_loss",
     "project_l2",
     "project_linf",
@@ -197,6 +198,19 @@ def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
 def wrong_class_margin(logits: Tensor, y: Tensor) -> Tensor:
     """``max_{k != y} logit[k] - logit[y]`` per example [N] (= ``-margin_loss``)."""
     return -margin_loss(logits, y)
+
+
+CPU_FORWARD_CHUNK = 64
+"""Most images per model call on a CPU. Measured with one thread: a WRN-10-1 on
+28x28 digits and a tiny ResNet v2 on 64x64x3 run 1.5-2x more images per second in
+calls of 64 than of 256-1024 (the activations of a call stay in the caches)."""
+
+
+def forward_chunk(device: torch.device, max_batch: int) -> int:
+    """Images per model call for an attack whose ``max_batch`` bounds a call: at most
+    :data:`CPU_FORWARD_CHUNK` on a CPU, ``max_batch`` elsewhere (a GPU gains from
+    large calls). Results do not depend on it beyond float rounding."""
+    return min(max_batch, CPU_FORWARD_CHUNK) if device.type == "cpu" else max_batch
 
 
 def _signed(value: int) -> int:
