@@ -10,7 +10,6 @@ from llrnet.attacks.parts import (
     AdamState,
     ImageRng,
     adam_step,
-    counter_normal,
     cross_entropy_per_example,
     forward_chunk,
     margin_loss,
@@ -18,7 +17,6 @@ from llrnet.attacks.parts import (
     project_linf,
     random_init_l2,
     random_init_linf,
-    splitmix64,
     wrong_class_margin,
 )
 from llrnet.core.seeding import derive
@@ -127,76 +125,39 @@ def test_stream_fillers_need_one_row_per_image() -> None:
         rng.random_bits_into(torch.empty(3, 4))
     with pytest.raises(ValueError, match="out has 1 rows for 2 streams"):
         rng.normal_into(torch.empty(1, 4))
+    with pytest.raises(ValueError, match="out has 1 rows for 2 streams"):
+        rng.normal_cells_into(torch.empty(1, 2, 4))
 
 
-_MASK = (1 << 64) - 1
+def test_normal_cells_do_not_depend_on_how_they_are_grouped() -> None:
+    """A stream's k-th cell is the same drawn with batch-mates or alone, in one call or
+    spread over several; child streams are seeded derive(seed_i, *keys)."""
+    walk = ImageRng([3, 7, 11], "boundary").child("walk", 4)
+    full = walk.normal_cells_into(torch.empty(3, 6, 50, dtype=torch.float64))
+    alone = ImageRng([7], "boundary").child("walk", 4)
+    first = alone.normal_cells_into(torch.empty(1, 2, 50))
+    rest = alone.normal_cells_into(torch.empty(1, 4, 50))
+    assert torch.equal(torch.cat([first, rest], dim=1).double(), full[1:2])
+    generator = torch.Generator().manual_seed(derive(11, "boundary", "walk", 4))
+    by_hand = torch.stack([torch.randn(50, generator=generator) for _ in range(6)])
+    assert torch.equal(full[2].float(), by_hand)
+    other = ImageRng([3], "boundary").child("walk", 5).normal_cells_into(torch.empty(1, 6, 50))
+    assert not torch.equal(other[0].double(), full[0])  # the next iteration's stream
 
 
-def _splitmix_reference(key: int, counter: int) -> int:
-    """SplitMix64 (Steele et al. 2014) written with Python integers: output ``counter``
-    of the generator seeded ``key``."""
-    z = (key + (counter + 1) * 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def test_splitmix64_matches_the_reference_generator() -> None:
-    keys = [0, 1, 12345, (1 << 63) - 1, -5]  # int64 keys; -5 is the unsigned 2**64 - 5
-    counters = [0, 1, 2, 999, 1 << 40]
-    words = splitmix64(torch.tensor(keys), torch.tensor(counters))
-    for i, key in enumerate(keys):
-        for j, counter in enumerate(counters):
-            assert int(words[i, j]) & _MASK == _splitmix_reference(key & _MASK, counter)
-    assert int(words[0, 0]) & _MASK == 0xE220A8397B1DCDAF  # SplitMix64(0)'s first output
-
-
-def test_counter_normal_is_box_muller_of_the_cell_words() -> None:
-    import math
-
-    dims = 7  # odd: 4 words, the last sine dropped
-    out = counter_normal(torch.tensor([11, 12]), torch.tensor([3, 8]), dims)
-    assert out.shape == (2, 2, dims) and out.dtype == torch.float32
-    for i, key in enumerate([11, 12]):
-        for j, counter in enumerate([3, 8]):
-            cell = _splitmix_reference(key, counter)
-            expected = []
-            for e in range(4):
-                word = _splitmix_reference(cell, e)
-                u1 = ((word >> 40) + 0.5) / 2**24
-                u2 = (word & 0xFFFFFF) / 2**24
-                expected.append((math.sqrt(-2 * math.log(u1)), 2 * math.pi * u2))
-            values = [r * math.cos(a) for r, a in expected] + [r * math.sin(a) for r, a in expected]
-            torch.testing.assert_close(out[i, j], torch.tensor(values[:dims]), rtol=1e-5,
-                                       atol=1e-5)
-
-
-def test_keyed_normal_cells_do_not_depend_on_how_they_are_drawn() -> None:
-    """Cell j of image i is the same drawn with batch-mates, alone, or after unused cells."""
-    rng = ImageRng([3, 7, 11], "boundary")
-    full = rng.keyed_normal(10, 50, "walk", 4)
-    alone = ImageRng([7], "boundary").keyed_normal(3, 50, "walk", 4, start=5)
-    assert torch.equal(full[1, 5:8], alone[0])
-    assert torch.equal(rng.subset([2, 0]).keyed_normal(10, 50, "walk", 4), full[[2, 0]])
-    image_key = torch.tensor([derive(7, "boundary", "walk", 4)])
-    assert torch.equal(counter_normal(image_key, torch.arange(10), 50)[0], full[1])
-    assert not torch.equal(rng.keyed_normal(10, 50, "walk", 5), full)  # next iteration
-
-
-def test_keyed_normal_has_standard_normal_moments() -> None:
+def test_normal_cells_have_standard_normal_moments() -> None:
     """2,000,000 values: mean 0, variance 1, skewness 0, kurtosis 3 (within about five
-    standard errors), independent cells and elements, and symmetric cos / sin halves."""
-    z = ImageRng([0, 1], "boundary").keyed_normal(20, 50_000, "walk", 1).double()
+    standard errors), uncorrelated cells and neighbouring elements."""
+    z = ImageRng([0, 1], "boundary").child("walk", 1).normal_cells_into(
+        torch.empty(2, 20, 50_000, dtype=torch.float64))
     flat = z.flatten()
     assert abs(float(flat.mean())) < 0.004
     assert abs(float(flat.var()) - 1) < 0.006
     assert abs(float((flat**3).mean())) < 0.01
     assert abs(float((flat**4).mean()) - 3) < 0.03
-    cells = z.reshape(40, -1)
-    corr = torch.corrcoef(cells)
+    corr = torch.corrcoef(z.reshape(40, -1))
     assert float((corr - torch.eye(40, dtype=corr.dtype)).abs().max()) < 0.03
-    lag = float((z[..., 1:] * z[..., :-1]).mean())
-    assert abs(lag) < 0.004
+    assert abs(float((z[..., 1:] * z[..., :-1]).mean())) < 0.004
     # The fraction beyond 1.96 standard deviations (two-sided) is 5%.
     assert abs(float((flat.abs() > 1.96).double().mean()) - 0.05) < 0.002
 

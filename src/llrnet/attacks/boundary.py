@@ -246,13 +246,15 @@ class Boundary(Attack):
     ) -> None:
         """One walk iteration for a group of images: candidates in order until a success."""
         found = [False] * len(walks)
+        # One stream per image and iteration; candidate j is its (j + 1)-th draw.
+        streams = rng.child("walk", step)
         for j0 in range(0, self.max_directions, self.directions_per_batch):
             rem = [k for k, w in enumerate(walks) if not found[k] and not w.done]
             if not rem:
                 return
             count = min(self.directions_per_batch, self.max_directions - j0)
-            candidates, spherical = self._candidates([walks[k] for k in rem], rng.subset(rem),
-                                                     count, step, j0)
+            candidates, spherical = self._candidates([walks[k] for k in rem],
+                                                     streams.subset(rem), count)
             labels = y[rem].repeat_interleave(count)
             flat = (len(rem) * count, *shape)
             if do_spherical:
@@ -284,10 +286,11 @@ class Boundary(Attack):
                         found[k] = True
                         break
 
-    def _candidates(self, walks: list[_Walk], rng: ImageRng, count: int, step: int,
-                    first: int) -> tuple[Tensor, Tensor]:
-        """foolbox 1.x ``generate_candidate_default`` for candidates ``first`` to
-        ``first + count - 1`` of iteration ``step``, per image.
+    def _candidates(self, walks: list[_Walk], streams: ImageRng, count: int
+                    ) -> tuple[Tensor, Tensor]:
+        """foolbox 1.x ``generate_candidate_default`` for the next ``count`` candidates
+        of the iteration, per image; ``streams`` are the images' streams of this
+        iteration (:meth:`ImageRng.child`), positioned after the candidates drawn so far.
 
         Returns (candidates, spherical candidates), each [n, count, D] float64.
         The two results are the only full-size tensors: every step updates them
@@ -306,8 +309,9 @@ class Boundary(Attack):
         source_norm = unnormalized.norm(dim=-1, keepdim=True)
         direction = unnormalized / source_norm
         # The spherical step: noise orthogonal to the direction, scaled to sph * |x - x'|.
-        # [n, count, D]: candidate j of iteration t is a pure function of (seed_i, t, j).
-        noise = rng.keyed_normal(count, dims, "walk", step, start=first).to(device, torch.float64)
+        # [n, count, D]: the next `count` cells of each image's stream for this iteration.
+        noise = streams.normal_cells_into(
+            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device))
         dot = torch.bmm(noise, direction.transpose(1, 2))  # [n, count, 1]
         noise.addcmul_(dot, direction, value=-1.0)
         noise.mul_(sph * source_norm / noise.norm(dim=-1, keepdim=True))

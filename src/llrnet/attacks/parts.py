@@ -33,7 +33,6 @@ __all__ = [
     "AdamState",
     "ImageRng",
     "adam_step",
-    "counter_normal",
     "cross_entropy_per_example",
     "draw_uniform",
     "forward_chunk",
@@ -42,7 +41,6 @@ __all__ = [
     "project_linf",
     "random_init_l2",
     "random_init_linf",
-    "splitmix64",
     "wrong_class_margin",
 ]
 
@@ -213,74 +211,6 @@ def forward_chunk(device: torch.device, max_batch: int) -> int:
     return min(max_batch, CPU_FORWARD_CHUNK) if device.type == "cpu" else max_batch
 
 
-def _signed(value: int) -> int:
-    """A 64-bit unsigned constant as the int64 with the same bits."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-_BLOCK = 65536
-_GOLDEN = _signed(0x9E3779B97F4A7C15)
-_MIX1 = _signed(0xBF58476D1CE4E5B9)
-_MIX2 = _signed(0x94D049BB133111EB)
-
-
-def _shift_right(z: Tensor, bits: int) -> Tensor:
-    """Logical right shift of int64 ``z`` (torch's ``>>`` is arithmetic)."""
-    return torch.bitwise_right_shift(z, bits).bitwise_and_((1 << (64 - bits)) - 1)
-
-
-def _mix64_(z: Tensor) -> Tensor:
-    """SplitMix64's output function on int64 ``z``, in place (arithmetic mod 2**64)."""
-    z.bitwise_xor_(_shift_right(z, 30)).mul_(_MIX1)
-    z.bitwise_xor_(_shift_right(z, 27)).mul_(_MIX2)
-    return z.bitwise_xor_(_shift_right(z, 31))
-
-
-def splitmix64(keys: Tensor, counters: Tensor) -> Tensor:
-    """Output ``counters[j]`` of SplitMix64 seeded ``keys[i]``: int64 words [N, M]
-    (the 64 bits of the unsigned value), a pure function of (key, counter).
-
-    ``mix(key + (c + 1) * 0x9E3779B97F4A7C15)`` with SplitMix64's mixing
-    function, all arithmetic mod 2**64 (Steele et al. 2014).
-    """
-    state = (counters.to(torch.int64) + 1).mul_(_GOLDEN)
-    return _mix64_(keys.to(torch.int64)[:, None] + state[None, :])
-
-
-def counter_normal(keys: Tensor, counters: Tensor, dims: int) -> Tensor:
-    """Standard normal samples [N, M, dims] (float32): row (i, j) a pure function of
-    ``keys[i]`` and ``counters[j]`` (int64 [N] and [M]).
-
-    Cell (i, j) is seeded ``c = splitmix64(keys[i], counters[j])``; its word e
-    (``e < P = ceil(dims / 2)``) is ``splitmix64(c, e)``, whose top and bottom 24
-    bits give ``u1 = (hi + 0.5) / 2**24`` in (0, 1) and ``u2 = lo / 2**24`` in
-    [0, 1); Box-Muller turns them into ``r cos(2 pi u2)`` (element e) and
-    ``r sin(2 pi u2)`` (element ``P + e``), ``r = sqrt(-2 ln u1)``. Computed on
-    ``keys``' device in blocks of about 16k words, so the temporaries stay in cache.
-    """
-    cells = splitmix64(keys, counters).flatten()  # [N * M]
-    pairs = (dims + 1) // 2
-    out = torch.empty((cells.numel(), 2 * pairs), device=cells.device)
-    # Blocks of about _BLOCK words: the int64 temporaries stay in the cache.
-    step = max(1, _BLOCK // pairs)
-    for e0 in range(0, pairs, _BLOCK):
-        e1 = min(pairs, e0 + _BLOCK)
-        state = torch.arange(e0 + 1, e1 + 1, dtype=torch.int64, device=cells.device)
-        state.mul_(_GOLDEN)
-        for c0 in range(0, cells.numel(), step):
-            block = cells[c0 : c0 + step, None]
-            words = _mix64_(block + state)  # [cells, e1 - e0]
-            radius = _shift_right(words, 40).to(torch.float32).add_(0.5).mul_(2.0**-24)
-            radius.log_().mul_(-2.0).sqrt_()
-            angle = words.bitwise_and_(0xFFFFFF).to(torch.float32)
-            angle.mul_(2.0 * torch.pi * 2.0**-24)
-            rows = out[c0 : c0 + step]
-            torch.cos(angle, out=rows[:, e0:e1]).mul_(radius)
-            torch.sin(angle, out=rows[:, pairs + e0 : pairs + e1]).mul_(radius)
-    out = out.reshape(keys.shape[0], counters.shape[0], 2 * pairs)
-    return out[..., :dims]
-
-
 class ImageRng:
     """Per-image random streams: image i draws only from its own ``torch.Generator``,
     seeded ``llrnet.core.seeding.derive(seed_i, *keys)``.
@@ -363,23 +293,26 @@ class ImageRng:
             out[r].copy_(torch.randn(tuple(out.shape[1:]), generator=g))
         return out
 
-    def keyed_normal(self, cells: int, dims: int, *keys: int | str, start: int = 0,
-                     device: torch.device | None = None) -> Tensor:
-        """Standard normal samples [N, cells, dims] (float32), cell (i, j) a pure function of
-        ``(seed_i, *self.keys, *keys, start + j)``.
+    def child(self, *keys: int | str) -> ImageRng:
+        """Fresh streams for the same images, seeded ``derive(seed_i, *self.keys, *keys)``."""
+        return ImageRng(self.seeds, *self.keys, *keys)
 
-        A counter-based generator (:func:`counter_normal`): image i's key is
-        ``derive(seed_i, *self.keys, *keys)`` and cell j's numbers are hashes of
-        (key, ``start + j``, element index), so drawing a cell alone, with other
-        cells, or after cells that were never used gives the same numbers. All
-        images and cells are drawn in one vectorized pass on the CPU (CPU and CUDA
-        runs see the same numbers) and moved to ``device``.
+    def normal_cells_into(self, out: Tensor) -> Tensor:
+        """Fill ``out`` [N, M, ...] (any float dtype, any device) with standard normal
+        samples; returns ``out``.
+
+        Cell (i, j) is the next draw of shape ``out.shape[2:]`` from image i's stream
+        (one ``torch.randn`` call per cell, in float32 on the CPU), so the numbers of a
+        stream's k-th cell do not depend on how the cells were grouped into calls:
+        drawing M cells at once or M cells over several calls gives the same values.
         """
-        image_keys = torch.tensor([derive(s, *self.keys, *keys) for s in self.seeds],
-                                  dtype=torch.int64)
-        counters = torch.arange(start, start + cells, dtype=torch.int64)
-        out = counter_normal(image_keys, counters, dims)
-        return out if device is None else out.to(device)
+        if out.shape[0] != len(self.generators):
+            raise ValueError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
+        drawn = torch.empty(tuple(out.shape), dtype=torch.float32)  # one copy to out's device
+        for r, g in enumerate(self.generators):
+            for j in range(out.shape[1]):
+                torch.randn(tuple(out.shape[2:]), generator=g, out=drawn[r, j])
+        return out.copy_(drawn)
 
     def integers(self, high: int) -> list[int]:
         """One integer in [0, high) per image."""
