@@ -26,15 +26,16 @@ Batching: all images walk together. Candidates are generated and classified
 ``directions_per_batch`` at a time per image, for groups of images bounded by
 ``max_batch`` model inputs; each image's result depends only on its own seed
 (candidates are visited in order, so the outcome equals foolbox's
-one-at-a-time search with batch size 1). The noise of candidate ``j`` of
-iteration ``t`` comes from its own generator, seeded
-``derive(seed_i, "boundary", "walk", t, j)``, so neither ``directions_per_batch``
-nor ``max_batch`` changes which numbers a candidate sees: candidates drawn but
-not needed (after the first success of a chunk) consume nothing that a later
-one would have used. Model evaluations therefore include
-up to ``directions_per_batch - 1`` candidates per iteration that a sequential
-search would not have needed. The walk is computed in float64 (foolbox's
-``internal_dtype``); the model sees the input dtype.
+one-at-a-time search with batch size 1). Each image draws one stream per
+iteration, seeded ``derive(seed_i, "boundary", "walk", t)``, and candidate ``j``
+is its ``(j + 1)``-th draw; candidates are drawn in order and a stream is never
+reused, so neither ``directions_per_batch`` nor ``max_batch`` changes which
+numbers a candidate sees, and candidates a sequential search would not have
+drawn consume nothing a later iteration uses. Model evaluations therefore
+include up to ``directions_per_batch - 1`` candidates per iteration that a
+sequential search would not have needed. The walk is computed in float64
+(foolbox's ``internal_dtype``); the model sees the input dtype, at most
+``parts.CPU_FORWARD_CHUNK`` images per call on a CPU.
 
 Not reproduced: foolbox's convergence-confirmation mode (after the first
 convergence it reset the steps to 1e-2 and ran up to 100 more steps); here
