@@ -88,3 +88,36 @@ def test_boundary_is_batch_invariant() -> None:
     torch.testing.assert_close(full[2:3], alone)
     other_chunks = Boundary(threshold=0.3, iterations=60, directions_per_batch=4, max_batch=1000)
     torch.testing.assert_close(other_chunks(model, x, y, seeds=seeds, pool=pool), full)
+
+
+@pytest.mark.parametrize(("directions_per_batch", "max_batch"), [(1, 1), (3, 7), (25, 1000)])
+def test_boundary_results_do_not_depend_on_batching_knobs(directions_per_batch: int,
+                                                           max_batch: int) -> None:
+    """The walk's noise is a pure function of (seed, iteration, candidate), so chunking the
+    candidates or the images changes the evaluations spent, never the result (bit for bit
+    with a model whose rows do not depend on the batch size)."""
+    model = linear_model(rowwise=True)
+    x, y = data(model, 5, 10)
+    pool = data(model, 16, 11)
+    seeds = torch.tensor([9, 2, 6, 5, 3])
+    reference = Boundary(threshold=0.2, iterations=40, directions_per_batch=5, max_batch=256)
+    expected = reference(model, x, y, seeds=seeds, pool=pool)
+    attack = Boundary(threshold=0.2, iterations=40, directions_per_batch=directions_per_batch,
+                      max_batch=max_batch)
+    assert torch.equal(attack(model, x, y, seeds=seeds, pool=pool), expected)
+    assert not torch.equal(expected, x)  # the walk moved
+
+
+def test_boundary_image_depends_only_on_its_own_seed() -> None:
+    """Permuting the images with their seeds permutes the results."""
+    model = linear_model(rowwise=True)
+    x, y = data(model, 6, 12)
+    pool = data(model, 16, 13)
+    seeds = torch.tensor([40, 41, 42, 43, 44, 45])
+    attack = Boundary(threshold=0.2, iterations=30)
+    out = attack(model, x, y, seeds=seeds, pool=pool)
+    order = torch.tensor([3, 0, 5, 1, 4, 2])
+    shuffled = attack(model, x[order], y[order], seeds=seeds[order], pool=pool)
+    assert torch.equal(shuffled, out[order])
+    other_seed = attack(model, x[:1], y[:1], seeds=torch.tensor([46]), pool=pool)
+    assert not torch.equal(other_seed, out[:1])

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from llrnet.attacks.parts import (
+    CPU_FORWARD_CHUNK,
     AdamState,
     ImageRng,
     adam_step,
     cross_entropy_per_example,
+    forward_chunk,
     margin_loss,
     project_l2,
     project_linf,
@@ -17,6 +19,7 @@ from llrnet.attacks.parts import (
     random_init_linf,
     wrong_class_margin,
 )
+from llrnet.core.seeding import derive
 
 
 def test_project_linf_bounds_and_box() -> None:
@@ -122,3 +125,54 @@ def test_stream_fillers_need_one_row_per_image() -> None:
         rng.random_bits_into(torch.empty(3, 4))
     with pytest.raises(ValueError, match="out has 1 rows for 2 streams"):
         rng.normal_into(torch.empty(1, 4))
+    with pytest.raises(ValueError, match="out has 1 rows for 2 streams"):
+        rng.normal_cells_into(torch.empty(1, 2, 4))
+
+
+def test_normal_cells_do_not_depend_on_how_they_are_grouped() -> None:
+    """A stream's k-th cell is the same drawn with batch-mates or alone, in one call or
+    spread over several; child streams are seeded derive(seed_i, *keys)."""
+    walk = ImageRng([3, 7, 11], "boundary").child("walk", 4)
+    full = walk.normal_cells_into(torch.empty(3, 6, 50, dtype=torch.float64))
+    alone = ImageRng([7], "boundary").child("walk", 4)
+    first = alone.normal_cells_into(torch.empty(1, 2, 50))
+    rest = alone.normal_cells_into(torch.empty(1, 4, 50))
+    assert torch.equal(torch.cat([first, rest], dim=1).double(), full[1:2])
+    generator = torch.Generator().manual_seed(derive(11, "boundary", "walk", 4))
+    by_hand = torch.stack([torch.randn(50, generator=generator) for _ in range(6)])
+    assert torch.equal(full[2].float(), by_hand)
+    other = ImageRng([3], "boundary").child("walk", 5).normal_cells_into(torch.empty(1, 6, 50))
+    assert not torch.equal(other[0].double(), full[0])  # the next iteration's stream
+
+
+def test_normal_cells_have_standard_normal_moments() -> None:
+    """2,000,000 values: mean 0, variance 1, skewness 0, kurtosis 3 (within about five
+    standard errors), uncorrelated cells and neighbouring elements."""
+    z = ImageRng([0, 1], "boundary").child("walk", 1).normal_cells_into(
+        torch.empty(2, 20, 50_000, dtype=torch.float64))
+    flat = z.flatten()
+    assert abs(float(flat.mean())) < 0.004
+    assert abs(float(flat.var()) - 1) < 0.006
+    assert abs(float((flat**3).mean())) < 0.01
+    assert abs(float((flat**4).mean()) - 3) < 0.03
+    corr = torch.corrcoef(z.reshape(40, -1))
+    assert float((corr - torch.eye(40, dtype=corr.dtype)).abs().max()) < 0.03
+    assert abs(float((z[..., 1:] * z[..., :-1]).mean())) < 0.004
+    # The fraction beyond 1.96 standard deviations (two-sided) is 5%.
+    assert abs(float((flat.abs() > 1.96).double().mean()) - 0.05) < 0.002
+
+
+def test_rademacher_signs_are_balanced_and_independent() -> None:
+    signs = ImageRng(list(range(8)), "spsa").rademacher((32, 784), torch.device("cpu"))
+    flat = signs.flatten().double()  # 200,704 signs
+    assert set(flat.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(flat.mean())) < 0.012  # 5 standard errors
+    assert abs(float((signs[..., 1:] * signs[..., :-1]).double().mean())) < 0.012
+    per_position = signs.double().mean(dim=(0, 1))  # 256 signs each
+    assert float(per_position.abs().max()) < 0.35
+
+
+def test_forward_chunk_caps_calls_on_the_cpu_only() -> None:
+    assert forward_chunk(torch.device("cpu"), 1024) == CPU_FORWARD_CHUNK == 64
+    assert forward_chunk(torch.device("cpu"), 7) == 7
+    assert forward_chunk(torch.device("cuda", 0), 1024) == 1024

@@ -134,3 +134,34 @@ def test_default_max_batch_follows_the_image_size() -> None:
     assert spsa.batch_for(torch.empty(1, 28, 28)) == 1024  # capped
     assert spsa.batch_for(torch.empty(3, 1024, 1024)) == 64  # never below one image's probes
     assert SPSA(max_batch=7).batch_for(torch.empty(3, 224, 224)) == 7
+
+
+def test_spsa_image_depends_only_on_its_own_seed() -> None:
+    """Permuting the images with their seeds permutes the results."""
+    model = conv_model()
+    x, y = labelled(model, 6)
+    seeds = torch.tensor([7, 3, 9, 1, 5, 8])
+    attack = SPSA(eps=0.1, steps=3, samples=6, early_stop_loss_threshold=None, max_batch=12)
+    out = attack(model, x, y, seeds=seeds)
+    order = torch.tensor([5, 2, 0, 4, 1, 3])
+    torch.testing.assert_close(attack(model, x[order], y[order], seeds=seeds[order]), out[order],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_spsa_forwards_at_most_the_cpu_chunk_per_call() -> None:
+    """On a CPU the probes reach the model in calls of at most CPU_FORWARD_CHUNK images,
+    and the result equals one-call-per-image batching."""
+    from llrnet.attacks.parts import CPU_FORWARD_CHUNK
+
+    model = conv_model()
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
+    x, y = labelled(model, 6)
+    sizes.clear()
+    out = SPSA(eps=0.1, steps=2, samples=32, early_stop_loss_threshold=None,
+               max_batch=192)(model, x, y, seeds=0)
+    handle.remove()
+    assert max(sizes) == CPU_FORWARD_CHUNK < 192
+    small = SPSA(eps=0.1, steps=2, samples=32, early_stop_loss_threshold=None,
+                 max_batch=32)(model, x, y, seeds=0)
+    torch.testing.assert_close(out, small, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import L2Ball
 from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import ImageRng
+from llrnet.attacks.parts import ImageRng, forward_chunk
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
 
@@ -122,9 +122,10 @@ class Boundary(Attack):
         return self.ball.eps
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype) -> Tensor:
+        chunk = forward_chunk(images.device, self.max_batch)
         out = [
-            model(images[s : s + self.max_batch].to(dtype)).argmax(dim=1)
-            for s in range(0, images.shape[0], self.max_batch)
+            model(images[s : s + chunk].to(dtype)).argmax(dim=1)
+            for s in range(0, images.shape[0], chunk)
         ]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=images.device)
 
@@ -204,13 +205,15 @@ class Boundary(Attack):
     ) -> None:
         """One walk iteration for a group of images: candidates in order until a success."""
         found = [False] * len(walks)
+        # One stream per image and iteration; candidate j is its (j + 1)-th draw.
+        streams = rng.child("walk", step)
         for j0 in range(0, self.max_directions, self.directions_per_batch):
             rem = [k for k, w in enumerate(walks) if not found[k] and not w.done]
             if not rem:
                 return
             count = min(self.directions_per_batch, self.max_directions - j0)
-            candidates, spherical = self._candidates([walks[k] for k in rem], rng.subset(rem),
-                                                     count, step, j0)
+            candidates, spherical = self._candidates([walks[k] for k in rem],
+                                                     streams.subset(rem), count)
             labels = y[rem].repeat_interleave(count)
             flat = (len(rem) * count, *shape)
             if do_spherical:
@@ -242,10 +245,11 @@ class Boundary(Attack):
                         found[k] = True
                         break
 
-    def _candidates(self, walks: list[_Walk], rng: ImageRng, count: int, step: int,
-                    first: int) -> tuple[Tensor, Tensor]:
-        """foolbox 1.x ``generate_candidate_default`` for candidates ``first`` to
-        ``first + count - 1`` of iteration ``step``, per image.
+    def _candidates(self, walks: list[_Walk], streams: ImageRng, count: int
+                    ) -> tuple[Tensor, Tensor]:
+        """foolbox 1.x ``generate_candidate_default`` for the next ``count`` candidates
+        of the iteration, per image; ``streams`` are the images' streams of this
+        iteration (:meth:`ImageRng.child`), positioned after the candidates drawn so far.
 
         Returns (candidates, spherical candidates), each [n, count, D] float64.
         The two results are the only full-size tensors: every step updates them
@@ -264,10 +268,9 @@ class Boundary(Attack):
         source_norm = unnormalized.norm(dim=-1, keepdim=True)
         direction = unnormalized / source_norm
         # The spherical step: noise orthogonal to the direction, scaled to sph * |x - x'|.
-        noise = rng.indexed_normal_into(  # [n, count, D]
-            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device),
-            "walk", step, start=first,
-        )
+        # [n, count, D]: the next `count` cells of each image's stream for this iteration.
+        noise = streams.normal_cells_into(
+            torch.empty((len(walks), count, dims), dtype=torch.float64, device=device))
         dot = torch.bmm(noise, direction.transpose(1, 2))  # [n, count, 1]
         noise.addcmul_(dot, direction, value=-1.0)
         noise.mul_(sph * source_norm / noise.norm(dim=-1, keepdim=True))

@@ -22,6 +22,7 @@ __all__ = [
     "adam_step",
     "cross_entropy_per_example",
     "draw_uniform",
+    "forward_chunk",
     "margin_loss",
     "project_l2",
     "project_linf",
@@ -184,6 +185,19 @@ def wrong_class_margin(logits: Tensor, y: Tensor) -> Tensor:
     return -margin_loss(logits, y)
 
 
+CPU_FORWARD_CHUNK = 64
+"""Most images per model call on a CPU. Measured with one thread: a WRN-10-1 on
+28x28 digits and a tiny ResNet v2 on 64x64x3 run 1.5-2x more images per second in
+calls of 64 than of 256-1024 (the activations of a call stay in the caches)."""
+
+
+def forward_chunk(device: torch.device, max_batch: int) -> int:
+    """Images per model call for an attack whose ``max_batch`` bounds a call: at most
+    :data:`CPU_FORWARD_CHUNK` on a CPU, ``max_batch`` elsewhere (a GPU gains from
+    large calls). Results do not depend on it beyond float rounding."""
+    return min(max_batch, CPU_FORWARD_CHUNK) if device.type == "cpu" else max_batch
+
+
 class ImageRng:
     """Per-image random streams: image i draws only from its own ``torch.Generator``,
     seeded ``llrnet.core.seeding.derive(seed_i, *keys)``.
@@ -266,23 +280,25 @@ class ImageRng:
             out[r].copy_(torch.randn(tuple(out.shape[1:]), generator=g))
         return out
 
-    def indexed_normal_into(self, out: Tensor, *keys: int | str, start: int = 0) -> Tensor:
-        """Fill ``out`` [N, M, ...] with standard normal samples, one stream per cell.
+    def child(self, *keys: int | str) -> ImageRng:
+        """Fresh streams for the same images, seeded ``derive(seed_i, *self.keys, *keys)``."""
+        return ImageRng(self.seeds, *self.keys, *keys)
 
-        Cell (i, j) is drawn (float32, on the CPU) from a generator seeded
-        ``derive(seed_i, *self.keys, *keys, start + j)``, not from image i's
-        running stream: the numbers of candidate ``start + j`` are the same
-        whether it is drawn alone or with others, and drawing candidates that are
-        never used does not shift the ones that follow. Returns ``out``.
+    def normal_cells_into(self, out: Tensor) -> Tensor:
+        """Fill ``out`` [N, M, ...] (any float dtype, any device) with standard normal
+        samples; returns ``out``.
+
+        Cell (i, j) is the next draw of shape ``out.shape[2:]`` from image i's stream
+        (one ``torch.randn`` call per cell, in float32 on the CPU), so the numbers of a
+        stream's k-th cell do not depend on how the cells were grouped into calls:
+        drawing M cells at once or M cells over several calls gives the same values.
         """
-        if out.shape[0] != len(self.seeds):
-            raise ValueError(f"out has {out.shape[0]} rows for {len(self.seeds)} streams")
+        if out.shape[0] != len(self.generators):
+            raise ValueError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
         drawn = torch.empty(tuple(out.shape), dtype=torch.float32)  # one copy to out's device
-        cell = torch.Generator()
-        for r, seed in enumerate(self.seeds):
+        for r, g in enumerate(self.generators):
             for j in range(out.shape[1]):
-                cell.manual_seed(derive(seed, *self.keys, *keys, start + j))
-                torch.randn(tuple(out.shape[2:]), generator=cell, out=drawn[r, j])
+                torch.randn(tuple(out.shape[2:]), generator=g, out=drawn[r, j])
         return out.copy_(drawn)
 
     def integers(self, high: int) -> list[int]:

@@ -8,16 +8,18 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import AdamState, ImageRng, adam_step, margin_loss
+from llrnet.attacks.parts import AdamState, ImageRng, adam_step, forward_chunk, margin_loss
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import UsageError
 
 
 def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -> Tensor:
-    """``margin_loss`` of ``images`` [M, C, H, W], forwarded in chunks of ``max_batch``."""
+    """``margin_loss`` [M] of ``images`` [M, C, H, W], forwarded at most ``max_batch`` at a
+    time (:func:`~llrnet.attacks.parts.forward_chunk`)."""
+    chunk = forward_chunk(images.device, max_batch)
     out = [
-        margin_loss(model(images[s : s + max_batch]), labels[s : s + max_batch])
-        for s in range(0, images.shape[0], max_batch)
+        margin_loss(model(images[s : s + chunk]), labels[s : s + chunk])
+        for s in range(0, images.shape[0], chunk)
     ]
     return torch.cat(out) if out else images.new_zeros(0)
 

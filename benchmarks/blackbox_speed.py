@@ -1,0 +1,210 @@
+"""Black-box attack speed: llrnet's Boundary and SPSA against foolbox 3 and torchattacks.
+
+On the same model in one run: model evaluations (queries) per second of llrnet's
+``Boundary`` against foolbox 3's ``BoundaryAttack`` and of llrnet's ``SPSA`` against
+torchattacks' ``SPSA`` at equal probes per step, and for each the share of wall time
+spent outside the model's forward (a wrapper times every forward). Runs are
+interleaved (every attack once per round) and each keeps its fastest round. The peers
+come from a throwaway environment (``bash benchmarks/peer_env.sh VENV``), never from
+llrnet's dependencies; without them only llrnet's rows run. Run with ``PYTHONPATH``
+pointing at the checkout's ``src``:
+
+    PYTHONPATH=src VENV/bin/python benchmarks/blackbox_speed.py --threads 1 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from common import isa, machine_description, real_looking, write_section
+from torch import Tensor, nn
+
+from llrnet.attacks import SPSA, Boundary
+from llrnet.data import two_class_digits
+from llrnet.models import create_model
+
+
+class TimedModel(nn.Module):
+    """Wraps a model: counts forwarded images and sums the wall time of its forwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.images = 0
+        self.seconds = 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The wrapped model's logits [N, K] of ``x`` [N, C, H, W], timed."""
+        start = time.perf_counter()
+        out = self.model(x)
+        self.seconds += time.perf_counter() - start
+        self.images += int(x.shape[0])
+        return out
+
+
+@dataclass
+class Run:
+    """One attack's fastest round: wall seconds, queries, seconds inside the forward."""
+
+    wall: float = float("inf")
+    queries: int = 0
+    forward: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Queries per second."""
+        return self.queries / self.wall
+
+    @property
+    def outside(self) -> float:
+        """Share of the wall time outside the model's forward."""
+        return 1.0 - self.forward / self.wall
+
+
+def train(model: nn.Module, x: Tensor, y: Tensor, steps: int) -> nn.Module:
+    """A few seeded SGD steps so the model separates the two classes (eval mode after)."""
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, x.shape[0], (32,), generator=generator)
+        loss = nn.functional.cross_entropy(model(x[index]), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def setup(name: str, images: int) -> tuple[nn.Module, Tensor, Tensor, Tensor, Tensor, str]:
+    """Model, images to attack, labels, pool images and labels, and a description."""
+    digits = two_class_digits("train")
+    test = two_class_digits("test")
+    torch.manual_seed(0)
+    if name == "digits":
+        model = train(create_model("digits_wrn", width=1), digits.images, digits.labels, 80)
+        x, y, pool_x = test.images, test.labels, digits.images
+        label = "digits_wrn (WRN-10-1), 1x28x28"
+    else:
+        model = create_model("resnet_v2_tiny_imagenet", num_classes=2)
+        size = 64
+        big = nn.functional.interpolate(digits.images, size=(size, size), mode="bilinear",
+                                        align_corners=False).repeat(1, 3, 1, 1).clamp(0, 1)
+        model = train(model, big, digits.labels, 60)
+        x, y, pool_x = real_looking(len(test.images), size), test.labels, big
+        label = "resnet_v2_tiny_imagenet (2 classes), 3x64x64"
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+        pool_ok = model(pool_x).argmax(1) == digits.labels
+    x, y = x[correct][:images], y[correct][:images]
+    return model, x, y, pool_x[pool_ok], digits.labels[pool_ok], label
+
+
+def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
+            args: argparse.Namespace, peers: bool) -> dict[str, tuple[TimedModel, Callable]]:
+    """Each attack as (its timed model, a call that runs it once)."""
+    calls: dict[str, tuple[TimedModel, Callable]] = {}
+    timed = TimedModel(model).eval()
+    boundary = Boundary(threshold=1e-3, iterations=args.boundary_iterations)  # full walk
+    calls["llrnet Boundary"] = (timed, lambda: boundary(timed, x, y, seeds=0, pool=pool))
+    timed_spsa = TimedModel(model).eval()
+    spsa = SPSA(eps=0.3, steps=args.spsa_steps, samples=64, early_stop_loss_threshold=None)
+    calls["llrnet SPSA"] = (timed_spsa, lambda: spsa(timed_spsa, x, y, seeds=0))
+    if not peers:
+        return calls
+    import foolbox
+    import torchattacks
+
+    # foolbox gets llrnet's starting points: the first pool image of the other class.
+    others = [int(torch.nonzero(pool[1] != y[i])[0, 0]) for i in range(len(y))]
+    starts = pool[0][others]
+    timed_fb = TimedModel(model).eval()
+    fmodel = foolbox.PyTorchModel(timed_fb, bounds=(0, 1))
+    fb_attack = foolbox.attacks.BoundaryAttack(steps=args.foolbox_steps)
+    criterion = foolbox.criteria.Misclassification(y)
+    calls["foolbox 3 BoundaryAttack"] = (
+        timed_fb, lambda: fb_attack.run(fmodel, x, criterion, starting_points=starts))
+    timed_ta = TimedModel(model).eval()
+    # 32 samples, two forwards each (x + delta v, x - delta v): llrnet's 64 probes.
+    ta_attack = torchattacks.SPSA(timed_ta, eps=0.3, delta=0.01, lr=0.01,
+                                  nb_iter=args.spsa_steps, nb_sample=32)
+    calls["torchattacks SPSA"] = (timed_ta, lambda: ta_attack(x, y))
+    return calls
+
+
+def measure(calls: dict[str, tuple[TimedModel, Callable]], repeats: int) -> dict[str, Run]:
+    """Interleaved rounds after one warm-up; each attack's fastest round."""
+    best = {name: Run() for name in calls}
+    for round_ in range(repeats + 1):
+        for name, (timed, call) in calls.items():
+            timed.images, timed.seconds = 0, 0.0
+            start = time.perf_counter()
+            call()
+            wall = time.perf_counter() - start
+            if round_ and wall < best[name].wall:
+                best[name] = Run(wall, timed.images, timed.seconds)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="digits,resnet64")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--boundary-iterations", type=int, default=20)
+    parser.add_argument("--foolbox-steps", type=int, default=200)
+    parser.add_argument("--spsa-steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        import foolbox  # noqa: F401
+        import torchattacks  # noqa: F401
+        peers = True
+    except ImportError as error:
+        peers = False
+        print(f"peers not importable ({error}); llrnet's rows only. Create them with "
+              "`bash benchmarks/peer_env.sh VENV` and run with VENV/bin/python.")
+    machine = machine_description()
+    load = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{machine}\n{isa()}\nload average before the run {load}")
+    rows = []
+    for name in args.models.split(","):
+        model, x, y, pool_x, pool_y, label = setup(name, args.images)
+        runs = measure(runners(model, x, y, (pool_x, pool_y), args, peers), args.repeats)
+        for ours, peer in (("llrnet Boundary", "foolbox 3 BoundaryAttack"),
+                           ("llrnet SPSA", "torchattacks SPSA")):
+            mine = runs[ours]
+            other = runs.get(peer)
+            row = (f"| {label}, {len(y)} images | {ours} | {mine.queries} | {mine.rate:.0f} | "
+                   f"{100 * mine.outside:.0f}% | ")
+            if other is None:
+                row += "- | - | - | - |"
+            else:
+                row += (f"{peer}: {other.queries} | {other.rate:.0f} | "
+                        f"{100 * other.outside:.0f}% | **{mine.rate / other.rate:.2f}x** |")
+            print(row)
+            rows.append(row)
+    command = ("PYTHONPATH=src VENV/bin/python benchmarks/blackbox_speed.py "
+               f"--models {args.models} --images {args.images} --boundary-iterations "
+               f"{args.boundary_iterations} --foolbox-steps {args.foolbox_steps} --spsa-steps "
+               f"{args.spsa_steps} --repeats {args.repeats} --threads {args.threads}")
+    table = "\n".join([
+        "| model | llrnet attack | queries | queries/s | outside forward | peer: queries | "
+        "peer queries/s | peer outside forward | ratio |",
+        "|---|---|---|---|---|---|---|---|---|", *rows])
+    text = (f"## Black-box attack speed\n\nCommand: `{command}`\n\nMachine: {machine}; "
+            f"{isa()}; load average before the run {load} (a shared machine: the rounds are "
+            f"interleaved and each attack keeps its fastest of {args.repeats}).\n\n{table}\n")
+    print(text)
+    if args.write:
+        write_section("blackbox-speed", text)
+
+
+if __name__ == "__main__":
+    main()
