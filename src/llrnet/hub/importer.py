@@ -11,7 +11,7 @@ from typing import Any
 from llrnet.core.errors import LlrnetError, RunError
 from llrnet.core.paths import output_file
 from llrnet.hub.conversion.convert import Conversion, convert
-from llrnet.hub.conversion.verify import verify_conversion
+from llrnet.hub.conversion.verify import Verification, verify_conversion
 from llrnet.hub.formats.module import HubModule, open_module
 from llrnet.hub.formats.savedmodel import select_meta_graph
 from llrnet.hub.recognition.analyze import analyze
@@ -121,21 +121,39 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
                                                    expected_sha256=linear_sha256,
                                                    offline=offline)
     conversion: Conversion = convert(module, architecture=architecture, linear=head)
+    verification = (_verify(conversion, module, head, tf_python, image_size) if verify
+                    else None)
+    record = _import_record(conversion, module, head, verification)
+    return save_weights(conversion.model, out, record)
+
+
+def _verify(conversion: Conversion, module: HubModule, head: HubModule | None,
+            tf_python: str | None, image_size: int) -> Verification:
+    """The comparison with TensorFlow on ``image_size``-pixel images (logged).
+
+    Raises:
+        RunError: the comparison failed.
+    """
+    verification = verify_conversion(conversion, module, head, tf_python=tf_python,
+                                     image_size=image_size)
+    if verification.status == "failed":
+        raise RunError(f"verification against TensorFlow failed: {verification.reason}")
+    logger.info("verification %s: %s", verification.status, verification.reason)
+    return verification
+
+
+def _import_record(conversion: Conversion, module: HubModule, head: HubModule | None,
+                   verification: Verification | None) -> dict[str, Any]:
+    """The weights file's metadata record: sources, checks and the import's facts."""
     checks = list(conversion.checks)
     checks.append("sha256 matched the published/expected value" if module.sha256_checked
                   else "sha256 recorded (no expected value known)")
-    verification = None
-    if verify:
-        verification = verify_conversion(conversion, module, head, tf_python=tf_python,
-                                         image_size=image_size)
-        if verification.status == "failed":
-            raise RunError(f"verification against TensorFlow failed: {verification.reason}")
+    if verification is not None:
         checks.append(f"tensorflow: {verification.status}: {verification.reason}")
-        logger.info("verification %s: %s", verification.status, verification.reason)
     source: dict[str, Any] = {"module": _source_record(module)}
     if head is not None:
         source["linear"] = _source_record(head)
-    record = {
+    return {
         "source": source,
         "recipe": "converted from TF-Hub by llrnet import-hub",
         "checks": checks,
@@ -147,4 +165,3 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
             "verification": None if verification is None else verification.as_dict(),
         },
     }
-    return save_weights(conversion.model, out, record)

@@ -89,57 +89,41 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available,
             or ``resume`` with checkpoints none of which is usable.
     """
-    run = RunDir(output_folder(out_dir, what="run folder (--out)"))
-    device = _start_processes(config)
-    run.prepare(config, resume=resume, restart=restart)
-    if restart:
-        resume = False
-        if distributed.rank() == 0 and (moved := run.discard()) is not None:
-            logger.info("restarting %s from step 0; the previous attempt is in %s",
-                        run.path, moved)
-        distributed.barrier()
+    run, device, resume = _open_run(config, out_dir, resume=resume, restart=restart)
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
-    train_set, eval_set = build_datasets(config.data)
-    held = held_out(eval_set, config.data.eval_images)
-    check_classes(trainee.model, train_set, held, device)
+    train_set, held = _load_data(config, trainee, device)
     start, last_checkpoint = _resume_or_seed(trainee, run, config, resume)
     if distributed.rank() == 0:
         run.write_config(config)
     if run.is_finished() and start >= config.steps:
         return TrainResult(run.path, start, True, run.final_weights, run.read_metrics())
-
     stop = config.steps if until_step is None else min(until_step, config.steps)
-    images = len(train_set)  # type: ignore[arg-type]
-    sampler = ShardedBatches(images, config.batch_size, config.seed, start, stop,
-                             distributed.rank(), distributed.world_size())
+    setup = _Setup(config, run, device, trainee, train_set, held, start, stop)
     guard = NonFiniteGuard(config.on_nonfinite, config.max_skipped, last_checkpoint)
-    window = RunningMeans()
-    with MetricsLogger(run.path, enabled=distributed.rank() == 0,
-                       tensorboard=config.tensorboard,
-                       resume_step=start if resume else None) as log, \
-            _progress_bar(config.steps, start, progress) as bar:
-        data = batches(train_set, sampler, config.data.num_workers, device)
-        for step, batch in zip(range(start, stop), data):
-            lr = float(trainee.optimizer.param_groups[0]["lr"])  # the rate this step uses
-            terms = train_one_step(trainee, batch, step, config, device, guard)
-            trainee.scheduler.step()
-            done = step + 1
-            bar.update(1)
-            if terms is not None:
-                window.add(terms, batch[0].shape[0] * distributed.world_size())
-            if done % config.log_every == 0 or done == stop:
-                _log_window(log, bar, done, {**window.means(), "lr": lr})
-                window = RunningMeans()
-            if config.eval.every and done % config.eval.every == 0 and done < config.steps:
-                evaluate(trainee.evaluated_model, held, config, device, log, done)
-            if done % config.checkpoint_every == 0 or done == stop:
-                guard.last_checkpoint = write_checkpoint(trainee, run, config, done)
+    window = RunningMeans()  # the first log line's throughput counts from here
+    with _metrics_logger(setup, resume) as log, _progress_bar(config.steps, start, progress) as bar:
+        _run_steps(setup, guard, window, log, bar)
         if stop < config.steps:
             return TrainResult(run.path, max(stop, start), False)
         metrics = evaluate(trainee.evaluated_model, held, config, device, log, stop, final=True)
         weights = _write_final_weights(trainee, run, config, stop, metrics)
     return TrainResult(run.path, stop, True, weights, metrics)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What the steps of one run share once it is set up: steps ``start`` to ``stop - 1``
+    of ``config`` on ``train_set``, evaluated on ``held`` (images [N, C, H, W], labels [N])."""
+
+    config: TrainConfig
+    run: RunDir
+    device: torch.device
+    trainee: Trainee
+    train_set: Any
+    held: tuple[Tensor, Tensor]
+    start: int
+    stop: int
 
 
 # --- setting up ----------------------------------------------------------------------------
@@ -201,6 +185,31 @@ def _start_processes(config: TrainConfig) -> torch.device:
         raise UsageError(f"batch_size {config.batch_size} is not divisible by the {world} "
                          "processes; the batch size is global")
     return device
+
+
+def _open_run(config: TrainConfig, out_dir: str | Path, *, resume: bool, restart: bool
+              ) -> tuple[RunDir, torch.device, bool]:
+    """The run folder (prepared; a ``restart`` moves the previous attempt aside), this
+    process's device, and whether the run resumes (never after a restart)."""
+    run = RunDir(output_folder(out_dir, what="run folder (--out)"))
+    device = _start_processes(config)
+    run.prepare(config, resume=resume, restart=restart)
+    if restart:
+        if distributed.rank() == 0 and (moved := run.discard()) is not None:
+            logger.info("restarting %s from step 0; the previous attempt is in %s",
+                        run.path, moved)
+        distributed.barrier()
+    return run, device, resume and not restart
+
+
+def _load_data(config: TrainConfig, trainee: Trainee, device: torch.device
+               ) -> tuple[Any, tuple[Tensor, Tensor]]:
+    """The training set and the held-out ``(images, labels)``, their labels checked
+    against the model's classes (:func:`check_classes`)."""
+    train_set, eval_set = build_datasets(config.data)
+    held = held_out(eval_set, config.data.eval_images)
+    check_classes(trainee.model, train_set, held, device)
+    return train_set, held
 
 
 def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: bool
@@ -325,6 +334,39 @@ class NonFiniteGuard:
 
 
 # --- between steps: logs, evaluation, checkpoints ------------------------------------------
+
+
+def _run_steps(setup: _Setup, guard: NonFiniteGuard, window: RunningMeans,
+               log: MetricsLogger, bar: Any) -> None:
+    """Steps ``setup.start`` to ``setup.stop - 1``, each followed by the log line, the
+    evaluation and the checkpoint that fall due after it."""
+    config, trainee = setup.config, setup.trainee
+    images = len(setup.train_set)
+    sampler = ShardedBatches(images, config.batch_size, config.seed, setup.start, setup.stop,
+                             distributed.rank(), distributed.world_size())
+    data = batches(setup.train_set, sampler, config.data.num_workers, setup.device)
+    for step, batch in zip(range(setup.start, setup.stop), data):
+        lr = float(trainee.optimizer.param_groups[0]["lr"])  # the rate this step uses
+        terms = train_one_step(trainee, batch, step, config, setup.device, guard)
+        trainee.scheduler.step()
+        done = step + 1
+        bar.update(1)
+        if terms is not None:
+            window.add(terms, batch[0].shape[0] * distributed.world_size())
+        if done % config.log_every == 0 or done == setup.stop:
+            _log_window(log, bar, done, {**window.means(), "lr": lr})
+            window = RunningMeans()
+        if config.eval.every and done % config.eval.every == 0 and done < config.steps:
+            evaluate(trainee.evaluated_model, setup.held, config, setup.device, log, done)
+        if done % config.checkpoint_every == 0 or done == setup.stop:
+            guard.last_checkpoint = write_checkpoint(trainee, setup.run, config, done)
+
+
+def _metrics_logger(setup: _Setup, resume: bool) -> MetricsLogger:
+    """The run's metrics log (rank 0 writes; a resume drops the records after its step)."""
+    return MetricsLogger(setup.run.path, enabled=distributed.rank() == 0,
+                         tensorboard=setup.config.tensorboard,
+                         resume_step=setup.start if resume else None)
 
 
 def _progress_bar(total: int, start: int, show: bool) -> Any:

@@ -161,52 +161,88 @@ def download(
     split_names = parse_splits(splits)
     if workers < 1:
         raise UsageError(f"workers must be >= 1, got {workers}")
-    sources = sources or Sources()
-    policy = policy or RetryPolicy()
-    extras_rule = extras_rule or ExtrasRule()
-    base = output_folder(root, what="dataset root (--root)") / VERSION
-    report = DownloadReport(root=str(Path(root).expanduser()), splits=split_names,
-                            started=_now())
-    report.sources = {"id_lists": str(sources.id_list_base), "images": str(sources.image_base)}
-    sessions = _Sessions()
+    run = _Download(splits=split_names, sources=sources or Sources(),
+                    policy=policy or RetryPolicy(), extras_rule=extras_rule or ExtrasRule(),
+                    base=output_folder(root, what="dataset root (--root)") / VERSION,
+                    sessions=_Sessions(), workers=workers, progress=progress)
+    report = _new_report(root, run)
+    id_lists = _fetch_id_lists(run)  # checked before anything is written
+    wanted = _wanted_ids(run, id_lists, report)
+    jobs = [ImageJob(s, c, i, run.base / s / c / f"{i}.jpg")
+            for s in run.splits for c in CLASSES for i in wanted[s][c]]
+    _remove_stale_temporaries(run.base, run.splits)
+    _run_jobs(jobs, report, run)
+    _finish_report(run, report, jobs)
+    return report
 
-    # 1. Id lists, checked before anything is written.
-    raw_lists = fetch_id_lists(sources, policy=policy, session=sessions.get(),
-                               cache=base / "metadata")
+
+@dataclass(frozen=True)
+class _Download:
+    """What the steps of one :func:`download` share; ``base`` is ``<root>/<VERSION>``."""
+
+    splits: list[str]
+    sources: Sources
+    policy: RetryPolicy
+    extras_rule: ExtrasRule
+    base: Path
+    sessions: _Sessions
+    workers: int
+    progress: bool
+
+
+def _new_report(root: str | Path, run: _Download) -> DownloadReport:
+    """The run's report, started now, naming the id lists' and the images' sources."""
+    report = DownloadReport(root=str(Path(root).expanduser()), splits=run.splits,
+                            started=_now())
+    report.sources = {"id_lists": str(run.sources.id_list_base),
+                      "images": str(run.sources.image_base)}
+    return report
+
+
+def _fetch_id_lists(run: _Download) -> dict[str, list[str]]:
+    """``{class: ids}``: the id lists, fetched and checked, then stored under ``metadata/``.
+
+    Raises:
+        RunError: a list cannot be fetched or fails its sha256 check (nothing is written).
+    """
+    raw_lists = fetch_id_lists(run.sources, policy=run.policy, session=run.sessions.get(),
+                               cache=run.base / "metadata")
     id_lists = {name: parse_id_list(data, name) for name, data in raw_lists.items()}
     for name, data in raw_lists.items():
-        atomic_write_bytes(base / "metadata" / f"{name}_image_ids.csv", data)
+        atomic_write_bytes(run.base / "metadata" / f"{name}_image_ids.csv", data)
+    return id_lists
 
-    # 2. Which ids belong to which split.
+
+def _wanted_ids(run: _Download, id_lists: dict[str, list[str]], report: DownloadReport
+                ) -> dict[str, dict[str, list[str]]]:
+    """``{split: {class: ids}}``, with the counts each split should hold in ``report``
+    (and, for the extras, the box CSV and the selection rule)."""
     wanted: dict[str, dict[str, list[str]]] = {}
-    for split in split_names:
+    for split in run.splits:
         if split == "extras":
-            report.sources["boxes"] = str(sources.boxes_url)
-            report.extras_rule = extras_rule.as_dict()
-            wanted[split] = _extras_ids(base, sources, id_lists, extras_rule, policy,
-                                        sessions.get(), progress)
+            report.sources["boxes"] = str(run.sources.boxes_url)
+            report.extras_rule = run.extras_rule.as_dict()
+            wanted[split] = _extras_ids(run.base, run.sources, id_lists, run.extras_rule,
+                                        run.policy, run.sessions.get(), run.progress)
         else:
             wanted[split] = {c: split_ids(id_lists[c], split) for c in CLASSES}
     report.expected = {
-        s: {c: SPLIT_SIZES[s] if s != "extras" else extras_rule.per_class for c in CLASSES}
-        for s in split_names
+        s: {c: SPLIT_SIZES[s] if s != "extras" else run.extras_rule.per_class for c in CLASSES}
+        for s in run.splits
     }
+    return wanted
 
-    # 3. The images.
-    jobs = [ImageJob(s, c, i, base / s / c / f"{i}.jpg")
-            for s in split_names for c in CLASSES for i in wanted[s][c]]
-    _remove_stale_temporaries(base, split_names)
-    _run_jobs(jobs, report, sources, policy, sessions, workers, progress)
 
-    report.present = {s: {c: 0 for c in CLASSES} for s in split_names}
+def _finish_report(run: _Download, report: DownloadReport, jobs: list[ImageJob]) -> None:
+    """Count the images present, stamp the end time, write the report and log its summary."""
+    report.present = {s: {c: 0 for c in CLASSES} for s in run.splits}
     failed = {(f["split"], f["class"], f["id"]) for f in report.failed}
     for job in jobs:
         if (job.split, job.class_name, job.image_id) not in failed:
             report.present[job.split][job.class_name] += 1
     report.finished = _now()
-    atomic_write_json(base / REPORT_NAME, report.as_dict())
+    atomic_write_json(run.base / REPORT_NAME, report.as_dict())
     (log.info if report.complete else log.error)("bird-or-bicycle: %s", report.summary())
-    return report
 
 
 def _extras_ids(
@@ -248,15 +284,10 @@ def _remove_stale_temporaries(base: Path, splits: Iterable[str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _run_jobs(
-    jobs: list[ImageJob],
-    report: DownloadReport,
-    sources: Sources,
-    policy: RetryPolicy,
-    sessions: _Sessions,
-    workers: int,
-    progress: bool,
-) -> None:
+def _run_jobs(jobs: list[ImageJob], report: DownloadReport, run: _Download) -> None:
+    """Fetch the missing images (``run.workers`` threads), counting each outcome in ``report``."""
+    sources, policy, sessions = run.sources, run.policy, run.sessions
+
     def one(job: ImageJob) -> tuple[ImageJob, str, str]:
         if check_stored_image(job.path) is None:
             return job, "skipped", ""
@@ -271,10 +302,10 @@ def _run_jobs(
             return job, "failed", f"could not write {job.path}: {error}"
         return job, "downloaded", ""
 
-    pool = ThreadPoolExecutor(max_workers=workers)
+    pool = ThreadPoolExecutor(max_workers=run.workers)
     try:
         with tqdm(total=len(jobs), unit="img", desc="bird-or-bicycle",
-                  disable=not progress) as bar:
+                  disable=not run.progress) as bar:
             futures = [pool.submit(one, job) for job in jobs]
             for future in as_completed(futures):
                 job, outcome, reason = future.result()

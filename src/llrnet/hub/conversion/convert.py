@@ -299,14 +299,46 @@ def _constructor_values(architecture: str, kwargs: dict[str, Any]) -> dict[str, 
 def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis: Analysis,
           layout: Layout, sources: dict[str, HubModule],
           counters: dict[str, dict[str, str]]) -> Conversion:
+    """Fill ``model`` from ``sources`` by ``layout``'s assignments, proving that every
+    variable is consumed once (or ignored) and every model tensor filled once.
+
+    Raises:
+        WeightsError: any of those fails (every problem listed, in this order).
+    """
     expected = model.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
     assignments, problems = _assignments(layout)
-    constructed_rules = layout.constructed or {}
     uses: Counter[tuple[str, str]] = Counter((a.source, a.variable) for a in assignments)
-    twice = sorted(f"{s}:{v}" for (s, v), n in uses.items() if n > 1)
-    if twice:
-        problems.append(f"variables used more than once: {', '.join(twice)}")
+    problems += _twice("variables used more than once", uses, lambda u: f"{u[0]}:{u[1]}")
+    ignored, bookkeeping = _unused_variables(sources, uses, counters, problems)
+    keys = Counter(a.key for a in assignments)
+    problems += _twice("tensors filled more than once", keys)
+    tensors = _read_tensors(assignments, sources, expected, problems)
+    derived = _derive_rest(tensors, expected, keys, layout, architecture, kwargs, problems)
+    if problems:
+        raise WeightsError(f"{architecture}: import is incomplete; " + "; ".join(problems))
+    # Names and shapes were proved equal above; assign=True adopts the tensors
+    # instead of copying them into the (meta) model.
+    model.load_state_dict(tensors, strict=True, assign=True)
+    model.eval()
+    checks = _checks(sources, len(assignments), ignored, bookkeeping, tensors, expected,
+                     derived, kwargs)
+    return Conversion(model, architecture, kwargs, dict(analysis.facts), assignments,
+                      derived, ignored, {k: v for k, v in bookkeeping.items() if v}, checks)
+
+
+def _twice(what: str, counts: Counter[Any], show: Callable[[Any], str] = str) -> list[str]:
+    """``["<what>: a, b"]`` naming (sorted, by ``show``) the items counted more than
+    once; [] if there are none."""
+    repeated = sorted(show(item) for item, n in counts.items() if n > 1)
+    return [f"{what}: {', '.join(repeated)}"] if repeated else []
+
+
+def _unused_variables(sources: dict[str, HubModule], uses: Counter[tuple[str, str]],
+                      counters: dict[str, dict[str, str]], problems: list[str]
+                      ) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """``(ignored, bookkeeping)`` per source label: the unused variables that are
+    optimizer slots or counters, and the graph counters among them ({name: rule}).
+    Any other unused variable is a problem (appended to ``problems``)."""
     ignored: dict[str, list[str]] = {}
     bookkeeping: dict[str, dict[str, str]] = {}
     for label, module in sources.items():
@@ -317,10 +349,15 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         left = sorted(set(unused) - set(ignored[label]))
         if left:
             problems.append(f"{label} variables not consumed: {', '.join(left)}")
-    keys = Counter(a.key for a in assignments)
-    doubled = sorted(k for k, n in keys.items() if n > 1)
-    if doubled:
-        problems.append(f"tensors filled more than once: {', '.join(doubled)}")
+    return ignored, bookkeeping
+
+
+def _read_tensors(assignments: list[Assignment], sources: dict[str, HubModule],
+                  expected: dict[str, torch.Tensor], problems: list[str]
+                  ) -> dict[str, torch.Tensor]:
+    """{model key: tensor} read and transformed from the sources, in the model's dtypes;
+    a missing key or a wrong shape is a problem (appended to ``problems``)."""
+    tensors: dict[str, torch.Tensor] = {}
     for assignment in assignments:
         if assignment.key not in expected:
             problems.append(f"no model tensor {assignment.key} for {assignment.variable}")
@@ -334,6 +371,16 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         if not value.flags.writeable or not value.flags.c_contiguous:
             value = np.array(value)  # a copy: the reader's arrays are read-only mmap views
         tensors[assignment.key] = torch.from_numpy(value).to(target.dtype)
+    return tensors
+
+
+def _derive_rest(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                 assigned: Counter[str], layout: Layout, architecture: str,
+                 kwargs: dict[str, Any], problems: list[str]) -> dict[str, str]:
+    """Fill (into ``tensors``) the model tensors no variable gives that a rule does:
+    batch counters (0) and ``layout.constructed`` buffers (as the constructor sets
+    them); {key: rule}. Tensors neither assigned nor derived are a problem."""
+    constructed_rules = layout.constructed or {}
     derived: dict[str, str] = {}
     not_filled: list[str] = []
     constructed: dict[str, torch.Tensor] = {}
@@ -347,24 +394,26 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
             constructed = constructed or _constructor_values(architecture, kwargs)
             tensors[key] = constructed[key].clone()
             derived[key] = constructed_rules[key]
-        elif key not in keys:
+        elif key not in assigned:
             not_filled.append(key)
     if not_filled:
         problems.append(f"model tensors not filled: {', '.join(not_filled)}")
-    if problems:
-        raise WeightsError(f"{architecture}: import is incomplete; " + "; ".join(problems))
-    # Names and shapes were proved equal above; assign=True adopts the tensors
-    # instead of copying them into the (meta) model.
-    model.load_state_dict(tensors, strict=True, assign=True)
-    model.eval()
+    return derived
+
+
+def _checks(sources: dict[str, HubModule], consumed: int, ignored: dict[str, list[str]],
+            bookkeeping: dict[str, dict[str, str]], tensors: dict[str, torch.Tensor],
+            expected: dict[str, torch.Tensor], derived: dict[str, str],
+            kwargs: dict[str, Any]) -> list[str]:
+    """The conversion's checks, one line each, for the weights file's record."""
     n_vars = sum(len(m.reader.names()) for m in sources.values())
     n_ignored = sum(len(v) for v in ignored.values())
     n_counters = sum(len(v) for v in bookkeeping.values())
-    checks = [
+    return [
         "crc32c: index blocks and tensors verified" if all(m.reader.verify
                                                           for m in sources.values())
         else "crc32c: skipped (verify=False)",
-        f"structure: {len(assignments)} of {n_vars} variables consumed exactly once "
+        f"structure: {consumed} of {n_vars} variables consumed exactly once "
         f"({n_ignored} ignored: optimizer slots/counters)",
         *([f"bookkeeping: {n_counters} counters recognized from the graphs (scalars only "
            "ever incremented by a constant, e.g. a batch norm's update count); not part of "
@@ -373,5 +422,3 @@ def _fill(model: nn.Module, architecture: str, kwargs: dict[str, Any], analysis:
         f"({len(derived)} by rule), shapes equal",
         "options from the graph: " + ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())),
     ]
-    return Conversion(model, architecture, kwargs, dict(analysis.facts), assignments,
-                      derived, ignored, {k: v for k, v in bookkeeping.items() if v}, checks)

@@ -179,6 +179,8 @@ class LayerGraph:
         return port != taken
 
     def _build(self) -> None:
+        """Walk the nodes in order: each becomes a layer, a pass-through to its source, a
+        dead branch, or a line in ``unsupported``."""
         skip: set[str] = set()
         self._dead: set[str] = set()
         self._taken: dict[str, int] = {}
@@ -190,73 +192,99 @@ class LayerGraph:
             live = [t for t in raw if not self._is_dead(t)]
             inputs = [node_name(t) for t in live]
             on_path = [t for t in inputs if self._on_path(t)]
-            op = node.op
-            if op == "Merge":
-                # tf.cond with a fixed predicate: exactly one branch is alive
-                if len(on_path) != 1:
-                    self.unsupported.append(f"{name} (Merge of {len(on_path)} live branches)")
-                if on_path:  # keep walking so that every problem gets reported
-                    self._value[name] = self._source(on_path[0])
-                continue
-            if len(live) != len(raw):
+            if node.op == "Merge":
+                self._merge(name, on_path)
+            elif len(live) != len(raw):
                 self._dead.add(name)
-                continue
-            if op == "Switch":
-                predicate = self._constant_predicate(inputs[1])
-                if predicate is None:
-                    self.unsupported.append(f"{name} (Switch on a predicate that is not fixed)")
-                else:
-                    self._taken[name] = 1 if predicate else 0
-                self._value[name] = self._source(inputs[0])
-            elif op in SHAPE_OPS:
-                self._value[name] = self._source(inputs[0])
-            elif op in ACTIVATIONS:
-                source, _, pad = self._source(inputs[0])
-                self._value[name] = (source, ACTIVATIONS[op], pad)
-            elif op in ("Pad", "PadV2", "MirrorPad"):
-                paddings = self.const_value(inputs[1])
-                source, activation, _ = self._source(inputs[0])
-                pads = None if paddings is None else paddings.astype(int).tolist()
-                self._value[name] = (source, activation, pads)
-                if op != "Pad" or pads is None:
-                    self.unsupported.append(f"{name} ({op})")
-            elif op == "Conv2D":
-                self._add_layer("conv", node, inputs[0], params={"w": self._var(inputs[1], node)},
-                                attrs=_attrs(node))
-            elif op == "MatMul":
-                if node.attr["transpose_a"].b or node.attr["transpose_b"].b:
-                    self.unsupported.append(f"{name} (MatMul with transpose)")
-                self._add_layer("dense", node, inputs[0], params={"w": self._var(inputs[1], node)})
-            elif op in BN_OPS:
-                roles = ("scale", "offset", "mean", "variance")
-                params = {r: self._var(t, node) for r, t in zip(roles, inputs[1:5])}
-                if node.attr["is_training"].b:
-                    self.unsupported.append(f"{name} ({op} in training mode)")
-                self._add_layer("bn", node, inputs[0], params=params,
-                                attrs={"epsilon": float(node.attr["epsilon"].f)})
-            elif op in INPUT_SCALING_OPS and len(on_path) == 1 \
-                    and self._source(on_path[0])[0] == -1 and self._scaling(node, inputs, on_path):
-                pass
-            elif op in ("BiasAdd", "Add", "AddV2") and len(on_path) == 1:
-                self._bias(node, inputs, on_path[0])
-            elif op in ("Add", "AddV2") and len(on_path) == 2:
-                sources = [self._source(t)[0] for t in inputs]
-                layer = Layer(len(self.layers), "add", name, sources=sources)
-                self.layers.append(layer)
-                self._value[name] = (layer.index, None, None)
-            elif op == "Mul" and len(on_path) == 1:
-                self._unfused_bn(node, inputs, on_path[0], skip)
-            elif op == "MaxPool":
-                self._add_layer("pool", node, inputs[0], attrs=_attrs(node))
-            elif op == "Mean":
-                axes = self.const_value(inputs[1])
-                self._add_layer("mean", node, inputs[0], attrs={
-                    "axes": None if axes is None else sorted(int(a) for a in np.ravel(axes)),
-                    "keep_dims": bool(node.attr["keep_dims"].b)})
-            else:
-                self.unsupported.append(f"{name} ({op})")
+            elif not (self._pass_through(node, inputs) or self._layer_op(node, inputs)
+                      or self._arithmetic(node, inputs, on_path, skip)):
+                self.unsupported.append(f"{name} ({node.op})")
                 if on_path:
                     self._value[name] = self._source(on_path[0])
+
+    def _merge(self, name: str, on_path: list[str]) -> None:
+        """tf.cond with a fixed predicate: exactly one branch is alive."""
+        if len(on_path) != 1:
+            self.unsupported.append(f"{name} (Merge of {len(on_path)} live branches)")
+        if on_path:  # keep walking so that every problem gets reported
+            self._value[name] = self._source(on_path[0])
+
+    def _pass_through(self, node: Any, inputs: list[str]) -> bool:
+        """Switch, shape ops, activations and pads: the node's value is its input's,
+        with the activation or padding noted. False if ``node`` is none of these."""
+        name, op = node.name, node.op
+        if op == "Switch":
+            predicate = self._constant_predicate(inputs[1])
+            if predicate is None:
+                self.unsupported.append(f"{name} (Switch on a predicate that is not fixed)")
+            else:
+                self._taken[name] = 1 if predicate else 0
+            self._value[name] = self._source(inputs[0])
+        elif op in SHAPE_OPS:
+            self._value[name] = self._source(inputs[0])
+        elif op in ACTIVATIONS:
+            source, _, pad = self._source(inputs[0])
+            self._value[name] = (source, ACTIVATIONS[op], pad)
+        elif op in ("Pad", "PadV2", "MirrorPad"):
+            paddings = self.const_value(inputs[1])
+            source, activation, _ = self._source(inputs[0])
+            pads = None if paddings is None else paddings.astype(int).tolist()
+            self._value[name] = (source, activation, pads)
+            if op != "Pad" or pads is None:
+                self.unsupported.append(f"{name} ({op})")
+        else:
+            return False
+        return True
+
+    def _layer_op(self, node: Any, inputs: list[str]) -> bool:
+        """Conv2D, MatMul, batch norm, max pool and mean: a layer. False if ``node`` is
+        none of these."""
+        name, op = node.name, node.op
+        if op == "Conv2D":
+            self._add_layer("conv", node, inputs[0], params={"w": self._var(inputs[1], node)},
+                            attrs=_attrs(node))
+        elif op == "MatMul":
+            if node.attr["transpose_a"].b or node.attr["transpose_b"].b:
+                self.unsupported.append(f"{name} (MatMul with transpose)")
+            self._add_layer("dense", node, inputs[0], params={"w": self._var(inputs[1], node)})
+        elif op in BN_OPS:
+            roles = ("scale", "offset", "mean", "variance")
+            params = {r: self._var(t, node) for r, t in zip(roles, inputs[1:5])}
+            if node.attr["is_training"].b:
+                self.unsupported.append(f"{name} ({op} in training mode)")
+            self._add_layer("bn", node, inputs[0], params=params,
+                            attrs={"epsilon": float(node.attr["epsilon"].f)})
+        elif op == "MaxPool":
+            self._add_layer("pool", node, inputs[0], attrs=_attrs(node))
+        elif op == "Mean":
+            axes = self.const_value(inputs[1])
+            self._add_layer("mean", node, inputs[0], attrs={
+                "axes": None if axes is None else sorted(int(a) for a in np.ravel(axes)),
+                "keep_dims": bool(node.attr["keep_dims"].b)})
+        else:
+            return False
+        return True
+
+    def _arithmetic(self, node: Any, inputs: list[str], on_path: list[str], skip: set[str]
+                    ) -> bool:
+        """Input scaling, biases, residual adds and unfused batch norms (whose constant
+        nodes go into ``skip``). False if ``node`` is none of these."""
+        op = node.op
+        if op in INPUT_SCALING_OPS and len(on_path) == 1 \
+                and self._source(on_path[0])[0] == -1 and self._scaling(node, inputs, on_path):
+            pass
+        elif op in ("BiasAdd", "Add", "AddV2") and len(on_path) == 1:
+            self._bias(node, inputs, on_path[0])
+        elif op in ("Add", "AddV2") and len(on_path) == 2:
+            sources = [self._source(t)[0] for t in inputs]
+            layer = Layer(len(self.layers), "add", node.name, sources=sources)
+            self.layers.append(layer)
+            self._value[node.name] = (layer.index, None, None)
+        elif op == "Mul" and len(on_path) == 1:
+            self._unfused_bn(node, inputs, on_path[0], skip)
+        else:
+            return False
+        return True
 
     def _scaling(self, node: Any, inputs: list[str], on_path: list[str]) -> bool:
         """Record ``x op constant`` applied to the raw input (preprocessing in the graph)."""
