@@ -44,12 +44,12 @@ PGD_STEPS = 20
 QUICK_SUITE_OPTIONS = {"spsa_steps": 2, "spsa_samples": 2, "boundary_iterations": 2,
                        "boundary_directions": 2}
 #: The digits suite's budgets in the demo (docs/training.md, "Budgets and bounds").
-SUITE_OPTIONS = {"spsa_steps": 20, "spsa_samples": 16, "boundary_iterations": 100,
+SUITE_OPTIONS = {"spsa_steps": 40, "spsa_samples": 16, "boundary_iterations": 100,
                  "boundary_directions": 10}
 #: The convergence check: every budgeted attack re-run at CHECK_BUDGET times its budget on
 #: up to CHECK_IMAGES of the images it left correct, with the same per-image seeds.
 CHECK_BUDGET = 4
-CHECK_IMAGES = 32
+CHECK_IMAGES = 16
 QUICK_CHECK_IMAGES = 2
 #: The demo suite's attacks in the groups that worker processes evaluate side by side,
 #: costliest first (the order in which ready groups are taken). Measured per model

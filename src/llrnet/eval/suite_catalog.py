@@ -152,7 +152,7 @@ def bird_or_bicycle(
                 "finish in minutes on a CPU", data="digits")
 def digits(
     *,
-    spsa_steps: int = 20,
+    spsa_steps: int = 40,
     spsa_samples: int = 16,
     boundary_iterations: int = 100,
     boundary_directions: int = 10,
