@@ -95,9 +95,9 @@ def tiny_model() -> nn.Module:
 
 def load_setup(demo: Path | None, models: Sequence[str], images: int, seed: int,
                dry_run: bool) -> Setup:
-    """The demo's models (``<demo>/<model>/train/final.safetensors``) and records
-    (``<demo>/<model>/eval/results.json``), the first ``images`` test digits, and the
-    threat models of the demo suite; in a dry run the :func:`tiny_model` instead."""
+    """The demo's models (``<demo>/<model>/train/final.safetensors``), the first
+    ``images`` test digits, and the threat models of the demo suite; in a dry run the
+    :func:`tiny_model` instead."""
     from llrnet.data import two_class_digits
     from llrnet.demo import demo_suite
     from llrnet.models import challenge_view, load_weights
@@ -123,9 +123,6 @@ def load_setup(demo: Path | None, models: Sequence[str], images: int, seed: int,
                 raise SystemExit(f"peer_check: {path} not found; run `llrnet demo --out {demo}`")
             weights[name] = str(path)
             loaded[name] = challenge_view(load_weights(path)).eval()
-            results = demo / name / "eval" / "results.json"
-            if results.is_file():
-                records[name] = json.loads(results.read_text())["attacks"]
     return Setup(
         x=data.images[:count].float(), y=data.labels[:count].long(),
         indices=list(range(count)), models=loaded, llrnet=records, spatial=spatial,
@@ -134,6 +131,16 @@ def load_setup(demo: Path | None, models: Sequence[str], images: int, seed: int,
         boundary_radius=float(boundary.stages[1].ball.eps), seed=seed, dry_run=dry_run,
         weights=weights,
     )
+
+
+def read_llrnet(demo: Path, models: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each model's records of the demo's evaluation (``<demo>/<model>/eval/results.json``)."""
+    records = {}
+    for name in models:
+        results = demo / name / "eval" / "results.json"
+        if results.is_file():
+            records[name] = json.loads(results.read_text())["attacks"]
+    return records
 
 
 def spatial_stage(setup: Setup, model: nn.Module, column: str) -> Tensor:
@@ -199,11 +206,10 @@ def torchattacks_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: 
 
 
 def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, version: str,
-               seed: int) -> Tensor:
+               seed: int, iterations: int = 100, restarts: int = 5) -> Tensor:
     """The authors' AutoAttack (pyautoattack), L-inf ``eps``. ``version`` "standard": on
-    two classes APGD-CE, FAB-T (one target) and Square (APGD-T's loss needs 4 classes);
-    "apgd-ce": that attack alone; "token": APGD-CE with 1 restart of 5 iterations (the
-    dry run's)."""
+    two classes APGD-CE, FAB-T (one target) and Square (APGD-T's loss needs 4 classes),
+    the authors' budgets; "apgd-ce": that attack alone, ``restarts`` x ``iterations``."""
     import pyautoattack
 
     if version == "standard":
@@ -215,11 +221,24 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, eps: float, version: str,
     else:
         adversary = pyautoattack.AutoAttack(model, norm="Linf", eps=eps, version="custom",
                                             attacks=["apgd-ce"], seed=seed)
-        if version == "token":
-            adversary.apgd.n_restarts, adversary.apgd.n_iter = 1, 5
+        adversary.apgd.n_restarts, adversary.apgd.n_iter = restarts, iterations
     adversary.verbose = False
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
     return torch.as_tensor(x_adv).detach()
+
+
+def starting_points(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Per image, the nearest (L2) image of ``x`` that the model does not give its label
+    (the image itself where the model already errs). foolbox's default start, blended
+    uniform noise, finds nothing on the robust models."""
+    predicted = logits_of(model, x).argmax(1)
+    distance = torch.cdist(x.flatten(1), x.flatten(1))
+    distance[predicted.reshape(1, -1) == y.reshape(-1, 1)] = float("inf")
+    distance[predicted != y, predicted != y] = 0.0
+    if not bool(torch.isfinite(distance.min(1).values).all()):
+        raise SystemExit("peer_check: the model gives every image one class; no starting "
+                         "point for the decision-based attacks")
+    return x[distance.argmin(1)].clone()
 
 
 def foolbox_min_l2(model: nn.Module, x: Tensor, y: Tensor, attack: str, steps: int,
@@ -235,8 +254,9 @@ def foolbox_min_l2(model: nn.Module, x: Tensor, y: Tensor, attack: str, steps: i
     if attack == "boundary":
         peer: Any = foolbox.attacks.BoundaryAttack(steps=steps)
     else:
-        peer = foolbox.attacks.HopSkipJump(steps=steps)
-    _, adversarial, success = peer(fmodel, x, y, epsilons=None)
+        peer = foolbox.attacks.HopSkipJumpAttack(steps=steps)
+    _, adversarial, success = peer(fmodel, x, y, epsilons=None,
+                                   starting_points=starting_points(model, x, y))
     adversarial = adversarial.detach()
     distance = (adversarial - x).flatten(1).norm(dim=1)
     return adversarial, torch.where(success.bool(), distance, torch.full_like(distance,
@@ -262,11 +282,13 @@ class Row:
 
 def run_peer(row: Row, model: nn.Module, attack: Callable[..., Any], *args: Any) -> Any:
     """``attack(counting_model, *args)``; its wall time and queries per image go to ``row``."""
-    counting = Counting(model)
+    counting = Counting(model).eval()
     start = time.perf_counter()
     result = attack(counting, *args)
     row.seconds = time.perf_counter() - start
     row.queries = counting.images / len(args[0])
+    print(f"  {row.model} {row.column} ({row.threat}): {row.peer} {row.seconds:.1f} s",
+          flush=True)
     return result
 
 
@@ -284,8 +306,11 @@ def check_model(setup: Setup, name: str, args: argparse.Namespace) -> list[Row]:
         return True
 
     def bound(x0: Tensor, eps: float, norm: str, key: str) -> dict[str, float]:
-        return score(model, white_box(setup, model, x0, eps, norm, args.bound_steps,
-                                      args.bound_restarts, key), y)
+        start = time.perf_counter()
+        result = score(model, white_box(setup, model, x0, eps, norm, args.bound_steps,
+                                        args.bound_restarts, key), y)
+        print(f"  {name} bound {norm} {eps:g}: {time.perf_counter() - start:.1f} s", flush=True)
+        return result
 
     # pgd_linf: white-box L-inf at the demo's eps and steps, no spatial stage.
     eps, steps = setup.pgd_eps, setup.pgd_steps
@@ -296,9 +321,12 @@ def check_model(setup: Setup, name: str, args: argparse.Namespace) -> list[Row]:
         adv = run_peer(row, model, torchattacks_pgd, x, y, eps, steps, "linf", seed)
         row.peer_score = score(model, adv, y)
     rows.append(row)
-    row = Row(name, PGD_COLUMN, threat, f"AutoAttack ({args.aa_version})", bound=linf_bound)
+    title = ("AutoAttack (standard)" if args.aa_version == "standard" else
+             f"AutoAttack APGD-CE {args.aa_restarts}x{args.aa_iters}")
+    row = Row(name, PGD_COLUMN, threat, title, bound=linf_bound)
     if not absent(row, "pyautoattack"):
-        adv = run_peer(row, model, autoattack, x, y, eps, args.aa_version, seed)
+        adv = run_peer(row, model, autoattack, x, y, eps, args.aa_version, seed,
+                       args.aa_iters, args.aa_restarts)
         row.peer_score = score(model, adv, y)
     rows.append(row)
 
@@ -327,22 +355,25 @@ def check_model(setup: Setup, name: str, args: argparse.Namespace) -> list[Row]:
                            "l2", seed)
             row.peer_score = score(model, adv, y)
         rows.append(row)
-        correct = logits_of(model, start).argmax(1) == y
+        few = slice(0, args.foolbox_images)
+        start, y_few = start[few], y[few]
+        correct = logits_of(model, start).argmax(1) == y_few
         for attack, steps, title in (("boundary", args.boundary_steps, "BoundaryAttack"),
                                      ("hsj", args.hsj_steps, "HopSkipJump")):
-            row = Row(name, BOUNDARY_COLUMN, threat, f"foolbox {title} ({steps} steps)",
+            row = Row(name, BOUNDARY_COLUMN, threat,
+                      f"foolbox {title} ({steps} steps, first {len(start)} images)",
                       bound=l2_bound)
             rows.append(row)
             if absent(row, "foolbox"):
                 continue
-            adv, dist = run_peer(row, model, foolbox_min_l2, start, y, attack, steps, seed)
+            adv, dist = run_peer(row, model, foolbox_min_l2, start, y_few, attack, steps, seed)
             # Scored at the column's radius as llrnet's Boundary returns its result: a
             # point farther than the radius is projected onto that sphere (its class not
             # re-checked); where the peer found nothing, the starting image.
             found = torch.isfinite(dist).reshape(-1, 1, 1, 1)
             shrink = (radius / dist.clamp(min=radius)).reshape(-1, 1, 1, 1)
             final = torch.where(found, start + shrink * (adv - start), start)
-            row.peer_score = score(model, final.clamp(0, 1), y)
+            row.peer_score = score(model, final.clamp(0, 1), y_few)
             inside = correct & (dist <= radius)
             row.within = f"{int(inside.sum())}/{int(correct.sum())}"
             row.median_l2 = float(dist[correct].median()) if bool(correct.any()) else None
@@ -396,8 +427,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--boundary-steps", type=int, default=2000,
                         help="foolbox BoundaryAttack steps")
     parser.add_argument("--hsj-steps", type=int, default=16, help="foolbox HopSkipJump steps")
-    parser.add_argument("--aa-version", default="standard",
-                        choices=("standard", "apgd-ce", "token"))
+    parser.add_argument("--aa-version", default="standard", choices=("standard", "apgd-ce"))
+    parser.add_argument("--aa-iters", type=int, default=100, help="APGD-CE iterations")
+    parser.add_argument("--aa-restarts", type=int, default=5, help="APGD-CE restarts")
+    parser.add_argument("--foolbox-images", type=int, default=30,
+                        help="the decision-based attacks run on the first images only")
     parser.add_argument("--skip", default="", help="comma-separated peers not to run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--doc", action="store_true",
@@ -409,7 +443,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.dry_run:
         args.images = min(args.images, 8)
         args.peer_steps, args.bound_steps, args.bound_restarts = 5, 10, 1
-        args.boundary_steps, args.hsj_steps, args.aa_version = 20, 1, "token"
+        args.boundary_steps, args.hsj_steps, args.aa_version = 20, 1, "apgd-ce"
+        args.aa_iters, args.aa_restarts, args.foolbox_images = 5, 1, 4
     return args
 
 
@@ -425,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in setup.models:
         rows += check_model(setup, name, args)
         print(f"{name}: done ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.demo is not None and not args.dry_run:  # read last: the demo may still run
+        setup.llrnet = read_llrnet(args.demo, list(setup.models))
     markdown = table(setup, rows)
     command = "python benchmarks/peer_check.py " + shlex.join(sys.argv[1:] if argv is None
                                                                else list(argv))
