@@ -124,9 +124,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="the demo evaluation's seed")
     parser.add_argument("--linf-eps", default=LINF_EPS, help="comma-separated L-inf radii")
     parser.add_argument("--l2-eps", default=L2_EPS, help="comma-separated L2 radii")
-    parser.add_argument("--steps", type=int, default=50, help="PGD steps")
-    parser.add_argument("--restarts", type=int, default=2, help="PGD restarts")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20, help="PGD steps")
+    parser.add_argument("--restarts", type=int, default=1, help="PGD restarts")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--doc", action="store_true",
                         help="also write the tables into docs/benchmarks.md")
     parser.add_argument("--dry-run", action="store_true",

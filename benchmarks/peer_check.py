@@ -397,7 +397,7 @@ def _pair(values: dict[str, float] | None) -> str:
 def table(setup: Setup, rows: Sequence[Row]) -> str:
     """The side-by-side markdown table (accuracy % at 80% / 100% coverage)."""
     lines = [
-        "| model | llrnet column | threat model | llrnet | peer | peer | white-box bound "
+        "| model | llrnet column | threat model | llrnet | peer attack | peer | white-box bound "
         "| within radius | median L2 | queries/image | peer s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -420,20 +420,21 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
     parser.add_argument("--images", type=int, default=108, help="first test images")
     parser.add_argument("--seed", type=int, default=0, help="the demo evaluation's seed")
-    parser.add_argument("--peer-steps", type=int, default=100,
+    parser.add_argument("--peer-steps", type=int, default=50,
                         help="torchattacks' PGD steps in the black-box columns' balls")
     parser.add_argument("--bound-steps", type=int, default=100, help="llrnet PGD steps")
-    parser.add_argument("--bound-restarts", type=int, default=2, help="llrnet PGD restarts")
-    parser.add_argument("--boundary-steps", type=int, default=2000,
+    parser.add_argument("--bound-restarts", type=int, default=1, help="llrnet PGD restarts")
+    parser.add_argument("--boundary-steps", type=int, default=1000,
                         help="foolbox BoundaryAttack steps")
-    parser.add_argument("--hsj-steps", type=int, default=16, help="foolbox HopSkipJump steps")
-    parser.add_argument("--aa-version", default="standard", choices=("standard", "apgd-ce"))
-    parser.add_argument("--aa-iters", type=int, default=100, help="APGD-CE iterations")
-    parser.add_argument("--aa-restarts", type=int, default=5, help="APGD-CE restarts")
+    parser.add_argument("--hsj-steps", type=int, default=8, help="foolbox HopSkipJump steps")
+    parser.add_argument("--aa-version", default="apgd-ce", choices=("standard", "apgd-ce"),
+                        help="standard: the authors' full version (slow on 2 cores)")
+    parser.add_argument("--aa-iters", type=int, default=50, help="APGD-CE iterations")
+    parser.add_argument("--aa-restarts", type=int, default=2, help="APGD-CE restarts")
     parser.add_argument("--foolbox-images", type=int, default=30,
                         help="the decision-based attacks run on the first images only")
     parser.add_argument("--skip", default="", help="comma-separated peers not to run")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--doc", action="store_true",
                         help="also write the table into docs/benchmarks.md")
     parser.add_argument("--dry-run", action="store_true",
