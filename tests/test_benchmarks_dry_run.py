@@ -1,0 +1,105 @@
+"""Dry runs of benchmarks/peer_check.py and benchmarks/eps_sweep.py, against exact answers.
+
+Both scripts run in-process with ``--dry-run``: a linear two-class model on 8 test digits,
+token budgets, peers skipped when they are not installed. For a linear model the worst
+case in an L-inf ball intersected with [0, 1] has a closed form, so the white-box
+numbers are checked exactly and every attack is checked not to beat it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def scripts(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, ModuleType]]:
+    """The two scripts imported from benchmarks/ (and forgotten afterwards)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    names = ("common", "peer_check", "eps_sweep")
+    before = {name: sys.modules.pop(name, None) for name in names}
+    try:
+        yield {name: importlib.import_module(name) for name in names}
+    finally:
+        for name, module in before.items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+
+
+def linf_robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                         eps: float) -> float:
+    """Exact robust accuracy of a linear model with logits [0, w.x + b] in the L-inf ball
+    of radius ``eps`` intersected with [0, 1]: each pixel goes to the end of its interval
+    that moves the logit towards the other class."""
+    weight, bias = model[1].weight.detach(), model[1].bias.detach()
+    w, b = weight[1] - weight[0], float(bias[1] - bias[0])
+    flat = x.flatten(1)
+    low, high = (flat - eps).clamp(0, 1), (flat + eps).clamp(0, 1)
+    towards_0 = torch.where(w > 0, low, high)  # the smallest logit: the worst for class 1
+    towards_1 = torch.where(w > 0, high, low)
+    worst = torch.where(y == 1, towards_0 @ w + b, towards_1 @ w + b)
+    robust = torch.where(y == 1, worst > 0, worst <= 0)  # argmax ties go to class 0
+    return float(robust.float().mean())
+
+
+def test_peer_check_dry_run(scripts: dict[str, ModuleType], tmp_path: Path) -> None:
+    peer_check = scripts["peer_check"]
+    assert peer_check.main(["--dry-run", "--out", str(tmp_path), "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "peer_check.json").read_text())
+    assert (tmp_path / "peer_check.md").read_text().startswith("| model | llrnet column")
+    assert report["images"] == 8
+    assert report["threat_models"] == {"pgd_eps": 0.1, "pgd_steps": 20, "spsa_eps": 0.3,
+                                       "boundary_radius": 4.0}
+    setup = peer_check.load_setup(None, [], 8, 0, True)
+    model, x, y = setup.models["tiny"], setup.x, setup.y
+    exact = linf_robust_accuracy(model, x, y, 0.1)
+    rows = report["rows"]
+    assert [r["column"] for r in rows] == (["pgd_linf"] * 2 + ["spsa_with_random_spatial"]
+                                           + ["boundary_with_random_spatial"] * 6)
+    for row in rows:
+        assert row["bound"] is not None
+        if row["peer_score"] is None:
+            assert row["note"] in ("not installed", "skipped")
+        else:
+            assert row["note"] == ""
+    for row in rows[:2]:  # PGD reaches the exact worst case of a linear model
+        assert row["bound"]["acc@100"] == pytest.approx(exact)
+        if row["peer_score"] is not None:  # and no attack goes below it
+            assert row["peer_score"]["acc@100"] >= exact - 1e-9
+    # The spatial stage is the evaluation's: the L-inf bound after it is exact too.
+    moved = peer_check.spatial_stage(setup, model, "spsa_with_random_spatial")
+    assert rows[2]["bound"]["acc@100"] == pytest.approx(linf_robust_accuracy(model, moved, y,
+                                                                              0.3))
+
+
+def test_eps_sweep_dry_run(scripts: dict[str, ModuleType], tmp_path: Path) -> None:
+    eps_sweep, peer_check = scripts["eps_sweep"], scripts["peer_check"]
+    plot = tmp_path / "sweep.png"
+    assert eps_sweep.main(["--dry-run", "--out", str(tmp_path), "--plot", str(plot),
+                           "--threads", "1"]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((tmp_path / "eps_sweep.json").read_text())["rows"]
+    assert len(rows) == 2 * 2 * 3  # norms x spatial stage x radii
+    setup = peer_check.load_setup(None, [], 8, 0, True)
+    model, x, y = setup.models["tiny"], setup.x, setup.y
+    starts = {False: x, True: peer_check.spatial_stage(setup, model,
+                                                       "spsa_with_random_spatial")}
+    for row in rows:
+        assert 0.0 <= row["acc@100"] <= 1.0 and 0.0 <= row["acc@80"] <= 1.0
+        if row["norm"] == "linf":
+            exact = linf_robust_accuracy(model, starts[row["spatial"]], y, row["eps"])
+            assert row["acc@100"] == pytest.approx(exact), row
+    clean = [r for r in rows if r["eps"] == 0 and not r["spatial"]]
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(1) == y).float().mean())
+    assert [r["acc@100"] for r in clean] == pytest.approx([accuracy, accuracy])
