@@ -46,3 +46,16 @@ def data(model: nn.Module, n: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return x, model(x).argmax(1)
+
+
+class ScoreLinear(nn.Module):
+    """Two logits ``[0, w.x + b]`` of images [N, C, H, W], computed row by row (batch-exact)."""
+
+    def __init__(self, w: Tensor, b: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.reshape(1, -1).clone())
+        self.b = b
+
+    def forward(self, x: Tensor) -> Tensor:
+        score = (x.flatten(1) * self.w).sum(dim=1) + self.b
+        return torch.stack([torch.zeros_like(score), score], dim=1)

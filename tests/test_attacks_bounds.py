@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from attack_helpers import ScoreLinear
 from llrnet.attacks import (
     PGD,
     SPSA,
@@ -34,26 +35,13 @@ BAND = 0.15
 """Images whose distance is within 15% of the radius are left out of the exact check."""
 
 
-class Linear(nn.Module):
-    """Two logits ``[0, w.x + b]`` of 1 x 16 x 16 images, computed row by row (batch-exact)."""
-
-    def __init__(self, w: Tensor, b: float) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.reshape(1, -1).clone())
-        self.b = b
-
-    def forward(self, x: Tensor) -> Tensor:
-        score = (x.flatten(1) * self.w).sum(dim=1) + self.b
-        return torch.stack([torch.zeros_like(score), score], dim=1)
-
-
-def oracle() -> Linear:
+def oracle() -> ScoreLinear:
     """Weights of magnitude 0.5-1.5 and random sign on the central 8 x 8 pixels, 0 elsewhere."""
     g = torch.Generator().manual_seed(5)
     w = torch.zeros(SIDE, SIDE)
     sign = torch.randint(0, 2, (8, 8), generator=g) * 2.0 - 1.0
     w[4:12, 4:12] = sign * (0.5 + torch.rand(8, 8, generator=g))
-    return Linear(w, -0.5 * float(w.sum()))
+    return ScoreLinear(w, -0.5 * float(w.sum()))
 
 
 def images(n: int, seed: int) -> Tensor:
@@ -61,20 +49,20 @@ def images(n: int, seed: int) -> Tensor:
     return 0.35 + 0.3 * torch.rand(n, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(seed))
 
 
-def score(model: Linear, x: Tensor) -> Tensor:
+def score(model: ScoreLinear, x: Tensor) -> Tensor:
     with torch.no_grad():
         logits = model(x)
     return logits[:, 1] - logits[:, 0]
 
 
-def distances(model: Linear, x: Tensor, norm: str) -> Tensor:
+def distances(model: ScoreLinear, x: Tensor, norm: str) -> Tensor:
     """The least ``norm`` distance from each image to the decision boundary, box ignored."""
     w = model.w.detach()[0]
     dual = w.abs().sum() if norm == "linf" else w.norm()
     return score(model, x).abs() / dual
 
 
-def assert_box_does_not_cut(model: Linear, x: Tensor, eps: float, norm: str) -> None:
+def assert_box_does_not_cut(model: ScoreLinear, x: Tensor, eps: float, norm: str) -> None:
     """The least flipping perturbation of size 1.2 eps stays in [0, 1] for every image."""
     w = model.w.detach()[0].reshape(x.shape[1:])
     direction = w.sign() if norm == "linf" else w / w.norm()
@@ -83,8 +71,8 @@ def assert_box_does_not_cut(model: Linear, x: Tensor, eps: float, norm: str) -> 
     assert moved.min() >= 0 and moved.max() <= 1
 
 
-def check_exact(model: Linear, x: Tensor, y: Tensor, out: Tensor, reference: Tensor, eps: float,
-                norm: str) -> None:
+def check_exact(model: ScoreLinear, x: Tensor, y: Tensor, out: Tensor, reference: Tensor,
+                eps: float, norm: str) -> None:
     """``out`` (the bound's result for ``reference`` = the images it searched around) flips
     exactly the images whose distance is below eps, outside the band around eps (a
     reference image the model already misclassifies is at distance 0)."""
@@ -99,7 +87,7 @@ def check_exact(model: Linear, x: Tensor, y: Tensor, out: Tensor, reference: Ten
     assert (size <= eps * (1 + 1e-5)).all()
 
 
-def setup(n: int = 96, seed: int = 0) -> tuple[Linear, Tensor, Tensor]:
+def setup(n: int = 96, seed: int = 0) -> tuple[ScoreLinear, Tensor, Tensor]:
     model = oracle()
     x = images(n, seed)
     return model, x, score(model, x).gt(0).long()

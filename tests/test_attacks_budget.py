@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 import llrnet.attacks as attacks
+from attack_helpers import ScoreLinear
 from llrnet.attacks import (
     PGD,
     SPSA,
@@ -36,25 +37,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIDE = 16
 
 
-class Linear(nn.Module):
-    """Two logits ``[0, w.x + b]`` of 1 x 16 x 16 images, computed row by row (batch-exact)."""
-
-    def __init__(self, w: Tensor, b: float) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.reshape(1, -1).clone())
-        self.b = b
-
-    def forward(self, x: Tensor) -> Tensor:
-        score = (x.flatten(1) * self.w).sum(dim=1) + self.b
-        return torch.stack([torch.zeros_like(score), score], dim=1)
-
-
-def oracle() -> Linear:
+def oracle() -> ScoreLinear:
     """Weights +-1 on the central 8 x 8 pixels, 0 elsewhere; the bias centres the margins."""
     g = torch.Generator().manual_seed(3)
     w = torch.zeros(SIDE, SIDE)
     w[4:12, 4:12] = torch.randint(0, 2, (8, 8), generator=g) * 2.0 - 1.0
-    return Linear(w, -0.5 * float(w.sum()))
+    return ScoreLinear(w, -0.5 * float(w.sum()))
 
 
 def images(n: int, seed: int) -> Tensor:
