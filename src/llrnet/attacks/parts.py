@@ -248,7 +248,7 @@ class ImageRng:
         """
         n = len(self.generators)
         if out.shape[0] != n:
-            raise ValueError(f"out has {out.shape[0]} rows for {n} streams")
+            raise UsageError(f"out has {out.shape[0]} rows for {n} streams")
         count = out[0].numel() if n else 0
         words = (count + 63) // 64
         raw = torch.empty((n, words), dtype=torch.int64)
@@ -275,7 +275,7 @@ class ImageRng:
         """Fill ``out`` [N, ...] (any float dtype, any device) with standard normal samples,
         row i from image i's stream (drawn in float32 on the CPU); returns ``out``."""
         if out.shape[0] != len(self.generators):
-            raise ValueError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
+            raise UsageError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
         for r, g in enumerate(self.generators):
             out[r].copy_(torch.randn(tuple(out.shape[1:]), generator=g))
         return out
@@ -294,7 +294,7 @@ class ImageRng:
         drawing M cells at once or M cells over several calls gives the same values.
         """
         if out.shape[0] != len(self.generators):
-            raise ValueError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
+            raise UsageError(f"out has {out.shape[0]} rows for {len(self.generators)} streams")
         drawn = torch.empty(tuple(out.shape), dtype=torch.float32)  # one copy to out's device
         for r, g in enumerate(self.generators):
             for j in range(out.shape[1]):

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import requests
 
-from llrnet.core.errors import first_line
+from llrnet.core.errors import UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+            raise UsageError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.attempts < 1:
-            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+            raise UsageError(f"attempts must be >= 1, got {self.attempts}")
         if self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("backoff and max_backoff must be >= 0 seconds")
+            raise UsageError("backoff and max_backoff must be >= 0 seconds")
 
     def wait(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed attempts (1, 2, ...)."""

@@ -40,7 +40,7 @@ def derive(seed: int, *keys: int | str) -> int:
     for key in keys:
         if isinstance(key, str):
             if "/" in key:
-                raise ValueError(f"a seeding key may not contain '/': {key!r}")
+                raise UsageError(f"a seeding key may not contain '/': {key!r}")
             parts.append(key)
         else:
             parts.append(str(int(key)))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from llrnet.core.errors import UsageError
+from llrnet.core.errors import InputError, UsageError
 
 Split = Literal["train", "test", "fit", "val"]
 SPLITS = ("train", "test", "fit", "val")
@@ -35,9 +35,9 @@ class DigitsDataset(Dataset[tuple[Tensor, int]]):
 
     def __init__(self, images: Tensor, labels: Tensor, classes: Sequence[int]) -> None:
         if images.ndim != 4 or images.shape[1] != 1:
-            raise ValueError(f"images must be [N, 1, H, W], got {tuple(images.shape)}")
+            raise InputError(f"images must be [N, 1, H, W], got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(
+            raise InputError(
                 f"labels must be [N] with N={images.shape[0]}, got {tuple(labels.shape)}"
             )
         self.images = images.to(torch.float32)

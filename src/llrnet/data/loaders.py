@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from llrnet.core.errors import UsageError
+
 
 def available_cpus() -> int:
     """CPU cores this process may use (respects affinity masks / containers)."""
@@ -38,7 +40,7 @@ def loader_settings(
     device = torch.device(device)
     n = available_cpus() if workers is None else workers
     if n < 0:
-        raise ValueError(f"workers must be >= 0, got {n}")
+        raise UsageError(f"workers must be >= 0, got {n}")
     settings: dict[str, Any] = {
         "num_workers": n,
         "pin_memory": device.type == "cuda",

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from llrnet.core.errors import UsageError
+
 __all__ = ["BatchNormReplay", "batch_norm_layers", "frozen_batch_norm"]
 
 
@@ -164,7 +166,7 @@ def frozen_batch_norm(model: nn.Module, *, mode: str = "batch") -> Iterator[None
             Layers in eval mode always use their running averages.
     """
     if mode not in ("batch", "eval"):
-        raise ValueError(f"batch-norm mode must be 'batch' or 'eval', got {mode!r}")
+        raise UsageError(f"batch-norm mode must be 'batch' or 'eval', got {mode!r}")
     layers = batch_norm_layers(model)
 
     def make_forward(bn: _BatchNorm) -> Any:

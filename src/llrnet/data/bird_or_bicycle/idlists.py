@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from llrnet.core.errors import RunError
+from llrnet.core.errors import RunError, UsageError
 from llrnet.core.http import FetchError, RetryPolicy, fetch
 from llrnet.data.bird_or_bicycle.sources import SPLIT_SIZES, Sources
 
@@ -82,4 +82,4 @@ def split_ids(ids: list[str], split: str) -> list[str]:
         return ids[:n_test]
     if split == "train":
         return ids[n_test : n_test + n_train]
-    raise ValueError(f"split_ids handles 'train' and 'test', not {split!r}")
+    raise UsageError(f"split_ids handles 'train' and 'test', not {split!r}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llrnet.core.errors import UsageError
 from llrnet.hub.formats.crc32c import crc32c, mask
 from llrnet.hub.formats.dtypes import BY_NAME, TFDType, numpy_to_tf
 from llrnet.hub.formats.protowire import field_bytes, field_fixed32, field_varint, write_varint
@@ -59,7 +60,7 @@ def _tensor_bytes(value: np.ndarray, dtype: TFDType) -> tuple[bytes, int]:
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even
         data = rounded.astype("<u2").tobytes()
     elif dtype.disk is None:
-        raise ValueError(f"dtype {dtype.name} has no fixed layout")
+        raise UsageError(f"dtype {dtype.name} has no fixed layout")
     else:
         data = np.ascontiguousarray(value, dtype=np.dtype(dtype.disk)).tobytes()
     return data, crc32c(data)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llrnet.core.errors import InputError
+
 
 @dataclass(frozen=True)
 class TFDType:
@@ -64,5 +66,5 @@ def numpy_to_tf(array: np.ndarray) -> TFDType:
         return BY_NAME["string"]
     name = "bool" if array.dtype == np.bool_ else array.dtype.name
     if name not in BY_NAME:
-        raise ValueError(f"numpy dtype {array.dtype} has no TF checkpoint equivalent")
+        raise InputError(f"numpy dtype {array.dtype} has no TF checkpoint equivalent")
     return BY_NAME[name]

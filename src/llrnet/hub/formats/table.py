@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from llrnet.core.errors import InputError
+from llrnet.core.errors import InputError, UsageError
 from llrnet.hub.formats.crc32c import crc32c, mask
 from llrnet.hub.formats.protowire import read_varint, write_varint
 
@@ -174,7 +174,7 @@ class TableWriter:
 
     def add(self, key: bytes, value: bytes) -> None:
         if self._last is not None and key <= self._last:
-            raise ValueError(f"keys must increase: {key!r} after {self._last!r}")
+            raise UsageError(f"keys must increase: {key!r} after {self._last!r}")
         if self._pending is not None and self._last is not None:
             self._index.add(shortest_separator(self._last, key), self._pending)
             self._pending = None
