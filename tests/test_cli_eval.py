@@ -124,6 +124,8 @@ def test_a_registered_suite_brings_its_own_data_and_class_names(
     finally:
         SUITES._entries.pop("cli_probe", None)
         SUITE_FACTS.pop("cli_probe", None)
+
+
 def test_check_budget_and_white_box_bound_flags(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     base = ["eval", "--suite", "digits", "--model", "digits_wrn", "--max-images", "2",
@@ -151,7 +153,8 @@ def test_check_budget_and_white_box_bound_flags(tmp_path: Path,
 
 @pytest.mark.parametrize(("flag", "value"), [("--check-budget", "0"),
                                              ("--check-budget-images", "0"),
-                                             ("--check-budget", "x")])
+                                             ("--check-budget", "x"),
+                                             ("--bound-attack", "fgsm")])
 def test_bad_check_budget_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               flag: str, value: str) -> None:
     with pytest.raises(SystemExit) as stop:

@@ -87,6 +87,26 @@ def test_the_bound_is_the_exact_answer_of_a_linear_oracle(tmp_path: Path) -> Non
     assert (tmp_path / "state" / "spsa.white_box_bound").is_dir()
 
 
+def test_the_apgd_ce_bound_gives_the_same_exact_answer(tmp_path: Path) -> None:
+    """``bound_attack="apgd-ce"``: the authors' APGD-CE in SPSA's ball finds exactly the
+    images PGD finds on the linear oracle, and the fingerprint names it."""
+    pytest.importorskip("pyautoattack")
+    images, labels = grey_data()
+    with pytest.warns(EvaluationWarning, match="white-box bound in the same ball 75.0%"):
+        results = evaluate(Brightness(), spsa_suite(), (images, labels), out_dir=tmp_path,
+                           progress=False, bound_attack="apgd-ce")
+    bound = results["spsa"]["white_box_bound"]
+    assert bound["accuracy@100"] == 0.6 and bound["error_indices"] == [2, 3, 4, 5]
+    manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
+    assert manifest["white_box_bounds"]["spsa"]["class"] == "APGDCE"
+    with pytest.raises(UsageError, match=r"different arguments.*white_box_bounds"):
+        evaluate(Brightness(), spsa_suite(), (images, labels), out_dir=tmp_path,
+                 progress=False)  # PGD bounds cannot resume an APGD-CE run
+    with pytest.raises(UsageError, match="bound_attack must be one of pgd, apgd-ce, got 'x'"):
+        evaluate(Brightness(), spsa_suite(), (images, labels), out_dir=tmp_path / "b",
+                 progress=False, bound_attack="x")
+
+
 def test_bounds_follow_the_suite_unless_overridden(tmp_path: Path) -> None:
     data = grey_data()
     with warnings.catch_warnings():

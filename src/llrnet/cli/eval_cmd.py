@@ -103,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         default=None, help="run each black-box attack's white-box bound (a "
                         "gradient attack in the same ball, the same random transforms) as a "
                         "row under it (default: the suite's choice; on for digits and linf)")
+    parser.add_argument("--bound-attack", choices=("pgd", "apgd-ce"), default="pgd",
+                        help="the white-box bounds' attack: PGD-100 (default) or, in L-inf "
+                        "balls, the authors' APGD-CE (pip install 'llrnet[autoattack]')")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
 
@@ -172,7 +175,8 @@ def _eval(args: argparse.Namespace) -> int:
                        class_names=facts.class_names, skip_unreadable=args.skip_unreadable,
                        precision=args.precision, check_budget=args.check_budget,
                        check_budget_images=args.check_budget_images,
-                       white_box_bounds=args.white_box_bounds)
+                       white_box_bounds=args.white_box_bounds,
+                       bound_attack=args.bound_attack)
     if distributed.rank() == 0:
         print(format_table(results))
         print(f"results: {Path(args.out) / 'results.json'}")

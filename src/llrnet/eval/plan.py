@@ -51,7 +51,10 @@ class EvalOptions:
     or ``auto`` (the search precision). ``check_budget`` K re-runs each budgeted
     attack at K times its budget on at most ``check_budget_images`` of the
     images it left correct (None: no check); ``white_box_bounds`` runs each
-    black-box attack's white-box bound (None: the suite's default).
+    black-box attack's white-box bound (None: the suite's default), with
+    ``bound_attack`` ``"pgd"`` (L-inf and L2 PGD-100) or ``"apgd-ce"`` (the
+    authors' APGD-CE in L-inf balls, needs ``pyautoattack``; its result depends
+    on the other images of a chunk, as AutoAttack's does).
     """
 
     seed: int = 0
@@ -68,6 +71,7 @@ class EvalOptions:
     check_budget: int | None = None
     check_budget_images: int = 32
     white_box_bounds: bool | None = None
+    bound_attack: str = "pgd"
 
     def merged(self, overrides: Mapping[str, Any]) -> EvalOptions:
         """These options with ``overrides`` (field name -> value) replacing fields.
@@ -232,6 +236,9 @@ def check_options(options: EvalOptions) -> None:
     if options.white_box_bounds not in (None, True, False):
         raise UsageError("white_box_bounds must be None (the suite's default), True or False, "
                          f"got {options.white_box_bounds!r}")
+    if options.bound_attack not in BOUND_ATTACKS:
+        raise UsageError(f"bound_attack must be one of {', '.join(BOUND_ATTACKS)}, "
+                         f"got {options.bound_attack!r}")
 
 
 def bounds_on(suite: Suite, options: EvalOptions) -> bool:
@@ -240,9 +247,14 @@ def bounds_on(suite: Suite, options: EvalOptions) -> bool:
                 else options.white_box_bounds)
 
 
-def suite_bounds(suite: Suite) -> dict[str, Any]:
+BOUND_ATTACKS = ("pgd", "apgd-ce")
+"""The white-box attacks a bound can use (``EvalOptions.bound_attack``)."""
+
+
+def suite_bounds(suite: Suite, options: EvalOptions) -> dict[str, Any]:
     """Entry name -> its attack's white-box bound, for the entries that have one."""
-    bounds = {entry.name: white_box_bound(entry.attack) for entry in suite.entries}
+    apgd = options.bound_attack == "apgd-ce"
+    bounds = {entry.name: white_box_bound(entry.attack, apgd=apgd) for entry in suite.entries}
     return {name: bound for name, bound in bounds.items() if bound is not None}
 
 
@@ -266,7 +278,7 @@ def plan_bounds(suite: Suite, options: EvalOptions, model: nn.Module, is_model_f
                 ) -> tuple[dict[str, Any], dict[str, str]]:
     """(entry name -> bound attack to run, entry name -> why its bound is skipped); both
     empty when bounds are off."""
-    bounds = suite_bounds(suite) if bounds_on(suite, options) else {}
+    bounds = suite_bounds(suite, options) if bounds_on(suite, options) else {}
     note = gradient_note(model, is_model_fn, source, device) if bounds else None
     if note is None:
         return bounds, {}
@@ -299,7 +311,7 @@ def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, s
         manifest["check_budget"] = {"factor": options.check_budget,
                                     "images": options.check_budget_images}
     described = {name: fingerprint_attack(bound)
-                 for name, bound in (suite_bounds(full) if bounds else {}).items()}
+                 for name, bound in (suite_bounds(full, options) if bounds else {}).items()}
     if described:
         manifest["white_box_bounds"] = described
     return manifest
