@@ -27,10 +27,6 @@ DECLARED_EXCEPTIONS: dict[tuple[str, str], str] = {
         "create_model re-exported lazily where users import it",
 }
 
-
-
-
-
 DEFERRED = re.compile(r"#\s*deferred:\s*\S")
 
 
