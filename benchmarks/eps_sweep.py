@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from common import isa, machine_description, write_section
+from common import write_section
 from peer_check import (
     BOUNDARY_COLUMN,
     MODELS,
     SPSA_COLUMN,
     Setup,
-    load_setup,
+    command_line,
     score,
     spatial_stage,
+    start,
     white_box,
 )
 
@@ -140,21 +139,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    setup = load_setup(args.demo, [m for m in args.models.split(",") if m], args.images,
-                       args.seed, args.dry_run)
+    setup, machine = start(args)
     radii = {"linf": [float(e) for e in args.linf_eps.split(",")],
              "l2": [float(e) for e in args.l2_eps.split(",")]}
-    machine = f"{machine_description()}; {isa()}"
-    print(machine, flush=True)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for name in setup.models:
         rows += sweep(setup, name, radii, args.steps, args.restarts)
         print(f"{name}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     markdown = tables(rows)
-    command = "python benchmarks/eps_sweep.py " + shlex.join(sys.argv[1:] if argv is None
-                                                              else list(argv))
+    command = command_line("eps_sweep.py", argv)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eps_sweep.json").write_text(json.dumps({
         "machine": machine, "command": command, "images": len(setup.indices),

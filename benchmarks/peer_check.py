@@ -449,13 +449,26 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv)
+def start(args: argparse.Namespace) -> tuple[Setup, str]:
+    """The threads set, the demo's models and images loaded (``args.models``, ``images``,
+    ``seed``, ``dry_run``), and the machine's description, printed."""
     torch.set_num_threads(args.threads)
     setup = load_setup(args.demo, [m for m in args.models.split(",") if m], args.images,
                        args.seed, args.dry_run)
     machine = f"{machine_description()}; {isa()}"
     print(machine, flush=True)
+    return setup, machine
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How ``script`` was run, for the docs: ``python benchmarks/SCRIPT ARGS``."""
+    return f"python benchmarks/{script} " + shlex.join(sys.argv[1:] if argv is None
+                                                      else list(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    setup, machine = start(args)
     rows: list[Row] = []
     started = time.perf_counter()
     for name in setup.models:
@@ -464,8 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo is not None and not args.dry_run:  # read last: the demo may still run
         setup.llrnet = read_llrnet(args.demo, list(setup.models))
     markdown = table(setup, rows)
-    command = "python benchmarks/peer_check.py " + shlex.join(sys.argv[1:] if argv is None
-                                                               else list(argv))
+    command = command_line("peer_check.py", argv)
     versions = {peer: _version(peer) for peer in PEERS}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peer_check.md").write_text(markdown + "\n")

@@ -42,6 +42,13 @@ def _columns(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return columns
 
 
+def _record(records: dict[str, dict[str, Any]], column: str) -> dict[str, Any] | None:
+    """A column's record: the attack's, or for a bound column its attack's bound."""
+    if column.endswith(BOUND):
+        return records.get(column.removesuffix(BOUND), {}).get("white_box_bound")
+    return records.get(column)
+
+
 def _cell(record: dict[str, Any] | None) -> str:
     if record is None or "accuracy@80" not in record:
         return "-"
@@ -61,8 +68,7 @@ def leaderboard(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     rule = "|---|" + "---|" * len(columns)
     rows = []
     for model, records in results.items():
-        cells = [_cell(records[c[:-len(BOUND)]].get("white_box_bound") if c.endswith(BOUND)
-                       and c[:-len(BOUND)] in records else records.get(c)) for c in columns]
+        cells = [_cell(_record(records, column)) for column in columns]
         rows.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join([header, rule, *rows])
 

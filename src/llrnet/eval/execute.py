@@ -179,13 +179,12 @@ def run_job(plan: EvalPlan, job: Job, state: RunState, pool: Pool | None) -> Chu
 class Recheck:
     """An entry's attack re-run at ``factor`` times its budget (:func:`recheck`).
 
-    ``attack`` is the scaled attack, ``budget`` and ``scaled_budget`` the two
-    budgets, ``robust`` the number of images the entry left correct (before the
-    cap), ``chunks`` the results on the rechecked ones.
+    ``budget`` and ``scaled_budget`` are the two budgets, ``robust`` the number of
+    images the entry left correct (before the cap), ``chunks`` the results on the
+    rechecked ones.
     """
 
     factor: int
-    attack: Any
     budget: dict[str, int]
     scaled_budget: dict[str, int]
     robust: int
@@ -237,7 +236,7 @@ def recheck(plan: EvalPlan, job: Job, chunks: Chunks, state: RunState,
     chosen, robust = robust_indices(chunks, plan.options.check_budget_images)
     scaled = job.attack.scaled(factor)
     rerun = Job(job.name + RECHECK_SUFFIX, scaled, job.seed_name, tuple(chosen))
-    return Recheck(factor=factor, attack=scaled, budget=budget, scaled_budget=budget_of(scaled),
+    return Recheck(factor=factor, budget=budget, scaled_budget=budget_of(scaled),
                    robust=robust, chunks=run_job(plan, rerun, state, pool))
 
 

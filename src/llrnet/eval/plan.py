@@ -228,6 +228,10 @@ def model_fingerprint(model: nn.Module, is_model_fn: bool, first_logits: torch.T
     return hashlib.sha256(f"{type(model).__name__}|{tensors}".encode()).hexdigest()
 
 
+BOUND_ATTACKS = ("pgd", "apgd-ce")
+"""The white-box attacks a bound can use (``EvalOptions.bound_attack``)."""
+
+
 def check_options(options: EvalOptions) -> None:
     """Raise :class:`UsageError` for a bad budget check or white-box bounds option."""
     if options.check_budget is not None:
@@ -245,10 +249,6 @@ def bounds_on(suite: Suite, options: EvalOptions) -> bool:
     """Whether white-box bounds run: the option, or the suite's default when it is None."""
     return bool(suite.white_box_bounds if options.white_box_bounds is None
                 else options.white_box_bounds)
-
-
-BOUND_ATTACKS = ("pgd", "apgd-ce")
-"""The white-box attacks a bound can use (``EvalOptions.bound_attack``)."""
 
 
 def suite_bounds(suite: Suite, options: EvalOptions) -> dict[str, Any]:
