@@ -4,7 +4,9 @@ On the same model in one run: model evaluations (queries) per second of llrnet's
 ``Boundary`` against foolbox 3's ``BoundaryAttack`` and of llrnet's ``SPSA`` against
 torchattacks' ``SPSA`` at equal probes per step, and for each the share of wall time
 spent outside the model's forward (a wrapper times every forward). Runs are
-interleaved (every attack once per round) and each keeps its fastest round. The peers
+interleaved (every attack once per round); each ratio is the median of the per-round
+ratios. A second llrnet Boundary row queries the model itself (``decision_copy =
+False``) instead of its decision copy. The peers
 come from a throwaway environment (``bash benchmarks/peer_env.sh VENV``), never from
 llrnet's dependencies; without them only llrnet's rows run. Run with ``PYTHONPATH``
 pointing at the checkout's ``src``:
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from common import isa, machine_description, real_looking, write_section
@@ -28,6 +31,22 @@ from llrnet.attacks import SPSA, Boundary
 from llrnet.data import two_class_digits
 from llrnet.models import create_model
 
+PLAIN = "llrnet Boundary, model itself"
+"""The row of Boundary with ``decision_copy = False``: the walk queries the model as given."""
+
+
+class Clock:
+    """Forwarded images and their wall seconds; shared, not copied, by ``copy.deepcopy``
+    (Boundary queries a deep copy of the model it is given: the copy's forwards count
+    here too)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Clock:
+        return self
+
 
 class TimedModel(nn.Module):
     """Wraps a model: counts forwarded images and sums the wall time of its forwards."""
@@ -35,35 +54,58 @@ class TimedModel(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.images = 0
-        self.seconds = 0.0
+        self.clock = Clock()
+
+    @property
+    def images(self) -> int:
+        """Images forwarded since the last :meth:`reset`."""
+        return self.clock.images
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds inside the forward since the last :meth:`reset`."""
+        return self.clock.seconds
+
+    def reset(self) -> None:
+        """Zero the counters."""
+        self.clock.images, self.clock.seconds = 0, 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         """The wrapped model's logits [N, K] of ``x`` [N, C, H, W], timed."""
         start = time.perf_counter()
         out = self.model(x)
-        self.seconds += time.perf_counter() - start
-        self.images += int(x.shape[0])
+        self.clock.seconds += time.perf_counter() - start
+        self.clock.images += int(x.shape[0])
         return out
 
 
 @dataclass
 class Run:
-    """One attack's fastest round: wall seconds, queries, seconds inside the forward."""
+    """One attack's timed rounds: wall seconds, queries, seconds inside the forward."""
 
-    wall: float = float("inf")
+    walls: list[float] = field(default_factory=list)
     queries: int = 0
-    forward: float = 0.0
+    forwards: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        """Queries per second, round by round."""
+        return [self.queries / wall for wall in self.walls]
 
     @property
     def rate(self) -> float:
-        """Queries per second."""
-        return self.queries / self.wall
+        """Median queries per second."""
+        return statistics.median(self.rates)
 
     @property
     def outside(self) -> float:
-        """Share of the wall time outside the model's forward."""
-        return 1.0 - self.forward / self.wall
+        """Median share of the wall time outside the model's forward."""
+        return statistics.median(1.0 - f / w for f, w in zip(self.forwards, self.walls))
+
+    def ratio(self, other: Run) -> float:
+        """The median over rounds of this attack's queries/s over ``other``'s in the
+        same round (the two ran back to back)."""
+        return statistics.median(a / b for a, b in zip(self.rates, other.rates))
 
 
 def train(model: nn.Module, x: Tensor, y: Tensor, steps: int) -> nn.Module:
@@ -111,6 +153,11 @@ def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
     timed = TimedModel(model).eval()
     boundary = Boundary(threshold=1e-3, iterations=args.boundary_iterations)  # full walk
     calls["llrnet Boundary"] = (timed, lambda: boundary(timed, x, y, seeds=0, pool=pool))
+    # The same walk querying the model itself in calls of 64 (before the decision copy).
+    timed_plain = TimedModel(model).eval()
+    plain = Boundary(threshold=1e-3, iterations=args.boundary_iterations)
+    plain.decision_copy = False
+    calls[PLAIN] = (timed_plain, lambda: plain(timed_plain, x, y, seeds=0, pool=pool))
     timed_spsa = TimedModel(model).eval()
     spsa = SPSA(eps=0.3, steps=args.spsa_steps, samples=64, early_stop_loss_threshold=None)
     calls["llrnet SPSA"] = (timed_spsa, lambda: spsa(timed_spsa, x, y, seeds=0))
@@ -137,17 +184,19 @@ def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
 
 
 def measure(calls: dict[str, tuple[TimedModel, Callable]], repeats: int) -> dict[str, Run]:
-    """Interleaved rounds after one warm-up; each attack's fastest round."""
-    best = {name: Run() for name in calls}
+    """Interleaved rounds (every attack once per round) after one warm-up round."""
+    runs = {name: Run() for name in calls}
     for round_ in range(repeats + 1):
         for name, (timed, call) in calls.items():
-            timed.images, timed.seconds = 0, 0.0
+            timed.reset()
             start = time.perf_counter()
             call()
             wall = time.perf_counter() - start
-            if round_ and wall < best[name].wall:
-                best[name] = Run(wall, timed.images, timed.seconds)
-    return best
+            if round_:
+                runs[name].walls.append(wall)
+                runs[name].forwards.append(timed.seconds)
+                runs[name].queries = timed.images
+    return runs
 
 
 def main() -> None:
@@ -173,11 +222,13 @@ def main() -> None:
     machine = machine_description()
     load = "/".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{machine}\n{isa()}\nload average before the run {load}")
-    rows = []
+    rows: list[str] = []
+    gains: list[str] = []
     for name in args.models.split(","):
         model, x, y, pool_x, pool_y, label = setup(name, args.images)
         runs = measure(runners(model, x, y, (pool_x, pool_y), args, peers), args.repeats)
         for ours, peer in (("llrnet Boundary", "foolbox 3 BoundaryAttack"),
+                           (PLAIN, "foolbox 3 BoundaryAttack"),
                            ("llrnet SPSA", "torchattacks SPSA")):
             mine = runs[ours]
             other = runs.get(peer)
@@ -187,9 +238,13 @@ def main() -> None:
                 row += "- | - | - | - |"
             else:
                 row += (f"{peer}: {other.queries} | {other.rate:.0f} | "
-                        f"{100 * other.outside:.0f}% | **{mine.rate / other.rate:.2f}x** |")
+                        f"{100 * other.outside:.0f}% | **{mine.ratio(other):.2f}x** |")
             print(row)
             rows.append(row)
+        plain_ratio = runs["llrnet Boundary"].ratio(runs[PLAIN])
+        print(f"{label}: llrnet Boundary with its decision copy / querying the model itself: "
+              f"{plain_ratio:.2f}x")
+        gains.append(f"{label}: {plain_ratio:.2f}x")
     command = ("PYTHONPATH=src VENV/bin/python benchmarks/blackbox_speed.py "
                f"--models {args.models} --images {args.images} --boundary-iterations "
                f"{args.boundary_iterations} --foolbox-steps {args.foolbox_steps} --spsa-steps "
@@ -200,7 +255,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|", *rows])
     text = (f"## Black-box attack speed\n\nCommand: `{command}`\n\nMachine: {machine}; "
             f"{isa()}; load average before the run {load} (a shared machine: the rounds are "
-            f"interleaved and each attack keeps its fastest of {args.repeats}).\n\n{table}\n")
+            f"interleaved; queries/s and outside-forward shares are medians over "
+            f"{args.repeats} rounds, each ratio the median of the per-round ratios).\n\n"
+            f"{table}\n\nllrnet Boundary with its decision copy against the same walk "
+            f"querying the model itself (median per-round ratio): {'; '.join(gains)}.\n")
     print(text)
     if args.write:
         write_section("blackbox-speed", text)

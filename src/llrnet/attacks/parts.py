@@ -17,6 +17,8 @@ Eps = float | Tensor
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
 
 __all__ = [
+    "CPU_DECISION_CHUNK",
+    "CPU_FORWARD_CHUNK",
     "AdamState",
     "ImageRng",
     "adam_step",
@@ -191,11 +193,21 @@ CPU_FORWARD_CHUNK = 64
 calls of 64 than of 256-1024 (the activations of a call stay in the caches)."""
 
 
-def forward_chunk(device: torch.device, max_batch: int) -> int:
+CPU_DECISION_CHUNK = 128
+"""Most images per call to a channels_last decision copy on a CPU
+(:func:`llrnet.models.precision.decision_copy`). Measured with one thread on the
+digits WRN-10-1: calls of 80-160 images ran 1.4-1.8x the images per second of the
+model itself in calls of 16, calls of 64 1.3x, of 256 about 1x
+(docs/benchmarks.md, "Black-box attack speed")."""
+
+
+def forward_chunk(device: torch.device, max_batch: int, cpu_chunk: int = CPU_FORWARD_CHUNK
+                  ) -> int:
     """Images per model call for an attack whose ``max_batch`` bounds a call: at most
-    :data:`CPU_FORWARD_CHUNK` on a CPU, ``max_batch`` elsewhere (a GPU gains from
-    large calls). Results do not depend on it beyond float rounding."""
-    return min(max_batch, CPU_FORWARD_CHUNK) if device.type == "cpu" else max_batch
+    ``cpu_chunk`` (:data:`CPU_FORWARD_CHUNK` unless the caller queries a
+    channels_last copy) on a CPU, ``max_batch`` elsewhere (a GPU gains from large
+    calls). Results do not depend on it beyond float rounding."""
+    return min(max_batch, cpu_chunk) if device.type == "cpu" else max_batch
 
 
 class ImageRng:

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.core.errors import UsageError
+from llrnet.models import layers
+from llrnet.models.resnet_v2 import OffsetBatchNorm2d
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +115,11 @@ class FastCopy(nn.Module):
     as float32. Gradients flow through the casts, so white-box attacks work too.
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool = True) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool = True,
+                 *, copy_model: bool = True) -> None:
+        """``copy_model=False`` converts ``model`` itself (the caller's own copy)."""
         super().__init__()
-        inner = copy.deepcopy(model)
+        inner = copy.deepcopy(model) if copy_model else model
         if channels_last:
             inner = inner.to(memory_format=torch.channels_last)
         self.inner = inner.to(dtype=dtype)
@@ -149,6 +153,86 @@ def fast_copy(model: nn.Module, precision: str = "bf16", *, channels_last: bool 
         raise UsageError(f"fast_copy needs precision fp32 or bf16, got {precision!r} "
                          "(resolve 'auto' with resolve_precision first)")
     return FastCopy(model, _DTYPES[precision], channels_last=channels_last)
+
+
+def _fold_into(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    """Make ``conv`` compute ``norm(conv(x))`` (``norm`` in eval mode), in float64 then
+    rounded to the weights' dtype: ``w * s`` and ``(b - mean) * s + beta`` per output
+    channel, ``s = gamma / sqrt(var + eps)`` (gamma 1 and beta 0 where absent)."""
+    assert norm.running_mean is not None and norm.running_var is not None
+    with torch.no_grad():
+        scale = 1.0 / torch.sqrt(norm.running_var.double() + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        shift = -norm.running_mean.double() * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.double()
+        if conv.bias is not None:
+            shift = shift + conv.bias.double() * scale
+        weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+        dtype = conv.weight.dtype
+        conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+        conv.bias = nn.Parameter(shift.to(dtype), requires_grad=False)
+
+
+_FOLDABLE_NORMS = (nn.BatchNorm2d, OffsetBatchNorm2d)
+"""Norm types whose eval-mode forward is the affine map :func:`_fold_into` folds."""
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold, in place, each batch norm that a block declares reads only a convolution's
+    output (the block's ``batch_norm_folds``: ``(conv, norm)`` attribute names) into
+    that convolution; the norm becomes ``nn.Identity``. Only for eval-mode models
+    (the running statistics); the logits stay equal up to float rounding.
+
+    Returns the number of norms folded.
+
+    Raises:
+        UsageError: ``model`` is in training mode.
+    """
+    if model.training:
+        raise UsageError("fold_batch_norms needs an eval-mode model (it uses running statistics)")
+    folded = 0
+    for block in list(model.modules()):
+        for conv_name, norm_name in getattr(type(block), "batch_norm_folds", ()):
+            conv, norm = getattr(block, conv_name), getattr(block, norm_name)
+            if (not isinstance(conv, nn.Conv2d) or type(norm) not in _FOLDABLE_NORMS
+                    or norm.running_mean is None or norm.running_var is None):
+                continue
+            _fold_into(conv, norm)
+            setattr(block, norm_name, nn.Identity())
+            folded += 1
+    return folded
+
+
+def _use_softplus_inference(model: nn.Module) -> None:
+    """Point every module attribute holding :func:`layers.softplus` at its inference form."""
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if value is layers.softplus:
+                setattr(module, name, layers.softplus_inference)
+
+
+def decision_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for attacks that read only its decisions, such as Boundary:
+    eval mode, float32, channels_last, each declared batch norm folded into its
+    convolution (:func:`fold_batch_norms`), softplus in its inference form
+    (:func:`llrnet.models.layers.softplus_inference`). Takes and returns float32
+    tensors like ``model``; its logits equal ``model``'s up to float rounding, so its
+    decisions differ only where a logit margin is within rounding. ``model`` is left
+    untouched. On a CPU (one thread, the digits WRN-10-1) it forwards 1.3-1.8x more
+    images per second than the model itself (docs/benchmarks.md, "Black-box attack
+    speed").
+
+    Raises:
+        UsageError: ``model`` is in training mode.
+    """
+    if model.training:
+        raise UsageError("decision_copy needs an eval-mode model")
+    inner = copy.deepcopy(model).float().eval()
+    fold_batch_norms(inner)
+    _use_softplus_inference(inner)
+    return FastCopy(inner, torch.float32, channels_last=True, copy_model=False).eval()
 
 
 @dataclass(frozen=True)
