@@ -5,8 +5,8 @@ On the same model in one run: model evaluations (queries) per second of llrnet's
 torchattacks' ``SPSA`` at equal probes per step, and for each the share of wall time
 spent outside the model's forward (a wrapper times every forward). Runs are
 interleaved (every attack once per round); each ratio is the median of the per-round
-ratios. A second llrnet Boundary row queries the model itself (``decision_copy =
-False``) instead of its decision copy. The peers
+ratios. A second llrnet Boundary row queries the model as given (``fast_decisions =
+False``), not in its decision form. The peers
 come from a throwaway environment (``bash benchmarks/peer_env.sh VENV``), never from
 llrnet's dependencies; without them only llrnet's rows run. Run with ``PYTHONPATH``
 pointing at the checkout's ``src``:
@@ -31,21 +31,9 @@ from llrnet.attacks import SPSA, Boundary
 from llrnet.data import two_class_digits
 from llrnet.models import create_model
 
-PLAIN = "llrnet Boundary, model itself"
-"""The row of Boundary with ``decision_copy = False``: the walk queries the model as given."""
-
-
-class Clock:
-    """Forwarded images and their wall seconds; shared, not copied, by ``copy.deepcopy``
-    (Boundary queries a deep copy of the model it is given: the copy's forwards count
-    here too)."""
-
-    def __init__(self) -> None:
-        self.images = 0
-        self.seconds = 0.0
-
-    def __deepcopy__(self, memo: dict[int, object]) -> Clock:
-        return self
+PLAIN = "llrnet Boundary, model as given"
+"""The row of Boundary with ``fast_decisions = False``: the walk queries the model as given,
+not in its decision form."""
 
 
 class TimedModel(nn.Module):
@@ -54,28 +42,15 @@ class TimedModel(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.clock = Clock()
-
-    @property
-    def images(self) -> int:
-        """Images forwarded since the last :meth:`reset`."""
-        return self.clock.images
-
-    @property
-    def seconds(self) -> float:
-        """Wall seconds inside the forward since the last :meth:`reset`."""
-        return self.clock.seconds
-
-    def reset(self) -> None:
-        """Zero the counters."""
-        self.clock.images, self.clock.seconds = 0, 0.0
+        self.images = 0
+        self.seconds = 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         """The wrapped model's logits [N, K] of ``x`` [N, C, H, W], timed."""
         start = time.perf_counter()
         out = self.model(x)
-        self.clock.seconds += time.perf_counter() - start
-        self.clock.images += int(x.shape[0])
+        self.seconds += time.perf_counter() - start
+        self.images += int(x.shape[0])
         return out
 
 
@@ -153,10 +128,10 @@ def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
     timed = TimedModel(model).eval()
     boundary = Boundary(threshold=1e-3, iterations=args.boundary_iterations)  # full walk
     calls["llrnet Boundary"] = (timed, lambda: boundary(timed, x, y, seeds=0, pool=pool))
-    # The same walk querying the model itself in calls of 64 (before the decision copy).
+    # The same walk on the model as given, in calls of 64.
     timed_plain = TimedModel(model).eval()
     plain = Boundary(threshold=1e-3, iterations=args.boundary_iterations)
-    plain.decision_copy = False
+    plain.fast_decisions = False
     calls[PLAIN] = (timed_plain, lambda: plain(timed_plain, x, y, seeds=0, pool=pool))
     timed_spsa = TimedModel(model).eval()
     spsa = SPSA(eps=0.3, steps=args.spsa_steps, samples=64, early_stop_loss_threshold=None)
@@ -188,7 +163,7 @@ def measure(calls: dict[str, tuple[TimedModel, Callable]], repeats: int) -> dict
     runs = {name: Run() for name in calls}
     for round_ in range(repeats + 1):
         for name, (timed, call) in calls.items():
-            timed.reset()
+            timed.images, timed.seconds = 0, 0.0
             start = time.perf_counter()
             call()
             wall = time.perf_counter() - start
@@ -242,8 +217,7 @@ def main() -> None:
             print(row)
             rows.append(row)
         plain_ratio = runs["llrnet Boundary"].ratio(runs[PLAIN])
-        print(f"{label}: llrnet Boundary with its decision copy / querying the model itself: "
-              f"{plain_ratio:.2f}x")
+        print(f"{label}: llrnet Boundary, decision form / model as given: {plain_ratio:.2f}x")
         gains.append(f"{label}: {plain_ratio:.2f}x")
     command = ("PYTHONPATH=src VENV/bin/python benchmarks/blackbox_speed.py "
                f"--models {args.models} --images {args.images} --boundary-iterations "
@@ -257,8 +231,8 @@ def main() -> None:
             f"{isa()}; load average before the run {load} (a shared machine: the rounds are "
             f"interleaved; queries/s and outside-forward shares are medians over "
             f"{args.repeats} rounds, each ratio the median of the per-round ratios).\n\n"
-            f"{table}\n\nllrnet Boundary with its decision copy against the same walk "
-            f"querying the model itself (median per-round ratio): {'; '.join(gains)}.\n")
+            f"{table}\n\nllrnet Boundary with the model in its decision form against the same "
+            f"walk on the model as given (median per-round ratio): {'; '.join(gains)}.\n")
     print(text)
     if args.write:
         write_section("blackbox-speed", text)

@@ -4,7 +4,7 @@ More: docs/attacks.md, "llrnet.attacks.boundary"."""
 from __future__ import annotations
 
 import collections
-import copy
+import contextlib
 import logging
 
 import torch
@@ -15,7 +15,7 @@ from llrnet.attacks.base import Attack, CountingModel, Pool
 from llrnet.attacks.parts import CPU_DECISION_CHUNK, CPU_FORWARD_CHUNK, ImageRng, forward_chunk
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
-from llrnet.models.precision import decision_copy
+from llrnet.models.precision import decision_form
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,10 @@ class Boundary(Attack):
     kind = "black_box"
     bf16_search = True  # measured: docs/evaluation.md, "Search precision"
     needs_pool = True
-    #: On a CPU the walk queries the model's :func:`~llrnet.models.precision.decision_copy`
-    #: (folded batch norms, channels_last; 1.3-1.8x the images per second on the digits
-    #: WRN) in calls of :data:`CPU_DECISION_CHUNK`; set False to query the model itself.
-    decision_copy = True
+    #: On a CPU (float32 images and model) the walk queries the model in its
+    #: :func:`~llrnet.models.precision.decision_form` (folded batch norms, channels_last,
+    #: restored after the walk) in calls of :data:`CPU_DECISION_CHUNK`; False: as it is.
+    fast_decisions = True
 
     def __init__(
         self,
@@ -128,10 +128,15 @@ class Boundary(Attack):
         return self.ball.eps
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype,
-                 cpu_chunk: int = CPU_FORWARD_CHUNK) -> Tensor:
-        chunk = forward_chunk(images.device, self.max_batch, cpu_chunk)
+                 fast: bool = False) -> Tensor:
+        """Decisions [N] of ``images`` [N, C, H, W]; ``fast``: the model is in its
+        :func:`~llrnet.models.precision.decision_form` (channels_last calls of
+        :data:`CPU_DECISION_CHUNK`)."""
+        chunk = forward_chunk(images.device, self.max_batch,
+                              CPU_DECISION_CHUNK if fast else CPU_FORWARD_CHUNK)
+        layout = torch.channels_last if fast and images.dim() == 4 else torch.contiguous_format
         out = [
-            model(images[s : s + chunk].to(dtype)).argmax(dim=1)
+            model(images[s : s + chunk].to(dtype).contiguous(memory_format=layout)).argmax(dim=1)
             for s in range(0, images.shape[0], chunk)
         ]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=images.device)
@@ -150,37 +155,6 @@ class Boundary(Attack):
             starts.append(images[others[pick]])
         return torch.stack(starts)
 
-    def _searcher(self, model: nn.Module, x: Tensor, pool: Pool) -> CountingModel | None:
-        """The counted :func:`~llrnet.models.precision.decision_copy` of ``model`` (a
-        :class:`CountingModel`) that the walk queries on a CPU, or None (the walk
-        queries ``model``): off by :attr:`decision_copy`, on other devices, for
-        non-float32 images or models, for models that cannot be deep-copied, and
-        where the copy's logits on the pool's first 64 images differ from the
-        model's by more than float rounding (1e-4 relative to the largest logit).
-        The check reads the pool, not ``x``, so the choice never depends on an
-        image's batch-mates; its forwards are not counted as queries."""
-        inner = model.model if isinstance(model, CountingModel) else model
-        if (not self.decision_copy or x.device.type != "cpu" or x.dtype != torch.float32
-                or any(p.dtype != torch.float32 for p in inner.parameters())):
-            return None
-        try:
-            fast = decision_copy(inner)
-        except (TypeError, RuntimeError, copy.Error) as error:
-            logger.info("boundary: no decision copy of the model (%s); it queries the model",
-                        error)
-            return None
-        sample = pool[0][:64]
-        want, got = inner(sample), fast(sample)
-        tolerance = 1e-4 * max(1.0, float(want.abs().max()))
-        if not isinstance(got, Tensor) or got.shape != want.shape or not bool(
-                ((got - want).abs() <= tolerance).all()):
-            logger.warning("boundary: the decision copy's logits differ from the model's by "
-                           "more than float rounding; the walk queries the model itself")
-            return None
-        search = CountingModel(fast)
-        search.num_classes = getattr(model, "num_classes", None)
-        return search
-
     def _run(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool | None
     ) -> Tensor:
@@ -192,25 +166,22 @@ class Boundary(Attack):
             todo = torch.nonzero(correct).flatten().tolist()
             if not todo:
                 return result
-            search = self._searcher(model, x, pool)
-            try:
-                self._search(search or model, x, y, rng, pool, todo, result,
-                             CPU_DECISION_CHUNK if search is not None else CPU_FORWARD_CHUNK)
-            finally:
-                if search is not None and isinstance(model, CountingModel):
-                    model.evaluations += search.evaluations
+            fast = self.fast_decisions and x.device.type == "cpu" and dtype == torch.float32
+            inner = model.model if isinstance(model, CountingModel) else model
+            with decision_form(inner) if fast else contextlib.nullcontext(False) as changed:
+                self._search(model, x, y, rng, pool, todo, result, bool(changed))
         return result
 
     def _search(
         self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool,
-        todo: list[int], result: Tensor, cpu_chunk: int,
+        todo: list[int], result: Tensor, fast: bool,
     ) -> None:
         """Starting points and walks for the correctly classified images ``todo``;
-        writes the adversarial images into ``result``."""
+        writes the adversarial images into ``result``; ``fast``: see :meth:`_predict`."""
         dtype = x.dtype
         sub_rng = rng.subset(todo)
         starts = self._starting_points(x[todo], y[todo], sub_rng, pool)
-        valid = (self._predict(model, starts, dtype, cpu_chunk) != y[todo]).tolist()
+        valid = (self._predict(model, starts, dtype, fast) != y[todo]).tolist()
         gave_up = len(valid) - sum(valid)
         if gave_up:
             logger.info("boundary: %d starting points not misclassified; inputs returned",
@@ -224,7 +195,7 @@ class Boundary(Attack):
         for walk in walks:
             walk.done = walk.distance <= self.threshold
         self._walk(model, walks, sub_rng.subset(keep), y[[todo[k] for k in keep]], x.shape[1:],
-                   dtype, cpu_chunk)
+                   dtype, fast)
         for k, walk in zip(keep, walks):
             adv = walk.best
             dist = float((adv - walk.original).norm())
@@ -234,7 +205,7 @@ class Boundary(Attack):
 
     def _walk(
         self, model: nn.Module, walks: list[_Walk], rng: ImageRng, y: Tensor,
-        shape: torch.Size, dtype: torch.dtype, cpu_chunk: int,
+        shape: torch.Size, dtype: torch.dtype, fast: bool,
     ) -> None:
         group_size = max(1, self.max_batch // self.directions_per_batch)
         for step in range(1, self.iterations + 1):
@@ -248,13 +219,13 @@ class Boundary(Attack):
             for s in range(0, len(active), group_size):
                 group = active[s : s + group_size]
                 self._iteration(model, [walks[k] for k in group], rng.subset(group), y[group],
-                                shape, dtype, do_spherical, step, cpu_chunk)
+                                shape, dtype, do_spherical, step, fast)
             for k in active:
                 walks[k].update_step_sizes(self.step_adaptation)
 
     def _iteration(
         self, model: nn.Module, walks: list[_Walk], rng: ImageRng, y: Tensor,
-        shape: torch.Size, dtype: torch.dtype, do_spherical: bool, step: int, cpu_chunk: int,
+        shape: torch.Size, dtype: torch.dtype, do_spherical: bool, step: int, fast: bool,
     ) -> None:
         """One walk iteration for a group of images: candidates in order until a success."""
         found = [False] * len(walks)
@@ -270,15 +241,15 @@ class Boundary(Attack):
             labels = y[rem].repeat_interleave(count)
             flat = (len(rem) * count, *shape)
             if do_spherical:
-                adv_s = self._predict(model, spherical.reshape(flat), dtype, cpu_chunk) != labels
+                adv_s = self._predict(model, spherical.reshape(flat), dtype, fast) != labels
                 adv_s = adv_s.reshape(len(rem), count)
                 adv_c = torch.zeros_like(adv_s)
                 if bool(adv_s.any()):
                     pred = self._predict(model, candidates[adv_s].reshape(-1, *shape), dtype,
-                                         cpu_chunk)
+                                         fast)
                     adv_c[adv_s] = pred != labels.reshape(len(rem), count)[adv_s]
             else:
-                adv_c = self._predict(model, candidates.reshape(flat), dtype, cpu_chunk) != labels
+                adv_c = self._predict(model, candidates.reshape(flat), dtype, fast) != labels
                 adv_c = adv_c.reshape(len(rem), count)
                 adv_s = torch.zeros_like(adv_c)
             adv_s_list, adv_c_list = adv_s.tolist(), adv_c.tolist()

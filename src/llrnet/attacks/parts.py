@@ -194,18 +194,18 @@ calls of 64 than of 256-1024 (the activations of a call stay in the caches)."""
 
 
 CPU_DECISION_CHUNK = 128
-"""Most images per call to a channels_last decision copy on a CPU
-(:func:`llrnet.models.precision.decision_copy`). Measured with one thread on the
-digits WRN-10-1: calls of 80-160 images ran 1.4-1.8x the images per second of the
-model itself in calls of 16, calls of 64 1.3x, of 256 about 1x
-(docs/benchmarks.md, "Black-box attack speed")."""
+"""Most images per model call on a CPU for a model in its channels_last decision form
+(:func:`llrnet.models.precision.decision_form`). Measured with one thread on the
+digits WRN-10-1 (CPU time, interleaved, a shared machine): in that form calls of 64
+ran 1.3x the images per second of the model as given in calls of 16, calls of 128
+1.3-1.4x, calls of 256 1.0-1.4x (docs/benchmarks.md, "Black-box attack speed")."""
 
 
 def forward_chunk(device: torch.device, max_batch: int, cpu_chunk: int = CPU_FORWARD_CHUNK
                   ) -> int:
     """Images per model call for an attack whose ``max_batch`` bounds a call: at most
     ``cpu_chunk`` (:data:`CPU_FORWARD_CHUNK` unless the caller queries a
-    channels_last copy) on a CPU, ``max_batch`` elsewhere (a GPU gains from large
+    channels_last decision form) on a CPU, ``max_batch`` elsewhere (a GPU gains from large
     calls). Results do not depend on it beyond float rounding."""
     return min(max_batch, cpu_chunk) if device.type == "cpu" else max_batch
 

@@ -32,7 +32,7 @@ class BasicBlockV2(nn.Module):
 
     #: (convolution, batch norm) pairs where the norm alone reads the convolution's
     #: output, so an eval-mode copy may fold one into the other
-    #: (:func:`llrnet.models.precision.decision_copy`).
+    #: (:func:`llrnet.models.precision.decision_form`).
     batch_norm_folds = (("conv1", "bn2"),)
 
     def __init__(
