@@ -9,6 +9,8 @@ from typing import Any
 SOURCE_HELP = ("module folder, .tar.gz archive, handle (deepmind/llr-pretrain-adv/latents/1, "
                "fetched from $LLRNET_HUB_URL or https://tfhub.dev into the module cache), "
                "tfhub.dev or Kaggle Models URL")
+MAX_DOWNLOAD_HELP = ("cap on a module download, e.g. 8G (default: $LLRNET_HUB_MAX_DOWNLOAD, "
+                     "else 4G; a larger Content-Length is refused before reading)")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     inspect.add_argument("--sha256", default=None, help="expected sha256 of the archive")
     inspect.add_argument("--offline", action="store_true",
                          help="handles and URLs: use the module cache only, never download")
+    inspect.add_argument("--max-download", default=None, metavar="SIZE", help=MAX_DOWNLOAD_HELP)
     inspect.set_defaults(func=_inspect)
 
     imp = subparsers.add_parser(
@@ -45,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="skip the CRC32C checks of the checkpoint")
     imp.add_argument("--offline", action="store_true",
                      help="handles and URLs: use the module cache only, never download")
+    imp.add_argument("--max-download", default=None, metavar="SIZE", help=MAX_DOWNLOAD_HELP)
     imp.set_defaults(func=_import)
 
     pre = subparsers.add_parser(
@@ -62,7 +66,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from llrnet.hub import inspect_hub  # deferred: heavy, per command
 
     report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256,
-                         offline=args.offline)
+                         offline=args.offline, max_download=args.max_download)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
         return 0
@@ -97,7 +101,8 @@ def _import(args: argparse.Namespace) -> int:
     record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
                         verify=args.verify, verify_crc=not args.no_verify_crc,
                         expected_sha256=args.sha256, tf_python=args.tf_python,
-                        image_size=args.image_size, offline=args.offline)
+                        image_size=args.image_size, offline=args.offline,
+                        max_download=args.max_download)
     print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
     for check in record["checks"]:
         print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")

@@ -1,4 +1,4 @@
-"""HTTP GET with timeouts, bounded retries, bounded bodies, checked redirects and redacted URLs.
+"""HTTP GET with timeouts, bounded retries and exponential backoff.
 More: docs/core.md, "llrnet.core.http"."""
 
 from __future__ import annotations

@@ -267,6 +267,21 @@ def extract_archive(path: str | os.PathLike[str], target: str | os.PathLike[str]
     return target
 
 
+def cache_folder(root: Path, what: str) -> Path:
+    """``root`` if it is a folder or can be made one.
+
+    Raises:
+        InputError: ``{what} is not a folder: <the file in the way> is a file``.
+    """
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(f"{what} is not a folder: {path} is a file; point the "
+                                 "variable at a folder, or unset it")
+            break
+    return root
+
+
 def module_root(folder: Path) -> Path:
     """The folder holding ``saved_model.pb`` (the archive root or its only subfolder)."""
     if (folder / "saved_model.pb").is_file():

@@ -1,4 +1,4 @@
-"""Stream one module archive to a file: caps, timeouts, retries, progress, content checks.
+"""Stream one module archive to a file: timeouts, retries, progress, content checks.
 More: docs/hub.md, "llrnet.hub.remote.download"."""
 
 from __future__ import annotations
