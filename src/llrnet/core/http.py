@@ -8,7 +8,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -102,12 +102,27 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record with the URLs in its message
+    redacted (:func:`redact_text`); installed on urllib3's connection pool logger,
+    which logs each request's path and query at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def redact_text(text: str) -> str:
     """``text`` (an error message, a log line) with every URL in it passed through
     :func:`redact_url`, and credential-like parameters of a bare ``?query`` redacted."""
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     return _QUERY_IN_TEXT.sub(lambda m: "?" + _redact_query(m.group(0)[1:]), text)
 
+
+logging.getLogger("urllib3.connectionpool").addFilter(RedactingFilter())
 
 _SIZE = re.compile(r"^\s*(?P<number>[0-9]+(?:\.[0-9]*)?)\s*(?P<unit>[KMGT]?)(?:i?B)?\s*$",
                    re.IGNORECASE)
@@ -228,11 +243,13 @@ class RetryPolicy:
 
 
 class FetchError(Exception):
-    """A URL could not be fetched (and, if given, processed); ``url`` is redacted."""
+    """A URL could not be fetched (and, if given, processed); ``url`` is redacted;
+    ``permanent``: asking again cannot help (see :class:`PermanentError`)."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, permanent: bool = False) -> None:
         self.url = redact_url(url)
         self.reason = redact_text(reason)
+        self.permanent = permanent
         super().__init__(f"{self.url}: {self.reason}")
 
 
@@ -290,7 +307,8 @@ def fetch(
         except ContentError as error:
             raise RetryableError(str(error)) from error
 
-    return retrying(url, policy, attempt, give_up=lambda reason: FetchError(url, reason))
+    return retrying(url, policy, attempt, give_up=lambda reason: FetchError(url, reason),
+                    refuse=lambda reason: FetchError(url, reason, permanent=True))
 
 
 def get(session: requests.Session, url: str, policy: RetryPolicy,
@@ -309,8 +327,9 @@ def get(session: requests.Session, url: str, policy: RetryPolicy,
             response = session.get(current, stream=True, timeout=policy.timeout,
                                    allow_redirects=False, headers=headers)
         except requests.exceptions.SSLError as error:
-            raise PermanentError(f"TLS error at {redact_url(current)}: "
-                               f"{redact_text(first_line(error))[:200]}") from error
+            where = "" if current == url else f" at {redact_url(current)}"
+            raise PermanentError(f"TLS error{where}: {redact_text(first_line(error))[:200]}"
+                                 ) from error
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema) as error:
             raise PermanentError(f"cannot request {redact_url(current)} "
@@ -324,8 +343,8 @@ def get(session: requests.Session, url: str, policy: RetryPolicy,
         target = urljoin(current, location.strip())
         scheme = urlsplit(target).scheme.lower()
         if scheme not in ("http", "https"):
-            raise PermanentError(f"refusing a redirect to a{'n' if scheme[:1] in 'aeiou' else ''} "
-                               f"{scheme or 'schemeless'}: URL (from {redact_url(current)})")
+            raise PermanentError(f"refusing a redirect to a {scheme or 'schemeless'}: URL (from "
+                                 f"{redact_url(current)})")
         if target in seen:
             raise PermanentError(f"redirect loop at {redact_url(target)}")
         seen.add(target)
@@ -356,7 +375,17 @@ def read_body(response: requests.Response, limits: TransferLimits,
               sink: Callable[[bytes], None], *, policy: RetryPolicy,
               decode: bool = False) -> int:
     """Pass the body of a streamed ``response`` to ``sink`` block by block, within
-    ``limits``; returns the number of bytes received (as sent).
+    ``limits``; returns the number of bytes received (as sent). See :func:`iter_body`."""
+    counter = [0]
+    for block in iter_body(response, limits, policy=policy, decode=decode, received=counter):
+        sink(block)
+    return counter[0]
+
+
+def iter_body(response: requests.Response, limits: TransferLimits, *, policy: RetryPolicy,
+              decode: bool = False, received: list[int] | None = None) -> Iterator[bytes]:
+    """The body of a streamed ``response``, block by block (each as soon as it
+    arrived), within ``limits``. ``received[0]``, if given, counts the bytes as sent.
 
     ``decode``: undo a gzip/deflate ``Content-Encoding`` (the decoded bytes are
     capped too); else the bytes are taken as sent.
@@ -372,37 +401,37 @@ def read_body(response: requests.Response, limits: TransferLimits,
     if total is not None and total > limits.max_bytes:
         raise PermanentError(limits.over_cap(f"the server announces {total} bytes"))
     decoder = _decoder(response) if decode else None
-    received = decoded = 0
+    count = received if received is not None else [0]
+    count[0] = decoded = 0
     started = window_start = time.monotonic()
     window_bytes = 0
     try:
         while block := response.raw.read1(BLOCK, decode_content=False):
-            received += len(block)
+            count[0] += len(block)
             window_bytes += len(block)
-            if received > limits.max_bytes:
+            if count[0] > limits.max_bytes:
                 raise PermanentError(limits.over_cap(f"the body passed {limits.max_bytes} bytes"))
             if decoder is not None:
                 block = decoder.decompress(block, limits.max_bytes - decoded + 1)
                 if decoder.unconsumed_tail:
                     raise PermanentError(limits.over_cap("the decoded body is larger"))
             decoded += len(block)
-            sink(block)
+            yield block
             now = time.monotonic()
             if limits.min_rate and now - window_start >= limits.window:
                 if window_bytes < limits.min_rate * (now - window_start):
                     raise RetryableError(
                         f"too slow: {window_bytes} bytes in {now - window_start:.1f} s, below "
                         f"the minimum of {limits.min_rate:g} bytes/s over {limits.window:g} s "
-                        f"({received} bytes in {now - started:.0f} s)")
+                        f"({count[0]} bytes in {now - started:.0f} s)")
                 window_start, window_bytes = now, 0
     except (requests.RequestException, urllib3.exceptions.HTTPError, zlib.error) as error:
-        raise RetryableError(f"transfer broken after {received} bytes ({type(error).__name__})"
+        raise RetryableError(f"transfer broken after {count[0]} bytes ({type(error).__name__})"
                              ) from error
     if decoder is not None:
-        sink(decoder.flush())
-    if total is not None and received != total:
-        raise RetryableError(f"truncated: {received} of {total} bytes")
-    return received
+        yield decoder.flush()
+    if total is not None and count[0] != total:
+        raise RetryableError(f"truncated: {count[0]} of {total} bytes")
 
 
 def _decoder(response: requests.Response) -> zlib._Decompress | None:
