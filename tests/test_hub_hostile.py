@@ -383,7 +383,7 @@ def test_a_tls_error_fails_at_once() -> None:
     calls = []
 
     class Session(requests.Session):
-        def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
             calls.append(url)
             raise requests.exceptions.SSLError("certificate verify failed: self-signed")
 
@@ -419,7 +419,7 @@ def test_extraction_caps_are_checked_before_writing(
         bombs: dict[str, Path], tmp_path: Path, name: str, limits: ExtractionLimits | None,
         message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     written = []
-    original = tarfile.TarFile._extract_member  # type: ignore[attr-defined]
+    original = tarfile.TarFile._extract_member
 
     def spy(self: tarfile.TarFile, member: tarfile.TarInfo, *args: Any, **kwargs: Any) -> Any:
         written.append(member.name)
@@ -495,7 +495,7 @@ def test_a_full_disk_during_the_download_says_so(server: Server, tmp_path: Path,
     def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         handle = real_open(path, mode, *args, **kwargs)
         if "w" in mode and str(path).endswith("module.tar.gz"):
-            handle.write = _full_disk
+            setattr(handle, "write", _full_disk)  # noqa: B010
         return handle
 
     monkeypatch.setattr(download_module, "open", full_open, raising=False)
