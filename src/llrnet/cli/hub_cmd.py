@@ -62,9 +62,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     pre.set_defaults(func=_pretrained)
 
 
+def _check_max_download(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--max-download`` before any work, even for a local module."""
+    from llrnet.core.http import parse_size
+
+    if args.max_download is not None:
+        parse_size(args.max_download, "--max-download")
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from llrnet.hub import inspect_hub  # deferred: heavy, per command
 
+    _check_max_download(args)
     report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256,
                          offline=args.offline, max_download=args.max_download)
     if args.json:
@@ -98,6 +107,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from llrnet.hub import import_hub  # deferred: heavy, per command
 
+    _check_max_download(args)
     record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
                         verify=args.verify, verify_crc=not args.no_verify_crc,
                         expected_sha256=args.sha256, tf_python=args.tf_python,
