@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _check_max_download(args: argparse.Namespace) -> None:
     """Refuse a bad ``--max-download`` before any work, even for a local module."""
-    from llrnet.core.http import parse_size
+    from llrnet.core.http import parse_size  # deferred: imports requests, per command
 
     if args.max_download is not None:
         parse_size(args.max_download, "--max-download")
