@@ -521,3 +521,11 @@ def test_a_cache_variable_naming_a_file_is_one_clear_line(
                      rf"folder: {re.escape(str(file))} is a file", line), line
     assert "File exists" not in line and file.read_text() == "not a folder\n"
     assert sum(server.hits.values()) == 0
+
+
+def test_a_full_disk_at_the_descriptor_leaves_no_module(server: Server,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("llrnet.hub.remote.cache.atomic_write_text", _full_disk)
+    with pytest.raises(OSError, match=r"no space left on device") as raised:
+        fetch_module(from_url(f"{server.url}/good.tar.gz"), policy=FAST, progress=False)
+    assert raised.value.filename == str(hub_cache_root()) and _cache() == []

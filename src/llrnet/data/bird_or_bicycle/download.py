@@ -192,12 +192,12 @@ def download(
                 for s in run.splits for c in CLASSES for i in wanted[s][c]]
         _remove_stale_temporaries(run.base, run.splits)
         _run_jobs(jobs, report, run)
+        _finish_report(run, report, jobs)
     except (OSError, _DiskFullError) as error:
         if isinstance(error, OSError) and error.errno not in _DISK_FULL:
             raise
         _stale_report(run.base)
         raise OSError(errno.ENOSPC, "no space left on device", str(run.base)) from None
-    _finish_report(run, report, jobs)
     return report
 
 

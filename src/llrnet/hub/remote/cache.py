@@ -152,11 +152,15 @@ def _fetch(remote: RemoteModule, offline: bool, root: Path, expected_sha256: str
         if folder.exists():
             shutil.rmtree(folder)  # an empty folder counts as absent
         os.replace(work / "module", folder)
-        atomic_write_text(_descriptor(folder), (
-            f"Module: {redact_url(remote.url)}\n"
-            f"Download Time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-            f"Downloader Hostname: {socket.gethostname()} (PID:{os.getpid()})\n"
-            f"{SHA256_LINE}{digest}\n"))
+        try:
+            atomic_write_text(_descriptor(folder), (
+                f"Module: {redact_url(remote.url)}\n"
+                f"Download Time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                f"Downloader Hostname: {socket.gethostname()} (PID:{os.getpid()})\n"
+                f"{SHA256_LINE}{digest}\n"))
+        except OSError:  # (a full disk) no module without its descriptor
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return CachedModule(module_root(folder), digest, expected is not None, True)
