@@ -414,7 +414,8 @@ def iter_body(response: requests.Response, limits: TransferLimits, *, policy: Re
             if decoder is not None:
                 block = decoder.decompress(block, limits.max_bytes - decoded + 1)
                 if decoder.unconsumed_tail:
-                    raise PermanentError(limits.over_cap("the decoded body is larger"))
+                    raise PermanentError(limits.over_cap(
+                        f"the decoded body passed {limits.max_bytes} bytes"))
             decoded += len(block)
             yield block
             now = time.monotonic()
