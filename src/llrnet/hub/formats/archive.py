@@ -124,19 +124,27 @@ class ExtractionLimits:
         """The defaults, overridden by ``$LLRNET_HUB_MAX_EXTRACT`` (a size such as
         ``32G``), ``$LLRNET_HUB_MAX_MEMBERS`` and ``$LLRNET_HUB_MAX_RATIO``."""
         total = os.environ.get(ENV_MAX_EXTRACT)
-        members = os.environ.get(ENV_MAX_MEMBERS)
-        ratio = os.environ.get(ENV_MAX_RATIO)
-        try:
-            return cls(parse_size(total, f"${ENV_MAX_EXTRACT}") if total else MAX_EXTRACT,
-                       int(members) if members else MAX_MEMBERS,
-                       float(ratio) if ratio else MAX_RATIO)
-        except ValueError as error:
-            raise UsageError(f"${ENV_MAX_MEMBERS} and ${ENV_MAX_RATIO} must be numbers "
-                             f"({error})") from None
+        return cls(parse_size(total, f"${ENV_MAX_EXTRACT}") if total else MAX_EXTRACT,
+                   _env_number(ENV_MAX_MEMBERS, int, MAX_MEMBERS),
+                   _env_number(ENV_MAX_RATIO, float, MAX_RATIO))
 
     def allowed(self, archive_bytes: int) -> int:
         """Uncompressed bytes allowed for an archive of ``archive_bytes``."""
         return min(self.max_total, max(self.ratio_floor, int(self.max_ratio * archive_bytes)))
+
+
+def _env_number(name: str, kind: Callable[[str], Any], default: Any) -> Any:
+    """``kind($name)`` when set (> 0), else ``default``."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"${name} must be a number, got {text!r}") from None
+    if value <= 0:
+        raise UsageError(f"${name} must be > 0, got {text!r}")
+    return value
 
 
 class _Capped(io.RawIOBase):

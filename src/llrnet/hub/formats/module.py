@@ -86,7 +86,7 @@ def open_module(path: str | os.PathLike[str], *, verify: bool = True,
         target = cache_folder(cache, f"the extraction cache {cache} (chosen by {variable})"
                               ) / digest[:16]
         if not target.exists():
-            logger.info("extracting %s to %s", source, target)
+            logger.debug("extracting %s to %s", source, target)
             extract_archive(source, target)
         folder = module_root(target)
         checked = expected is not None
