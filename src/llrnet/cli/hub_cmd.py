@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     pre.add_argument("--offline", action="store_true", help="use the caches only")
     pre.add_argument("--verify", action="store_true",
                      help="compare the conversion with TensorFlow when available")
+    pre.add_argument("--max-download", default=None, metavar="SIZE", help=MAX_DOWNLOAD_HELP)
     pre.set_defaults(func=_pretrained)
 
 
@@ -132,6 +133,8 @@ def _pretrained(args: argparse.Namespace) -> int:
             converted = "converted" if state["converted"] else "not converted"
             print(f"{name:<24} {state['description']}\n{'':<24} {modules}; weights {converted}")
         return 0
-    path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify)
+    _check_max_download(args)
+    path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify,
+                            max_download=args.max_download)
     print(f"{args.name}: {path}")
     return 0
