@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # huggingface_hub's HTTP client logs every request at INFO
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     prog = " ".join(["llrnet", args.command, *filter(None, [getattr(args, "data_command", None)])])
     debug = os.environ.get("LLRNET_DEBUG") == "1"
     keep_freed_memory()  # a quarter less time in page faults (llrnet.core.allocator)
