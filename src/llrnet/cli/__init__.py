@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llrnet import __version__
-from llrnet.cli import data_cmd, eval_cmd, hub_cmd, models_cmd, train_cmd
+from llrnet.cli import data_cmd, eval_cmd, hf_cmd, hub_cmd, models_cmd, train_cmd
 from llrnet.cli.arguments import Parser
 from llrnet.core.allocator import keep_freed_memory
 from llrnet.core.errors import LlrnetError, RunError, first_line
 
-COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd)
+COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd, hf_cmd)
 """Each area's subcommands, in the order ``--help`` lists them."""
 
 
