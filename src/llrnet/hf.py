@@ -33,7 +33,7 @@ from llrnet.models.layers import Normalize, ScaleToSymmetric
 from llrnet.models.preprocessing import CropResizeScale
 from llrnet.models.wide_resnet import WideResNet
 
-__all__ = ["CARD_FILE", "ExportedFolder", "export_hf", "hf_config", "redact_url"]
+__all__ = ["CARD_FILE", "ExportedFolder", "export_hf", "hf_config"]
 
 CARD_FILE = "README.md"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
@@ -48,9 +48,10 @@ class ExportedFolder:
     record: dict[str, Any]
 
 
-def redact_url(url: str) -> str:
+def _redact_url(url: str) -> str:
     """``url`` without credentials: user and password dropped, every query value
-    replaced by ``REDACTED`` (signed URLs carry their keys there), no fragment."""
+    replaced by ``REDACTED`` (signed URLs carry their keys there), no fragment.
+    (A stand-in: ``llrnet.core.http.redact_url`` replaces it once that is available.)"""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = host + (f":{parts.port}" if parts.port else "")
@@ -62,7 +63,7 @@ def redact_url(url: str) -> str:
 
 
 def _redacted(text: str) -> str:
-    return _URL.sub(lambda match: redact_url(match.group(0)), text)
+    return _URL.sub(lambda match: _redact_url(match.group(0)), text)
 
 
 _SECRET_KEYS = ("token", "key", "sig", "secret", "password", "auth", "credential")
