@@ -174,10 +174,14 @@ def test_repository_errors_are_weights_errors_in_our_words(hub: FakeHub, good: b
 
 
 def test_without_huggingface_hub_the_error_names_the_extra(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(UsageError, match=r"pip install 'llrnet\[hf\]'"):
         load_weights("hf-hub:me/bird")
+    code, stdout, errors = _cli(capsys, "info", "hf-hub:me/bird")
+    assert (code, stdout) == (2, "")
+    assert errors == ["llrnet info: error: hf-hub: names need the package huggingface_hub: "
+                      "pip install 'llrnet[hf]'"]
 
 
 def _broken_repos(hub: FakeHub, good: bytes) -> dict[str, str]:
