@@ -16,8 +16,8 @@ from torch import nn
 from llrnet.core.errors import UsageError, WeightsError, first_line
 from llrnet.models.weights import load_weights, read_metadata
 
-__all__ = ["HF_PREFIX", "HubName", "fetch_hf", "is_hf_name", "load_hf_weights",
-           "parse_hf_name", "read_hf_metadata"]
+__all__ = ["HF_PREFIX", "HubName", "fetch_hf", "load_hf_weights", "parse_hf_name",
+           "read_hf_metadata"]
 
 HF_PREFIX = "hf-hub:"
 WEIGHTS_FILE = "model.safetensors"
@@ -54,11 +54,6 @@ class HubFiles:
     weights: Path
     config: dict[str, Any] | None
     commit: str
-
-
-def is_hf_name(value: object) -> bool:
-    """Whether ``value`` is a string naming weights on the Hub (``hf-hub:...``)."""
-    return isinstance(value, str) and value.startswith(HF_PREFIX)
 
 
 def parse_hf_name(name: str) -> HubName:
