@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llrnet import __version__
-from llrnet.cli import data_cmd, eval_cmd, hub_cmd, models_cmd, train_cmd
+from llrnet.cli import data_cmd, eval_cmd, hf_cmd, hub_cmd, models_cmd, train_cmd
 from llrnet.cli.arguments import Parser
 from llrnet.core.allocator import keep_freed_memory
 from llrnet.core.errors import LlrnetError, RunError, first_line
 
-COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd)
+COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd, hf_cmd)
 """Each area's subcommands, in the order ``--help`` lists them."""
 
 
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # huggingface_hub's HTTP client logs every request at INFO
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     prog = " ".join(["llrnet", args.command, *filter(None, [getattr(args, "data_command", None)])])
     debug = os.environ.get("LLRNET_DEBUG") == "1"
     keep_freed_memory()  # a quarter less time in page faults (llrnet.core.allocator)

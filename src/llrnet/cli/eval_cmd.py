@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--suite", required=True,
                         help="a registered suite (listed at the end of --help)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--weights", help="a .safetensors weights file written by llrnet")
+    model.add_argument("--weights", help="a .safetensors weights file written by llrnet, or "
+                       "hf-hub:OWNER/REPO[@REVISION] (pip install 'llrnet[hf]')")
     model.add_argument("--model", help="a registered model name, initialized from --seed "
                        "(untrained: for smoke tests); see `llrnet models`")
     model.add_argument("--imagenet-model", metavar="SPEC",
@@ -118,7 +119,7 @@ def _model(args: argparse.Namespace) -> Any:
 
         return load_imagenet_model(args.imagenet_model, device=args.device)
     if args.weights is not None:
-        if not Path(args.weights).is_file():
+        if not args.weights.startswith("hf-hub:") and not Path(args.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {args.weights}")
         return load_weights(args.weights, device=args.device)
     import torch  # deferred: heavy, per command

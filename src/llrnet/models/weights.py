@@ -80,7 +80,12 @@ def save_weights(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata record of a weights file (no tensors are read)."""
+    """The metadata record of a weights file (no tensors are read); ``hf-hub:owner/repo``
+    names are fetched first (:mod:`llrnet.models.hf_hub`)."""
+    if isinstance(path, str) and path.startswith("hf-hub:"):
+        from llrnet.models.hf_hub import read_hf_metadata  # deferred: optional huggingface_hub
+
+        return read_hf_metadata(path)
     with _open(path) as handle:
         return _record(handle.metadata(), path)
 
@@ -149,8 +154,13 @@ def load_weights(
     """Rebuild the model recorded in ``path`` and load its tensors (strict, hashed).
 
     The returned model is in eval mode on ``device``; its record is attached as
-    ``model.llrnet_metadata``.
+    ``model.llrnet_metadata``. ``path`` may be ``hf-hub:owner/repo[@revision]``: the
+    Hugging Face Hub's file, fetched into its cache (:mod:`llrnet.models.hf_hub`).
     """
+    if isinstance(path, str) and path.startswith("hf-hub:"):
+        from llrnet.models.hf_hub import load_hf_weights  # deferred: optional huggingface_hub
+
+        return load_hf_weights(path, device=device)
     target = resolve_device(device)
     with _open(path) as handle:
         record = _record(handle.metadata(), path)
