@@ -209,6 +209,7 @@ class Kit:
     @staticmethod
     def _runs(folder: Path) -> dict[str, Path]:
         from llrnet.train import load_config, train
+        from llrnet.train.checkpoint import save_checkpoint
 
         base = folder / "base"
         config = load_config("digits_standard", ["steps=4", "checkpoint_every=1",
@@ -244,9 +245,19 @@ class Kit:
         def truncate(path: Path) -> None:
             path.write_bytes(path.read_bytes()[:100])
 
+        def reshape(path: Path) -> None:  # a checkpoint of another model, manifest intact
+            state = torch.load(path, weights_only=True)
+            name = next(k for k, v in state["model"].items() if k.endswith("conv.weight"))
+            state["model"][name] = torch.zeros(1, 1, 1, 1)
+            state["model"]["extra.weight"] = torch.zeros(1)
+            path.unlink()
+            path.with_suffix(".json").unlink()
+            save_checkpoint(path.parent, int(state["step"]), state)
+
         variant("all_flipped", flip, checkpoints)
         variant("all_planted", plant, checkpoints)
         variant("newest_truncated", truncate, checkpoints[-1:])
+        variant("other_shape", reshape, checkpoints[-1:])
         return runs
 
 
@@ -485,6 +496,13 @@ CASES = [
     Case("resume newest truncated falls back",
          lambda k: ["train", "--out", str(k.runs["newest_truncated"]), "--resume",
                     "--no-progress"], 0, None),
+    Case("train until-step -1", _train("--preset", "digits_standard", "--until-step", "-1"),
+         2, r"argument --until-step: must be >= 1", lambda k: [k.out("train")]),
+    Case("resume a checkpoint of another shape",
+         lambda k: ["train", "--out", str(k.runs["other_shape"]), "--resume", "--no-progress"],
+         1, r"checkpoint does not fit this run: model: unexpected tensor\(s\) 'extra\.weight'; "
+         r"model: '.*' has shape \[1, 1, 1, 1\] in the checkpoint, \[.*\] in this run",
+         lambda k: [k.runs["other_shape"] / "final.safetensors"]),
     Case("resume a folder without a run", lambda k: ["train", "--out", str(k.folder),
                                                      "--resume"], 2, r"not found|no run"),
     Case("demo out is a file", lambda k: ["demo", "--quick", "--out", str(k.file)], 2,
@@ -580,6 +598,7 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
     code = _run(case.argv(kit))
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
+    assert "weights_only" not in out + err  # never advise unpickling a refused file
     warning_lines = [line for line in err.splitlines() if ": warning: " in line]
     assert len(warning_lines) == len(set(warning_lines)), f"a warning shown twice: {err}"
     errors = [line for line in err.splitlines() if line.strip() and line not in warning_lines]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from llrnet.core import distributed
+from llrnet.core.checks import check_count
 from llrnet.core.errors import InputError, RunError, UsageError, first_line
 from llrnet.core.paths import output_folder
 from llrnet.core.seeding import derive, generator
@@ -26,6 +27,7 @@ from llrnet.models.heads import head_of
 from llrnet.train.augment import augment, random_contrast_field
 from llrnet.train.build import Trainee, build_trainee
 from llrnet.train.checkpoint import (
+    checkpoint_mismatch,
     checkpoint_path,
     has_checkpoints,
     latest_checkpoint,
@@ -76,8 +78,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         resume: continue from the newest intact checkpoint in ``out_dir``. A
             folder whose checkpoints are all damaged is refused (RunError), so
             a resume never silently becomes a fresh start.
-        until_step: stop after this many steps with a checkpoint, without
-            finishing (for jobs cut into time slices; resume later).
+        until_step: stop after this many steps (an integer >= 1) with a
+            checkpoint, without finishing (for jobs cut into time slices; resume later).
         progress: show a progress bar on rank 0.
         task: a task object to use instead of building ``config.task`` (bring
             your own objective: ``task(model, (x, y), step) -> {"loss": ..., ...}``).
@@ -89,6 +91,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available,
             or ``resume`` with checkpoints none of which is usable.
     """
+    if until_step is not None:
+        check_count(until_step, "until_step")  # before the run folder is made
     run, device, resume = _open_run(config, out_dir, resume=resume, restart=restart)
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
@@ -231,8 +235,10 @@ def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: 
         rngs = state["rng"]
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
         start = int(state["step"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise RunError(f"checkpoint does not fit this run: {error}") from None
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        own = {**trainee.state_dict(), "rng": None, "step": 0}
+        reason = checkpoint_mismatch(own, state, error)
+        raise RunError(f"checkpoint does not fit this run: {reason}") from None
     logger.info("resuming %s from step %d", run.path, start)
     return start, checkpoint_path(run.checkpoints, start)
 
