@@ -13,7 +13,9 @@ to 64x64 images, a two-step training run), so the file takes seconds.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 import re
 import shutil
@@ -61,6 +63,8 @@ class Kit:
         self.bad_yaml.write_text("steps: [1, 2\n")
         self.list_yaml = root / "list.yaml"
         self.list_yaml.write_text("- 1\n- 2\n")
+        self.latin1_weights = root / os.fsdecode(b"caf\xe9.safetensors")  # not UTF-8
+        shutil.copyfile(self.weights, self.latin1_weights)
 
     def out(self, name: str) -> Path:
         """A fresh output path under the kit (never created by the kit)."""
@@ -385,6 +389,9 @@ CASES = [
     Case("weights int32 kernel", _weights("dtype"), 2, r"wrong dtype: .* torch\.int32"),
     Case("weights no metadata", _weights("no_metadata"), 2, r"no llrnet metadata record"),
     Case("weights bad json", _weights("bad_json"), 2, r"not valid JSON"),
+    Case("weights with a non-UTF-8 name", lambda k: ["predict", str(k.images["good.png"]),
+                                                     "--weights", str(k.latin1_weights)], 0,
+         None),
     Case("info pickle", _weights("pickle", "info"), 2, r"not a valid safetensors file"),
     Case("info no metadata", _weights("no_metadata", "info"), 2, r"no llrnet metadata"),
     # --- eval options ---
@@ -503,6 +510,10 @@ CASES = [
          1, r"checkpoint does not fit this run: model: unexpected tensor\(s\) 'extra\.weight'; "
          r"model: '.*' has shape \[1, 1, 1, 1\] in the checkpoint, \[.*\] in this run",
          lambda k: [k.runs["other_shape"] / "final.safetensors"]),
+    Case("train out not UTF-8", _train("--preset", "digits_standard", "--set", "steps=1",
+                                       "--set", "data.eval_images=4", "--set", "eval.every=0",
+                                       "--set", "tensorboard=false",
+                                       out=os.fsdecode(b"run-\xe9")), 0, None),
     Case("resume a folder without a run", lambda k: ["train", "--out", str(k.folder),
                                                      "--resume"], 2, r"not found|no run"),
     Case("demo out is a file", lambda k: ["demo", "--quick", "--out", str(k.file)], 2,
@@ -511,6 +522,10 @@ CASES = [
     Case("import out is a folder", lambda k: ["import-hub", str(FIXTURES / "latents"),
                                               "--arch", "llr_pretrain_adv_tiny", "--out",
                                               str(k.folder)], 2, r"is a folder; give a file"),
+    Case("import out of 255 bytes", lambda k: ["import-hub", str(FIXTURES / "cifar10"),
+                                               "--arch", "wrn_10_1_softplus", "--out",
+                                               str(k.out("w" * 243 + ".safetensors"))], 0,
+         None),
     Case("import unknown arch", lambda k: ["import-hub", str(FIXTURES / "latents"), "--arch",
                                            "nope", "--out",
                                            str(k.out("imported.safetensors"))], 2, r"nope",
@@ -611,6 +626,47 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
         assert errors[0].startswith("llrnet"), errors[0]
     for path in case.absent(kit):
         assert not path.exists(), f"{path} was left behind"
+
+
+def test_a_full_disk_under_import_hub_out_is_one_line_naming_the_file(
+        kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.name.endswith(".tmp"):  # simulated: a test cannot fill a real disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "imported.safetensors"
+    assert _run(["import-hub", str(FIXTURES / "cifar10"), "--arch", "wrn_10_1_softplus",
+                 "--out", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"llrnet import-hub: error: No space left on device: {out}"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_under_eval_out_is_one_line_naming_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors import SafetensorError
+
+    import llrnet.eval.state
+
+    def full(*args: Any, **kwargs: Any) -> None:  # safetensors' own text for ENOSPC
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                              'StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(llrnet.eval.state, "save_file", full)
+    out = tmp_path / "eval"
+    assert _run(["eval", "--suite", "digits", "--model", "digits_wrn", "--attacks", "clean",
+                 "--max-images", "4", "--no-progress", "--out", str(out)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"llrnet eval: error: No space left on device: {re.escape(str(out))}/\S+", lines[0]
+    ), lines
+    assert not (out / "results.json").exists()
 
 
 def test_the_corpus_is_large_and_covers_every_command(kit: Kit) -> None:
