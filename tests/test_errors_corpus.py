@@ -32,7 +32,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hub_helpers import FIXTURES, archive_with, module_archive
+from hub_helpers import FIXTURES, archive_with, copy_module, module_archive, with_entry
 from llrnet.cli import describe, main
 from llrnet.core.contracts import check_images
 from llrnet.core.errors import InputError, LlrnetError, UsageError
@@ -195,6 +195,11 @@ class Kit:
         empty = folder / "empty_module"
         empty.mkdir()
         paths["empty_module"] = empty
+        stem = "wide_resnet/conv2d/w"  # float32[3, 3, 3, 16] in the cifar10 fixture
+        for name, change in (("negative_dim", {"shape": (3, -3, 3, 16)}),
+                             ("huge_empty", {"shape": (2**32, 2**32), "size": 0}),
+                             ("string_weight", {"dtype": 7})):
+            paths[name] = with_entry(copy_module("cifar10", folder / name), stem, **change)
         return paths
 
     @staticmethod
@@ -554,6 +559,18 @@ CASES = [
          r"saved_model\.pb", _imported),
     Case("import sha256 mismatch", _import(lambda k: k.archives["good"], "--sha256",
                                            "ab" * 32), 2, r"does not match", _imported),
+    Case("import a negative dimension",
+         lambda k: ["import-hub", str(k.archives["negative_dim"]), "--arch", "wrn_10_1_softplus",
+                    "--out", str(k.out("imported.safetensors"))], 2,
+         r"tensor 'wide_resnet/conv2d/w' has the impossible shape float32\[3, -3, 3, 16\]",
+         _imported),
+    Case("import a string weight",
+         lambda k: ["import-hub", str(k.archives["string_weight"]), "--arch",
+                    "wrn_10_1_softplus", "--out", str(k.out("imported.safetensors"))], 2,
+         r"'wide_resnet/conv2d/w' is a string tensor \[3, 3, 3, 16\]", _imported),
+    Case("inspect a 2**32 x 2**32 tensor of 0 bytes",
+         lambda k: ["inspect-hub", str(k.archives["huge_empty"])], 2,
+         r"'wide_resnet/conv2d/w' has the impossible shape float32\[4294967296, 4294967296\]"),
     Case("inspect garbage saved_model.pb", lambda k: ["inspect-hub",
                                                       str(k.archives["garbage_pb"])], 2,
          r"saved_model\.pb"),
