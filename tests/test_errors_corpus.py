@@ -411,6 +411,8 @@ CASES = [
          _eval_results),
     Case("eval suite option unknown", _eval("--suite-option", "bogus=1"), 2,
          r"suite 'digits' takes no argument\(s\) bogus; valid: ", _eval_results),
+    Case("eval spsa_samples 1e9", _eval("--suite-option", "spsa_samples=1000000000"), 2,
+         r"samples must be <= 65536, got 1000000000", _eval_results),
     Case("eval suite option with a dot", _eval("--suite-option", "a.b=1"), 2,
          r"--suite-option 'a\.b=1': suite options have no dots", _eval_results),
     Case("eval suite option without =", _eval("--suite-option", "noequals"), 2,
