@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 
 from llrnet.core import fileio
-from llrnet.core.errors import WeightsError
+from llrnet.core.errors import InputError
 from llrnet.core.fileio import atomic_path, atomic_write_text, temporary_folder, utf8_name
 from llrnet.models import create_model, load_weights, save_weights
 from llrnet.models.weights import read_metadata
@@ -103,7 +103,7 @@ def test_save_weights_on_a_full_disk_raises_oserror(
 
 def test_save_weights_refuses_a_meta_device_model(tmp_path: Path) -> None:
     model = create_model("llr_pretrain_adv_tiny").to("meta")
-    with pytest.raises(WeightsError, match=r"tensor '.*' is on the meta device \(it holds no "
-                                           r"values\); load or initialize the model"):
+    with pytest.raises(InputError, match=r"tensor '.*' is on the meta device \(it holds no "
+                                         r"values\); load or initialize the model"):
         save_weights(model, tmp_path / "w.safetensors")
     assert os.listdir(tmp_path) == []

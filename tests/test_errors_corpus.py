@@ -739,6 +739,7 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[LlrnetError], st
     from llrnet.attacks import PGD, SPSA
     from llrnet.eval import evaluate
     from llrnet.models import BirdOrBicycleClassifier  # noqa: F401 (import check)
+    from llrnet.train.llr import LLROptions, llr_regularizer
 
     x = torch.rand(3, 1, 8, 8)
     y = torch.tensor([0, 1, 1])
@@ -792,9 +793,56 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[LlrnetError], st
         ("meta tensor to the image contract",
          lambda d: check_images(torch.rand(2, 1, 8, 8, device="meta")), InputError,
          r"on the meta device: it holds no values"),
+        ("PGD against a NaN-returning model",
+         lambda d: PGD(0.1, 2, 0.05)(_NaNModel(), x, y), InputError,
+         r"the model returned NaN or infinite logits for 3 of 3 images"),
+        ("llr_regularizer on a NaN input",
+         lambda d: llr_regularizer(_linear(), x * float("nan"), y, LLROptions(0.1, 1)),
+         InputError, r"x contains NaN or infinite values"),
+        ("llr_regularizer on an empty batch",
+         lambda d: llr_regularizer(_linear(), x[:0], y[:0], LLROptions(0.1, 1)),
+         InputError, r"x is an empty batch"),
+        ("llr_regularizer with float labels",
+         lambda d: llr_regularizer(_linear(), x, y.float(), LLROptions(0.1, 1)),
+         InputError, r"y must be int64 class labels, got torch\.float32"),
+        ("bird_probability with a NaN pixel",
+         lambda d: tiny.eval().bird_probability(_with_nan(torch.rand(2, 3, 32, 32))),
+         InputError, r"the model's input contains NaN values"),
+        ("SPSA on float16 images",
+         lambda d: SPSA(0.1, 1, samples=4)(_linear(), x.half(), y, seeds=0), InputError,
+         r"its weights are torch\.float32 but the images torch\.float16"),
+        ("two_class_logits on float16 images",
+         lambda d: tiny.eval().two_class_logits(torch.rand(2, 3, 32, 32).half()), InputError,
+         r"the images are torch\.float16 but the model's weights are torch\.float32"),
+        ("evaluate a meta-device model",
+         lambda d: evaluate(_linear().to("meta"), "digits", (x, y), out_dir=d / "e",
+                            attacks=["clean"], progress=False),
+         InputError, r"tensor '1\.weight' is on the meta device \(it holds no values\)"),
+        ("save_weights of a meta-device model",
+         lambda d: save_weights(create_model("llr_pretrain_adv_tiny").to("meta"),
+                                d / "w.safetensors"),
+         InputError, r"tensor '.*' is on the meta device"),
+        ("as_model_fn on a nonsense device", lambda d: as_model_fn(tiny, device="nonsense"),
+         UsageError, r"device 'nonsense' is not a device"),
         ("create_model with a bad kwarg type",
          lambda d: create_model("digits_wrn", width="two"), UsageError, r"argument width"),
     ]
+
+
+class _NaNModel(torch.nn.Module):
+    """A model whose every logit is NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+def _with_nan(x: torch.Tensor) -> torch.Tensor:
+    x[0, 0, 0, 0] = float("nan")
+    return x
 
 
 def _touch(path: Path) -> Path:

@@ -16,6 +16,7 @@ from safetensors.torch import save
 from torch import nn
 
 from llrnet import __version__
+from llrnet.core.contracts import check_materialized
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import UsageError, WeightsError
 from llrnet.core.fileio import atomic_path, utf8_name
@@ -58,10 +59,7 @@ def save_weights(
     half-written file under ``path``. Returns the record written.
     """
     architecture, kwargs = _describe(model)
-    meta = [name for name, value in model.state_dict().items() if value.is_meta]
-    if meta:
-        raise WeightsError(f"the model's tensor {meta[0]!r} is on the meta device (it holds "
-                           "no values); load or initialize the model before saving it")
+    check_materialized(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     record: dict[str, Any] = dict(metadata or {})
     record.update(
