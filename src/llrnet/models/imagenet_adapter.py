@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from llrnet.core.contracts import check_logits
 from llrnet.core.errors import UsageError, WeightsError, first_line, pickle_refusal
+from llrnet.core.fileio import utf8_name
 from llrnet.models.classifier import ImageNetClassifier
 from llrnet.models.heads import BICYCLE, BIRD, SOFTMAX_HEAD, Head, head_of
 from llrnet.models.layers import Normalize
@@ -154,7 +155,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if file.suffix == ".safetensors":
-        return load_file(str(file))
+        with utf8_name(file) as name:  # safetensors opens UTF-8 names only
+            return load_file(name)
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and format errors alike
