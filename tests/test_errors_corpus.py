@@ -521,6 +521,10 @@ CASES = [
                                        "--set", "data.eval_images=4", "--set", "eval.every=0",
                                        "--set", "tensorboard=false",
                                        out=os.fsdecode(b"run-\xe9")), 0, None),
+    Case("train out not UTF-8 with TensorBoard",
+         _train("--preset", "digits_standard", "--set", "steps=1", out=os.fsdecode(b"tb-\xe9")),
+         2, r"TensorBoard cannot write below a name that is not UTF-8; rename the folder or "
+         r"--set tensorboard=false", lambda k: [k.out(os.fsdecode(b"tb-\xe9"))]),
     Case("resume a folder without a run", lambda k: ["train", "--out", str(k.folder),
                                                      "--resume"], 2, r"not found|no run"),
     Case("demo out is a file", lambda k: ["demo", "--quick", "--out", str(k.file)], 2,

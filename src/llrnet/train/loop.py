@@ -93,6 +93,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     """
     if until_step is not None:
         check_count(until_step, "until_step")  # before the run folder is made
+    if config.tensorboard and not _is_utf8(out_dir):
+        raise UsageError(f"{out_dir}: TensorBoard cannot write below a name that is not UTF-8; "
+                         "rename the folder or --set tensorboard=false")
     run, device, resume = _open_run(config, out_dir, resume=resume, restart=restart)
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
@@ -113,6 +116,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         metrics = evaluate(trainee.evaluated_model, held, config, device, log, stop, final=True)
         weights = _write_final_weights(trainee, run, config, stop, metrics)
     return TrainResult(run.path, stop, True, weights, metrics)
+
+
+def _is_utf8(path: str | Path) -> bool:
+    """Whether ``path``'s bytes are UTF-8 (a name from a Latin-1 system may not be)."""
+    try:
+        str(Path(path).absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
