@@ -62,9 +62,16 @@ class CountingModel(nn.Module):
             if self.evaluations:
                 raise
             reason = first_line(error)
+            weights = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
+                           x.dtype)
+            if weights != x.dtype:
+                reason = f"its weights are {weights} but the images {x.dtype}; convert one"
             raise InputError(f"the model cannot take images of shape {list(x.shape)}: "
                              f"{reason}") from error
-        logits = check_logits(output, x.shape[0], num_classes=self.num_classes, finite=False)
+        # The first call (the clean images) is checked for NaN/inf logits, the rest not
+        # (a sync per probe): a model returning NaN makes every gradient NaN.
+        logits = check_logits(output, x.shape[0], num_classes=self.num_classes,
+                              finite=self.evaluations == 0)
         self.evaluations += int(x.shape[0])
         return logits
 

@@ -10,6 +10,7 @@ from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.parts import AdamState, ImageRng, adam_step, forward_chunk, margin_loss
 from llrnet.core.checks import check_count, check_positive
+from llrnet.core.devices import check_memory
 from llrnet.core.errors import UsageError
 
 
@@ -26,6 +27,8 @@ def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -
 
 PROBE_VALUES = 40_000_000
 """Input values the default ``max_batch`` allows in one model call (160 MB in float32)."""
+MAX_SAMPLES = 2**16
+"""Most probes per step (1,024 times the challenge's 64): a larger value is a mistake."""
 MAX_AUTO_BATCH = 1024
 """Cap of the default ``max_batch``: bounds the model's activations on small images."""
 
@@ -43,6 +46,10 @@ class _Workspace:
         self.batch = attack.batch_for(x[0])
         self.group = max(1, min(x.shape[0], self.batch // attack.samples))
         dims = x[0].numel()
+        # bits, probes, and the losses' model inputs: refused before any is allocated
+        needed = (self.group * attack.samples * 3 // 2 + self.batch) * dims * x.element_size()
+        check_memory(needed, x.device, f"SPSA with samples={attack.samples} on images of "
+                     f"shape {list(x.shape[1:])}")
         self.bits = torch.empty((self.group, attack.samples // 2, dims), device=x.device,
                                 dtype=x.dtype)
         self.probes = torch.empty((self.group, attack.samples, dims), device=x.device,
@@ -56,7 +63,8 @@ class SPSA(Attack):
         eps: L-inf radius (challenge: 16/255).
         steps: maximum iterations (challenge: 200).
         samples: probes per step, an even number: ``samples / 2`` antithetic
-            Rademacher pairs (challenge: 64).
+            Rademacher pairs (challenge: 64), at most :data:`MAX_SAMPLES`; the
+            probe buffers are checked against the device's free memory first.
         delta: probe scale (0.01).
         lr: Adam learning rate (0.01); ``beta1``, ``beta2``, ``adam_eps`` as
             cleverhans' TensorAdam (0.9, 0.999, 1e-9).
@@ -93,6 +101,8 @@ class SPSA(Attack):
         self.ball: LinfBall = LinfBall(eps)
         self.steps = check_count(steps, "steps", minimum=0)
         self.samples = check_count(samples, "samples", minimum=2)
+        if samples > MAX_SAMPLES:
+            raise UsageError(f"samples must be <= {MAX_SAMPLES}, got {samples}")
         if samples % 2:
             raise UsageError(f"samples must be even (antithetic pairs), got {samples}")
         self.delta = check_positive(delta, "delta")

@@ -22,7 +22,7 @@ from llrnet.attacks import white_box_bound
 from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.checks import check_count
-from llrnet.core.contracts import check_images, check_logits
+from llrnet.core.contracts import check_images, check_logits, check_materialized
 from llrnet.core.errors import InputError, UsageError, first_line
 from llrnet.core.seeding import check_seed
 from llrnet.eval import checks
@@ -151,7 +151,7 @@ def prepare_model(model_or_model_fn: Any, device: torch.device) -> tuple[nn.Modu
     """The module that is scored (a module's challenge view, on ``device``, or a numpy
     model_fn wrapped) and whether it is a model_fn."""
     if isinstance(model_or_model_fn, nn.Module):
-        view = challenge_view(model_or_model_fn)
+        view = challenge_view(check_materialized(model_or_model_fn))
         if view is not model_or_model_fn:
             # A sigmoid bird head's raw logits are not the challenge contract; its view is.
             logger.info("scoring %s through its challenge view", type(model_or_model_fn).__name__)

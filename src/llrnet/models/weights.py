@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from llrnet import __version__
+from llrnet.core.contracts import check_materialized
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import UsageError, WeightsError
-from llrnet.core.fileio import atomic_path
+from llrnet.core.fileio import atomic_path, utf8_name
 from llrnet.models.registry import build_model, check_model_arguments
 
 METADATA_KEY = "llrnet"
@@ -58,6 +59,7 @@ def save_weights(
     half-written file under ``path``. Returns the record written.
     """
     architecture, kwargs = _describe(model)
+    check_materialized(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     record: dict[str, Any] = dict(metadata or {})
     record.update(
@@ -74,8 +76,8 @@ def save_weights(
         text = json.dumps(record, sort_keys=True)
     except TypeError as error:
         raise WeightsError(f"metadata is not JSON-serializable: {error}") from None
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+    with atomic_path(path) as tmp:  # written by Python: any file name, OSError on a full disk
+        tmp.write_bytes(save(tensors, metadata={METADATA_KEY: text}))
     return record
 
 
@@ -94,7 +96,8 @@ def _open(path: str | os.PathLike[str]) -> Any:
     if not Path(path).is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
-        return safe_open(str(path), framework="pt")
+        with utf8_name(path) as name:  # the file stays mapped once opened
+            return safe_open(name, framework="pt")
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path} is not a valid safetensors file: {error}") from None
 
