@@ -14,6 +14,7 @@ from llrnet.attacks.parts import ImageRng
 from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits
 from llrnet.core.errors import InputError, UsageError, first_line
+from llrnet.core.memory import BatchLimit, is_out_of_memory
 
 if TYPE_CHECKING:
     from llrnet.attacks.balls import Ball
@@ -59,7 +60,7 @@ class CountingModel(nn.Module):
         try:
             output = self.model(x)
         except RuntimeError as error:
-            if self.evaluations:
+            if self.evaluations or is_out_of_memory(error):
                 raise
             reason = first_line(error)
             raise InputError(f"the model cannot take images of shape {list(x.shape)}: "
@@ -124,7 +125,9 @@ class Attack:
     ``x[i]``, ``y[i]``, ``seeds[i]``, the attack's parameters and ``pool``.
 
     After a call, ``last_stats`` holds at least ``model_evaluations`` (images
-    forwarded through the model, total), plus ``images`` and ``seconds``.
+    forwarded through the model, total), plus ``images`` and ``seconds``; and
+    ``search_batch`` (model inputs per call) once an out-of-memory error has
+    halved the attack's search batch (:func:`~llrnet.attacks.parts.search_limit`).
 
     Subclasses implement ``_run(model, x, y, rng, pool)`` (``model`` is a
     :class:`CountingModel` in eval mode; ``rng`` an :class:`ImageRng`) and, if
@@ -202,6 +205,9 @@ class Attack:
             "images": float(x.shape[0]),
             "seconds": time.perf_counter() - start,
         }
+        limit = getattr(self, "_search_limit", None)
+        if isinstance(limit, BatchLimit) and limit.halved:
+            self.last_stats["search_batch"] = float(limit.size)
         return x_adv
 
     def _check_pool(self, pool: Pool | None, x: Tensor) -> Pool | None:
