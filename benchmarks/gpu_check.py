@@ -60,15 +60,22 @@ class Sizes:
     reference: str
     min_seconds: float
     boundary_seconds: float
+    spsa_seconds: float
     test_seconds: float
+    compile_needs_seconds: float
 
 
 GPU = Sizes(image=224, batches=(1, 32, 256), compile_batches=(256,), attack_images=8,
             pool_images=32, ours="llr_pretrain_adv", ours_kwargs={}, reference="resnet152",
-            min_seconds=0.5, boundary_seconds=20.0, test_seconds=240.0)
+            min_seconds=0.5, boundary_seconds=20.0, spsa_seconds=45.0, test_seconds=200.0,
+            compile_needs_seconds=150.0)
 DRY = Sizes(image=28, batches=(1, 2), compile_batches=(2,), attack_images=2, pool_images=8,
             ours="llr_pretrain_adv_tiny", ours_kwargs={"preprocess": False},
-            reference="resnet18", min_seconds=0.0, boundary_seconds=0.5, test_seconds=120.0)
+            reference="resnet18", min_seconds=0.0, boundary_seconds=0.5, spsa_seconds=60.0,
+            test_seconds=120.0, compile_needs_seconds=0.0)
+BUDGET_SECONDS = 450.0
+"""The whole check's target on one H100 (7.5 minutes): compiling, the one optional part,
+is skipped when less than ``compile_needs_seconds`` of it is left."""
 
 
 def synchronize(device: torch.device) -> None:
@@ -171,30 +178,33 @@ def build_models(sizes: Sizes, device: torch.device) -> tuple[nn.Module, nn.Modu
 def inference(sizes: Sizes, device: torch.device, dry_run: bool, compile_models: bool
               ) -> list[dict[str, Any]]:
     """Images/s of ours and the reference per batch and path: fp32 (no TF32), TF32,
-    bf16 channels_last (``fast_copy``) and that copy compiled (``compile_batches`` only)."""
+    bf16 channels_last (``fast_copy``) and, when ``compile_models``, that copy compiled
+    (``compile_batches`` only; compile time in the row)."""
     ours, reference = build_models(sizes, device)
-    rows = []
-    copies = {name: fast_copy(model, "bf16").eval() for name, model in
-              (("ours", ours), ("reference", reference))}
-    compiled: dict[str, Forward] = {}
+    plain = {"ours": ours, "reference": reference}
+    copies = {name: fast_copy(model, "bf16").eval() for name, model in plain.items()}
+    paths: list[tuple[str, dict[str, Forward], bool | None, tuple[int, ...]]] = [
+        ("fp32", plain, False, sizes.batches),
+        ("tf32", plain, True, sizes.batches),
+        ("bf16 channels_last", copies, None, sizes.batches),
+    ]
     compile_seconds = 0.0
-    for batch in sizes.batches:
-        x = torch.rand(batch, 3, sizes.image, sizes.image, device=device)
-        paths: list[tuple[str, dict[str, Forward], bool | None]] = [
-            ("fp32", {"ours": ours, "reference": reference}, False),
-            ("tf32", {"ours": ours, "reference": reference}, True),
-            ("bf16 channels_last", copies, None),
-        ]
-        if compile_models and batch in sizes.compile_batches:
-            start = time.perf_counter()
-            for name, model in copies.items():
-                compiled[name] = torch.compile(model, backend="eager" if dry_run else "inductor")
+    if compile_models:
+        compiled: dict[str, Forward] = {
+            name: torch.compile(model, backend="eager" if dry_run else "inductor")
+            for name, model in copies.items()}
+        paths.append(("bf16 channels_last compiled", compiled, None, sizes.compile_batches))
+    rows = []
+    for path, models, allow, batches in paths:
+        for batch in batches:
+            x = torch.rand(batch, 3, sizes.image, sizes.image, device=device)
+            if "compiled" in path:
+                start = time.perf_counter()
                 with torch.inference_mode():
-                    compiled[name](x)
-            synchronize(device)
-            compile_seconds = time.perf_counter() - start
-            paths.append(("bf16 channels_last compiled", compiled, None))
-        for path, models, allow in paths:
+                    for forward in models.values():
+                        forward(x)  # compiles
+                synchronize(device)
+                compile_seconds = time.perf_counter() - start
             speeds = {}
             for name, forward in models.items():
                 with tf32(bool(allow)) if allow is not None else contextlib.nullcontext():
@@ -245,13 +255,27 @@ def dry_attack(attack: Attack) -> Attack:
 
 
 def with_iterations(attack: Attack, iterations: int) -> Attack:
-    """``attack`` with its Boundary stage's ``iterations`` replaced."""
+    """``attack`` with its Boundary stage's ``iterations`` or its SPSA stage's ``steps``
+    replaced."""
     if isinstance(attack, Chain):
         return Chain(*(with_iterations(stage, iterations) for stage in attack.stages),
                      name=attack.name)
     if isinstance(attack, Boundary):
         return attack._replace(iterations=iterations)
+    if isinstance(attack, SPSA):
+        return attack._replace(steps=iterations)
     return attack
+
+
+def iteration_cap(attack: Attack) -> tuple[str, int] | None:
+    """(what, count) of the attack's capped loop: Boundary iterations, SPSA steps."""
+    stages = attack.stages if isinstance(attack, Chain) else (attack,)
+    for stage in stages:
+        if isinstance(stage, Boundary):
+            return "boundary_iterations", stage.iterations
+        if isinstance(stage, SPSA):
+            return "spsa_steps", stage.steps
+    return None
 
 
 def suite_attacks(dry_run: bool) -> dict[str, Attack]:
@@ -266,7 +290,9 @@ def attacks(sizes: Sizes, device: torch.device, dry_run: bool) -> list[dict[str,
     """Each suite attack on ``attack_images`` random images, with the model it searches
     with in a bf16 evaluation: forwards/s, and the overhead over a bare forward of that
     model at the attack's mean batch. Boundary runs ``boundary_seconds``' worth of
-    iterations (timed from a 2-iteration probe)."""
+    iterations and SPSA ``spsa_seconds``' worth of steps at most (timed from a
+    2-iteration probe; the suite's counts when they fit): the rate is what the
+    projection needs."""
     ours, _ = build_models(sizes, device)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(sizes.attack_images + sizes.pool_images, 3, sizes.image, sizes.image,
@@ -285,15 +311,17 @@ def attacks(sizes: Sizes, device: torch.device, dry_run: bool) -> list[dict[str,
         images, y = x[: sizes.attack_images], labels[: sizes.attack_images]
         pool = (x[sizes.attack_images:], labels[sizes.attack_images:])
         extra: dict[str, Any] = {"pool": pool} if attack.needs_pool else {}
-        iterations = None
-        if attack.needs_pool:  # Boundary: capped by time
+        cap = iteration_cap(attack)
+        if cap is not None:  # Boundary and SPSA: capped by time
+            seconds_allowed = (sizes.boundary_seconds if cap[0] == "boundary_iterations"
+                               else sizes.spsa_seconds)
             probe = with_iterations(attack, 2)
             start = time.perf_counter()
             probe(model, images, y, seeds=0, **extra)
             synchronize(device)
             per_iteration = (time.perf_counter() - start) / 2
-            iterations = max(2, min(5000, int(sizes.boundary_seconds / per_iteration)))
-            attack = with_iterations(attack, iterations)
+            cap = (cap[0], max(2, min(cap[1], int(seconds_allowed / per_iteration))))
+            attack = with_iterations(attack, cap[1])
         model.calls = model.images = 0
         synchronize(device)
         start = time.perf_counter()
@@ -304,8 +332,8 @@ def attacks(sizes: Sizes, device: torch.device, dry_run: bool) -> list[dict[str,
         row: dict[str, Any] = {"attack": name, "search": "bf16" if bf16 else "fp32",
                                "images": sizes.attack_images, "seconds": round(seconds, 3),
                                "forwards": forwards}
-        if iterations is not None:
-            row["boundary_iterations"] = iterations
+        if cap is not None:
+            row[cap[0]] = cap[1]
         if forwards and model.calls:
             batch = max(1, round(model.images / model.calls))
             bare = images_per_second(model, images[:1].expand(batch, -1, -1, -1).contiguous(),
@@ -360,17 +388,25 @@ def markdown(result: dict[str, Any]) -> str:
               "|---|---|---|---|---|"]
     lines += [f"| {r['batch']} | {r['path']} | {r['ours']:.1f} | {r['reference']:.1f} | "
               f"{r['ratio']:.3f}x |" for r in result["inference"]]
-    lines += ["", "| attack | search | forwards | s | forwards/s | bare forwards/s (batch) "
-              "| overhead |", "|---|---|---|---|---|---|---|"]
+    if result.get("compile_skipped"):
+        lines += ["", f"torch.compile skipped: {result['compile_skipped']}."]
+    lines += ["", f"Attacks on {result['sizes']['attack_images']} random "
+              f"{result['sizes']['image']}-px images, each searching with the copy a bf16 "
+              "evaluation gives it; overhead = bare forwards/s of that copy at the attack's "
+              "mean batch / the attack's forwards/s - 1.", "",
+              "| attack | search | run | forwards | s | forwards/s | bare forwards/s (batch) "
+              "| overhead |", "|---|---|---|---|---|---|---|---|"]
     for r in result["attacks"]:
+        run = next((f"{r[k]} {k.split('_')[1]}" for k in ("spsa_steps", "boundary_iterations")
+                    if k in r), "suite budget")
         if "forwards_per_second" in r:
-            lines.append(f"| {r['attack']} | {r['search']} | {r['forwards']:.0f} | "
+            lines.append(f"| {r['attack']} | {r['search']} | {run} | {r['forwards']:.0f} | "
                          f"{r['seconds']:.2f} | {r['forwards_per_second']:.1f} | "
                          f"{r['bare_forwards_per_second']:.1f} ({r['mean_batch']}) | "
                          f"{100 * r['overhead']:.1f}% |")
         else:
-            lines.append(f"| {r['attack']} | {r['search']} | 0 | {r['seconds']:.2f} | - | - "
-                         "| - |")
+            lines.append(f"| {r['attack']} | {r['search']} | {run} | 0 | {r['seconds']:.2f} "
+                         "| - | - | - |")
     total = result["projection"]["total_seconds"]
     lines += ["", f"Projected full warm-up (upper-bound forwards, "
               f"{result['projection']['total_forwards']:,}): "
@@ -402,9 +438,13 @@ def main(argv: list[str] | None = None) -> int:
                               "command": command.strip()}
     result["environment"] = environment(device, args.out)
     result["tests"] = None if args.skip_tests else cuda_tests(args.out, sizes.test_seconds)
-    result["inference"] = inference(sizes, device, args.dry_run, not args.no_compile)
     result["attacks"] = attacks(sizes, device, args.dry_run)
     result["projection"] = projection(result["attacks"])
+    left = BUDGET_SECONDS - (time.perf_counter() - start)
+    compile_models = not args.no_compile and left >= sizes.compile_needs_seconds
+    if not args.no_compile and not compile_models:
+        result["compile_skipped"] = f"{left:.0f} s left of the {BUDGET_SECONDS:.0f} s budget"
+    result["inference"] = inference(sizes, device, args.dry_run, compile_models)
     result["seconds"] = time.perf_counter() - start
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "gpu_check.md").write_text(markdown(result))

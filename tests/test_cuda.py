@@ -352,8 +352,8 @@ from llrnet.attacks import PGD, Identity
 from llrnet.eval import Suite, SuiteEntry, evaluate
 
 if sys.argv[2] == "nccl":  # world size 1: llrnet starts no group, so start one itself
-    dist.init_process_group("nccl")
     torch.cuda.set_device(0)
+    dist.init_process_group("nccl")
     net = torch.nn.parallel.DistributedDataParallel(model().cuda(), device_ids=[0])
     net(torch.rand(4, 1, 8, 8, device="cuda")).sum().backward()
     total = torch.ones(1, device="cuda")
@@ -363,6 +363,8 @@ suite = Suite("dist", (SuiteEntry("clean", Identity(), kind="clean"),
                        SuiteEntry("pgd", PGD(0.1, 3, 0.04), kind="white_box",
                                   max_images=17)), batch_size=4)
 evaluate(model(), suite, data(), out_dir=sys.argv[1], seed=3, device="cuda", progress=False)
+if dist.is_initialized():
+    dist.destroy_process_group()
 '''
 
 
@@ -424,8 +426,10 @@ def test_predict_on_cuda_matches_cpu(tmp_path: Path) -> None:
         gpu, failures = predict_images(model, paths, device="cuda")
     assert not failures and len(gpu) == len(cpu) == 3
     for a, b in zip(gpu, cpu, strict=True):
-        assert a.label == b.label
+        assert a.path == b.path
         assert a.bird_logit == pytest.approx(b.bird_logit, abs=1e-4)
+        if abs(b.bird_logit) > 1e-3:  # random weights: a logit near 0 may take either side
+            assert a.label == b.label
 
 
 @needs_cuda

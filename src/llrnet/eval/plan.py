@@ -160,7 +160,8 @@ def chunk_size(suite: Suite, batch_size: int | str | None) -> int:
 def per_image_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Peak CUDA memory (bytes) per image of one forward of ``x`` [n, C, H, W] (on the
     model's CUDA device) with the gradient of the logits' sum with respect to ``x``:
-    what a white-box attack step holds, the most any attack of a chunk holds per image."""
+    what a white-box attack step holds, the most any attack of a chunk holds per image
+    (a model without input gradients: the forward alone)."""
     device = x.device
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
@@ -168,7 +169,8 @@ def per_image_bytes(model: nn.Module, x: torch.Tensor) -> int:
     probe = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         output = model(probe)
-        torch.autograd.grad(output.float().sum(), probe)
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            torch.autograd.grad(output.float().sum(), probe)
     del output, probe
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device)
