@@ -205,6 +205,16 @@ def test_batch_size_auto_on_a_cpu_is_the_suites(tmp_path: Path) -> None:
         chunk_size(attacks(), "big")
 
 
+def test_resuming_with_auto_names_the_saved_batch_size(tmp_path: Path) -> None:
+    data = tiny_data()
+    evaluate(Oracle(), attacks(), data, out_dir=tmp_path, batch_size=4, attacks=["clean"],
+             progress=False)
+    with pytest.raises(UsageError, match=r"run at batch size 4; batch size auto chose 8 here\. "
+                                         r"Resume it with --batch-size 4"):
+        evaluate(Oracle(), attacks(), data, out_dir=tmp_path, batch_size="auto",
+                 attacks=["clean"], progress=False)
+
+
 def test_cli_batch_size_takes_auto() -> None:
     from llrnet.cli.eval_cmd import _batch_size
 
