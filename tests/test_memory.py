@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from llrnet.attacks import PGD, SPSA, Boundary, Identity, SpatialGrid
+from llrnet.attacks import PGD, SPSA, Boundary, Chain, Identity, RandomSpatial, SpatialGrid
 from llrnet.core.errors import UsageError
 from llrnet.core.memory import BatchLimit, batch_for_memory, map_batches
 from llrnet.eval import Suite, SuiteEntry, evaluate
@@ -140,7 +140,8 @@ def test_other_errors_are_not_retried() -> None:
     lambda: SPSA(0.05, 3, samples=4),
     lambda: Boundary(1.0, iterations=6, max_directions=4, directions_per_batch=2),
     lambda: SpatialGrid(limits=(2.0, 2.0, 10.0), granularity=(3, 3, 3), batch_size=16),
-], ids=["spsa", "boundary", "grid"])
+    lambda: Chain(RandomSpatial(limits=(2.0, 2.0, 10.0), border=1), SPSA(0.05, 3, samples=4)),
+], ids=["spsa", "boundary", "grid", "chain"])
 def test_search_batches_halve_without_changing_results(make: Any) -> None:
     x, y = tiny_data(6)
     pool = tiny_data(24)

@@ -116,6 +116,17 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
+def _halved_search_batch(attack: Any) -> int | None:
+    """The smallest search batch an out-of-memory error left in ``attack`` or its stages
+    (a Chain's), or None when none was lowered."""
+    sizes = [_halved_search_batch(stage) for stage in getattr(attack, "stages", ())]
+    limit = getattr(attack, "_search_limit", None)
+    if isinstance(limit, BatchLimit) and limit.halved:
+        sizes.append(limit.size)
+    found = [size for size in sizes if size is not None]
+    return min(found) if found else None
+
+
 class Attack:
     """Base class of every attack: ``attack(model, x, y, seeds=..., pool=...) -> x_adv``.
 
@@ -205,9 +216,9 @@ class Attack:
             "images": float(x.shape[0]),
             "seconds": time.perf_counter() - start,
         }
-        limit = getattr(self, "_search_limit", None)
-        if isinstance(limit, BatchLimit) and limit.halved:
-            self.last_stats["search_batch"] = float(limit.size)
+        halved = _halved_search_batch(self)
+        if halved is not None:
+            self.last_stats["search_batch"] = float(halved)
         return x_adv
 
     def _check_pool(self, pool: Pool | None, x: Tensor) -> Pool | None:
