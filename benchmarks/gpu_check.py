@@ -40,7 +40,7 @@ from llrnet.attacks.base import Attack, searches_in_bf16
 from llrnet.eval import get_suite
 from llrnet.models import create_model, fast_copy
 from llrnet.models.heads import challenge_view
-from llrnet.models.precision import strict_fp32
+from llrnet.models.precision import FastCopy
 
 ROOT = Path(__file__).resolve().parent.parent
 Forward = Callable[[Tensor], Tensor]
@@ -175,48 +175,77 @@ def build_models(sizes: Sizes, device: torch.device) -> tuple[nn.Module, nn.Modu
     return ours, reference
 
 
-def inference(sizes: Sizes, device: torch.device, dry_run: bool, compile_models: bool
-              ) -> list[dict[str, Any]]:
+def measure_pair(models: dict[str, Forward], x: Tensor, allow_tf32: bool | None,
+                 min_seconds: float) -> dict[str, float]:
+    """Images/s of each of ``models`` on ``x`` (TF32 set as ``allow_tf32``; None: as is)."""
+    speeds = {}
+    for name, forward in models.items():
+        with tf32(allow_tf32) if allow_tf32 is not None else contextlib.nullcontext():
+            speeds[name] = images_per_second(forward, x, min_seconds)
+    return speeds
+
+
+def inference(sizes: Sizes, device: torch.device, dry_run: bool, compile_models: bool,
+              deadline: float) -> tuple[list[dict[str, Any]], str | None]:
     """Images/s of ours and the reference per batch and path: fp32 (no TF32), TF32,
-    bf16 channels_last (``fast_copy``) and, when ``compile_models``, that copy compiled
-    (``compile_batches`` only; compile time in the row)."""
+    bf16 channels_last (``fast_copy``) and, when ``compile_models`` and at least
+    ``compile_needs_seconds`` are left before ``deadline`` (perf_counter), that copy
+    compiled (``compile_batches`` only; compile time in the row). Returns the rows
+    and why compiling was skipped (None: it ran or was not asked for). A path that
+    fails gets a row with ``error``."""
     ours, reference = build_models(sizes, device)
-    plain = {"ours": ours, "reference": reference}
-    copies = {name: fast_copy(model, "bf16").eval() for name, model in plain.items()}
-    paths: list[tuple[str, dict[str, Forward], bool | None, tuple[int, ...]]] = [
-        ("fp32", plain, False, sizes.batches),
-        ("tf32", plain, True, sizes.batches),
-        ("bf16 channels_last", copies, None, sizes.batches),
-    ]
-    compile_seconds = 0.0
-    if compile_models:
-        compiled: dict[str, Forward] = {
-            name: torch.compile(model, backend="eager" if dry_run else "inductor")
-            for name, model in copies.items()}
-        paths.append(("bf16 channels_last compiled", compiled, None, sizes.compile_batches))
-    rows = []
-    for path, models, allow, batches in paths:
-        for batch in batches:
+    plain: dict[str, Forward] = {"ours": ours, "reference": reference}
+    copies: dict[str, Forward] = {name: fast_copy(model, "bf16").eval()
+                                  for name, model in (("ours", ours), ("reference", reference))}
+    rows: list[dict[str, Any]] = []
+
+    def record(batch: int, path: str, run: Callable[[], dict[str, float]],
+               extra: dict[str, Any] | None = None) -> None:
+        try:
+            speeds = run()
+        except Exception as error:  # a first GPU run reports a failure and goes on
+            rows.append({"batch": batch, "path": path, "error": f"{type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}"})
+            print(f"inference batch {batch} {path}: {rows[-1]['error']}", flush=True)
+            return
+        row = {"batch": batch, "path": path, "ours": speeds["ours"],
+               "reference": speeds["reference"], "ratio": speeds["ours"] / speeds["reference"],
+               **(extra or {})}
+        rows.append(row)
+        print(f"inference batch {batch} {path}: ours {row['ours']:.1f} img/s, "
+              f"reference {row['reference']:.1f}, ratio {row['ratio']:.3f}", flush=True)
+
+    for path, models, allow in (("fp32", plain, False), ("tf32", plain, True),
+                                ("bf16 channels_last", copies, None)):
+        for batch in sizes.batches:
             x = torch.rand(batch, 3, sizes.image, sizes.image, device=device)
-            if "compiled" in path:
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    for forward in models.values():
-                        forward(x)  # compiles
-                synchronize(device)
-                compile_seconds = time.perf_counter() - start
-            speeds = {}
-            for name, forward in models.items():
-                with tf32(bool(allow)) if allow is not None else contextlib.nullcontext():
-                    speeds[name] = images_per_second(forward, x, sizes.min_seconds)
-            row = {"batch": batch, "path": path, "ours": speeds["ours"],
-                   "reference": speeds["reference"], "ratio": speeds["ours"] / speeds["reference"]}
-            if "compiled" in path:
-                row["compile_seconds"] = round(compile_seconds, 1)
-            rows.append(row)
-            print(f"inference batch {batch} {path}: ours {row['ours']:.1f} img/s, "
-                  f"reference {row['reference']:.1f}, ratio {row['ratio']:.3f}", flush=True)
-    return rows
+            record(batch, path, lambda m=models, a=allow, x=x: measure_pair(
+                m, x, a, sizes.min_seconds))
+    if not compile_models:
+        return rows, None
+    left = deadline - time.perf_counter()
+    if left < sizes.compile_needs_seconds:
+        return rows, (f"{max(0.0, left):.0f} s of the budget left, "
+                      f"{sizes.compile_needs_seconds:.0f} s needed")
+    compiled: dict[str, Forward] = {
+        name: torch.compile(model, backend="eager" if dry_run else "inductor")
+        for name, model in copies.items()}
+    for batch in sizes.compile_batches:
+        x = torch.rand(batch, 3, sizes.image, sizes.image, device=device)
+        timing: dict[str, Any] = {}
+
+        def compile_and_measure(x: Tensor = x, timing: dict[str, Any] = timing
+                                ) -> dict[str, float]:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                for forward in compiled.values():
+                    forward(x)  # compiles
+            synchronize(device)
+            timing["compile_seconds"] = round(time.perf_counter() - start, 1)
+            return measure_pair(compiled, x, None, sizes.min_seconds)
+
+        record(batch, "bf16 channels_last compiled", compile_and_measure, timing)
+    return rows, None
 
 
 # --- 4. attacks -------------------------------------------------------------------------
@@ -297,53 +326,67 @@ def attacks(sizes: Sizes, device: torch.device, dry_run: bool) -> list[dict[str,
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(sizes.attack_images + sizes.pool_images, 3, sizes.image, sizes.image,
                    generator=generator).to(device)
-    with torch.inference_mode(), strict_fp32():
-        logits = ours(x).float()
-    margin = logits[:, 1] - logits[:, 0]
-    shift = -float(margin.median())  # half of the images on each side
-    copies = {True: fast_copy(ours, "bf16").eval(), False: fast_copy(ours, "fp32").eval()}
+    models = {}
+    for bf16 in (True, False):
+        copy = fast_copy(ours, "bf16" if bf16 else "fp32").eval()
+        with torch.inference_mode():
+            logits = copy(x).float()
+        # The copy's own median: half of the images on each side of its threshold.
+        models[bf16] = Shifted(copy, -float((logits[:, 1] - logits[:, 0]).median())).eval()
     rows = []
     for name, attack in suite_attacks(dry_run).items():
         bf16 = searches_in_bf16(attack)
-        model = Shifted(copies[bf16], shift).eval()
-        with torch.inference_mode():
-            labels = model(x).argmax(1)
-        images, y = x[: sizes.attack_images], labels[: sizes.attack_images]
-        pool = (x[sizes.attack_images:], labels[sizes.attack_images:])
-        extra: dict[str, Any] = {"pool": pool} if attack.needs_pool else {}
-        cap = iteration_cap(attack)
-        if cap is not None:  # Boundary and SPSA: capped by time
-            seconds_allowed = (sizes.boundary_seconds if cap[0] == "boundary_iterations"
-                               else sizes.spsa_seconds)
-            probe = with_iterations(attack, 2)
-            start = time.perf_counter()
-            probe(model, images, y, seeds=0, **extra)
-            synchronize(device)
-            per_iteration = (time.perf_counter() - start) / 2
-            cap = (cap[0], max(2, min(cap[1], int(seconds_allowed / per_iteration))))
-            attack = with_iterations(attack, cap[1])
-        model.calls = model.images = 0
-        synchronize(device)
-        start = time.perf_counter()
-        attack(model, images, y, seeds=0, **extra)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-        forwards = float(attack.last_stats["model_evaluations"])
-        row: dict[str, Any] = {"attack": name, "search": "bf16" if bf16 else "fp32",
-                               "images": sizes.attack_images, "seconds": round(seconds, 3),
-                               "forwards": forwards}
-        if cap is not None:
-            row[cap[0]] = cap[1]
-        if forwards and model.calls:
-            batch = max(1, round(model.images / model.calls))
-            bare = images_per_second(model, images[:1].expand(batch, -1, -1, -1).contiguous(),
-                                     sizes.min_seconds)
-            rate = forwards / seconds
-            row.update({"forwards_per_second": rate, "mean_batch": batch,
-                        "bare_forwards_per_second": bare, "overhead": bare / rate - 1.0})
-        rows.append(row)
-        print(f"attack {name}: {json.dumps(row)}", flush=True)
+        try:
+            rows.append(run_attack(name, attack, models[bf16], x, sizes, device))
+        except Exception as error:  # a first GPU run reports a failure and goes on
+            first = str(error).splitlines()[0] if str(error) else ""
+            rows.append({"attack": name, "search": "bf16" if bf16 else "fp32",
+                         "error": f"{type(error).__name__}: {first}"})
+        print(f"attack {name}: {json.dumps(rows[-1])}", flush=True)
     return rows
+
+
+def run_attack(name: str, attack: Attack, model: Shifted, x: Tensor, sizes: Sizes,
+               device: torch.device) -> dict[str, Any]:
+    """One row of :func:`attacks`: ``attack`` searching with ``model`` on the first
+    ``attack_images`` of ``x``, the rest its pool; labels are ``model``'s decisions."""
+    bf16 = isinstance(model.model, FastCopy) and model.model.dtype == torch.bfloat16
+    with torch.inference_mode():
+        labels = model(x).argmax(1)
+    images, y = x[: sizes.attack_images], labels[: sizes.attack_images]
+    pool = (x[sizes.attack_images:], labels[sizes.attack_images:])
+    extra: dict[str, Any] = {"pool": pool} if attack.needs_pool else {}
+    cap = iteration_cap(attack)
+    if cap is not None:  # Boundary and SPSA: capped by time
+        seconds_allowed = (sizes.boundary_seconds if cap[0] == "boundary_iterations"
+                           else sizes.spsa_seconds)
+        probe = with_iterations(attack, 2)
+        start = time.perf_counter()
+        probe(model, images, y, seeds=0, **extra)
+        synchronize(device)
+        per_iteration = (time.perf_counter() - start) / 2
+        cap = (cap[0], max(2, min(cap[1], int(seconds_allowed / per_iteration))))
+        attack = with_iterations(attack, cap[1])
+    model.calls = model.images = 0
+    synchronize(device)
+    start = time.perf_counter()
+    attack(model, images, y, seeds=0, **extra)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    forwards = float(attack.last_stats["model_evaluations"])
+    row: dict[str, Any] = {"attack": name, "search": "bf16" if bf16 else "fp32",
+                           "images": sizes.attack_images, "seconds": round(seconds, 3),
+                           "forwards": forwards}
+    if cap is not None:
+        row[cap[0]] = cap[1]
+    if forwards and model.calls:
+        batch = max(1, round(model.images / model.calls))
+        bare = images_per_second(model, images[:1].expand(batch, -1, -1, -1).contiguous(),
+                                 sizes.min_seconds)
+        rate = forwards / seconds
+        row.update({"forwards_per_second": rate, "mean_batch": batch,
+                    "bare_forwards_per_second": bare, "overhead": bare / rate - 1.0})
+    return row
 
 
 def projection(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -352,7 +395,7 @@ def projection(rows: list[dict[str, Any]]) -> dict[str, Any]:
     per_attack = {}
     for row in rows:
         name = row["attack"]
-        if name not in SUITE_IMAGES:
+        if name not in SUITE_IMAGES or "error" in row:
             continue
         forwards = SUITE_IMAGES[name] * (UPPER_BOUND[name][0] + 1)
         rate = row.get("forwards_per_second") or row.get("bare_forwards_per_second")
@@ -387,7 +430,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["| batch | path | ours (img/s) | reference (img/s) | ours / reference |",
               "|---|---|---|---|---|"]
     lines += [f"| {r['batch']} | {r['path']} | {r['ours']:.1f} | {r['reference']:.1f} | "
-              f"{r['ratio']:.3f}x |" for r in result["inference"]]
+              f"{r['ratio']:.3f}x |" if "error" not in r else
+              f"| {r['batch']} | {r['path']} | failed: {r['error']} | | |"
+              for r in result["inference"]]
     if result.get("compile_skipped"):
         lines += ["", f"torch.compile skipped: {result['compile_skipped']}."]
     lines += ["", f"Attacks on {result['sizes']['attack_images']} random "
@@ -399,7 +444,9 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["attacks"]:
         run = next((f"{r[k]} {k.split('_')[1]}" for k in ("spsa_steps", "boundary_iterations")
                     if k in r), "suite budget")
-        if "forwards_per_second" in r:
+        if "error" in r:
+            lines.append(f"| {r['attack']} | {r['search']} | failed: {r['error']} | | | | | |")
+        elif "forwards_per_second" in r:
             lines.append(f"| {r['attack']} | {r['search']} | {run} | {r['forwards']:.0f} | "
                          f"{r['seconds']:.2f} | {r['forwards_per_second']:.1f} | "
                          f"{r['bare_forwards_per_second']:.1f} ({r['mean_batch']}) | "
@@ -440,11 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     result["tests"] = None if args.skip_tests else cuda_tests(args.out, sizes.test_seconds)
     result["attacks"] = attacks(sizes, device, args.dry_run)
     result["projection"] = projection(result["attacks"])
-    left = BUDGET_SECONDS - (time.perf_counter() - start)
-    compile_models = not args.no_compile and left >= sizes.compile_needs_seconds
-    if not args.no_compile and not compile_models:
-        result["compile_skipped"] = f"{left:.0f} s left of the {BUDGET_SECONDS:.0f} s budget"
-    result["inference"] = inference(sizes, device, args.dry_run, compile_models)
+    result["inference"], result["compile_skipped"] = inference(
+        sizes, device, args.dry_run, not args.no_compile, start + BUDGET_SECONDS)
     result["seconds"] = time.perf_counter() - start
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "gpu_check.md").write_text(markdown(result))
