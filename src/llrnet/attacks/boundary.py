@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import L2Ball
 from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import ImageRng, forward_chunk
+from llrnet.attacks.parts import ImageRng, forward_chunk, forward_limited, search_limit
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
 
@@ -84,7 +84,8 @@ class Boundary(Attack):
         convergence: stop when the source step falls below this (1e-7).
         directions_per_batch: candidates classified per image at a time;
             trades model calls for batching, does not change results.
-        max_batch: most images forwarded through the model at once.
+        max_batch: most images forwarded through the model at once (halved
+            for the rest of the run after an out-of-memory error).
     """
 
     name = "boundary"
@@ -122,12 +123,12 @@ class Boundary(Attack):
         return self.ball.eps
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype) -> Tensor:
-        chunk = forward_chunk(images.device, self.max_batch)
-        out = [
-            model(images[s : s + chunk].to(dtype)).argmax(dim=1)
-            for s in range(0, images.shape[0], chunk)
-        ]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=images.device)
+        """The model's decisions [M] on ``images`` [M, ...], forwarded in calls of at most
+        ``max_batch`` (halved for the rest of the run after an out-of-memory error)."""
+        if images.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.int64, device=images.device)
+        limit = search_limit(self, forward_chunk(images.device, self.max_batch), images.device)
+        return forward_limited(lambda part: model(part.to(dtype)).argmax(dim=1), images, limit)
 
     def _starting_points(self, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool) -> Tensor:
         images, labels = pool

@@ -8,20 +8,25 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import AdamState, ImageRng, adam_step, forward_chunk, margin_loss
+from llrnet.attacks.parts import (
+    AdamState,
+    ImageRng,
+    adam_step,
+    forward_chunk,
+    margin_loss,
+    search_limit,
+)
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.devices import check_memory
 from llrnet.core.errors import UsageError
+from llrnet.core.memory import BatchLimit, map_batches
 
 
-def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -> Tensor:
-    """``margin_loss`` [M] of ``images`` [M, C, H, W], forwarded at most ``max_batch`` at a
-    time (:func:`~llrnet.attacks.parts.forward_chunk`)."""
-    chunk = forward_chunk(images.device, max_batch)
-    out = [
-        margin_loss(model(images[s : s + chunk]), labels[s : s + chunk])
-        for s in range(0, images.shape[0], chunk)
-    ]
+def _margins(model: nn.Module, images: Tensor, labels: Tensor, limit: BatchLimit) -> Tensor:
+    """``margin_loss`` [M] of ``images`` [M, C, H, W], forwarded at most ``limit.size`` at a
+    time (halved on an out-of-memory error: :func:`~llrnet.core.memory.map_batches`)."""
+    out = map_batches(lambda a, b: margin_loss(model(images[a:b]), labels[a:b]),
+                      images.shape[0], limit)
     return torch.cat(out) if out else images.new_zeros(0)
 
 
@@ -44,6 +49,7 @@ class _Workspace:
 
     def __init__(self, attack: SPSA, x: Tensor) -> None:
         self.batch = attack.batch_for(x[0])
+        self.limit = search_limit(attack, forward_chunk(x.device, self.batch), x.device)
         self.group = max(1, min(x.shape[0], self.batch // attack.samples))
         dims = x[0].numel()
         # bits, probes, and the losses' model inputs: refused before any is allocated
@@ -73,7 +79,8 @@ class SPSA(Attack):
             disables early stopping.
         random_start: start uniformly in the ball (cleverhans always does).
         max_batch: most images forwarded through the model at once; bounds
-            memory, does not change results (beyond float noise). None (the
+            memory, does not change results (beyond float noise); halved
+            for the rest of the run after an out-of-memory error. None (the
             default) sizes it from the image: as many probes as hold
             :data:`PROBE_VALUES` input values, between ``samples`` and
             :data:`MAX_AUTO_BATCH` (256 at 224x224x3, 1024 at 28x28).
@@ -154,7 +161,7 @@ class SPSA(Attack):
             torch.add(base + self.delta, bits, alpha=-2 * self.delta, out=probes[:, pairs:])
             flat = probes.reshape(-1, *shape)
             labels = y[members].repeat_interleave(self.samples)
-            losses = _margins(model, flat, labels, work.batch).reshape(count, -1)
+            losses = _margins(model, flat, labels, work.limit).reshape(count, -1)
             diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples  # [g, pairs]
             # sum_k diff_k s_k = 2 sum_k diff_k bit_k - sum_k diff_k
             ones = torch.bmm(diff[:, None, :], bits)[:, 0]  # [g, D]
@@ -183,7 +190,7 @@ class SPSA(Attack):
                 grad = self._gradient(model, current_x, ya, active_rng, work)
                 adam_step(pa, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
                           eps=self.adam_eps)
-                current = _margins(model, current_x, ya, work.batch)  # before the update
+                current = _margins(model, current_x, ya, work.limit)  # before the update
                 pa = ball.project(pa, xa)
                 if self.threshold is None:
                     continue

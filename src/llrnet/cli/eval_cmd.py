@@ -82,8 +82,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         help="an option of the suite's builder, e.g. eps=0.1 for linf "
                         "(repeatable; values are YAML)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per batch (default: the suite's)")
+    parser.add_argument("--batch-size", type=_batch_size, default=None,
+                        help="images per batch (default: the suite's); auto: sized from "
+                        "free memory on CUDA, the suite's elsewhere")
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="score the readable images and report the unreadable ones "
                         "(default: stop before any attack and list them)")
@@ -109,6 +110,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         "balls, the authors' APGD-CE (pip install 'llrnet[autoattack]')")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
+
+
+def _batch_size(value: str) -> int | str:
+    """``--batch-size``: an integer, or ``auto`` (sized from free memory on CUDA)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or 'auto': {value!r}") from None
 
 
 def _model(args: argparse.Namespace) -> Any:
