@@ -72,3 +72,37 @@ def feed_stem(graph: Any, name: str, op: str, other: str) -> None:
     for node in graph.node:
         if node.op == "Conv2D" and node.input[0] == "x":
             node.input[0] = name
+
+
+def with_entry(module: Path, name: str, *, dtype: int | None = None,
+               shape: tuple[int, ...] | None = None, size: int | None = None,
+               slices: tuple[tuple[tuple[int, int], ...], ...] = ()) -> Path:
+    """Rewrite ``module``'s checkpoint index so that tensor ``name`` claims ``dtype``
+    (a TF enum), ``shape``, stored ``size`` and ``slices`` (each given one; the
+    others kept), as a hostile or corrupt module would. Returns ``module``."""
+    from llrnet.hub.formats.bundle import parse_entry
+    from llrnet.hub.formats.protowire import field_bytes, field_fixed32, field_varint
+    from llrnet.hub.formats.table import TableWriter, read_table
+
+    index = module / "variables" / "variables.index"
+    table = TableWriter()
+    found = False
+    for key, value in read_table(index.read_bytes(), source=str(index)):
+        if key == name.encode():
+            found = True
+            entry = parse_entry(name, value)
+            dims = entry.shape if shape is None else shape
+            value = field_varint(1, entry.dtype if dtype is None else dtype)
+            value += field_bytes(2, b"".join(field_bytes(2, field_varint(1, d)) for d in dims))
+            value += field_varint(4, entry.offset)
+            value += field_varint(5, entry.size if size is None else size)
+            value += field_fixed32(6, entry.crc32c)
+            for extents in slices:
+                value += field_bytes(7, b"".join(
+                    field_bytes(1, field_varint(1, start) + field_varint(2, length))
+                    for start, length in extents))
+        table.add(key, bytes(value))
+    if not found:
+        raise KeyError(name)
+    index.write_bytes(table.finish())
+    return module

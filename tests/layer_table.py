@@ -12,7 +12,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     2: ("models", "data"),
     3: ("attacks", "hub"),
     4: ("eval", "train"),
-    5: ("pretrained", "inference"),
+    5: ("pretrained", "inference", "hf"),
     6: ("demo",),
     7: ("cli",),
 }
@@ -29,6 +29,7 @@ UNITS: dict[str, str] = {
     "train": "configuration, tasks, the training loop",
     "pretrained": "`create_model(..., pretrained=True)`: released weights by name",
     "inference": "scoring image files with a classifier",
+    "hf": "`export_hf`: a weights file as a Hugging Face Hub model folder (config, card)",
     "demo": "`llrnet demo`: train, evaluate and report the demo models",
     "cli": "the `llrnet` command: argument parsing only",
 }

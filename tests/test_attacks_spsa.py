@@ -165,3 +165,36 @@ def test_spsa_forwards_at_most_the_cpu_chunk_per_call() -> None:
     small = SPSA(eps=0.1, steps=2, samples=32, early_stop_loss_threshold=None,
                  max_batch=32)(model, x, y, seeds=0)
     torch.testing.assert_close(out, small, rtol=1e-5, atol=1e-6)
+
+
+def test_samples_beyond_the_bound_are_refused_when_built() -> None:
+    from llrnet.attacks.spsa import MAX_SAMPLES
+    from llrnet.core.errors import UsageError
+
+    assert SPSA(0.1, 1, samples=MAX_SAMPLES).samples == MAX_SAMPLES
+    with pytest.raises(UsageError, match=r"samples must be <= 65536, got 1000000000"):
+        SPSA(0.1, 1, samples=1_000_000_000)
+
+
+def test_probe_buffers_beyond_free_memory_are_refused_before_allocating(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import llrnet.core.devices
+    from llrnet.core.errors import UsageError
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 224 * 224, 2))
+    x, y = torch.rand(1, 3, 224, 224), torch.tensor([0])
+    monkeypatch.setattr(llrnet.core.devices, "available_memory", lambda device: 2**30)
+    # 4096 probes: 6144 buffer rows + a 4096-image batch, of 150,528 floats each = 5.7 GiB
+    with pytest.raises(UsageError, match=r"SPSA with samples=4096 on images of shape "
+                                         r"\[3, 224, 224\] needs 5\.7 GiB, more than the "
+                                         r"1\.0 GiB available on cpu"):
+        SPSA(0.1, 1, samples=4096)(model, x, y, seeds=0)
+    monkeypatch.setattr(llrnet.core.devices, "available_memory", lambda device: None)
+    assert SPSA(0.1, 1, samples=4, max_batch=4)(model, x, y, seeds=0).shape == x.shape
+
+
+def test_available_memory_is_known_for_the_cpu() -> None:
+    from llrnet.core.devices import available_memory
+
+    free = available_memory("cpu")
+    assert free is not None and free > 0

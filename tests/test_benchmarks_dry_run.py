@@ -103,3 +103,48 @@ def test_eps_sweep_dry_run(scripts: dict[str, ModuleType], tmp_path: Path) -> No
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())
     assert [r["acc@100"] for r in clean] == pytest.approx([accuracy, accuracy])
+
+
+def test_gpu_check_dry_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """benchmarks/gpu_check.py on the CPU with tiny sizes: every section but the CUDA
+    tests' subprocess (pytest inside pytest; test_cuda.py runs in this suite anyway)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    names = ("common", "eval_cost", "gpu_check")
+    before = {name: sys.modules.pop(name, None) for name in names}
+    threads = torch.get_num_threads()
+    try:
+        gpu_check = importlib.import_module("gpu_check")
+        assert gpu_check.main(["--dry-run", "--skip-tests", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+        for name, module in before.items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["dry_run"] and result["tests"] is None
+    assert "nvidia-smi" in (tmp_path / "environment.txt").read_text() or \
+        (tmp_path / "environment.txt").stat().st_size > 0
+    paths = {(row["batch"], row["path"]) for row in result["inference"]}
+    assert paths == {(b, p) for b in (1, 2) for p in ("fp32", "tf32", "bf16 channels_last")} \
+        | {(2, "bf16 channels_last compiled")}
+    assert all(row["ours"] > 0 and row["reference"] > 0 for row in result["inference"])
+    rows = {row["attack"]: row for row in result["attacks"]}
+    assert list(rows) == ["clean", "spatial_grid", "common_corruptions",
+                          "spsa_with_random_spatial", "boundary_with_random_spatial"]
+    assert rows["clean"]["forwards"] == 0
+    assert rows["spatial_grid"]["forwards"] == 2 * 9  # 2 images x the 9-point grid
+    assert rows["common_corruptions"]["forwards"] == 2 * 2  # 2 images x 2 corruptions
+    # SPSA: 2 steps x (4 probes + 1) per image, both images running to the end or stopping.
+    assert 0 < rows["spsa_with_random_spatial"]["forwards"] <= 2 * 2 * 5
+    assert rows["boundary_with_random_spatial"]["boundary_iterations"] >= 2
+    for row in rows.values():
+        if row["forwards"]:
+            assert row["forwards_per_second"] > 0 and row["bare_forwards_per_second"] > 0
+    projection = result["projection"]
+    assert projection["total_forwards"] == 250 * 1 + 250 * 776 + 250 * 18 + 250 * 13001 \
+        + 100 * 125001
+    assert projection["total_seconds"] > 0
+    section = (tmp_path / "gpu_check.md").read_text()
+    assert section.startswith("## GPU check") and "dry run on the CPU" in section
+

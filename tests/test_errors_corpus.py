@@ -13,7 +13,11 @@ to 64x64 images, a two-step training run), so the file takes seconds.
 
 from __future__ import annotations
 
+import errno
+import gzip
+import io
 import json
+import os
 import pickle
 import re
 import shutil
@@ -30,7 +34,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hub_helpers import FIXTURES, archive_with, module_archive
+from hub_helpers import FIXTURES, archive_with, copy_module, module_archive, with_entry
 from llrnet.cli import describe, main
 from llrnet.core.contracts import check_images
 from llrnet.core.errors import InputError, LlrnetError, UsageError
@@ -61,6 +65,8 @@ class Kit:
         self.bad_yaml.write_text("steps: [1, 2\n")
         self.list_yaml = root / "list.yaml"
         self.list_yaml.write_text("- 1\n- 2\n")
+        self.latin1_weights = root / os.fsdecode(b"caf\xe9.safetensors")  # not UTF-8
+        shutil.copyfile(self.weights, self.latin1_weights)
 
     def out(self, name: str) -> Path:
         """A fresh output path under the kit (never created by the kit)."""
@@ -191,6 +197,19 @@ class Kit:
         empty = folder / "empty_module"
         empty.mkdir()
         paths["empty_module"] = empty
+        # Bombs: a member announced as 3 GiB (alone, or after a valid module), and
+        # more members than the cap; refused from their headers, nothing written.
+        paths["bomb"] = _bomb(folder / "bomb.tar.gz")
+        paths["bomb_beside"] = _bomb(folder / "bomb_beside.tar.gz", FIXTURES / "linear")
+        paths["many_members"] = folder / "many_members.tar.gz"
+        with tarfile.open(paths["many_members"], "w:gz") as archive:
+            for i in range(10_001):
+                archive.addfile(tarfile.TarInfo(f"m/{i:05d}"), io.BytesIO(b""))
+        stem = "wide_resnet/conv2d/w"  # float32[3, 3, 3, 16] in the cifar10 fixture
+        for name, change in (("negative_dim", {"shape": (3, -3, 3, 16)}),
+                             ("huge_empty", {"shape": (2**32, 2**32), "size": 0}),
+                             ("string_weight", {"dtype": 7})):
+            paths[name] = with_entry(copy_module("cifar10", folder / name), stem, **change)
         return paths
 
     @staticmethod
@@ -209,6 +228,7 @@ class Kit:
     @staticmethod
     def _runs(folder: Path) -> dict[str, Path]:
         from llrnet.train import load_config, train
+        from llrnet.train.checkpoint import save_checkpoint
 
         base = folder / "base"
         config = load_config("digits_standard", ["steps=4", "checkpoint_every=1",
@@ -244,9 +264,19 @@ class Kit:
         def truncate(path: Path) -> None:
             path.write_bytes(path.read_bytes()[:100])
 
+        def reshape(path: Path) -> None:  # a checkpoint of another model, manifest intact
+            state = torch.load(path, weights_only=True)
+            name = next(k for k, v in state["model"].items() if k.endswith("conv.weight"))
+            state["model"][name] = torch.zeros(1, 1, 1, 1)
+            state["model"]["extra.weight"] = torch.zeros(1)
+            path.unlink()
+            path.with_suffix(".json").unlink()
+            save_checkpoint(path.parent, int(state["step"]), state)
+
         variant("all_flipped", flip, checkpoints)
         variant("all_planted", plant, checkpoints)
         variant("newest_truncated", truncate, checkpoints[-1:])
+        variant("other_shape", reshape, checkpoints[-1:])
         return runs
 
 
@@ -275,6 +305,20 @@ def _png_header(width: int, height: int) -> bytes:
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     torch.set_num_threads(1)
     return Kit(tmp_path_factory.mktemp("corpus"))
+
+
+def _bomb(path: Path, beside: Path | None = None) -> Path:
+    """A ``.tar.gz`` whose last member's header announces 3 GiB (4 KiB follow it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for file in sorted(beside.rglob("*")) if beside is not None else []:
+            archive.add(file, arcname=file.relative_to(beside).as_posix(), recursive=False)
+        end = archive.offset
+    body = buffer.getvalue()[:end]  # without the end-of-archive blocks
+    bomb = tarfile.TarInfo("variables/bomb.bin")
+    bomb.size = 3 << 30
+    path.write_bytes(gzip.compress(body + bomb.tobuf(tarfile.GNU_FORMAT) + bytes(4096)))
+    return path
 
 
 @dataclass(frozen=True)
@@ -374,8 +418,21 @@ CASES = [
     Case("weights int32 kernel", _weights("dtype"), 2, r"wrong dtype: .* torch\.int32"),
     Case("weights no metadata", _weights("no_metadata"), 2, r"no llrnet metadata record"),
     Case("weights bad json", _weights("bad_json"), 2, r"not valid JSON"),
+    Case("weights with a non-UTF-8 name", lambda k: ["predict", str(k.images["good.png"]),
+                                                     "--weights", str(k.latin1_weights)], 0,
+         None),
     Case("info pickle", _weights("pickle", "info"), 2, r"not a valid safetensors file"),
     Case("info no metadata", _weights("no_metadata", "info"), 2, r"no llrnet metadata"),
+    Case("weights hf-hub malformed", lambda k: ["predict", str(k.images["good.png"]),
+                                                "--weights", "hf-hub:no-owner"], 2,
+         r"not a Hugging Face Hub name"),
+    Case("export-hf forged hash", lambda k: ["export-hf", str(k.bad_weights["hash"]),
+                                             str(k.out("hf_export"))], 2, r"sha256",
+         lambda k: [k.out("hf_export")]),
+    Case("export-hf results not json", lambda k: ["export-hf", str(k.weights),
+                                                  str(k.out("hf_export")), "--results",
+                                                  str(k.file)], 2, r"not valid JSON",
+         lambda k: [k.out("hf_export")]),
     # --- eval options ---
     Case("eval works", _eval(), 0, None),
     Case("eval unknown suite", lambda k: ["eval", "--suite", "nope", "--model", "digits_wrn",
@@ -388,6 +445,8 @@ CASES = [
          _eval_results),
     Case("eval suite option unknown", _eval("--suite-option", "bogus=1"), 2,
          r"suite 'digits' takes no argument\(s\) bogus; valid: ", _eval_results),
+    Case("eval spsa_samples 1e9", _eval("--suite-option", "spsa_samples=1000000000"), 2,
+         r"samples must be <= 65536, got 1000000000", _eval_results),
     Case("eval suite option with a dot", _eval("--suite-option", "a.b=1"), 2,
          r"--suite-option 'a\.b=1': suite options have no dots", _eval_results),
     Case("eval suite option without =", _eval("--suite-option", "noequals"), 2,
@@ -485,6 +544,21 @@ CASES = [
     Case("resume newest truncated falls back",
          lambda k: ["train", "--out", str(k.runs["newest_truncated"]), "--resume",
                     "--no-progress"], 0, None),
+    Case("train until-step -1", _train("--preset", "digits_standard", "--until-step", "-1"),
+         2, r"argument --until-step: must be >= 1", lambda k: [k.out("train")]),
+    Case("resume a checkpoint of another shape",
+         lambda k: ["train", "--out", str(k.runs["other_shape"]), "--resume", "--no-progress"],
+         1, r"checkpoint does not fit this run: model: unexpected tensor\(s\) 'extra\.weight'; "
+         r"model: '.*' has shape \[1, 1, 1, 1\] in the checkpoint, \[.*\] in this run",
+         lambda k: [k.runs["other_shape"] / "final.safetensors"]),
+    Case("train out not UTF-8", _train("--preset", "digits_standard", "--set", "steps=1",
+                                       "--set", "data.eval_images=4", "--set", "eval.every=0",
+                                       "--set", "tensorboard=false",
+                                       out=os.fsdecode(b"run-\xe9")), 0, None),
+    Case("train out not UTF-8 with TensorBoard",
+         _train("--preset", "digits_standard", "--set", "steps=1", out=os.fsdecode(b"tb-\xe9")),
+         2, r"TensorBoard cannot write below a name that is not UTF-8; rename the folder or "
+         r"--set tensorboard=false", lambda k: [k.out(os.fsdecode(b"tb-\xe9"))]),
     Case("resume a folder without a run", lambda k: ["train", "--out", str(k.folder),
                                                      "--resume"], 2, r"not found|no run"),
     Case("demo out is a file", lambda k: ["demo", "--quick", "--out", str(k.file)], 2,
@@ -493,6 +567,10 @@ CASES = [
     Case("import out is a folder", lambda k: ["import-hub", str(FIXTURES / "latents"),
                                               "--arch", "llr_pretrain_adv_tiny", "--out",
                                               str(k.folder)], 2, r"is a folder; give a file"),
+    Case("import out of 255 bytes", lambda k: ["import-hub", str(FIXTURES / "cifar10"),
+                                               "--arch", "wrn_10_1_softplus", "--out",
+                                               str(k.out("w" * 243 + ".safetensors"))], 0,
+         None),
     Case("import unknown arch", lambda k: ["import-hub", str(FIXTURES / "latents"), "--arch",
                                            "nope", "--out",
                                            str(k.out("imported.safetensors"))], 2, r"nope",
@@ -521,6 +599,18 @@ CASES = [
          r"saved_model\.pb", _imported),
     Case("import sha256 mismatch", _import(lambda k: k.archives["good"], "--sha256",
                                            "ab" * 32), 2, r"does not match", _imported),
+    Case("import a negative dimension",
+         lambda k: ["import-hub", str(k.archives["negative_dim"]), "--arch", "wrn_10_1_softplus",
+                    "--out", str(k.out("imported.safetensors"))], 2,
+         r"tensor 'wide_resnet/conv2d/w' has the impossible shape float32\[3, -3, 3, 16\]",
+         _imported),
+    Case("import a string weight",
+         lambda k: ["import-hub", str(k.archives["string_weight"]), "--arch",
+                    "wrn_10_1_softplus", "--out", str(k.out("imported.safetensors"))], 2,
+         r"'wide_resnet/conv2d/w' is a string tensor \[3, 3, 3, 16\]", _imported),
+    Case("inspect a 2**32 x 2**32 tensor of 0 bytes",
+         lambda k: ["inspect-hub", str(k.archives["huge_empty"])], 2,
+         r"'wide_resnet/conv2d/w' has the impossible shape float32\[4294967296, 4294967296\]"),
     Case("inspect garbage saved_model.pb", lambda k: ["inspect-hub",
                                                       str(k.archives["garbage_pb"])], 2,
          r"saved_model\.pb"),
@@ -559,6 +649,33 @@ CASES = [
     # --- the command itself ---
     Case("unknown command", lambda k: ["frobnicate"], 2, r"invalid choice"),
     Case("unknown option", lambda k: ["models", "--frob"], 2, r"unrecognized arguments"),
+    # --- bounded downloads and extraction, credentials (issue 30) ---
+    Case("import archive bomb", _import(lambda k: k.archives["bomb"]), 2,
+         r"bomb\.tar\.gz: uncompressed size passes 3 GiB at 'variables/bomb\.bin', over 100 "
+         r"times the archive's .* \(the ratio cap, \$LLRNET_HUB_MAX_RATIO\)", _imported),
+    Case("import bomb beside a module", _import(lambda k: k.archives["bomb_beside"]), 2,
+         r"bomb_beside\.tar\.gz: .* over 100 times the archive's", _imported),
+    Case("inspect archive with too many members",
+         lambda k: ["inspect-hub", str(k.archives["many_members"])], 2,
+         r"more than 10000 members, over the member cap \(\$LLRNET_HUB_MAX_MEMBERS\)"),
+    Case("import max download not a size",
+         _import(lambda k: k.archives["good"], "--max-download", "lots"), 2,
+         r"--max-download: 'lots' is not a size", _imported),
+    Case("inspect max download 0",
+         lambda k: ["inspect-hub", "https://example.com/m.tar.gz", "--max-download", "0"], 2,
+         r"--max-download must be > 0 bytes"),
+    Case("pretrained max download 0",
+         lambda k: ["pretrained", "llr_pretrain_adv", "--max-download", "0"], 2,
+         r"--max-download must be > 0 bytes"),
+    Case("download max image size not a size",
+         lambda k: ["data", "download", "--root", str(k.out("bob")), "--max-image-size",
+                    "1Q"], 2, r"--max-image-size: '1Q' is not a size",
+         lambda k: [k.out("bob")]),
+    Case("import url with a password, offline",
+         lambda k: ["import-hub", "https://user:hunter2@example.com/m.tar.gz?token=t0k",
+                    "--offline", "--out", str(k.out("imported.safetensors"))], 2,
+         r"error: https://example\.com/m\.tar\.gz is not in the cache \([^)]*\) and "
+         r"downloads are off", _imported),
 ]
 
 
@@ -580,6 +697,7 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
     code = _run(case.argv(kit))
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
+    assert "weights_only" not in out + err  # never advise unpickling a refused file
     warning_lines = [line for line in err.splitlines() if ": warning: " in line]
     assert len(warning_lines) == len(set(warning_lines)), f"a warning shown twice: {err}"
     errors = [line for line in err.splitlines() if line.strip() and line not in warning_lines]
@@ -592,6 +710,74 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
         assert errors[0].startswith("llrnet"), errors[0]
     for path in case.absent(kit):
         assert not path.exists(), f"{path} was left behind"
+
+
+@pytest.mark.parametrize("variable", ["LLRNET_HUB_CACHE", "TFHUB_CACHE_DIR"])
+def test_a_cache_variable_naming_a_file_gives_one_line(
+        variable: str, kit: Kit, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLRNET_HUB_CACHE", str(kit.root / "hub_cache"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(kit.root / "tfhub_cache"))
+    monkeypatch.setenv(variable, str(kit.file))
+    source = (str(kit.archives["good"]) if variable == "LLRNET_HUB_CACHE"
+              else "deepmind/llr-pretrain-adv/linear/1")
+    code = _run(["inspect-hub", source, "--offline"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    cache = "extraction" if variable == "LLRNET_HUB_CACHE" else "module"
+    assert err.splitlines() == [
+        f"llrnet inspect-hub: error: the {cache} cache {kit.file} (chosen by ${variable}) is "
+        f"not a folder: {kit.file} is a file; point the variable at a folder, or unset it"], err
+    assert kit.file.read_text() == "not a folder\n"
+
+
+def test_no_secret_of_a_url_reaches_the_error_line(
+        kit: Kit, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["import-hub", "https://user:hunter2@example.com/m.tar.gz?token=t0k",
+                 "--offline", "--out", str(kit.out("x.safetensors"))]) == 2
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err and "t0k" not in out + err
+
+
+def test_a_full_disk_under_import_hub_out_is_one_line_naming_the_file(
+        kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.name.endswith(".tmp"):  # simulated: a test cannot fill a real disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "imported.safetensors"
+    assert _run(["import-hub", str(FIXTURES / "cifar10"), "--arch", "wrn_10_1_softplus",
+                 "--out", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"llrnet import-hub: error: No space left on device: {out}"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_under_eval_out_is_one_line_naming_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors import SafetensorError
+
+    import llrnet.eval.state
+
+    def full(*args: Any, **kwargs: Any) -> None:  # safetensors' own text for ENOSPC
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                              'StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(llrnet.eval.state, "save_file", full)
+    out = tmp_path / "eval"
+    assert _run(["eval", "--suite", "digits", "--model", "digits_wrn", "--attacks", "clean",
+                 "--max-images", "4", "--no-progress", "--out", str(out)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"llrnet eval: error: No space left on device: {re.escape(str(out))}/\S+", lines[0]
+    ), lines
+    assert not (out / "results.json").exists()
 
 
 def test_the_corpus_is_large_and_covers_every_command(kit: Kit) -> None:
@@ -645,6 +831,7 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[LlrnetError], st
     from llrnet.attacks import PGD, SPSA
     from llrnet.eval import evaluate
     from llrnet.models import BirdOrBicycleClassifier  # noqa: F401 (import check)
+    from llrnet.train.llr import LLROptions, llr_regularizer
 
     x = torch.rand(3, 1, 8, 8)
     y = torch.tensor([0, 1, 1])
@@ -698,9 +885,56 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[LlrnetError], st
         ("meta tensor to the image contract",
          lambda d: check_images(torch.rand(2, 1, 8, 8, device="meta")), InputError,
          r"on the meta device: it holds no values"),
+        ("PGD against a NaN-returning model",
+         lambda d: PGD(0.1, 2, 0.05)(_NaNModel(), x, y), InputError,
+         r"the model returned NaN or infinite logits for 3 of 3 images"),
+        ("llr_regularizer on a NaN input",
+         lambda d: llr_regularizer(_linear(), x * float("nan"), y, LLROptions(0.1, 1)),
+         InputError, r"x contains NaN or infinite values"),
+        ("llr_regularizer on an empty batch",
+         lambda d: llr_regularizer(_linear(), x[:0], y[:0], LLROptions(0.1, 1)),
+         InputError, r"x is an empty batch"),
+        ("llr_regularizer with float labels",
+         lambda d: llr_regularizer(_linear(), x, y.float(), LLROptions(0.1, 1)),
+         InputError, r"y must be int64 class labels, got torch\.float32"),
+        ("bird_probability with a NaN pixel",
+         lambda d: tiny.eval().bird_probability(_with_nan(torch.rand(2, 3, 32, 32))),
+         InputError, r"the model's input contains NaN values"),
+        ("SPSA on float16 images",
+         lambda d: SPSA(0.1, 1, samples=4)(_linear(), x.half(), y, seeds=0), InputError,
+         r"its weights are torch\.float32 but the images torch\.float16"),
+        ("two_class_logits on float16 images",
+         lambda d: tiny.eval().two_class_logits(torch.rand(2, 3, 32, 32).half()), InputError,
+         r"the images are torch\.float16 but the model's weights are torch\.float32"),
+        ("evaluate a meta-device model",
+         lambda d: evaluate(_linear().to("meta"), "digits", (x, y), out_dir=d / "e",
+                            attacks=["clean"], progress=False),
+         InputError, r"tensor '1\.weight' is on the meta device \(it holds no values\)"),
+        ("save_weights of a meta-device model",
+         lambda d: save_weights(create_model("llr_pretrain_adv_tiny").to("meta"),
+                                d / "w.safetensors"),
+         InputError, r"tensor '.*' is on the meta device"),
+        ("as_model_fn on a nonsense device", lambda d: as_model_fn(tiny, device="nonsense"),
+         UsageError, r"device 'nonsense' is not a device"),
         ("create_model with a bad kwarg type",
          lambda d: create_model("digits_wrn", width="two"), UsageError, r"argument width"),
     ]
+
+
+class _NaNModel(torch.nn.Module):
+    """A model whose every logit is NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+def _with_nan(x: torch.Tensor) -> torch.Tensor:
+    x[0, 0, 0, 0] = float("nan")
+    return x
 
 
 def _touch(path: Path) -> Path:

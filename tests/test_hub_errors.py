@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hub_helpers import CHECKPOINTS, FIXTURES, copy_module, feed_stem, rewrite_graphs
+from hub_helpers import CHECKPOINTS, FIXTURES, copy_module, feed_stem, rewrite_graphs, with_entry
 from llrnet.core.errors import InputError, UsageError, WeightsError
 from llrnet.hub import CheckpointReader, open_module, read_checkpoint
 from llrnet.hub.conversion.convert import convert
@@ -279,3 +279,53 @@ def test_input_scaling_in_the_graph_is_reported(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"scales its input inside the graph \(x \* 2\.0, then "
                                          r"x - 1\.0\)"):
         convert(open_module(module), architecture="resnet_v2_tiny_imagenet")
+
+
+STEM = "wide_resnet/conv2d/w"  # float32[3, 3, 3, 16], 1728 bytes in the cifar10 fixture
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"shape": (3, -3, 3, 16)}, r"float32\[3, -3, 3, 16\] \(a negative dimension\)"),
+    ({"shape": (2**62, 2**62, 3, 16)},
+     r"float32\[4611686018427387904, 4611686018427387904, 3, 16\] \(more than 2\*\*63 - 1 "
+     r"elements or bytes\)"),
+    ({"shape": (2**32, 2**32), "size": 0}, r"float32\[4294967296, 4294967296\] \(more than"),
+    ({"shape": (2**30, 2**30), "size": 0},
+     r"float32\[1073741824, 1073741824\]: it needs 4611686018427387904 bytes but the index "
+     r"records 0"),
+    ({"shape": (3, 3, 3, 2**40), "slices": (((0, -1), (0, -1), (0, -1), (0, 16)),)},
+     r"float32\[3, 3, 3, 1099511627776\]: its slices cover 432 of 29686813949952 elements"),
+    ({"shape": (3, 3, 3, 16), "slices": (((0, -1), (0, -1), (0, -1), (8, 16)),)},
+     r"float32\[3, 3, 3, 16\]: its slice -:-:-:8,16 lies outside it"),
+    ({"shape": (2**20, 16), "size": 2**26},
+     r"truncated file: tensor 'wide_resnet/conv2d/w' needs bytes \[\d+, \d+\), file has"),
+])
+def test_impossible_shapes_are_refused_naming_the_tensor_and_shape(
+        tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    from llrnet.cli import main
+
+    module = with_entry(copy_module("cifar10", tmp_path), STEM, **change)
+    with pytest.raises(InputError, match=rf"tensor '{STEM}' has the impossible shape "
+                                         rf"{message}|{message}"):
+        CheckpointReader(module)
+    for command in (["inspect-hub", str(module)],  # listed as fine before: now refused
+                    ["import-hub", str(module), "--arch", "wrn_10_1_softplus", "--out",
+                     str(tmp_path / "w.safetensors")]):
+        assert main(command) == 2
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_string_weight_is_refused_and_its_lengths_are_bounded(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llrnet.cli import main
+
+    module = with_entry(copy_module("cifar10", tmp_path), STEM, dtype=7)
+    assert main(["import-hub", str(module), "--arch", "wrn_10_1_softplus", "--out",
+                 str(tmp_path / "w.safetensors")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"graph variable '{STEM}' is a string tensor [3, 3, 3, 16]; a layer's weights are "
+        "floating point")
+    # Read as strings, float bytes give lengths beyond the tensor: refused, not packed.
+    with pytest.raises(InputError, match=rf"string tensor '{STEM}': a string of \d+ bytes "
+                                         r"does not fit in the tensor's 1728"):
+        CheckpointReader(module, verify=False).read(STEM)

@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from llrnet.core.errors import pickle_refusal
 from llrnet.train.checkpoint import (
+    checkpoint_mismatch,
     has_checkpoints,
     latest_checkpoint,
     rng_state,
@@ -87,8 +89,58 @@ def test_checkpoints_are_never_unpickled(tmp_path: Path) -> None:
     (tmp_path / "step-00000002.json").write_text(json.dumps(
         {"step": 2, "file": torch_file.name, "bytes": len(payload),
          "sha256": hashlib.sha256(payload).hexdigest()}))
-    with pytest.warns(RuntimeWarning, match="step-00000002.pt cannot be read"):
+    with pytest.warns(RuntimeWarning, match="step-00000002.pt cannot be read") as caught:
         assert latest_checkpoint(tmp_path) is None
+    # The refusal names what the file holds and never repeats torch's advice to unpickle it.
+    message = str(caught[0].message)
+    assert "weights_only" not in message and "trust" not in message
+    assert "holds objects other than tensors and plain values" in message
+    assert "random.Random" in message and "never unpickles" in message
+
+
+class _Runs:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, ("raise SystemExit('ran')",))
+
+
+def test_a_refused_pickle_is_one_line_without_torchs_advice() -> None:
+    import io
+
+    for payload in (pickle.dumps(_Runs(), protocol=2), _saved({"x": _Runs()})):
+        with pytest.raises(pickle.UnpicklingError) as refused:
+            torch.load(io.BytesIO(payload), weights_only=True)
+        assert "weights_only" in str(refused.value)  # torch's text carries the advice
+        line = pickle_refusal(refused.value)
+        assert "\n" not in line and "weights_only" not in line, line
+        assert line.startswith("it holds objects other than tensors and plain values ("), line
+    assert pickle_refusal(ValueError("first\nsecond")) == "first"
+
+
+def _saved(value: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def test_a_checkpoint_of_another_shape_is_described_in_words() -> None:
+    mine = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    other = nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 1), nn.Linear(1, 1))
+    expected = {"model": mine.state_dict(), "optimizer": {}, "ema": None}
+    assert checkpoint_mismatch(expected, {"model": other.state_dict(), "optimizer": {},
+                                          "ema": None}) == (
+        "model: unexpected tensor(s) '2.weight', '2.bias'; model: '0.weight' has shape "
+        "[4, 2] in the checkpoint, [3, 2] in this run")
+    fewer = {k: v for k, v in mine.state_dict().items() if k.startswith("0.")}
+    assert checkpoint_mismatch(expected, {"model": fewer, "optimizer": {}, "ema": None}) == (
+        "model: missing tensor(s) '1.weight', '1.bias'")
+    assert checkpoint_mismatch(expected, {"optimizer": {}}) == "it has no 'model', 'ema' entries"
+    assert checkpoint_mismatch(expected, {"optimizer": {}, "ema": None}) == (
+        "it has no 'model' entry")
+    assert checkpoint_mismatch(expected, [1]) == "it holds a list, not a mapping of states"
+    same = {"model": mine.state_dict(), "optimizer": {}, "ema": None}
+    assert checkpoint_mismatch(expected, same, KeyError("rng")) == "'rng'"
 
 
 def test_rng_states_round_trip_through_a_checkpoint(tmp_path: Path) -> None:

@@ -167,3 +167,14 @@ def test_the_removed_binary_option_is_an_unknown_key(name: str) -> None:
     # The model's head decides the loss now; a preset still saying `binary` must fail.
     with pytest.raises(UsageError, match=rf"unknown key 'binary' in task.options \({name}\)"):
         build_task(TaskConfig(name=name, options={"binary": True}))
+
+
+@pytest.mark.parametrize("until_step", [-1, 0, True, 1.5])
+def test_until_step_below_one_is_refused_before_the_run_folder_exists(
+        tmp_path: Path, until_step: object) -> None:
+    from llrnet.train import train
+
+    config = load_config("digits_standard", ["steps=2"])
+    with pytest.raises(UsageError, match=r"until_step must be an integer >= 1"):
+        train(config, tmp_path / "run", until_step=until_step, progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ from llrnet.attacks.parts import ImageRng
 from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits
 from llrnet.core.errors import InputError, UsageError, first_line
+from llrnet.core.memory import BatchLimit, is_out_of_memory
 
 if TYPE_CHECKING:
     from llrnet.attacks.balls import Ball
@@ -59,12 +60,19 @@ class CountingModel(nn.Module):
         try:
             output = self.model(x)
         except RuntimeError as error:
-            if self.evaluations:
+            if self.evaluations or is_out_of_memory(error):
                 raise
             reason = first_line(error)
+            weights = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
+                           x.dtype)
+            if weights != x.dtype:
+                reason = f"its weights are {weights} but the images {x.dtype}; convert one"
             raise InputError(f"the model cannot take images of shape {list(x.shape)}: "
                              f"{reason}") from error
-        logits = check_logits(output, x.shape[0], num_classes=self.num_classes, finite=False)
+        # The first call (the clean images) is checked for NaN/inf logits, the rest not
+        # (a sync per probe): a model returning NaN makes every gradient NaN.
+        logits = check_logits(output, x.shape[0], num_classes=self.num_classes,
+                              finite=self.evaluations == 0)
         self.evaluations += int(x.shape[0])
         return logits
 
@@ -115,6 +123,17 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
+def _halved_search_batch(attack: Any) -> int | None:
+    """The smallest search batch an out-of-memory error left in ``attack`` or its stages
+    (a Chain's), or None when none was lowered."""
+    sizes = [_halved_search_batch(stage) for stage in getattr(attack, "stages", ())]
+    limit = getattr(attack, "_search_limit", None)
+    if isinstance(limit, BatchLimit) and limit.halved:
+        sizes.append(limit.size)
+    found = [size for size in sizes if size is not None]
+    return min(found) if found else None
+
+
 class Attack:
     """Base class of every attack: ``attack(model, x, y, seeds=..., pool=...) -> x_adv``.
 
@@ -124,7 +143,9 @@ class Attack:
     ``x[i]``, ``y[i]``, ``seeds[i]``, the attack's parameters and ``pool``.
 
     After a call, ``last_stats`` holds at least ``model_evaluations`` (images
-    forwarded through the model, total), plus ``images`` and ``seconds``.
+    forwarded through the model, total), plus ``images`` and ``seconds``; and
+    ``search_batch`` (model inputs per call) once an out-of-memory error has
+    halved the attack's search batch (:func:`~llrnet.attacks.parts.search_limit`).
 
     Subclasses implement ``_run(model, x, y, rng, pool)`` (``model`` is a
     :class:`CountingModel` in eval mode; ``rng`` an :class:`ImageRng`) and, if
@@ -202,6 +223,9 @@ class Attack:
             "images": float(x.shape[0]),
             "seconds": time.perf_counter() - start,
         }
+        halved = _halved_search_batch(self)
+        if halved is not None:
+            self.last_stats["search_batch"] = float(halved)
         return x_adv
 
     def _check_pool(self, pool: Pool | None, x: Tensor) -> Pool | None:

@@ -12,7 +12,14 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import L2Ball
 from llrnet.attacks.base import Attack, CountingModel, Pool
-from llrnet.attacks.parts import CPU_DECISION_CHUNK, CPU_FORWARD_CHUNK, ImageRng, forward_chunk
+from llrnet.attacks.parts import (
+    CPU_DECISION_CHUNK,
+    CPU_FORWARD_CHUNK,
+    ImageRng,
+    forward_chunk,
+    forward_limited,
+    search_limit,
+)
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
 from llrnet.models.precision import decision_form
@@ -86,7 +93,8 @@ class Boundary(Attack):
         convergence: stop when the source step falls below this (1e-7).
         directions_per_batch: candidates classified per image at a time;
             trades model calls for batching, does not change results.
-        max_batch: most images forwarded through the model at once.
+        max_batch: most images forwarded through the model at once (halved
+            for the rest of the run after an out-of-memory error).
     """
 
     name = "boundary"
@@ -129,17 +137,19 @@ class Boundary(Attack):
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype,
                  fast: bool = False) -> Tensor:
-        """Decisions [N] of ``images`` [N, C, H, W]; ``fast``: the model is in its
-        :func:`~llrnet.models.precision.decision_form` (channels_last calls of
-        :data:`CPU_DECISION_CHUNK`)."""
+        """The model's decisions [M] on ``images`` [M, ...], forwarded in calls of at most
+        ``max_batch`` (halved for the rest of the run after an out-of-memory error);
+        ``fast``: the model is in its :func:`~llrnet.models.precision.decision_form`
+        (channels_last calls of at most :data:`CPU_DECISION_CHUNK` on a CPU)."""
+        if images.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.int64, device=images.device)
         chunk = forward_chunk(images.device, self.max_batch,
                               CPU_DECISION_CHUNK if fast else CPU_FORWARD_CHUNK)
+        limit = search_limit(self, chunk, images.device)
         layout = torch.channels_last if fast and images.dim() == 4 else torch.contiguous_format
-        out = [
-            model(images[s : s + chunk].to(dtype).contiguous(memory_format=layout)).argmax(dim=1)
-            for s in range(0, images.shape[0], chunk)
-        ]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64, device=images.device)
+        return forward_limited(
+            lambda part: model(part.to(dtype).contiguous(memory_format=layout)).argmax(dim=1),
+            images, limit)
 
     def _starting_points(self, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool) -> Tensor:
         images, labels = pool

@@ -3,7 +3,7 @@ More: docs/attacks.md, "llrnet.attacks.parts"."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llrnet.core.errors import UsageError
+from llrnet.core.memory import BatchLimit, map_batches
 from llrnet.core.seeding import derive
 
 Eps = float | Tensor
@@ -25,11 +26,13 @@ __all__ = [
     "cross_entropy_per_example",
     "draw_uniform",
     "forward_chunk",
+    "forward_limited",
     "margin_loss",
     "project_l2",
     "project_linf",
     "random_init_l2",
     "random_init_linf",
+    "search_limit",
     "wrong_class_margin",
 ]
 
@@ -208,6 +211,29 @@ def forward_chunk(device: torch.device, max_batch: int, cpu_chunk: int = CPU_FOR
     channels_last decision form) on a CPU, ``max_batch`` elsewhere (a GPU gains from large
     calls). Results do not depend on it beyond float rounding."""
     return min(max_batch, cpu_chunk) if device.type == "cpu" else max_batch
+
+
+def search_limit(attack: object, size: int, device: torch.device) -> BatchLimit:
+    """The attack's limit on model inputs per call, starting at ``size``.
+
+    Kept on the attack (a private attribute), so a size halved after an
+    out-of-memory error (:func:`forward_limited`) holds for its later calls too;
+    a call that starts from another ``size`` gets a fresh limit.
+    """
+    limit = getattr(attack, "_search_limit", None)
+    if not isinstance(limit, BatchLimit) or limit.initial != size:
+        limit = BatchLimit(size, f"{getattr(attack, 'name', 'attack')} search batch", device)
+        attack._search_limit = limit  # type: ignore[attr-defined]
+    limit.device = device
+    return limit
+
+
+def forward_limited(fn: Callable[[Tensor], Tensor], inputs: Tensor, limit: BatchLimit) -> Tensor:
+    """``fn`` over ``inputs`` [M, ...] in slices of at most ``limit.size`` rows, concatenated
+    ([M, ...]); an out-of-memory error halves the limit and retries the slice
+    (:func:`llrnet.core.memory.map_batches`). ``fn`` must treat rows independently."""
+    parts = map_batches(lambda a, b: fn(inputs[a:b]), inputs.shape[0], limit)
+    return torch.cat(parts)
 
 
 class ImageRng:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from llrnet.attacks.base import Attack, Pool
 from llrnet.attacks.geometry import pil_affine, pil_border, tf_border, tf_rotate_translate
-from llrnet.attacks.parts import ImageRng, wrong_class_margin
+from llrnet.attacks.parts import ImageRng, forward_limited, search_limit, wrong_class_margin
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import UsageError
 
@@ -104,7 +104,8 @@ class SpatialGrid(Attack):
         border_fraction: fraction of the side turned into the black border
             (0.15: 224 -> 158 content + 33 px).
         batch_size: (image, transform) pairs warped and classified at once;
-            bounds memory, does not change results.
+            bounds memory, does not change results; the model calls are
+            halved for the rest of the run after an out-of-memory error.
 
     Output images are 8-bit quantized (multiples of 1/255). The identity
     transform yields the bordered image, never the raw input.
@@ -230,6 +231,7 @@ class SpatialGrid(Attack):
         # 224 px) cost more in page faults than the copies into it.
         buffer = torch.empty((min(self.batch_size, n * len(self.transforms)), *bordered.shape[1:]),
                              device=x.device, dtype=bordered.dtype)
+        limit = search_limit(self, self.batch_size, x.device)
         with torch.no_grad():
             for c0 in range(0, n, images_per_canvas):
                 members = list(range(c0, min(c0 + images_per_canvas, n)))
@@ -254,7 +256,8 @@ class SpatialGrid(Attack):
                                 batch.append(_crop(canvas[r : r + 1], pad, dx, dy, h, w)[0])
                         rows = torch.tensor([members[r] for r, _ in chunk], device=x.device)
                         inputs = torch.stack(batch, out=buffer[: len(batch)])
-                        logits = model(inputs.to(x.dtype))
+                        logits = forward_limited(lambda part: model(part.to(x.dtype)),
+                                                 inputs, limit)
                         margin = wrong_class_margin(logits, y[rows]).float()
                         cols = torch.tensor([t for _, t in chunk], device=x.device)
                         scores[rows, cols] = torch.nan_to_num(margin, nan=float("-inf"))

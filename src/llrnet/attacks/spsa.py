@@ -8,24 +8,32 @@ from torch import Tensor, nn
 
 from llrnet.attacks.balls import LinfBall
 from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import AdamState, ImageRng, adam_step, forward_chunk, margin_loss
+from llrnet.attacks.parts import (
+    AdamState,
+    ImageRng,
+    adam_step,
+    forward_chunk,
+    margin_loss,
+    search_limit,
+)
 from llrnet.core.checks import check_count, check_positive
+from llrnet.core.devices import check_memory
 from llrnet.core.errors import UsageError
+from llrnet.core.memory import BatchLimit, map_batches
 
 
-def _margins(model: nn.Module, images: Tensor, labels: Tensor, max_batch: int) -> Tensor:
-    """``margin_loss`` [M] of ``images`` [M, C, H, W], forwarded at most ``max_batch`` at a
-    time (:func:`~llrnet.attacks.parts.forward_chunk`)."""
-    chunk = forward_chunk(images.device, max_batch)
-    out = [
-        margin_loss(model(images[s : s + chunk]), labels[s : s + chunk])
-        for s in range(0, images.shape[0], chunk)
-    ]
+def _margins(model: nn.Module, images: Tensor, labels: Tensor, limit: BatchLimit) -> Tensor:
+    """``margin_loss`` [M] of ``images`` [M, C, H, W], forwarded at most ``limit.size`` at a
+    time (halved on an out-of-memory error: :func:`~llrnet.core.memory.map_batches`)."""
+    out = map_batches(lambda a, b: margin_loss(model(images[a:b]), labels[a:b]),
+                      images.shape[0], limit)
     return torch.cat(out) if out else images.new_zeros(0)
 
 
 PROBE_VALUES = 40_000_000
 """Input values the default ``max_batch`` allows in one model call (160 MB in float32)."""
+MAX_SAMPLES = 2**16
+"""Most probes per step (1,024 times the challenge's 64): a larger value is a mistake."""
 MAX_AUTO_BATCH = 1024
 """Cap of the default ``max_batch``: bounds the model's activations on small images."""
 
@@ -41,8 +49,13 @@ class _Workspace:
 
     def __init__(self, attack: SPSA, x: Tensor) -> None:
         self.batch = attack.batch_for(x[0])
+        self.limit = search_limit(attack, forward_chunk(x.device, self.batch), x.device)
         self.group = max(1, min(x.shape[0], self.batch // attack.samples))
         dims = x[0].numel()
+        # bits, probes, and the losses' model inputs: refused before any is allocated
+        needed = (self.group * attack.samples * 3 // 2 + self.batch) * dims * x.element_size()
+        check_memory(needed, x.device, f"SPSA with samples={attack.samples} on images of "
+                     f"shape {list(x.shape[1:])}")
         self.bits = torch.empty((self.group, attack.samples // 2, dims), device=x.device,
                                 dtype=x.dtype)
         self.probes = torch.empty((self.group, attack.samples, dims), device=x.device,
@@ -56,7 +69,8 @@ class SPSA(Attack):
         eps: L-inf radius (challenge: 16/255).
         steps: maximum iterations (challenge: 200).
         samples: probes per step, an even number: ``samples / 2`` antithetic
-            Rademacher pairs (challenge: 64).
+            Rademacher pairs (challenge: 64), at most :data:`MAX_SAMPLES`; the
+            probe buffers are checked against the device's free memory first.
         delta: probe scale (0.01).
         lr: Adam learning rate (0.01); ``beta1``, ``beta2``, ``adam_eps`` as
             cleverhans' TensorAdam (0.9, 0.999, 1e-9).
@@ -65,7 +79,8 @@ class SPSA(Attack):
             disables early stopping.
         random_start: start uniformly in the ball (cleverhans always does).
         max_batch: most images forwarded through the model at once; bounds
-            memory, does not change results (beyond float noise). None (the
+            memory, does not change results (beyond float noise); halved
+            for the rest of the run after an out-of-memory error. None (the
             default) sizes it from the image: as many probes as hold
             :data:`PROBE_VALUES` input values, between ``samples`` and
             :data:`MAX_AUTO_BATCH` (256 at 224x224x3, 1024 at 28x28).
@@ -93,6 +108,8 @@ class SPSA(Attack):
         self.ball: LinfBall = LinfBall(eps)
         self.steps = check_count(steps, "steps", minimum=0)
         self.samples = check_count(samples, "samples", minimum=2)
+        if samples > MAX_SAMPLES:
+            raise UsageError(f"samples must be <= {MAX_SAMPLES}, got {samples}")
         if samples % 2:
             raise UsageError(f"samples must be even (antithetic pairs), got {samples}")
         self.delta = check_positive(delta, "delta")
@@ -144,7 +161,7 @@ class SPSA(Attack):
             torch.add(base + self.delta, bits, alpha=-2 * self.delta, out=probes[:, pairs:])
             flat = probes.reshape(-1, *shape)
             labels = y[members].repeat_interleave(self.samples)
-            losses = _margins(model, flat, labels, work.batch).reshape(count, -1)
+            losses = _margins(model, flat, labels, work.limit).reshape(count, -1)
             diff = (losses[:, :pairs] - losses[:, pairs:]) / self.samples  # [g, pairs]
             # sum_k diff_k s_k = 2 sum_k diff_k bit_k - sum_k diff_k
             ones = torch.bmm(diff[:, None, :], bits)[:, 0]  # [g, D]
@@ -173,7 +190,7 @@ class SPSA(Attack):
                 grad = self._gradient(model, current_x, ya, active_rng, work)
                 adam_step(pa, grad, state, lr=self.lr, beta1=self.beta1, beta2=self.beta2,
                           eps=self.adam_eps)
-                current = _margins(model, current_x, ya, work.batch)  # before the update
+                current = _margins(model, current_x, ya, work.limit)  # before the update
                 pa = ball.project(pa, xa)
                 if self.threshold is None:
                     continue

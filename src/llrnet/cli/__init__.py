@@ -4,20 +4,22 @@ More: docs/core.md, "llrnet.cli"."""
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from llrnet import __version__
-from llrnet.cli import data_cmd, eval_cmd, hub_cmd, models_cmd, train_cmd
+from llrnet.cli import data_cmd, eval_cmd, hf_cmd, hub_cmd, models_cmd, train_cmd
 from llrnet.cli.arguments import Parser
 from llrnet.core.allocator import keep_freed_memory
 from llrnet.core.errors import LlrnetError, RunError, first_line
 
-COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd)
+COMMAND_MODULES = (models_cmd, eval_cmd, train_cmd, data_cmd, hub_cmd, hf_cmd)
 """Each area's subcommands, in the order ``--help`` lists them."""
 
 
@@ -45,10 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # huggingface_hub's HTTP client logs every request at INFO
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     prog = " ".join(["llrnet", args.command, *filter(None, [getattr(args, "data_command", None)])])
     debug = os.environ.get("LLRNET_DEBUG") == "1"
     keep_freed_memory()  # a quarter less time in page faults (llrnet.core.allocator)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _any_path_printable():
         warnings.showwarning = _one_line_warnings(prog)
         try:
             return int(args.func(args) or 0)
@@ -84,6 +89,24 @@ def describe(error: Exception) -> tuple[str, int]:
         return f"error: {reason}{where}", 2 if user else 1
     return (f"internal error: {type(error).__name__}: {first_line(error)} (a bug in llrnet; "
             "rerun with LLRNET_DEBUG=1 for the traceback)", 1)
+
+
+@contextmanager
+def _any_path_printable() -> Iterator[None]:
+    """Let stdout and stderr print a path whose name is not valid in their encoding
+    instead of failing: the terminal gets its original bytes (as ``ls`` shows them),
+    a replaced stream (a test's capture) a backslash escape."""
+    changed = []
+    for stream, real in ((sys.stdout, sys.__stdout__), (sys.stderr, sys.__stderr__)):
+        errors = getattr(stream, "errors", None)
+        if errors == "strict" and isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape" if stream is real else "backslashreplace")
+            changed.append((stream, errors))
+    try:
+        yield
+    finally:
+        for stream, errors in changed:
+            stream.reconfigure(errors=errors)
 
 
 def _one_line_warnings(prog: str) -> Callable[..., None]:

@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--suite", required=True,
                         help="a registered suite (listed at the end of --help)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--weights", help="a .safetensors weights file written by llrnet")
+    model.add_argument("--weights", help="a .safetensors weights file written by llrnet, or "
+                       "hf-hub:OWNER/REPO[@REVISION] (pip install 'llrnet[hf]')")
     model.add_argument("--model", help="a registered model name, initialized from --seed "
                        "(untrained: for smoke tests); see `llrnet models`")
     model.add_argument("--imagenet-model", metavar="SPEC",
@@ -81,8 +82,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         help="an option of the suite's builder, e.g. eps=0.1 for linf "
                         "(repeatable; values are YAML)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="images per batch (default: the suite's)")
+    parser.add_argument("--batch-size", type=_batch_size, default=None,
+                        help="images per batch (default: the suite's); auto: sized from "
+                        "free memory on CUDA, the suite's elsewhere")
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="score the readable images and report the unreadable ones "
                         "(default: stop before any attack and list them)")
@@ -110,6 +112,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(func=_eval)
 
 
+def _batch_size(value: str) -> int | str:
+    """``--batch-size``: an integer, or ``auto`` (sized from free memory on CUDA)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or 'auto': {value!r}") from None
+
+
 def _model(args: argparse.Namespace) -> Any:
     # deferred: heavy, per command
     from llrnet.models import create_model, load_imagenet_model, load_weights
@@ -118,7 +130,7 @@ def _model(args: argparse.Namespace) -> Any:
 
         return load_imagenet_model(args.imagenet_model, device=args.device)
     if args.weights is not None:
-        if not Path(args.weights).is_file():
+        if not args.weights.startswith("hf-hub:") and not Path(args.weights).is_file():
             raise FileNotFoundError(f"weights file not found: {args.weights}")
         return load_weights(args.weights, device=args.device)
     import torch  # deferred: heavy, per command

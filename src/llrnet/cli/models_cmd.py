@@ -14,13 +14,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     models.set_defaults(func=_models)
 
     info = subparsers.add_parser("info", help="print a weights file's metadata")
-    info.add_argument("weights", help="a .safetensors file written by llrnet")
+    info.add_argument("weights", help="a .safetensors file written by llrnet, or "
+                      "hf-hub:OWNER/REPO[@REVISION]")
     info.add_argument("--json", action="store_true", help="print the record as JSON")
     info.set_defaults(func=_info)
 
     predict = subparsers.add_parser("predict", help="score images: bird or bicycle")
     predict.add_argument("images", nargs="+", help="JPEG or PNG files")
-    predict.add_argument("--weights", required=True, help="a bird-or-bicycle weights file")
+    predict.add_argument("--weights", required=True, help="a bird-or-bicycle weights file, or "
+                         "hf-hub:OWNER/REPO[@REVISION] (pip install 'llrnet[hf]')")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

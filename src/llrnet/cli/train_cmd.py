@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="start the run in --out again from step 0 (its checkpoints and "
                        "final files are moved to OUT/discarded/); needed when every "
                        "checkpoint is damaged")
-    train.add_argument("--until-step", type=int, default=None, metavar="N",
+    train.add_argument("--until-step", type=at_least(1), default=None, metavar="N",
                        help="stop (with a checkpoint) after N steps; resume later")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--threads", type=at_least(1), default=None,

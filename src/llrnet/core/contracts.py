@@ -10,7 +10,7 @@ from torch import Tensor
 
 from llrnet.core.errors import InputError
 
-__all__ = ["SCALE_LIMITS", "check_images", "check_logits", "check_scale"]
+__all__ = ["SCALE_LIMITS", "check_images", "check_logits", "check_materialized", "check_scale"]
 
 
 def check_images(x: Any, name: str = "images", *, values: bool = True) -> Tensor:
@@ -63,13 +63,15 @@ def check_scale(x: Tensor, name: str = "the model's input") -> Tensor:
     ``torch.compile`` traces.
 
     Raises:
-        InputError: a value below -1 or above 2, with the range found.
+        InputError: a NaN, or a value below -1 or above 2, with the range found.
     """
     if x.numel() == 0 or torch.compiler.is_compiling():
         return x
     low, high = SCALE_LIMITS
     extremes = torch.aminmax(x.detach())  # one pass, one synchronization
     found_low, found_high = extremes.min.item(), extremes.max.item()
+    if found_low != found_low or found_high != found_high:  # min and max propagate NaN
+        raise InputError(f"{name} contains NaN values")
     if found_low < low or found_high > high:
         hint = ("; 8-bit images need x / 255" if found_high > high
                 else "; give unnormalized images (the model normalizes them itself)")
@@ -115,3 +117,17 @@ def check_logits(output: Any, count: int, *, num_classes: int | None = None,
         bad = int((~torch.isfinite(output)).any(dim=1).sum())
         raise InputError(f"the model returned NaN or infinite logits for {bad} of {count} images")
     return output
+
+
+def check_materialized(model: torch.nn.Module, what: str = "the model") -> torch.nn.Module:
+    """Refuse a module with a tensor on the meta device (shapes only, no values: built
+    with ``device="meta"`` and never loaded); return ``model``.
+
+    Raises:
+        InputError: naming the first such parameter or buffer.
+    """
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_meta:
+            raise InputError(f"{what}'s tensor {name!r} is on the meta device (it holds no "
+                             "values); load or initialize the model first")
+    return model

@@ -3,6 +3,8 @@ More: docs/core.md, "llrnet.core.devices"."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from llrnet.core.errors import UsageError
@@ -51,3 +53,37 @@ def resolve_device(device: str | torch.device, *, what: str = "device") -> torch
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"{what} {str(device)!r}: MPS is not available on this machine")
     return parsed
+
+
+def available_memory(device: str | torch.device) -> int | None:
+    """Bytes a new allocation on ``device`` can take now: free memory of a CUDA
+    device, ``MemAvailable`` (else physical memory) for the CPU; None when unknown."""
+    parsed = parse_device(device)
+    if parsed.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(parsed)[0])
+    if parsed.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: int, device: str | torch.device, what: str) -> None:
+    """Refuse, before allocating, ``nbytes`` for ``what`` that ``device`` cannot hold
+    (:func:`available_memory`); a device of unknown memory is not checked.
+
+    Raises:
+        UsageError: ``what needs X GiB, more than the Y GiB available on DEVICE``.
+    """
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        raise UsageError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than the "
+                         f"{free / 2**30:.1f} GiB available on {device}")

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from llrnet.core.devices import resolve_device
+from llrnet.core.errors import UsageError
 
 
 def is_distributed() -> bool:
@@ -27,29 +28,59 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+BACKEND_VARIABLE = "LLRNET_DIST_BACKEND"
+"""Environment variable that overrides the process group's backend (``gloo`` or ``nccl``)."""
+
+
+def backend_for(device: str | torch.device) -> str:
+    """The process group backend for ``device``: NCCL for CUDA, gloo otherwise, unless
+    :data:`BACKEND_VARIABLE` names one (``gloo`` lets several processes share one GPU,
+    which NCCL refuses).
+
+    Raises:
+        UsageError: the variable names another backend.
+    """
+    chosen = os.environ.get(BACKEND_VARIABLE, "").strip().lower()
+    if chosen:
+        if chosen not in ("gloo", "nccl"):
+            raise UsageError(f"{BACKEND_VARIABLE}={chosen!r}: use gloo or nccl")
+        return chosen
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
 def init_from_env(device: str | torch.device = "cpu") -> bool:
     """Initialize the default process group if launched by ``torchrun``.
 
-    Uses NCCL for CUDA devices and gloo otherwise. Returns True when a group
-    with more than one process is active. Idempotent.
+    Uses :func:`backend_for` (NCCL for CUDA devices, gloo otherwise). Returns True
+    when a group with more than one process is active. Idempotent.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend_for(device))
     return is_distributed()
 
 
 def local_device(device: str | torch.device) -> torch.device:
-    """``device`` with the CUDA index set to ``LOCAL_RANK`` under torchrun.
+    """``device`` with the CUDA index set to ``LOCAL_RANK`` under torchrun; with the
+    gloo backend (:func:`backend_for`) ranks beyond the GPU count share them
+    (``LOCAL_RANK`` modulo the count).
 
     Raises:
-        UsageError: a misspelt device, or one this machine does not have.
+        UsageError: a misspelt device, one this machine does not have, or more
+            NCCL processes than GPUs.
     """
     target = resolve_device(device)
     if target.type == "cuda" and target.index is None and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        local = int(os.environ["LOCAL_RANK"])
+        count = torch.cuda.device_count()
+        if local >= count:
+            if backend_for(target) != "gloo":
+                raise UsageError(f"process {local} of this node has no GPU of its own "
+                                 f"({count} visible); run at most {count} processes per "
+                                 f"node, or set {BACKEND_VARIABLE}=gloo to share them")
+            local %= count
+        return torch.device("cuda", local)
     return target
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class LlrnetError(Exception):
     """Base class of every error llrnet raises on purpose."""
@@ -28,3 +30,18 @@ def first_line(error: BaseException) -> str:
     (what a one-line report of an error shows)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def pickle_refusal(error: BaseException) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused: what it holds
+    (e.g. ``Unsupported global: GLOBAL builtins.exec``), never torch's advice to
+    retry with ``weights_only=False``. Other errors give their first line."""
+    text = str(error)
+    if "weights_only" not in text and "WeightsUnpickler" not in text:
+        return first_line(error)
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    detail = match.group(1).strip() if match else ""
+    detail = re.split(r" was not an allowed| Please use|\. ", detail)[0].rstrip(".")
+    what = f" ({detail})" if detail else ""
+    return f"it holds objects other than tensors and plain values{what}; llrnet never " \
+           "unpickles such a file"

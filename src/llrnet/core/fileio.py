@@ -4,6 +4,8 @@ More: docs/core.md, "llrnet.core.fileio"."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -82,6 +84,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(handle.fileno())
         publish_mode(tmp)
         os.replace(tmp, target)
+    except Exception as error:
+        if _disk_full(error):  # named by the file being written, not its hidden temporary
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from error
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -101,6 +107,26 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
     """Write ``value`` as indented, key-sorted JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def utf8_name(path: str | os.PathLike[str]) -> Iterator[str]:
+    """``path`` as a UTF-8 ``str`` that a library refusing other names (safetensors)
+    can open while the context lasts: ``path`` itself when its name is UTF-8, else
+    ``/proc/self/fd/N`` of the file opened here (Linux; elsewhere ``path`` as given).
+    """
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes kept as surrogates (PEP 383)
+        if Path("/proc/self/fd").is_dir():
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                yield f"/proc/self/fd/{fd}"
+            finally:
+                os.close(fd)
+            return
+    yield name
 
 
 def temporary_folder(target: str | os.PathLike[str]) -> Path:
@@ -149,8 +175,26 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], *,
     return removed
 
 
+def _disk_full(error: BaseException) -> bool:
+    """True for a full disk or quota, whether raised as ``OSError`` or as another
+    library's error whose text carries the system's (safetensors' ``IoError``)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(error)
+    return any(sign in text for sign in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT),
+                                         f"os error {errno.ENOSPC}", "StorageFull"))
+
+
+SHORT_NAME = 64
+"""Bytes of a target's name kept in its temporary's name; a longer name is replaced by
+its hash, so a temporary is at most ~130 bytes and any legal (<= 255 bytes) name works."""
+
+
 def _prefix(target: Path) -> str:
-    return f".{target.name}.{_HOST}-{os.getpid()}."
+    name = target.name
+    if len(os.fsencode(name)) > SHORT_NAME:
+        name = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return f".{name}.{_HOST}-{os.getpid()}."
 
 
 def _sweep_once(folder: Path) -> None:

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.contracts import check_logits
 from llrnet.core.errors import RunError, UsageError
+from llrnet.core.memory import BatchLimit, map_batches
 from llrnet.eval.plan import EvalPlan, forward
 from llrnet.eval.seeds import image_seeds
 from llrnet.eval.state import ChunkResult, RunState
@@ -74,6 +75,7 @@ def open_state(plan: EvalPlan, out: Path) -> RunState:
     """
     state = RunState(out)
     check_resume_precision(state, plan.precision, out)
+    check_resume_auto_batch(state, plan, out)
     resumed = state.check_manifest(plan.manifest)
     distributed.barrier()
     if distributed.rank() == 0 and not resumed:
@@ -97,6 +99,21 @@ def check_resume_precision(state: RunState, precision: str, out: Path) -> None:
         )
 
 
+def check_resume_auto_batch(state: RunState, plan: EvalPlan, out: Path) -> None:
+    """``batch_size="auto"`` may choose another size on a resume (free memory, another
+    GPU); name the saved one instead of listing a manifest difference."""
+    saved = state.saved_manifest()
+    if saved is None or plan.options.batch_size != "auto":
+        return
+    before = saved.get("batch_size")
+    if before is not None and before != plan.batch_size:
+        raise UsageError(
+            f"{out} holds an evaluation run at batch size {before}; batch size auto chose "
+            f"{plan.batch_size} here. Resume it with --batch-size {before} "
+            f"(batch_size={before}), or use another output folder"
+        )
+
+
 def load_pool(plan: EvalPlan, jobs: Sequence[Job]) -> Pool | None:
     """The clean reference pool on the plan's device if a job needs it, else None."""
     if not any(job.needs_pool for job in jobs):
@@ -111,25 +128,77 @@ def judge(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return forward(model, x)
 
 
+Memory = dict[str, dict[str, int]]
+"""Job name -> the batch sizes an out-of-memory error lowered (``working_batch``: images
+per attack call; ``search_batch``: model inputs per call inside the attack)."""
+
+
+def attack_parts(job: Job, searcher: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 seeds: torch.Tensor, pool: Pool | None, limit: BatchLimit
+                 ) -> tuple[torch.Tensor, float | None, int | None]:
+    """``job``'s attack on ``x`` [n, C, H, W] in calls of at most ``limit.size`` images
+    (halved and retried on an out-of-memory error; an image's result depends only
+    on its own seed, so the split changes nothing): (x_adv [n, C, H, W], model
+    evaluations of the successful calls or None if uncounted, the attack's search
+    batch if an out-of-memory error lowered it)."""
+    counts: list[float | None] = []
+    search: list[int] = []
+
+    def part(a: int, b: int) -> torch.Tensor:
+        extra = {"pool": pool} if job.needs_pool else {}
+        x_adv = job.attack(searcher, x[a:b], y[a:b], seeds=seeds[a:b], **extra)
+        stats = getattr(job.attack, "last_stats", None) or {}
+        counts.append(stats.get("model_evaluations"))
+        if "search_batch" in stats:
+            search.append(int(stats["search_batch"]))
+        return x_adv
+
+    x_adv = torch.cat(map_batches(part, x.shape[0], limit))
+    evaluations = None if any(c is None for c in counts) else float(sum(c or 0.0 for c in counts))
+    return x_adv, evaluations, (min(search) if search else None)
+
+
+def judged(plan: EvalPlan, x_adv: torch.Tensor, limit: BatchLimit
+           ) -> tuple[torch.Tensor, int | None]:
+    """The fp32 model's logits [n, K] on ``x_adv`` and the bf16 copy's disagreements with
+    them (None in an fp32 run), forwarded in calls of at most ``limit.size`` images."""
+    def part(a: int, b: int) -> tuple[torch.Tensor, int | None]:
+        logits = judge(plan.model, x_adv[a:b])
+        return logits, plan.copies.disagreements(x_adv[a:b], logits)
+
+    parts = map_batches(part, x_adv.shape[0], limit)
+    found = [d for _, d in parts]
+    disagreements = None if any(d is None for d in found) else sum(d or 0 for d in found)
+    return torch.cat([logits for logits, _ in parts]), disagreements
+
+
 def run_chunk(plan: EvalPlan, job: Job, chunk: int, indices: list[int],
-              pool: Pool | None) -> ChunkResult:
-    """``job``'s attack on the images at ``indices``, judged by the fp32 model."""
+              pool: Pool | None, limit: BatchLimit | None = None,
+              memory: Memory | None = None) -> ChunkResult:
+    """``job``'s attack on the images at ``indices``, judged by the fp32 model.
+
+    ``limit`` is the job's working batch (images per attack call; None: the whole
+    chunk), halved on an out-of-memory error; the sizes it lowered go into
+    ``memory[job.name]``.
+    """
     x, y = plan.source.get(indices)
     x, y = x.to(plan.device), y.to(plan.device)
     seeds = image_seeds(plan.seed, job.seed_name, indices)
     searcher = plan.copies.searcher(searches_in_bf16(job.attack))
+    limit = limit or BatchLimit(len(indices), f"{job.name} working batch", plan.device)
     start = time.perf_counter()
-    if job.needs_pool:
-        x_adv = job.attack(searcher, x, y, seeds=seeds, pool=pool)
-    else:
-        x_adv = job.attack(searcher, x, y, seeds=seeds)
-    stats = getattr(job.attack, "last_stats", None) or {}
-    logits = check_logits(judge(plan.model, x_adv), len(indices), num_classes=int(y.max()) + 1)
+    x_adv, evaluations, search = attack_parts(job, searcher, x, y, seeds, pool, limit)
+    logits, disagreements = judged(plan, x_adv, limit)
+    logits = check_logits(logits, len(indices), num_classes=int(y.max()) + 1)
     wall = time.perf_counter() - start
-    disagreements = plan.copies.disagreements(x_adv, logits)
+    if memory is not None and (limit.halved or search is not None):
+        record = memory.setdefault(job.name, {})
+        if limit.halved:
+            record["working_batch"] = limit.size
+        if search is not None:
+            record["search_batch"] = min(search, record.get("search_batch", search))
     keep = (x_adv if plan.options.save_adversarial
             else (x_adv[:EXAMPLE_COUNT] if chunk == 0 else None))
-    evaluations = stats.get("model_evaluations")
     return ChunkResult(
         indices=torch.tensor(indices, dtype=torch.int64),
         labels=y.cpu(),
@@ -141,9 +210,15 @@ def run_chunk(plan: EvalPlan, job: Job, chunk: int, indices: list[int],
     )
 
 
-def run_job(plan: EvalPlan, job: Job, state: RunState, pool: Pool | None) -> Chunks:
-    """This rank's chunks of ``job``, loaded or computed; then every rank's, gathered."""
+def run_job(plan: EvalPlan, job: Job, state: RunState, pool: Pool | None,
+            memory: Memory | None = None) -> Chunks:
+    """This rank's chunks of ``job``, loaded or computed; then every rank's, gathered.
+
+    The chunks share one working batch (:func:`run_chunk`): a size an out-of-memory
+    error lowered holds for the rest of the job, and is noted in ``memory``.
+    """
     size = plan.batch_size
+    limit = BatchLimit(size, f"{job.name}: images per attack call", plan.device)
     chunks = list(range(math.ceil(len(job.indices) / size)))
     mine = chunks[distributed.rank()::distributed.world_size()]
     members = {c: list(job.indices[c * size:(c + 1) * size]) for c in mine}
@@ -160,7 +235,7 @@ def run_job(plan: EvalPlan, job: Job, state: RunState, pool: Pool | None) -> Chu
                dynamic_ncols=True)
     try:
         for chunk in todo:
-            result = run_chunk(plan, job, chunk, members[chunk], pool)
+            result = run_chunk(plan, job, chunk, members[chunk], pool, limit, memory)
             state.save_chunk(job.name, chunk, result)
             results[chunk] = result
             bar.update(len(members[chunk]))
@@ -194,11 +269,13 @@ class Recheck:
 @dataclass(frozen=True)
 class EntryResults:
     """Everything run for one suite entry: its own ``chunks``, its white-box ``bound``'s
-    (None: not run) and its budget ``recheck`` (None: not run)."""
+    (None: not run), its budget ``recheck`` (None: not run) and the batch sizes an
+    out-of-memory error lowered while its own chunks ran (:data:`Memory`; empty: none)."""
 
     chunks: Chunks
     bound: Chunks | None = None
     recheck: Recheck | None = None
+    memory: dict[str, int] = field(default_factory=dict)
 
 
 BOUND_SUFFIX = ".white_box_bound"
@@ -246,12 +323,14 @@ def execute(plan: EvalPlan, state: RunState) -> dict[str, EntryResults]:
     jobs = [Job.of_entry(entry, plan.source.order) for entry in plan.suite.entries]
     pool = load_pool(plan, jobs)
     results: dict[str, EntryResults] = {}
+    memory: Memory = {}
     for job in jobs:
-        chunks = run_job(plan, job, state, pool)
+        chunks = run_job(plan, job, state, pool, memory)
         bound = None
         if job.name in plan.bounds:
             bound_job = Job(job.name + BOUND_SUFFIX, plan.bounds[job.name], job.seed_name,
                             job.indices)
             bound = run_job(plan, bound_job, state, pool)
-        results[job.name] = EntryResults(chunks, bound, recheck(plan, job, chunks, state, pool))
+        results[job.name] = EntryResults(chunks, bound, recheck(plan, job, chunks, state, pool),
+                                         memory.get(job.name, {}))
     return results

@@ -22,8 +22,9 @@ from llrnet.attacks import white_box_bound
 from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
 from llrnet.core.checks import check_count
-from llrnet.core.contracts import check_images, check_logits
+from llrnet.core.contracts import check_images, check_logits, check_materialized
 from llrnet.core.errors import InputError, UsageError, first_line
+from llrnet.core.memory import BatchLimit, batch_for_memory, is_out_of_memory, map_batches
 from llrnet.core.seeding import check_seed
 from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
@@ -42,7 +43,9 @@ class EvalOptions:
     output folder; each field is also an ``evaluate`` keyword of the same name.
 
     ``seed`` keys every image's randomness; ``device`` is where the model runs;
-    ``batch_size`` images per chunk (None: the suite's); ``max_images`` the first
+    ``batch_size`` images per chunk (None: the suite's; ``"auto"``: on CUDA the
+    largest power of two whose measured memory fits half the free memory, elsewhere
+    the suite's); ``max_images`` the first
     N of the order; ``attacks`` the suite's entries to run (None: its default
     ones); ``shuffle`` the seeded shuffled order (None: the suite's);
     ``save_adversarial`` keeps every final image in the state; ``progress``
@@ -59,7 +62,7 @@ class EvalOptions:
 
     seed: int = 0
     device: str | torch.device = "cpu"
-    batch_size: int | None = None
+    batch_size: int | str | None = None
     max_images: int | None = None
     attacks: Sequence[str] | None = None
     shuffle: bool | None = None
@@ -139,11 +142,57 @@ def start_device(device: str | torch.device) -> torch.device:
     return target
 
 
-def chunk_size(suite: Suite, batch_size: int | None) -> int:
-    """Images per chunk: ``batch_size``, or the suite's when None."""
-    size = suite.batch_size if batch_size is None else batch_size
+AUTO = "auto"
+"""``batch_size="auto"`` (``--batch-size auto``): sized from the device's memory."""
+AUTO_CAP = 1024
+"""The largest chunk ``batch_size="auto"`` chooses."""
+
+
+def chunk_size(suite: Suite, batch_size: int | str | None) -> int:
+    """Images per chunk: ``batch_size``, or the suite's when None or ``"auto"`` (which
+    :func:`auto_chunk_size` may raise on CUDA)."""
+    size = suite.batch_size if batch_size is None or batch_size == AUTO else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise UsageError(f"batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
+    return size
+
+
+def per_image_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Peak CUDA memory (bytes) per image of one forward of ``x`` [n, C, H, W] (on the
+    model's CUDA device) with the gradient of the logits' sum with respect to ``x``:
+    what a white-box attack step holds, the most any attack of a chunk holds per image
+    (a model without input gradients: the forward alone)."""
+    device = x.device
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    probe = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        output = model(probe)
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            torch.autograd.grad(output.float().sum(), probe)
+    del output, probe
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return max(1, (peak - base) // max(1, x.shape[0]))
+
+
+def auto_chunk_size(model: nn.Module, is_model_fn: bool, source: ImageSource,
+                    device: torch.device, default: int) -> int:
+    """``batch_size="auto"``'s chunk: on CUDA :func:`~llrnet.core.memory.batch_for_memory`
+    of the free memory and one measured forward of 2 images (:func:`per_image_bytes`),
+    at most :data:`AUTO_CAP` and the image count; ``default`` (the suite's) on other
+    devices or for a numpy model_fn."""
+    if device.type != "cuda" or is_model_fn:
+        logger.info("batch size auto: %d (the suite's; sized from memory on CUDA only)",
+                    default)
+        return default
+    x, _ = source.get(source.order[:2])
+    per_image = per_image_bytes(model, x.to(device))
+    free, _ = torch.cuda.mem_get_info(device)
+    size = batch_for_memory(free, per_image, cap=min(AUTO_CAP, max(1, source.count)))
+    logger.info("batch size auto: %d (%.1f GiB free, %.1f MiB per image measured)",
+                size, free / 2**30, per_image / 2**20)
     return size
 
 
@@ -151,7 +200,7 @@ def prepare_model(model_or_model_fn: Any, device: torch.device) -> tuple[nn.Modu
     """The module that is scored (a module's challenge view, on ``device``, or a numpy
     model_fn wrapped) and whether it is a model_fn."""
     if isinstance(model_or_model_fn, nn.Module):
-        view = challenge_view(model_or_model_fn)
+        view = challenge_view(check_materialized(model_or_model_fn))
         if view is not model_or_model_fn:
             # A sigmoid bird head's raw logits are not the challenge contract; its view is.
             logger.info("scoring %s through its challenge view", type(model_or_model_fn).__name__)
@@ -205,16 +254,17 @@ def validate_first_batch(model: nn.Module, source: ImageSource, size: int,
     if int(y.min()) < 0:
         raise InputError("labels must be non-negative class indices")
     x = x.to(device)
-    try:
-        first = forward(model, x)  # a ModelFnModule also checks the model_fn contract
+    limit = BatchLimit(len(x), "the first batch's check", device)
+    try:  # a ModelFnModule also checks the model_fn contract
+        first = torch.cat(map_batches(lambda a, b: forward(model, x[a:b]), len(x), limit))
     except (RuntimeError, TypeError, ValueError) as error:
-        if isinstance(error, InputError):
+        if isinstance(error, InputError) or is_out_of_memory(error):
             raise
         reason = first_line(error)
         raise InputError(f"the model failed on the first batch (images {list(x.shape)}): "
                          f"{reason}; do the model and the data match?") from error
     check_logits(first, len(x), num_classes=int(y.max()) + 1)
-    second = forward(model, x)
+    second = torch.cat(map_batches(lambda a, b: forward(model, x[a:b]), len(x), limit))
     return first, checks.check_outputs(first, second)
 
 
@@ -337,6 +387,8 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
     was_training = model.training
     model.eval()
     try:
+        if options.batch_size == AUTO:
+            size = auto_chunk_size(model, is_model_fn, source, device, size)
         first_logits, found = validate_first_batch(model, source, size, device)
         bounds, notes = plan_bounds(selected, options, model, is_model_fn, source, device)
         searches = [e.attack for e in selected.entries] + list(bounds.values())

@@ -178,6 +178,8 @@ def summarize(plan: EvalPlan, results: dict[str, EntryResults]) -> tuple[Records
             record["white_box_bound"] = {"skipped": plan.bound_notes[entry.name]}
         if done.recheck is not None:
             record["budget_check"] = recheck_record(done.chunks, done.recheck)
+        if done.memory:  # batch sizes an out-of-memory error lowered (absent: none)
+            record["memory"] = dict(done.memory)
         records[entry.name] = record
     found = list(plan.warnings)
     found += checks.check_attack_strengths(

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from llrnet.core.contracts import check_materialized
+from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
 from llrnet.models.classifier import BirdOrBicycleClassifier
 from llrnet.models.heads import challenge_view
@@ -106,7 +108,8 @@ def as_model_fn(
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    target = torch.device(device) if device is not None else next(model.parameters()).device
+    check_materialized(model)
+    target = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(target).eval()
     forward = challenge_view(model)
 

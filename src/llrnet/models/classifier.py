@@ -47,7 +47,16 @@ class BirdOrBicycleClassifier(nn.Module):
         return self.trunk(self.preprocess(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] -> raw logits [N, 2] (only column 1 is meaningful)."""
+        """[N, 3, H, W] in [0, 1] -> raw logits [N, 2] (only column 1 is meaningful).
+
+        Raises:
+            InputError: ``x`` is of another float dtype than the weights (outside
+                ``torch.autocast``), or holds NaN or values off the [0, 1] scale.
+        """
+        weights = self.linear.weight.dtype
+        if x.dtype != weights and not torch.is_autocast_enabled(x.device.type):
+            raise InputError(f"the images are {x.dtype} but the model's weights are {weights}; "
+                             f"convert the images (x.to({weights})) or the model")
         return self.linear(self.latents(x)).flatten(1)
 
     def bird_logit(self, x: torch.Tensor) -> torch.Tensor:

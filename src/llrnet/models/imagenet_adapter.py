@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from llrnet.core.contracts import check_logits
-from llrnet.core.errors import UsageError, WeightsError, first_line
+from llrnet.core.errors import UsageError, WeightsError, first_line, pickle_refusal
+from llrnet.core.fileio import utf8_name
 from llrnet.models.classifier import ImageNetClassifier
 from llrnet.models.heads import BICYCLE, BIRD, SOFTMAX_HEAD, Head, head_of
 from llrnet.models.layers import Normalize
@@ -153,12 +155,13 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if file.suffix == ".safetensors":
-        return load_file(str(file))
+        with utf8_name(file) as name:  # safetensors opens UTF-8 names only
+            return load_file(name)
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and format errors alike
         raise WeightsError(f"{path}: not a readable weights file ({type(error).__name__}: "
-                           f"{first_line(error)})") from None
+                           f"{pickle_refusal(error)})") from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a state dict of tensors")
@@ -181,8 +184,8 @@ def fetch_state_dict(url: str, cache_dir: str | os.PathLike[str] | None = None,
         state = torch.hub.load_state_dict_from_url(
             url, model_dir=None if cache_dir is None else str(cache_dir), map_location="cpu",
             progress=False, check_hash=True, weights_only=True)
-    except (OSError, RuntimeError, ValueError) as error:
-        reason = first_line(error)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+        reason = pickle_refusal(error)
         raise WeightsError(f"could not fetch {url} ({reason}){fetch_hint}") from None
     return dict(state)
 

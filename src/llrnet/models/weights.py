@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from llrnet import __version__
+from llrnet.core.contracts import check_materialized
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import UsageError, WeightsError
-from llrnet.core.fileio import atomic_path
+from llrnet.core.fileio import atomic_path, utf8_name
 from llrnet.models.registry import build_model, check_model_arguments
 
 METADATA_KEY = "llrnet"
@@ -58,6 +59,7 @@ def save_weights(
     half-written file under ``path``. Returns the record written.
     """
     architecture, kwargs = _describe(model)
+    check_materialized(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     record: dict[str, Any] = dict(metadata or {})
     record.update(
@@ -74,13 +76,18 @@ def save_weights(
         text = json.dumps(record, sort_keys=True)
     except TypeError as error:
         raise WeightsError(f"metadata is not JSON-serializable: {error}") from None
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+    with atomic_path(path) as tmp:  # written by Python: any file name, OSError on a full disk
+        tmp.write_bytes(save(tensors, metadata={METADATA_KEY: text}))
     return record
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata record of a weights file (no tensors are read)."""
+    """The metadata record of a weights file (no tensors are read); ``hf-hub:owner/repo``
+    names are fetched first (:mod:`llrnet.models.hf_hub`)."""
+    if isinstance(path, str) and path.startswith("hf-hub:"):
+        from llrnet.models.hf_hub import read_hf_metadata  # deferred: optional huggingface_hub
+
+        return read_hf_metadata(path)
     with _open(path) as handle:
         return _record(handle.metadata(), path)
 
@@ -89,7 +96,8 @@ def _open(path: str | os.PathLike[str]) -> Any:
     if not Path(path).is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
-        return safe_open(str(path), framework="pt")
+        with utf8_name(path) as name:  # the file stays mapped once opened
+            return safe_open(name, framework="pt")
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path} is not a valid safetensors file: {error}") from None
 
@@ -149,8 +157,13 @@ def load_weights(
     """Rebuild the model recorded in ``path`` and load its tensors (strict, hashed).
 
     The returned model is in eval mode on ``device``; its record is attached as
-    ``model.llrnet_metadata``.
+    ``model.llrnet_metadata``. ``path`` may be ``hf-hub:owner/repo[@revision]``: the
+    Hugging Face Hub's file, fetched into its cache (:mod:`llrnet.models.hf_hub`).
     """
+    if isinstance(path, str) and path.startswith("hf-hub:"):
+        from llrnet.models.hf_hub import load_hf_weights  # deferred: optional huggingface_hub
+
+        return load_hf_weights(path, device=device)
     target = resolve_device(device)
     with _open(path) as handle:
         record = _record(handle.metadata(), path)

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from llrnet.core import distributed
 from llrnet.core.coerce import from_mapping
 from llrnet.core.errors import RunError, WeightsError
+from llrnet.core.fileio import utf8_name
 from llrnet.models import read_metadata
 from llrnet.models import registry as model_registry
 from llrnet.models.weights import load_state_strict, tensors_sha256
@@ -44,7 +45,8 @@ def build_task(config: TaskConfig) -> Any:
 
 def _load_init_weights(model: nn.Module, path: str, strict: bool) -> None:
     record = read_metadata(path)
-    tensors = load_file(path)
+    with utf8_name(path) as name:  # safetensors opens UTF-8 names only
+        tensors = load_file(name)
     if record.get("sha256") != tensors_sha256(tensors):
         raise WeightsError(f"{path}: tensors do not match their sha256; the file is corrupt")
     if strict:

@@ -9,13 +9,14 @@ import json
 import random
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from llrnet.core.errors import RunError
+from llrnet.core.errors import RunError, first_line, pickle_refusal
 from llrnet.core.fileio import atomic_write_bytes, atomic_write_json
 
 _NAME = re.compile(r"^step-(\d{8,})\.(pt|json)$")
@@ -104,14 +105,67 @@ def latest_checkpoint(directory: str | Path) -> tuple[int, dict[str, Any]] | Non
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             continue
         try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on a foreign pickle protocol
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as error:  # a matching hash but unloadable content: report, go on
-            message = f"checkpoint {folder / _stem(step)}.pt cannot be read ({error}); " \
-                      "falling back to the previous one"
+            message = f"checkpoint {folder / _stem(step)}.pt cannot be read " \
+                      f"({pickle_refusal(error)}); falling back to the previous one"
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             continue
         return step, state
     return None
+
+
+def checkpoint_mismatch(expected: Mapping[str, Any], state: Any,
+                        error: BaseException | None = None) -> str:
+    """Why checkpoint ``state`` does not fit a run whose own checkpoint would be
+    ``expected`` (a trainer's ``state_dict()``), in words: an entry it lacks, or
+    for each model state (``model``, ``ema``) the missing and unexpected tensor
+    names and the first tensor of another shape. Falls back to ``error``'s first line.
+    """
+    if not isinstance(state, Mapping):
+        return f"it holds a {type(state).__name__}, not a mapping of states"
+    lacking = [key for key in expected if key not in state]
+    if lacking:
+        return f"it has no {_listed(lacking)} entr{'y' if len(lacking) == 1 else 'ies'}"
+    problems = []
+    for key in ("model", "ema"):
+        mine, theirs = expected.get(key), state.get(key)
+        if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+            problems += [f"{key}: {text}" for text in _tensor_mismatch(mine, theirs)]
+        elif isinstance(mine, Mapping) and theirs is not None:
+            problems.append(f"{key}: a {type(theirs).__name__}, not a mapping of tensors")
+    if problems:
+        return "; ".join(problems)
+    return first_line(error) if error is not None else "its states do not load"
+
+
+def _tensor_mismatch(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[str]:
+    """Missing and unexpected names and the first shape difference, each as words."""
+    found = []
+    missing = [name for name in mine if name not in theirs]
+    unexpected = [name for name in theirs if name not in mine]
+    if missing:
+        found.append(f"missing tensor(s) {_listed(missing)}")
+    if unexpected:
+        found.append(f"unexpected tensor(s) {_listed(unexpected)}")
+    for name, tensor in mine.items():
+        other = theirs.get(name)
+        if isinstance(tensor, torch.Tensor) and other is not None and (
+                not isinstance(other, torch.Tensor) or other.shape != tensor.shape):
+            shape = list(other.shape) if isinstance(other, torch.Tensor) else \
+                type(other).__name__
+            found.append(f"{name!r} has shape {shape} in the checkpoint, "
+                         f"{list(tensor.shape)} in this run")
+            break
+    return found
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
+    """``'a', 'b', 'c' and 4 more``."""
+    text = ", ".join(repr(name) for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def has_checkpoints(directory: str | Path) -> bool:

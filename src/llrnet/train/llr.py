@@ -106,6 +106,12 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
         raise InputError(f"x must be a float batch [N, ...], got {x.dtype} {tuple(x.shape)}")
     if y.shape != (x.shape[0],):
         raise InputError(f"y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise InputError("x is an empty batch; the regularizer of no images is undefined")
+    if y.dtype != torch.int64:
+        raise InputError(f"y must be int64 class labels, got {y.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("x contains NaN or infinite values")
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:

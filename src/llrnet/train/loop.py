@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from llrnet.core import distributed
+from llrnet.core.checks import check_count
 from llrnet.core.errors import InputError, RunError, UsageError, first_line
 from llrnet.core.paths import output_folder
 from llrnet.core.seeding import derive, generator
@@ -26,6 +27,7 @@ from llrnet.models.heads import head_of
 from llrnet.train.augment import augment, random_contrast_field
 from llrnet.train.build import Trainee, build_trainee
 from llrnet.train.checkpoint import (
+    checkpoint_mismatch,
     checkpoint_path,
     has_checkpoints,
     latest_checkpoint,
@@ -76,8 +78,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         resume: continue from the newest intact checkpoint in ``out_dir``. A
             folder whose checkpoints are all damaged is refused (RunError), so
             a resume never silently becomes a fresh start.
-        until_step: stop after this many steps with a checkpoint, without
-            finishing (for jobs cut into time slices; resume later).
+        until_step: stop after this many steps (an integer >= 1) with a
+            checkpoint, without finishing (for jobs cut into time slices; resume later).
         progress: show a progress bar on rank 0.
         task: a task object to use instead of building ``config.task`` (bring
             your own objective: ``task(model, (x, y), step) -> {"loss": ..., ...}``).
@@ -89,6 +91,11 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available,
             or ``resume`` with checkpoints none of which is usable.
     """
+    if until_step is not None:
+        check_count(until_step, "until_step")  # before the run folder is made
+    if config.tensorboard and not _is_utf8(out_dir):
+        raise UsageError(f"{out_dir}: TensorBoard cannot write below a name that is not UTF-8; "
+                         "rename the folder or --set tensorboard=false")
     run, device, resume = _open_run(config, out_dir, resume=resume, restart=restart)
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
@@ -109,6 +116,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         metrics = evaluate(trainee.evaluated_model, held, config, device, log, stop, final=True)
         weights = _write_final_weights(trainee, run, config, stop, metrics)
     return TrainResult(run.path, stop, True, weights, metrics)
+
+
+def _is_utf8(path: str | Path) -> bool:
+    """Whether ``path``'s bytes are UTF-8 (a name from a Latin-1 system may not be)."""
+    try:
+        str(Path(path).absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -231,8 +247,10 @@ def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: 
         rngs = state["rng"]
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
         start = int(state["step"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise RunError(f"checkpoint does not fit this run: {error}") from None
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        own = {**trainee.state_dict(), "rng": None, "step": 0}
+        reason = checkpoint_mismatch(own, state, error)
+        raise RunError(f"checkpoint does not fit this run: {reason}") from None
     logger.info("resuming %s from step %d", run.path, start)
     return start, checkpoint_path(run.checkpoints, start)
 

@@ -3,6 +3,7 @@ More: docs/hub.md, "llrnet.hub.formats.bundle"."""
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -91,6 +92,24 @@ def _parse_slice(buf: bytes) -> tuple[Extent, ...]:
                     length = as_int64(v2)
             extents.append((start, length))
     return tuple(extents)
+
+
+MAX_BYTES = 2**63 - 1
+"""The most elements or bytes a tensor may claim (a signed 64-bit size, as TF's)."""
+
+
+def _slice_count(extents: tuple[Extent, ...], shape: tuple[int, ...]) -> int:
+    """Elements of one slice of a tensor of ``shape``; -1 for a slice outside it."""
+    if len(extents) != len(shape):
+        return -1
+    count = 1
+    for (start, length), dim in zip(extents, shape):
+        if length == -1:
+            length = dim if start == 0 else -1
+        if start < 0 or length < 0 or start + length > dim:
+            return -1
+        count *= length
+    return count
 
 
 def parse_entry(name: str, buf: bytes | memoryview) -> BundleEntry:
@@ -194,6 +213,44 @@ class CheckpointReader:
                     f"{source}: tensor {entry.name!r} has dtype {entry.dtype_name}, "
                     "which this reader does not support"
                 )
+        for entry in [*self.entries.values(), *self._slice_entries.values()]:
+            self._check_shape(entry, source)
+
+    def _check_shape(self, entry: BundleEntry, source: str) -> None:
+        """Refuse a shape no real checkpoint has, naming the tensor and the shape:
+        a negative dimension, more bytes than a 64-bit offset reaches, stored bytes
+        that do not match the shape, slices that do not tile it, or bytes beyond
+        the end of its data file. Nothing is allocated before this passes."""
+        tf_type = BY_ENUM.get(entry.dtype)
+        what = (f"{source}: tensor {entry.name!r} has the impossible shape "
+                f"{entry.dtype_name}{list(entry.shape)}")
+        if any(dim < 0 for dim in entry.shape):
+            raise InputError(f"{what} (a negative dimension)")
+        count = math.prod(entry.shape)
+        needed = count * (tf_type.itemsize if tf_type is not None else 0)
+        if max(count, needed) > MAX_BYTES:
+            raise InputError(f"{what} (more than 2**63 - 1 elements or bytes)")
+        if entry.partitioned:
+            counts = [_slice_count(extents, entry.shape) for extents in entry.slices]
+            if -1 in counts:
+                outside = entry.slices[counts.index(-1)]
+                raise InputError(f"{what}: its slice {ordered_code.describe(outside)} lies "
+                                 "outside it")
+            covered = sum(counts)
+            if covered != count:
+                raise InputError(f"{what}: its slices cover {covered} of {count} elements")
+            return
+        if tf_type is not None and tf_type.disk is not None and entry.size != needed:
+            raise InputError(f"{what}: it needs {needed} bytes but the index records "
+                             f"{entry.size}")
+        if tf_type is not None and tf_type.disk is None and entry.size < count:
+            raise InputError(f"{what}: {count} strings cannot fit in {entry.size} bytes")
+        path = self.data_path(entry.shard_id)
+        if 0 <= entry.shard_id < self.header.num_shards and path.is_file():
+            end, length = entry.offset + entry.size, path.stat().st_size
+            if end > length:
+                raise InputError(f"{path}: truncated file: tensor {entry.name!r} needs bytes "
+                                 f"[{entry.offset}, {end}), file has {length}")
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -329,6 +386,9 @@ class CheckpointReader:
         crc = 0
         for _ in range(count):
             length, pos = read_varint(raw, pos, what=where)
+            if length > len(raw):  # also keeps struct.pack below in range
+                raise InputError(f"{where}: a string of {length} bytes does not fit in the "
+                                 f"tensor's {len(raw)}; the file is corrupt")
             lengths.append(length)
             fmt = "<I" if length <= 0xFFFFFFFF else "<Q"
             if self.verify:

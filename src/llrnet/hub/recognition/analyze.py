@@ -34,6 +34,10 @@ class Analysis:
     counters: dict[str, str] = field(default_factory=dict)
 
 
+FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+"""Checkpoint dtypes a layer's weights may have."""
+
+
 def image_input_key(signature: Signature) -> str:
     """The signature input holding images/latents: the one float input of rank 4
     (named ``inputs`` or ``x`` in the released modules; the name is not relied on)."""
@@ -62,6 +66,11 @@ def analyze(module: HubModule, *, signature: str = "default") -> Analysis:
             if variable not in shapes:
                 raise InputError(f"{module.path}: graph variable {variable!r} is not in the "
                                  "checkpoint")
+            dtype = module.reader.entries[variable].dtype_name
+            if dtype not in FLOAT_DTYPES:
+                raise InputError(f"{module.path}: graph variable {variable!r} is a {dtype} "
+                                 f"tensor {list(shapes[variable])}; a layer's weights are "
+                                 "floating point")
     extra = {k: v.dtype for k, v in sig.inputs.items() if k != key}
     live = sorted(k for k in extra if node_name(sig.inputs[k].tensor) in graph.ancestors)
     if live:
