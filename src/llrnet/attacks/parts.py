@@ -199,9 +199,9 @@ calls of 64 than of 256-1024 (the activations of a call stay in the caches)."""
 CPU_DECISION_CHUNK = 128
 """Most images per model call on a CPU for a model in its channels_last decision form
 (:func:`llrnet.models.precision.decision_form`). Measured with one thread on the
-digits WRN-10-1 (CPU time, interleaved, a shared machine): in that form calls of 64
-ran 1.3x the images per second of the model as given in calls of 16, calls of 128
-1.3-1.4x, calls of 256 1.0-1.4x (docs/benchmarks.md, "Black-box attack speed")."""
+digits WRN-10-1 (``benchmarks/decision_form.py``, CPU time): in that form calls of
+32-160 images ran 1.13-1.16x the images per second of the model as given in calls
+of 16, calls of 256 0.93x (docs/benchmarks.md, "Black-box attack speed")."""
 
 
 def forward_chunk(device: torch.device, max_batch: int, cpu_chunk: int = CPU_FORWARD_CHUNK

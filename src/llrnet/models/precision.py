@@ -235,9 +235,9 @@ def decision_form(model: nn.Module) -> Iterator[bool]:
     counters see every query. Yields whether it changed the model (False where
     :func:`decision_form_applies` is False: the model is left as it is).
 
-    On one thread with the digits WRN-10-1, in calls of 128, it forwarded 1.3-1.4x
-    the images per second of the model as given in calls of 16 and 1.1-1.2x in
-    calls of 64 (docs/benchmarks.md, "Black-box attack speed").
+    On one thread with the digits WRN-10-1 it forwards 1.1-1.2x the images per
+    CPU second of the model as given at the same call size
+    (``benchmarks/decision_form.py``; docs/benchmarks.md, "Black-box attack speed").
     """
     if not decision_form_applies(model):
         yield False
