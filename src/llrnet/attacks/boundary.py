@@ -22,7 +22,7 @@ from llrnet.attacks.parts import (
 )
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
-from llrnet.models.precision import decision_form
+from llrnet.models.precision import decision_form, decision_form_applies
 
 logger = logging.getLogger(__name__)
 
@@ -136,17 +136,20 @@ class Boundary(Attack):
         return self.ball.eps
 
     def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype,
-                 fast: bool = False) -> Tensor:
+                 fast: bool = False, channels_last: bool | None = None) -> Tensor:
         """The model's decisions [M] on ``images`` [M, ...], forwarded in calls of at most
         ``max_batch`` (halved for the rest of the run after an out-of-memory error);
-        ``fast``: the model is in its :func:`~llrnet.models.precision.decision_form`
-        (channels_last calls of at most :data:`CPU_DECISION_CHUNK` on a CPU)."""
+        ``fast``: the run walks on the model's
+        :func:`~llrnet.models.precision.decision_form`: calls of at most
+        :data:`CPU_DECISION_CHUNK` on a CPU (every call of the run, so a halved size
+        holds for all of them), channels_last images unless ``channels_last`` is False."""
         if images.shape[0] == 0:
             return torch.zeros(0, dtype=torch.int64, device=images.device)
         chunk = forward_chunk(images.device, self.max_batch,
                               CPU_DECISION_CHUNK if fast else CPU_FORWARD_CHUNK)
         limit = search_limit(self, chunk, images.device)
-        layout = torch.channels_last if fast and images.dim() == 4 else torch.contiguous_format
+        cl = fast if channels_last is None else channels_last
+        layout = torch.channels_last if cl and images.dim() == 4 else torch.contiguous_format
         return forward_limited(
             lambda part: model(part.to(dtype).contiguous(memory_format=layout)).argmax(dim=1),
             images, limit)
@@ -171,13 +174,15 @@ class Boundary(Attack):
         assert pool is not None  # the base class checked needs_pool
         dtype = x.dtype
         result = x.clone()
+        inner = model.model if isinstance(model, CountingModel) else model
+        fast = bool(self.fast_decisions and x.device.type == "cpu" and dtype == torch.float32
+                    and decision_form_applies(inner))
         with torch.no_grad():
-            correct = self._predict(model, x, dtype) == y
+            # The clean check queries the model as given (its own layout).
+            correct = self._predict(model, x, dtype, fast, channels_last=False) == y
             todo = torch.nonzero(correct).flatten().tolist()
             if not todo:
                 return result
-            fast = self.fast_decisions and x.device.type == "cpu" and dtype == torch.float32
-            inner = model.model if isinstance(model, CountingModel) else model
             with decision_form(inner) if fast else contextlib.nullcontext(False) as changed:
                 self._search(model, x, y, rng, pool, todo, result, bool(changed))
         return result
