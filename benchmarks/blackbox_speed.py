@@ -4,7 +4,9 @@ On the same model in one run: model evaluations (queries) per second of llrnet's
 ``Boundary`` against foolbox 3's ``BoundaryAttack`` and of llrnet's ``SPSA`` against
 torchattacks' ``SPSA`` at equal probes per step, and for each the share of wall time
 spent outside the model's forward (a wrapper times every forward). Runs are
-interleaved (every attack once per round) and each keeps its fastest round. The peers
+interleaved (every attack once per round); each ratio is the median of the per-round
+ratios. A second llrnet Boundary row queries the model as given (``fast_decisions =
+False``), not in its decision form. The peers
 come from a throwaway environment (``bash benchmarks/peer_env.sh VENV``), never from
 llrnet's dependencies; without them only llrnet's rows run. Run with ``PYTHONPATH``
 pointing at the checkout's ``src``:
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from common import isa, machine_description, real_looking, write_section
@@ -27,6 +30,10 @@ from torch import Tensor, nn
 from llrnet.attacks import SPSA, Boundary
 from llrnet.data import two_class_digits
 from llrnet.models import create_model
+
+PLAIN = "llrnet Boundary, model as given"
+"""The row of Boundary with ``fast_decisions = False``: the walk queries the model as given,
+not in its decision form."""
 
 
 class TimedModel(nn.Module):
@@ -49,21 +56,39 @@ class TimedModel(nn.Module):
 
 @dataclass
 class Run:
-    """One attack's fastest round: wall seconds, queries, seconds inside the forward."""
+    """One attack's timed rounds: wall seconds, queries, seconds inside the forward."""
 
-    wall: float = float("inf")
+    walls: list[float] = field(default_factory=list)
     queries: int = 0
-    forward: float = 0.0
+    forwards: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # the thread's CPU seconds
+
+    @property
+    def rates(self) -> list[float]:
+        """Queries per second, round by round."""
+        return [self.queries / wall for wall in self.walls]
 
     @property
     def rate(self) -> float:
-        """Queries per second."""
-        return self.queries / self.wall
+        """Median queries per second."""
+        return statistics.median(self.rates)
 
     @property
     def outside(self) -> float:
-        """Share of the wall time outside the model's forward."""
-        return 1.0 - self.forward / self.wall
+        """Median share of the wall time outside the model's forward."""
+        return statistics.median(1.0 - f / w for f, w in zip(self.forwards, self.walls))
+
+    def ratio(self, other: Run) -> float:
+        """The median over rounds of this attack's queries/s over ``other``'s in the
+        same round (the two ran back to back)."""
+        return statistics.median(a / b for a, b in zip(self.rates, other.rates))
+
+    def cpu_ratio(self, other: Run) -> float:
+        """:meth:`ratio` on the thread's CPU time instead of wall time (one torch
+        thread: the forwards run on the calling thread). On a crowded machine wall
+        time mostly measures the scheduler; CPU time much less so."""
+        return statistics.median((self.queries / a) / (other.queries / b)
+                                 for a, b in zip(self.cpus, other.cpus))
 
 
 def train(model: nn.Module, x: Tensor, y: Tensor, steps: int) -> nn.Module:
@@ -111,6 +136,11 @@ def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
     timed = TimedModel(model).eval()
     boundary = Boundary(threshold=1e-3, iterations=args.boundary_iterations)  # full walk
     calls["llrnet Boundary"] = (timed, lambda: boundary(timed, x, y, seeds=0, pool=pool))
+    # The same walk on the model as given, in calls of 64.
+    timed_plain = TimedModel(model).eval()
+    plain = Boundary(threshold=1e-3, iterations=args.boundary_iterations)
+    plain.fast_decisions = False
+    calls[PLAIN] = (timed_plain, lambda: plain(timed_plain, x, y, seeds=0, pool=pool))
     timed_spsa = TimedModel(model).eval()
     spsa = SPSA(eps=0.3, steps=args.spsa_steps, samples=64, early_stop_loss_threshold=None)
     calls["llrnet SPSA"] = (timed_spsa, lambda: spsa(timed_spsa, x, y, seeds=0))
@@ -137,17 +167,20 @@ def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
 
 
 def measure(calls: dict[str, tuple[TimedModel, Callable]], repeats: int) -> dict[str, Run]:
-    """Interleaved rounds after one warm-up; each attack's fastest round."""
-    best = {name: Run() for name in calls}
+    """Interleaved rounds (every attack once per round) after one warm-up round."""
+    runs = {name: Run() for name in calls}
     for round_ in range(repeats + 1):
         for name, (timed, call) in calls.items():
             timed.images, timed.seconds = 0, 0.0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             call()
             wall = time.perf_counter() - start
-            if round_ and wall < best[name].wall:
-                best[name] = Run(wall, timed.images, timed.seconds)
-    return best
+            if round_:
+                runs[name].cpus.append(time.thread_time() - cpu)
+                runs[name].walls.append(wall)
+                runs[name].forwards.append(timed.seconds)
+                runs[name].queries = timed.images
+    return runs
 
 
 def main() -> None:
@@ -173,34 +206,46 @@ def main() -> None:
     machine = machine_description()
     load = "/".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{machine}\n{isa()}\nload average before the run {load}")
-    rows = []
+    rows: list[str] = []
+    gains: list[str] = []
     for name in args.models.split(","):
         model, x, y, pool_x, pool_y, label = setup(name, args.images)
         runs = measure(runners(model, x, y, (pool_x, pool_y), args, peers), args.repeats)
         for ours, peer in (("llrnet Boundary", "foolbox 3 BoundaryAttack"),
+                           (PLAIN, "foolbox 3 BoundaryAttack"),
                            ("llrnet SPSA", "torchattacks SPSA")):
             mine = runs[ours]
             other = runs.get(peer)
             row = (f"| {label}, {len(y)} images | {ours} | {mine.queries} | {mine.rate:.0f} | "
                    f"{100 * mine.outside:.0f}% | ")
             if other is None:
-                row += "- | - | - | - |"
+                row += "- | - | - | - | - |"
             else:
                 row += (f"{peer}: {other.queries} | {other.rate:.0f} | "
-                        f"{100 * other.outside:.0f}% | **{mine.rate / other.rate:.2f}x** |")
+                        f"{100 * other.outside:.0f}% | **{mine.ratio(other):.2f}x** | "
+                        f"**{mine.cpu_ratio(other):.2f}x** |")
             print(row)
             rows.append(row)
+        fast, plain = runs["llrnet Boundary"], runs[PLAIN]
+        gain = (f"{label}: {fast.ratio(plain):.2f}x (wall), {fast.cpu_ratio(plain):.2f}x "
+                "(CPU time)")
+        print(f"llrnet Boundary, decision form / model as given: {gain}")
+        gains.append(gain)
     command = ("PYTHONPATH=src VENV/bin/python benchmarks/blackbox_speed.py "
                f"--models {args.models} --images {args.images} --boundary-iterations "
                f"{args.boundary_iterations} --foolbox-steps {args.foolbox_steps} --spsa-steps "
                f"{args.spsa_steps} --repeats {args.repeats} --threads {args.threads}")
     table = "\n".join([
         "| model | llrnet attack | queries | queries/s | outside forward | peer: queries | "
-        "peer queries/s | peer outside forward | ratio |",
-        "|---|---|---|---|---|---|---|---|---|", *rows])
+        "peer queries/s | peer outside forward | ratio (wall) | ratio (CPU time) |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows])
     text = (f"## Black-box attack speed\n\nCommand: `{command}`\n\nMachine: {machine}; "
             f"{isa()}; load average before the run {load} (a shared machine: the rounds are "
-            f"interleaved and each attack keeps its fastest of {args.repeats}).\n\n{table}\n")
+            f"interleaved; queries/s and outside-forward shares are medians over "
+            f"{args.repeats} rounds, each ratio the median of the per-round ratios, on wall "
+            f"time and on the benchmark thread's CPU time).\n\n"
+            f"{table}\n\nllrnet Boundary with the model in its decision form against the same "
+            f"walk on the model as given (median per-round ratio): {'; '.join(gains)}.\n")
     print(text)
     if args.write:
         write_section("blackbox-speed", text)

@@ -121,3 +121,60 @@ def test_boundary_image_depends_only_on_its_own_seed() -> None:
     assert torch.equal(shuffled, out[order])
     other_seed = attack(model, x[:1], y[:1], seeds=torch.tensor([46]), pool=pool)
     assert not torch.equal(other_seed, out[:1])
+
+
+
+class _Convolutional(torch.nn.Module):
+    """A small conv net with a declared (conv, batch norm) fold; counts what it sees."""
+
+    batch_norm_folds = (("conv", "norm"),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(4 * 64, 2)
+        self.seen = 0
+        self.folded_calls = 0
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+            self.head.weight.mul_(8)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        self.folded_calls += isinstance(self.norm, torch.nn.Identity)
+        return self.head(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+def test_boundary_walks_on_the_decision_form_and_counts_every_query() -> None:
+    model = _Convolutional()
+    x, y = data(model, 4, 20)
+    pool = data(model, 16, 21)
+    seeds = torch.tensor([5, 6, 7, 8])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    attack = Boundary(threshold=0.5, iterations=30)
+    model.seen = 0
+    out = attack(model, x, y, seeds=seeds, pool=pool)
+    # The model itself answered every query (its counter agrees), the walk's in its
+    # folded form; afterwards it is the model it was.
+    assert attack.last_stats["model_evaluations"] == model.seen > 4 + 4 * 5
+    assert model.folded_calls > 0
+    assert isinstance(model.norm, torch.nn.BatchNorm2d)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # The same decisions along the walk as the model as given (rounding aside): the
+    # same result as the walk that does not fold.
+    plain = Boundary(threshold=0.5, iterations=30)
+    plain.fast_decisions = False
+    model.folded_calls = 0
+    expected = plain(model, x, y, seeds=seeds, pool=pool)
+    assert model.folded_calls == 0
+    assert not torch.equal(expected, x)  # the walk moved
+    assert float((out - expected).abs().max()) < 1e-3
+    assert attack.last_stats["model_evaluations"] == plain.last_stats["model_evaluations"]
+    # Batch invariance holds in the decision form: one image alone gets its result in
+    # the batch (a conv may round differently for another batch size: compared to 1e-3).
+    alone = attack(model, x[1:2], y[1:2], seeds=seeds[1:2], pool=pool)
+    assert float((alone - out[1:2]).abs().max()) < 1e-3

@@ -90,3 +90,32 @@ def test_softplus_reduced_precision_uses_torch_kernel() -> None:
 
     x = torch.randn(64).bfloat16()
     assert torch.equal(softplus(x), F.softplus(x))
+
+
+def test_softplus_inference_matches_float64_to_float32_rounding() -> None:
+    from llrnet.models.layers import softplus_inference
+
+    x = torch.linspace(-100.0, 100.0, 40001)
+    exact = F.softplus(x.double())
+    with torch.no_grad():
+        ours = softplus_inference(x).double()
+    bound = exact.abs() * 2.0**-22 + 6e-8  # the bound softplus itself meets
+    assert bool(((ours - exact).abs() <= bound).all())
+    # Hand-made values: linear above 20, log 2 at 0, e^x-sized below (or 0 past rounding).
+    small = torch.tensor([-100.0, 0.0, 20.0, 20.5, 1000.0])
+    torch.testing.assert_close(softplus_inference(small),
+                               torch.tensor([0.0, 0.693147182, 20.0, 20.5, 1000.0]),
+                               atol=6e-8, rtol=0)
+    assert torch.equal(softplus_inference(torch.tensor([float("inf"), -float("inf")])),
+                       torch.tensor([float("inf"), 0.0]))
+    assert torch.equal(x, torch.linspace(-100.0, 100.0, 40001))  # the input is untouched
+
+
+def test_softplus_inference_defers_to_softplus_where_autograd_records() -> None:
+    from llrnet.models.layers import softplus, softplus_inference
+
+    x = (torch.randn(32, dtype=torch.float64) * 4).requires_grad_()
+    assert torch.autograd.gradcheck(softplus_inference, (x,))
+    assert torch.equal(softplus_inference(x), softplus(x))
+    half = torch.randn(64).bfloat16()
+    assert torch.equal(softplus_inference(half), F.softplus(half))

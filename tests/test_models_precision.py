@@ -155,3 +155,127 @@ def test_strict_fp32_turns_tf32_off_and_restores_it() -> None:
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+def _with_running_statistics(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with seeded, far-from-identity batch-norm statistics."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) * 3 + 0.2)
+                if module.weight is not None:
+                    module.weight.copy_(torch.randn(n, generator=generator))
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(n, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.parametrize(("name", "kwargs", "size", "folds"), [
+    ("digits_wrn", {"width": 1}, 28, 3),  # one (conv1, bn2) per block, 3 blocks
+    ("resnet_v2_tiny_imagenet", {"num_classes": 3}, 32, None),
+    ("resnet_v2_tiny_imagenet", {"num_classes": 3, "bn_scale": False}, 32, None),
+])
+def test_fold_batch_norms_keeps_the_logits(name: str, kwargs: dict[str, object], size: int,
+                                           folds: int | None) -> None:
+    from llrnet.models.precision import fold_batch_norms
+    from llrnet.models.resnet_v2 import BottleneckV2
+
+    torch.manual_seed(0)
+    model = _with_running_statistics(create_model(name, **kwargs))
+    channels = 1 if name == "digits_wrn" else 3
+    x = torch.rand(6, channels, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(x)
+    norms_before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    count = fold_batch_norms(model)
+    if folds is None:  # two per bottleneck unit
+        folds = 2 * sum(isinstance(m, BottleneckV2) for m in model.modules())
+    assert count == folds > 0
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == norms_before - folds
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    assert fold_batch_norms(model) == 0  # nothing left to fold
+
+
+def test_fold_batch_norms_needs_eval_mode() -> None:
+    from llrnet.models.precision import decision_form, fold_batch_norms
+
+    model = create_model("digits_wrn", width=1).train()
+    with pytest.raises(UsageError, match="eval-mode"):
+        fold_batch_norms(model)
+    with decision_form(model) as changed:  # a training model is left as it is
+        assert not changed
+        assert isinstance(model.groups[0][0].bn2, nn.BatchNorm2d)
+
+
+def test_decision_form_gives_the_model_s_decisions_and_restores_it_exactly() -> None:
+    from llrnet.models import layers
+    from llrnet.models.precision import decision_form
+
+    torch.manual_seed(0)
+    model = _with_running_statistics(create_model("digits_wrn", width=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    block = model.groups[0][0]
+    conv1, bn2 = block.conv1, block.bn2
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(x)
+        with decision_form(model) as changed:
+            assert changed
+            assert isinstance(block.bn2, nn.Identity) and block.conv1.bias is not None
+            assert block.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+            assert model.act is layers.softplus_inference
+            got = model(x.contiguous(memory_format=torch.channels_last))
+            got_plain_layout = model(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_plain_layout, want, rtol=1e-4, atol=1e-5)
+    margin = (want[:, 0] - want[:, 1]).abs()
+    clear = margin > 1e-4  # decisions away from float rounding of the boundary
+    assert bool(clear.any())
+    assert torch.equal(got.argmax(1)[clear], want.argmax(1)[clear])
+    # Restored: the same objects, values and layout.
+    assert block.conv1 is conv1 and block.bn2 is bn2 and conv1.bias is None
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    assert all(torch.equal(v, before[k]) and v.is_contiguous()
+               for k, v in model.state_dict().items())
+    assert model.act is layers.softplus
+
+
+def test_decision_form_restores_the_model_when_the_block_raises() -> None:
+    from llrnet.models import layers
+    from llrnet.models.precision import decision_form
+
+    model = _with_running_statistics(create_model("digits_wrn", width=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="inside"), decision_form(model):
+        raise RuntimeError("inside")
+    assert model.act is layers.softplus
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_decision_form_leaves_other_dtypes_and_devices_alone() -> None:
+    from llrnet.models.precision import decision_form_applies
+
+    model = create_model("digits_wrn", width=1).eval()
+    assert decision_form_applies(model)
+    assert not decision_form_applies(model.double())
+    assert not decision_form_applies(nn.Sequential(nn.Flatten()))  # no parameters
+
+
+def test_fold_declarations_are_not_inherited() -> None:
+    """A subclass may compute something else from the same modules: it declares its own."""
+    from llrnet.models.precision import fold_batch_norms
+    from llrnet.models.wide_resnet import BasicBlockV2
+
+    class Other(BasicBlockV2):
+        pass
+
+    block = Other(16, 16, 1, activation="softplus", padding="same", bn_eps=1e-5,
+                  bn_momentum=0.1).eval()
+    assert fold_batch_norms(block) == 0
+    assert isinstance(block.bn2, nn.BatchNorm2d)

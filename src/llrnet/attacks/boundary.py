@@ -4,16 +4,25 @@ More: docs/attacks.md, "llrnet.attacks.boundary"."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 
 import torch
 from torch import Tensor, nn
 
 from llrnet.attacks.balls import L2Ball
-from llrnet.attacks.base import Attack, Pool
-from llrnet.attacks.parts import ImageRng, forward_chunk, forward_limited, search_limit
+from llrnet.attacks.base import Attack, CountingModel, Pool
+from llrnet.attacks.parts import (
+    CPU_DECISION_CHUNK,
+    CPU_FORWARD_CHUNK,
+    ImageRng,
+    forward_chunk,
+    forward_limited,
+    search_limit,
+)
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
+from llrnet.models.precision import decision_form, decision_form_applies
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +101,10 @@ class Boundary(Attack):
     kind = "black_box"
     bf16_search = True  # measured: docs/evaluation.md, "Search precision"
     needs_pool = True
+    #: On a CPU (float32 images and model) the walk queries the model in its
+    #: :func:`~llrnet.models.precision.decision_form` (folded batch norms, channels_last,
+    #: restored after the walk) in calls of :data:`CPU_DECISION_CHUNK`; False: as it is.
+    fast_decisions = True
 
     def __init__(
         self,
@@ -122,13 +135,24 @@ class Boundary(Attack):
         """The L2 radius (the radius of :attr:`ball`)."""
         return self.ball.eps
 
-    def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype) -> Tensor:
+    def _predict(self, model: nn.Module, images: Tensor, dtype: torch.dtype,
+                 fast: bool = False, channels_last: bool | None = None) -> Tensor:
         """The model's decisions [M] on ``images`` [M, ...], forwarded in calls of at most
-        ``max_batch`` (halved for the rest of the run after an out-of-memory error)."""
+        ``max_batch`` (halved for the rest of the run after an out-of-memory error);
+        ``fast``: the run walks on the model's
+        :func:`~llrnet.models.precision.decision_form`: calls of at most
+        :data:`CPU_DECISION_CHUNK` on a CPU (every call of the run, so a halved size
+        holds for all of them), channels_last images unless ``channels_last`` is False."""
         if images.shape[0] == 0:
             return torch.zeros(0, dtype=torch.int64, device=images.device)
-        limit = search_limit(self, forward_chunk(images.device, self.max_batch), images.device)
-        return forward_limited(lambda part: model(part.to(dtype)).argmax(dim=1), images, limit)
+        chunk = forward_chunk(images.device, self.max_batch,
+                              CPU_DECISION_CHUNK if fast else CPU_FORWARD_CHUNK)
+        limit = search_limit(self, chunk, images.device)
+        cl = fast if channels_last is None else channels_last
+        layout = torch.channels_last if cl and images.dim() == 4 else torch.contiguous_format
+        return forward_limited(
+            lambda part: model(part.to(dtype).contiguous(memory_format=layout)).argmax(dim=1),
+            images, limit)
 
     def _starting_points(self, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool) -> Tensor:
         images, labels = pool
@@ -150,39 +174,53 @@ class Boundary(Attack):
         assert pool is not None  # the base class checked needs_pool
         dtype = x.dtype
         result = x.clone()
+        inner = model.model if isinstance(model, CountingModel) else model
+        fast = bool(self.fast_decisions and x.device.type == "cpu" and dtype == torch.float32
+                    and decision_form_applies(inner))
         with torch.no_grad():
-            correct = self._predict(model, x, dtype) == y
+            # The clean check queries the model as given (its own layout).
+            correct = self._predict(model, x, dtype, fast, channels_last=False) == y
             todo = torch.nonzero(correct).flatten().tolist()
             if not todo:
                 return result
-            sub_rng = rng.subset(todo)
-            starts = self._starting_points(x[todo], y[todo], sub_rng, pool)
-            valid = (self._predict(model, starts, dtype) != y[todo]).tolist()
-            gave_up = len(valid) - sum(valid)
-            if gave_up:
-                logger.info("boundary: %d starting points not misclassified; inputs returned",
-                            gave_up)
-            keep = [k for k, ok in enumerate(valid) if ok]
-            walks = [
-                _Walk(x[todo[k]].double().flatten(), starts[k].double().flatten(),
-                      self.spherical_step, self.source_step)
-                for k in keep
-            ]
-            for walk in walks:
-                walk.done = walk.distance <= self.threshold
-            self._walk(model, walks, sub_rng.subset(keep), y[[todo[k] for k in keep]], x.shape[1:],
-                       dtype)
-            for k, walk in zip(keep, walks):
-                adv = walk.best
-                dist = float((adv - walk.original).norm())
-                if dist > self.threshold:
-                    adv = walk.original + (adv - walk.original) * (self.threshold / dist)
-                result[todo[k]] = adv.reshape(x.shape[1:]).to(dtype)
+            with decision_form(inner) if fast else contextlib.nullcontext(False) as changed:
+                self._search(model, x, y, rng, pool, todo, result, bool(changed))
         return result
+
+    def _search(
+        self, model: nn.Module, x: Tensor, y: Tensor, rng: ImageRng, pool: Pool,
+        todo: list[int], result: Tensor, fast: bool,
+    ) -> None:
+        """Starting points and walks for the correctly classified images ``todo``;
+        writes the adversarial images into ``result``; ``fast``: see :meth:`_predict`."""
+        dtype = x.dtype
+        sub_rng = rng.subset(todo)
+        starts = self._starting_points(x[todo], y[todo], sub_rng, pool)
+        valid = (self._predict(model, starts, dtype, fast) != y[todo]).tolist()
+        gave_up = len(valid) - sum(valid)
+        if gave_up:
+            logger.info("boundary: %d starting points not misclassified; inputs returned",
+                        gave_up)
+        keep = [k for k, ok in enumerate(valid) if ok]
+        walks = [
+            _Walk(x[todo[k]].double().flatten(), starts[k].double().flatten(),
+                  self.spherical_step, self.source_step)
+            for k in keep
+        ]
+        for walk in walks:
+            walk.done = walk.distance <= self.threshold
+        self._walk(model, walks, sub_rng.subset(keep), y[[todo[k] for k in keep]], x.shape[1:],
+                   dtype, fast)
+        for k, walk in zip(keep, walks):
+            adv = walk.best
+            dist = float((adv - walk.original).norm())
+            if dist > self.threshold:
+                adv = walk.original + (adv - walk.original) * (self.threshold / dist)
+            result[todo[k]] = adv.reshape(x.shape[1:]).to(dtype)
 
     def _walk(
         self, model: nn.Module, walks: list[_Walk], rng: ImageRng, y: Tensor,
-        shape: torch.Size, dtype: torch.dtype,
+        shape: torch.Size, dtype: torch.dtype, fast: bool,
     ) -> None:
         group_size = max(1, self.max_batch // self.directions_per_batch)
         for step in range(1, self.iterations + 1):
@@ -196,13 +234,13 @@ class Boundary(Attack):
             for s in range(0, len(active), group_size):
                 group = active[s : s + group_size]
                 self._iteration(model, [walks[k] for k in group], rng.subset(group), y[group],
-                                shape, dtype, do_spherical, step)
+                                shape, dtype, do_spherical, step, fast)
             for k in active:
                 walks[k].update_step_sizes(self.step_adaptation)
 
     def _iteration(
         self, model: nn.Module, walks: list[_Walk], rng: ImageRng, y: Tensor,
-        shape: torch.Size, dtype: torch.dtype, do_spherical: bool, step: int,
+        shape: torch.Size, dtype: torch.dtype, do_spherical: bool, step: int, fast: bool,
     ) -> None:
         """One walk iteration for a group of images: candidates in order until a success."""
         found = [False] * len(walks)
@@ -218,14 +256,15 @@ class Boundary(Attack):
             labels = y[rem].repeat_interleave(count)
             flat = (len(rem) * count, *shape)
             if do_spherical:
-                adv_s = self._predict(model, spherical.reshape(flat), dtype) != labels
+                adv_s = self._predict(model, spherical.reshape(flat), dtype, fast) != labels
                 adv_s = adv_s.reshape(len(rem), count)
                 adv_c = torch.zeros_like(adv_s)
                 if bool(adv_s.any()):
-                    pred = self._predict(model, candidates[adv_s].reshape(-1, *shape), dtype)
+                    pred = self._predict(model, candidates[adv_s].reshape(-1, *shape), dtype,
+                                         fast)
                     adv_c[adv_s] = pred != labels.reshape(len(rem), count)[adv_s]
             else:
-                adv_c = self._predict(model, candidates.reshape(flat), dtype) != labels
+                adv_c = self._predict(model, candidates.reshape(flat), dtype, fast) != labels
                 adv_c = adv_c.reshape(len(rem), count)
                 adv_s = torch.zeros_like(adv_c)
             adv_s_list, adv_c_list = adv_s.tolist(), adv_c.tolist()

@@ -18,6 +18,8 @@ Eps = float | Tensor
 GeneratorLike = torch.Generator | Sequence[torch.Generator] | None
 
 __all__ = [
+    "CPU_DECISION_CHUNK",
+    "CPU_FORWARD_CHUNK",
     "AdamState",
     "ImageRng",
     "adam_step",
@@ -194,11 +196,21 @@ CPU_FORWARD_CHUNK = 64
 calls of 64 than of 256-1024 (the activations of a call stay in the caches)."""
 
 
-def forward_chunk(device: torch.device, max_batch: int) -> int:
+CPU_DECISION_CHUNK = 128
+"""Most images per model call on a CPU for a model in its channels_last decision form
+(:func:`llrnet.models.precision.decision_form`). Measured with one thread on the
+digits WRN-10-1 (``benchmarks/decision_form.py``, CPU time): in that form calls of
+32-160 images ran 1.13-1.16x the images per second of the model as given in calls
+of 16, calls of 256 0.93x (docs/benchmarks.md, "Black-box attack speed")."""
+
+
+def forward_chunk(device: torch.device, max_batch: int, cpu_chunk: int = CPU_FORWARD_CHUNK
+                  ) -> int:
     """Images per model call for an attack whose ``max_batch`` bounds a call: at most
-    :data:`CPU_FORWARD_CHUNK` on a CPU, ``max_batch`` elsewhere (a GPU gains from
-    large calls). Results do not depend on it beyond float rounding."""
-    return min(max_batch, CPU_FORWARD_CHUNK) if device.type == "cpu" else max_batch
+    ``cpu_chunk`` (:data:`CPU_FORWARD_CHUNK` unless the caller queries a
+    channels_last decision form) on a CPU, ``max_batch`` elsewhere (a GPU gains from large
+    calls). Results do not depend on it beyond float rounding."""
+    return min(max_batch, cpu_chunk) if device.type == "cpu" else max_batch
 
 
 def search_limit(attack: object, size: int, device: torch.device) -> BatchLimit:

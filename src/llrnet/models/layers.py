@@ -109,6 +109,27 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return cast(torch.Tensor, _Softplus.apply(x))
 
 
+SOFTPLUS_LINEAR_ABOVE = 20.0
+"""Where :func:`softplus_inference` returns ``x`` itself: ``log(1 + e^20)`` is 20 in
+float32 (the difference, 2e-9, is below half an ulp of 20)."""
+
+
+def softplus_inference(x: torch.Tensor) -> torch.Tensor:
+    """:func:`softplus` for forwards without gradients, any shape, float32 or float64:
+    ``max(log(1 + e^min(x, 20)), x)`` in four in-place passes after one copy (the
+    gradient form needs seven). Within float32 rounding of the true value, like
+    :func:`softplus`: rounding ``1 + e^x`` costs at most half an ulp of 1 (6e-8) in
+    absolute terms, and above 20 the result is ``x``. Where autograd records (grad
+    enabled and ``x`` requires it) and for other dtypes it is :func:`softplus`.
+    """
+    if x.dtype not in (torch.float32, torch.float64) or (
+            x.requires_grad and torch.is_grad_enabled()):
+        return softplus(x)
+    out = x.clamp_max(SOFTPLUS_LINEAR_ABOVE).exp_().add_(1.0).log_()
+    return torch.maximum(out, x, out=out)
+
+
+
 def conv2d(
     in_channels: int,
     out_channels: int,

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from llrnet.core.errors import UsageError
+from llrnet.models import layers
+from llrnet.models.resnet_v2 import OffsetBatchNorm2d
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +151,120 @@ def fast_copy(model: nn.Module, precision: str = "bf16", *, channels_last: bool 
         raise UsageError(f"fast_copy needs precision fp32 or bf16, got {precision!r} "
                          "(resolve 'auto' with resolve_precision first)")
     return FastCopy(model, _DTYPES[precision], channels_last=channels_last)
+
+
+_FOLDABLE_NORMS = (nn.BatchNorm2d, OffsetBatchNorm2d)
+"""Norm types whose eval-mode forward is the affine map :func:`_folded` folds."""
+
+
+def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Weight and bias of a convolution computing ``norm(conv(x))`` (``norm`` in eval
+    mode), in float64 then rounded to the weights' dtype: ``w * s`` and
+    ``(b - mean) * s + beta`` per output channel, ``s = gamma / sqrt(var + eps)``
+    (gamma 1 and beta 0 where absent)."""
+    assert norm.running_mean is not None and norm.running_var is not None
+    with torch.no_grad():
+        scale = 1.0 / torch.sqrt(norm.running_var.double() + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        shift = -norm.running_mean.double() * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.double()
+        if conv.bias is not None:
+            shift = shift + conv.bias.double() * scale
+        weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+        return weight.to(conv.weight.dtype), shift.to(conv.weight.dtype)
+
+
+def _fold_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
+    """(block, conv name, norm name) for each fold a block's own class declares in
+    ``batch_norm_folds`` (a subclass, whose forward may differ, does not inherit it)
+    where the norm is a plain eval-mode batch norm with running statistics."""
+    for block in list(model.modules()):
+        for conv_name, norm_name in vars(type(block)).get("batch_norm_folds", ()):
+            conv, norm = getattr(block, conv_name), getattr(block, norm_name)
+            if (isinstance(conv, nn.Conv2d) and type(norm) in _FOLDABLE_NORMS
+                    and norm.running_mean is not None and norm.running_var is not None):
+                yield block, conv_name, norm_name
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold, in place and for good, each batch norm that a block declares reads only a
+    convolution's output (its class's ``batch_norm_folds``: ``(conv, norm)`` attribute
+    names) into that convolution; the norm becomes ``nn.Identity``. Eval-mode models
+    only (the running statistics); the logits stay equal up to float rounding.
+    :func:`decision_form` does the same for the length of a block and undoes it.
+
+    Returns the number of norms folded.
+
+    Raises:
+        UsageError: ``model`` is in training mode.
+    """
+    if model.training:
+        raise UsageError("fold_batch_norms needs an eval-mode model (it uses running statistics)")
+    folded = 0
+    for block, conv_name, norm_name in list(_fold_pairs(model)):
+        conv = getattr(block, conv_name)
+        weight, bias = _folded(conv, getattr(block, norm_name))
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+        setattr(block, norm_name, nn.Identity())
+        folded += 1
+    return folded
+
+
+def decision_form_applies(model: nn.Module) -> bool:
+    """True if :func:`decision_form` changes ``model``: every module in eval mode,
+    every parameter and buffer float32 on a CPU, and at least one parameter."""
+    tensors = [*model.parameters(), *model.buffers()]
+    floats = [t for t in tensors if t.is_floating_point()]
+    return (bool(floats) and not any(m.training for m in model.modules())
+            and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in floats))
+
+
+@contextlib.contextmanager
+def decision_form(model: nn.Module) -> Iterator[bool]:
+    """Within the block, ``model`` (eval mode, float32, on a CPU) computes its logits
+    faster, equal to its own up to float rounding, for attacks that read only its
+    decisions (Boundary): each declared batch norm folded into its convolution (as
+    :func:`fold_batch_norms`), 4-d parameters and buffers channels_last (feed it
+    channels_last images), softplus in its inference form
+    (:func:`llrnet.models.layers.softplus_inference`; under no_grad). On exit the
+    model is restored exactly: the same parameter and module objects, the same
+    values and layout. The model itself runs every forward, so its hooks and
+    counters see every query. Yields whether it changed the model (False where
+    :func:`decision_form_applies` is False: the model is left as it is).
+
+    On one thread with the digits WRN-10-1 it forwards 1.1-1.2x the images per
+    CPU second of the model as given at the same call size
+    (``benchmarks/decision_form.py``; docs/benchmarks.md, "Black-box attack speed").
+    """
+    if not decision_form_applies(model):
+        yield False
+        return
+    undo: list[tuple[object, str, object]] = []  # (object, attribute, old value)
+    try:
+        for block, conv_name, norm_name in list(_fold_pairs(model)):
+            conv, norm = getattr(block, conv_name), getattr(block, norm_name)
+            weight, bias = _folded(conv, norm)
+            undo += [(conv, "weight", conv.weight), (conv, "bias", conv.bias),
+                     (block, norm_name, norm)]
+            conv.weight = nn.Parameter(weight, requires_grad=False)
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+            setattr(block, norm_name, nn.Identity())
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dim() == 4:
+                undo.append((tensor, "data", tensor.data))
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+        for module in model.modules():
+            for name, value in list(vars(module).items()):
+                if value is layers.softplus:
+                    undo.append((module, name, value))
+                    setattr(module, name, layers.softplus_inference)
+        yield True
+    finally:
+        for owner, name, value in reversed(undo):
+            setattr(owner, name, value)
 
 
 @dataclass(frozen=True)

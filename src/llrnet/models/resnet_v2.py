@@ -51,6 +51,10 @@ def batch_norm(channels: int, *, eps: float, momentum: float, scale: bool = True
 class BottleneckV2(nn.Module):
     """One pre-activation bottleneck unit. [N, C_in, H, W] -> [N, 4w, H/s, W/s]."""
 
+    #: (convolution, batch norm) pairs where the norm alone reads the convolution's
+    #: output (:func:`llrnet.models.precision.decision_form` folds them).
+    batch_norm_folds = (("conv1", "bn2"), ("conv2", "bn3"))
+
     def __init__(
         self,
         in_channels: int,

@@ -30,6 +30,11 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 class BasicBlockV2(nn.Module):
     """Pre-activation basic block. [N, C_in, H, W] -> [N, C_out, H/s, W/s]."""
 
+    #: (convolution, batch norm) pairs where the norm alone reads the convolution's
+    #: output, so an eval-mode copy may fold one into the other
+    #: (:func:`llrnet.models.precision.decision_form`).
+    batch_norm_folds = (("conv1", "bn2"),)
+
     def __init__(
         self,
         in_channels: int,
