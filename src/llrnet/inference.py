@@ -14,6 +14,7 @@ from torchvision.transforms import functional as TF
 
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
+from llrnet.core.fileio import NotRegularFileError, open_regular_file
 from llrnet.core.modes import kept_as_given
 from llrnet.models.heads import SigmoidBirdHead, head_of
 from llrnet.models.precision import fast_copy, resolve_precision
@@ -53,17 +54,21 @@ def load_image(path: str | os.PathLike[str], size: int = IMAGE_SIZE) -> torch.Te
     range and are refused. Animated files are scored on their first frame.
 
     Raises:
-        InputError: the file is missing, a folder, not an image, truncated, a
+        InputError: the file is missing, a folder, not a regular file (a FIFO,
+            a device: refused without reading), not an image, truncated, a
             decompression bomb (more pixels than Pillow's limit), or of a mode
             without a defined range.
     """
     if Path(path).is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(path) as opened:
+        with open_regular_file(path) as handle, Image.open(handle) as opened:
             tensor = _decode(opened, path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except NotRegularFileError as error:
+        raise InputError(f"{path}: {error.strerror}; refused (an image must be a file)") \
+            from None
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: refused as a decompression bomb ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
