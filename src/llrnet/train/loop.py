@@ -91,15 +91,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         RunError: non-finite loss (``on_nonfinite=stop``), a dataset that is not available,
             or ``resume`` with checkpoints none of which is usable.
     """
-    with ExitStack() as held:  # the run folder's lock, released when the run ends
-        return _train(config, out_dir, held, resume=resume, until_step=until_step,
+    with ExitStack() as locks:  # the run folder's lock, released when the run ends
+        return _train(config, out_dir, locks, resume=resume, until_step=until_step,
                       progress=progress, task=task, restart=restart)
 
 
-def _train(config: TrainConfig, out_dir: str | Path, held: ExitStack, *, resume: bool,
+def _train(config: TrainConfig, out_dir: str | Path, locks: ExitStack, *, resume: bool,
            until_step: int | None, progress: bool, task: Any, restart: bool) -> TrainResult:
-    """:func:`train`, with the run folder's lock entered on ``held``."""
-    run, device, resume = _open_run(config, out_dir, held, resume=resume, restart=restart)
+    """:func:`train`, with the run folder's lock entered on ``locks``."""
+    run, device, resume = _open_run(config, out_dir, locks, resume=resume, restart=restart)
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
     train_set, held = _load_data(config, trainee, device)
@@ -197,9 +197,9 @@ def _start_processes(config: TrainConfig) -> torch.device:
     return device
 
 
-def _open_run(config: TrainConfig, out_dir: str | Path, held: ExitStack, *, resume: bool,
+def _open_run(config: TrainConfig, out_dir: str | Path, locks: ExitStack, *, resume: bool,
               restart: bool) -> tuple[RunDir, torch.device, bool]:
-    """The run folder (locked by rank 0 on ``held``; prepared; a ``restart`` moves the
+    """The run folder (locked by rank 0 on ``locks``; prepared; a ``restart`` moves the
     previous attempt aside), this process's device, and whether the run resumes
     (never after a restart).
 
@@ -209,7 +209,7 @@ def _open_run(config: TrainConfig, out_dir: str | Path, held: ExitStack, *, resu
     run = RunDir(output_folder(out_dir, what="run folder (--out)"))
     device = _start_processes(config)
     if distributed.rank() == 0:
-        held.enter_context(folder_lock(run.path, what="run folder"))
+        locks.enter_context(folder_lock(run.path, what="run folder"))
     run.prepare(config, resume=resume, restart=restart)
     if restart:
         if distributed.rank() == 0 and (moved := run.discard()) is not None:
