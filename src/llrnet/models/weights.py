@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from llrnet import __version__
 from llrnet.core.devices import resolve_device
@@ -160,8 +161,6 @@ def check_architecture_record(record: Mapping[str, Any], path: str | os.PathLike
 def _at_most(count: int, what: str) -> Iterator[None]:
     """Stop a model build (WeightsError) once it registers more than ``count``
     parameters and buffers, before it builds the rest."""
-    from torch.nn.modules import module as torch_module
-
     seen = [0]
 
     def counted(*_: Any) -> None:
