@@ -42,11 +42,12 @@ def read_holder(path: str | os.PathLike[str]) -> str:
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike[str], *, what: str, name: str = LOCK_FILE,
-                shared: bool = False) -> Iterator[Path]:
+                shared: bool = False, wait: bool = False) -> Iterator[Path]:
     """Hold a lock on ``folder`` (created if missing) for the ``with`` body.
 
     The lock is ``fcntl.flock`` on ``folder/name``, exclusive (or ``shared``:
-    several shared holders, no exclusive one), taken without waiting; the
+    several shared holders, no exclusive one), taken without waiting (``wait``:
+    waiting for the holder, for locks only ever held for a moment); the
     holder writes :func:`holder_line` into the file. The kernel releases it when
     the process ends, however it ends, so a killed holder never leaves a stale
     lock. ``what`` names the folder in the error (e.g. ``"run folder"``).
@@ -65,7 +66,8 @@ def folder_lock(folder: str | os.PathLike[str], *, what: str, name: str = LOCK_F
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                        | (0 if wait else fcntl.LOCK_NB))
         except OSError as error:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise

@@ -73,7 +73,6 @@ def open_state(plan: EvalPlan, out: Path, *, restart: bool = False) -> RunState:
     Raises:
         UsageError: ``out`` holds an evaluation with other arguments or another
             precision, or chunks without a readable manifest.
-        RunError: another process is checking or writing the manifest.
     """
     state = RunState(out)
     first = distributed.rank() == 0

@@ -171,15 +171,14 @@ class RunState:
 
     @contextmanager
     def manifest_lock(self, enabled: bool = True) -> Iterator[None]:
-        """Hold the state folder's manifest lock (``state/.manifest.lock``) if ``enabled``.
-
-        Raises:
-            RunError: another process holds it (naming that process).
-        """
+        """Hold the state folder's manifest lock (``state/.manifest.lock``) if ``enabled``,
+        waiting for another process that holds it (it is held only while a manifest is
+        checked or written: processes running other attacks start side by side)."""
         if not enabled:
             yield
             return
-        with folder_lock(self.root, what="evaluation output folder", name=MANIFEST_LOCK):
+        with folder_lock(self.root, what="evaluation output folder", name=MANIFEST_LOCK,
+                         wait=True):
             yield
 
     @contextmanager
