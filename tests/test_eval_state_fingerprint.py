@@ -124,14 +124,15 @@ from llrnet.core.locks import folder_lock
 folder, name, shared = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "shared"
 with folder_lock(folder, what="test", name=name, shared=shared):
     print("held", flush=True)
-    time.sleep(60)
+    time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 60)
 """
 
 
-def hold(folder: Path, name: str, shared: bool = False) -> subprocess.Popen[str]:
-    """A second process holding ``folder/name``'s lock until killed."""
+def hold(folder: Path, name: str, shared: bool = False,
+         seconds: float = 60) -> subprocess.Popen[str]:
+    """A second process holding ``folder/name``'s lock until killed (or ``seconds``)."""
     child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), name,
-                              "shared" if shared else "exclusive"],
+                              "shared" if shared else "exclusive", str(seconds)],
                              stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": SRC})
     assert child.stdout is not None and child.stdout.readline().strip() == "held"
@@ -169,3 +170,14 @@ def test_the_lock_is_released_after_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="killed"):
         evaluate(tiny_model(), killed, tiny_data(), out_dir=tmp_path, progress=False)
     run(tmp_path)
+
+
+def test_the_manifest_lock_is_waited_for(tmp_path: Path) -> None:
+    # Held only while a manifest is checked or written: a second process starting
+    # another attack at the same moment waits for it instead of failing.
+    child = hold(tmp_path / "state", ".manifest.lock", seconds=3)
+    try:
+        run(tmp_path)
+        assert child.wait(60) == 0
+    finally:
+        stop(child)
