@@ -63,7 +63,7 @@ def folder_lock(folder: str | os.PathLike[str], *, what: str, name: str = LOCK_F
     if fcntl is None:  # pragma: no cover
         yield path
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
