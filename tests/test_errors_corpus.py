@@ -646,8 +646,8 @@ CASES += [
          lambda k: [k.out("train") / "config.yaml"]),
     Case("train resume edited config", _edited_run, 2,
          r"different configuration \(optim\.lr: .* -> 0\.123\) than the one .*step-\d+\.pt"),
-    Case("weights edited activation", lambda k: _edited_weights(
-        k, lambda r: r["kwargs"].update(activation="relu")), 2,
+    Case("weights edited bn_eps", lambda k: _edited_weights(  # same shapes, other numbers
+        k, lambda r: r["kwargs"].update(bn_eps=0.001)), 2,
          r"architecture record .* does not match its arch_sha256"),
     Case("weights future format", lambda k: _edited_weights(
         k, lambda r: r.update(format_version=99)), 2, r"weights format 99, newer than"),

@@ -222,24 +222,30 @@ def _file_shapes(handle: Any) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     return shapes
 
 
-def _checked_model(record: Mapping[str, Any], shapes: Mapping[str, Any],
-                   path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The record's checked kwargs, after building its model on the meta device (no
-    memory; stopped early if it has more tensors than the file) and comparing every
-    shape and dtype with the file's.
+def _checked_kwargs(record: Mapping[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The record's kwargs checked against its architecture's signature (nothing built).
 
     Raises:
-        WeightsError: bad kwargs, or an architecture that does not fit the tensors.
+        WeightsError: an unknown architecture, or kwargs that are not a mapping of
+            its arguments with values of their types (the message names the key).
     """
-    architecture = str(record["architecture"])
     try:
-        kwargs = check_model_arguments(architecture, record.get("kwargs", {}))
-        with _at_most(len(shapes), str(path)), torch.device("meta"):
-            skeleton = build_model(architecture, **kwargs)
+        return check_model_arguments(str(record["architecture"]), record.get("kwargs", {}))
     except UsageError as error:
         raise WeightsError(f"{path}: metadata record: {error}") from None
+
+
+def _fit_on_meta(architecture: str, kwargs: Mapping[str, Any], shapes: Mapping[str, Any],
+                 path: str | os.PathLike[str]) -> None:
+    """Build ``architecture`` on the meta device (no memory; stopped early if it has far
+    more tensors than the file) and compare every shape and dtype with the file's.
+
+    Raises:
+        WeightsError: an architecture that does not fit the tensors.
+    """
+    with _at_most(len(shapes), str(path)), torch.device("meta"):
+        skeleton = build_model(architecture, **kwargs)
     check_shapes(skeleton, shapes, source=str(path))
-    return kwargs
 
 
 def load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor],
@@ -286,9 +292,10 @@ def load_weights(
 
     The returned model is in eval mode on ``device``; its record is attached as
     ``model.llrnet_metadata``. Nothing is allocated before the record is checked:
-    its ``format_version`` (newer: refused), its ``arch_sha256`` (format 1 files
-    have none: a warning), its kwargs, and every tensor's name, shape and dtype
-    against the architecture built on the meta device.
+    its ``format_version`` (newer: refused), its kwargs against the builder's
+    signature, its ``arch_sha256`` (format 1 files have none: a warning), and
+    every tensor's name, shape and dtype against the architecture built on the
+    meta device.
 
     Raises:
         WeightsError: any of these checks fails, or the tensors' sha256 differs.
@@ -296,10 +303,11 @@ def load_weights(
     target = resolve_device(device)
     with _open(path) as handle:
         record = _record(handle.metadata(), path)
-        # The record is untrusted input: its hash, kwargs and every tensor's shape are
-        # checked (on the meta device) before any memory is allocated.
+        # The record is untrusted input: its kwargs, its hash and every tensor's shape
+        # are checked (on the meta device) before any memory is allocated.
+        kwargs = _checked_kwargs(record, path)
         check_architecture_record(record, path)
-        kwargs = _checked_model(record, _file_shapes(handle), path)
+        _fit_on_meta(str(record["architecture"]), kwargs, _file_shapes(handle), path)
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     digest = tensors_sha256(tensors)
     if record.get("sha256") != digest:
