@@ -12,6 +12,11 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -58,6 +63,8 @@ class FakeBucket:
     transient: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    auth: str | None = None  # the Authorization every /bucket/ request must carry
+    seen_auth: set[str | None] = field(default_factory=set)
 
 
 def _handler(bucket: FakeBucket) -> type[BaseHTTPRequestHandler]:
@@ -76,14 +83,20 @@ def _handler(bucket: FakeBucket) -> type[BaseHTTPRequestHandler]:
             path = self.path
             with bucket.lock:
                 bucket.hits[path] += 1
-                fault = bucket.faults.get(path)
+                fault = bucket.faults.get(path.split("?")[0])
                 if fault == "transient" and bucket.transient[path] < 2:
                     bucket.transient[path] += 1
                     fault = "503"
                 elif fault == "transient":
                     fault = None
-            body = bucket.files.get(path)
-            if fault == "404" or body is None:
+            body = bucket.files.get(path.split("?")[0])
+            if path.startswith("/bucket/"):
+                bucket.seen_auth.add(self.headers.get("Authorization"))
+                if bucket.auth is not None and self.headers.get("Authorization") != bucket.auth:
+                    fault = "401"
+            if fault == "401":
+                self._send(401, b"who are you")
+            elif fault == "404" or body is None:
                 self._send(404, b"not found")
             elif fault == "503":
                 self._send(503, b"busy")
@@ -97,6 +110,31 @@ def _handler(bucket: FakeBucket) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             elif fault == "html":
                 self._send(200, b"<html><body>Access denied</body></html>")
+            elif fault == "endless":  # no Content-Length, bytes until the client hangs up
+                self.send_response(200)
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    while True:
+                        self.wfile.write(b"\xff" * 65536)
+            elif fault == "drip":  # a byte every 0.05 s: never a read timeout, far too slow
+                self.send_response(200)
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    for byte in body[:200]:
+                        time.sleep(0.05)
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+            elif fault == "loop":
+                self.send_response(302)
+                self.send_header("Location", path + "?again=1" if "?" not in path else
+                                 path.split("?")[0])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif fault == "to-file":
+                self.send_response(301)
+                self.send_header("Location", "file:///etc/passwd")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             else:
                 self._send(200, body)
 
@@ -292,3 +330,102 @@ def test_sources_precedence_argument_over_environment_over_default(
 def test_retry_backoff_doubles_and_is_capped() -> None:
     policy = RetryPolicy(backoff=0.5, max_backoff=3.0)
     assert [policy.wait(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+@pytest.mark.slow
+def test_image_downloads_are_bounded_and_what_cannot_succeed_is_asked_once(
+    served: FakeBucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    faults = {image_path("bird", 1): "endless", image_path("bird", 2): "drip",
+              image_path("bicycle", 1): "loop", image_path("bicycle", 2): "to-file"}
+    served.faults.update(faults)
+    monkeypatch.setenv("LLRNET_MIN_RATE", "1000")
+    monkeypatch.setenv("LLRNET_RATE_WINDOW", "0.3")
+    root = tmp_path / "bob"
+    assert cli_download(root, served, "--max-image-size", "1M") == 1
+    capsys.readouterr()
+    report = json.loads((root / "0.0.4" / "download_report.json").read_text())
+    reasons = {f["url"].split("/")[-1][:-4]: f["reason"] for f in report["failed"]}
+    assert reasons[make_id("bird", 1)] == ("the body passed 1048576 bytes, over the download "
+                                           "cap of 1 MiB; raise the cap with --max-image-size "
+                                           "or $LLRNET_BOB_MAX_IMAGE_SIZE")
+    assert re.match(r"too slow: \d+ bytes in 0\.\d s, below the minimum of 1000 bytes/s over "
+                    r"0\.3 s .* \(after 3 attempts\)$", reasons[make_id("bird", 2)])
+    assert re.match(r"redirect loop at http://127\.0\.0\.1:\d+/bucket/train/\w+\.jpg$",
+                    reasons[make_id("bicycle", 1)])
+    assert reasons[make_id("bicycle", 2)].startswith("refusing a redirect to a file: URL")
+    hits = {p: n for p, n in served.hits.items() if p.startswith("/bucket/")}
+    loop = image_path("bicycle", 1)
+    assert (hits[image_path("bird", 1)], hits[image_path("bicycle", 2)]) == (1, 1)
+    assert (hits[loop], hits[loop + "?again=1"]) == (1, 1)
+    assert hits[image_path("bird", 2)] == 3  # too slow can pass on a retry: retried
+    assert report["present"] == {"test": {"bicycle": 123, "bird": 123}}
+
+
+def test_a_credentialed_mirror_is_used_but_never_written(
+    served: FakeBucket, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import base64
+
+    served.auth = "Basic " + base64.b64encode(b"mirror:hunter2").decode()
+    served.faults[image_path("bird", 4)] = "404"
+    root = tmp_path / "bob"
+    mirror = served.url.replace("http://", "http://mirror:hunter2@") + "/bucket"
+    caplog.set_level(logging.DEBUG)
+    assert main(["data", "download", "--root", str(root), "--splits", "test", "--mirror",
+                 mirror, "--retries", "0", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert served.seen_auth == {served.auth}  # every image request carried it
+    text = (root / "0.0.4" / "download_report.json").read_text()
+    report = json.loads(text)
+    assert report["sources"]["images"] == served.url.replace("http://", "http://REDACTED@") + \
+        "/bucket"
+    assert report["failed"][0]["url"].startswith("http://REDACTED@127.0.0.1")
+    assert report["present"] == {"test": {"bicycle": 125, "bird": 124}}
+    assert "hunter2" not in text + out + err + caplog.text
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_at_once_in_one_line_and_resumes(
+    served: FakeBucket, tmp_path: Path,
+) -> None:
+    """ENOSPC is simulated by patching ``Path.write_bytes`` in a child process: the
+    sixth image write puts half its bytes on disk, then fails as a full disk does."""
+    root = tmp_path / "bob"
+    digests = dict(sources_module.ID_LIST_SHA256)
+    code = f"""
+import errno, pathlib, sys
+import llrnet.data.bird_or_bicycle.sources as sources
+sources.ID_LIST_SHA256.update({digests!r})
+real = pathlib.Path.write_bytes
+count = [0]
+def write_bytes(self, data):
+    if "/0.0.4/test/" in str(self):
+        count[0] += 1
+        if count[0] > 5:
+            real(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+    return real(self, data)
+pathlib.Path.write_bytes = write_bytes
+from llrnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    argv = ["data", "download", "--root", str(root), "--splits", "test", "--mirror",
+            f"{served.url}/bucket", "--workers", "8", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"llrnet data download: error: no space left on device: {root / '0.0.4'}"]
+    base = root / "0.0.4"
+    images = sorted(base.glob("test/*/*"))
+    assert len(images) == 5 and all(p.suffix == ".jpg" for p in images)  # no temporaries
+    assert not (base / "download_report.json").exists()
+    served.hits.clear()
+    assert cli_download(root, served) == 0  # the rerun completes what is missing
+    report = json.loads((base / "download_report.json").read_text())
+    assert (report["downloaded"], report["skipped"], report["complete"]) == (245, 5, True)
+    assert sum(1 for p in served.hits if p.startswith("/bucket/")) == 245

@@ -13,6 +13,8 @@ to 64x64 images, a two-step training run), so the file takes seconds.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import pickle
 import re
@@ -191,6 +193,14 @@ class Kit:
         empty = folder / "empty_module"
         empty.mkdir()
         paths["empty_module"] = empty
+        # Bombs: a member announced as 3 GiB (alone, or after a valid module), and
+        # more members than the cap; refused from their headers, nothing written.
+        paths["bomb"] = _bomb(folder / "bomb.tar.gz")
+        paths["bomb_beside"] = _bomb(folder / "bomb_beside.tar.gz", FIXTURES / "linear")
+        paths["many_members"] = folder / "many_members.tar.gz"
+        with tarfile.open(paths["many_members"], "w:gz") as archive:
+            for i in range(10_001):
+                archive.addfile(tarfile.TarInfo(f"m/{i:05d}"), io.BytesIO(b""))
         return paths
 
     @staticmethod
@@ -275,6 +285,20 @@ def _png_header(width: int, height: int) -> bytes:
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     torch.set_num_threads(1)
     return Kit(tmp_path_factory.mktemp("corpus"))
+
+
+def _bomb(path: Path, beside: Path | None = None) -> Path:
+    """A ``.tar.gz`` whose last member's header announces 3 GiB (4 KiB follow it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for file in sorted(beside.rglob("*")) if beside is not None else []:
+            archive.add(file, arcname=file.relative_to(beside).as_posix(), recursive=False)
+        end = archive.offset
+    body = buffer.getvalue()[:end]  # without the end-of-archive blocks
+    bomb = tarfile.TarInfo("variables/bomb.bin")
+    bomb.size = 3 << 30
+    path.write_bytes(gzip.compress(body + bomb.tobuf(tarfile.GNU_FORMAT) + bytes(4096)))
+    return path
 
 
 @dataclass(frozen=True)
@@ -559,6 +583,33 @@ CASES = [
     # --- the command itself ---
     Case("unknown command", lambda k: ["frobnicate"], 2, r"invalid choice"),
     Case("unknown option", lambda k: ["models", "--frob"], 2, r"unrecognized arguments"),
+    # --- bounded downloads and extraction, credentials (issue 30) ---
+    Case("import archive bomb", _import(lambda k: k.archives["bomb"]), 2,
+         r"bomb\.tar\.gz: uncompressed size passes 3 GiB at 'variables/bomb\.bin', over 100 "
+         r"times the archive's .* \(the ratio cap, \$LLRNET_HUB_MAX_RATIO\)", _imported),
+    Case("import bomb beside a module", _import(lambda k: k.archives["bomb_beside"]), 2,
+         r"bomb_beside\.tar\.gz: .* over 100 times the archive's", _imported),
+    Case("inspect archive with too many members",
+         lambda k: ["inspect-hub", str(k.archives["many_members"])], 2,
+         r"more than 10000 members, over the member cap \(\$LLRNET_HUB_MAX_MEMBERS\)"),
+    Case("import max download not a size",
+         _import(lambda k: k.archives["good"], "--max-download", "lots"), 2,
+         r"--max-download: 'lots' is not a size", _imported),
+    Case("inspect max download 0",
+         lambda k: ["inspect-hub", "https://example.com/m.tar.gz", "--max-download", "0"], 2,
+         r"--max-download must be > 0 bytes"),
+    Case("pretrained max download 0",
+         lambda k: ["pretrained", "llr_pretrain_adv", "--max-download", "0"], 2,
+         r"--max-download must be > 0 bytes"),
+    Case("download max image size not a size",
+         lambda k: ["data", "download", "--root", str(k.out("bob")), "--max-image-size",
+                    "1Q"], 2, r"--max-image-size: '1Q' is not a size",
+         lambda k: [k.out("bob")]),
+    Case("import url with a password, offline",
+         lambda k: ["import-hub", "https://user:hunter2@example.com/m.tar.gz?token=t0k",
+                    "--offline", "--out", str(k.out("imported.safetensors"))], 2,
+         r"error: https://example\.com/m\.tar\.gz is not in the cache \([^)]*\) and "
+         r"downloads are off", _imported),
 ]
 
 # --- state that cannot mix runs, untrusted weights records, locks, special files (issue 30) ---
@@ -689,6 +740,33 @@ def test_bad_input_gives_one_line_and_the_right_exit_code(
         assert errors[0].startswith("llrnet"), errors[0]
     for path in case.absent(kit):
         assert not path.exists(), f"{path} was left behind"
+
+
+@pytest.mark.parametrize("variable", ["LLRNET_HUB_CACHE", "TFHUB_CACHE_DIR"])
+def test_a_cache_variable_naming_a_file_gives_one_line(
+        variable: str, kit: Kit, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLRNET_HUB_CACHE", str(kit.root / "hub_cache"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(kit.root / "tfhub_cache"))
+    monkeypatch.setenv(variable, str(kit.file))
+    source = (str(kit.archives["good"]) if variable == "LLRNET_HUB_CACHE"
+              else "deepmind/llr-pretrain-adv/linear/1")
+    code = _run(["inspect-hub", source, "--offline"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    cache = "extraction" if variable == "LLRNET_HUB_CACHE" else "module"
+    assert err.splitlines() == [
+        f"llrnet inspect-hub: error: the {cache} cache {kit.file} (chosen by ${variable}) is "
+        f"not a folder: {kit.file} is a file; point the variable at a folder, or unset it"], err
+    assert kit.file.read_text() == "not a folder\n"
+
+
+def test_no_secret_of_a_url_reaches_the_error_line(
+        kit: Kit, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["import-hub", "https://user:hunter2@example.com/m.tar.gz?token=t0k",
+                 "--offline", "--out", str(kit.out("x.safetensors"))]) == 2
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err and "t0k" not in out + err
 
 
 def test_the_corpus_is_large_and_covers_every_command(kit: Kit) -> None:

@@ -215,7 +215,7 @@ def test_a_cache_filled_by_tensorflow_is_used(hub: tuple[Hub, str], tmp_path: Pa
 
 
 @pytest.mark.parametrize(("fault", "message"), [
-    ("404", r"storage/deepmind/local-linearity/cifar10/1\.tar\.gz\?sig=abc: HTTP 404"),
+    ("404", r"storage/deepmind/local-linearity/cifar10/1\.tar\.gz\?sig=REDACTED: HTTP 404"),
     ("html", r"answered with an HTML page, not a module archive"),
     ("truncated", r"cifar10/1\?tf-hub-format=compressed: .*not a readable tar archive"),
 ])

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     download.add_argument("--retries", type=int, default=3,
                           help="retries per image after the first attempt (3)")
     download.add_argument("--no-progress", action="store_true", help="no progress bars")
+    download.add_argument("--max-image-size", default=None, metavar="SIZE",
+                          help="cap on one image download, e.g. 128M (default: "
+                          "$LLRNET_BOB_MAX_IMAGE_SIZE, else 64M)")
     download.set_defaults(func=_download)
 
     verify = commands.add_parser("verify", help="check counts, sizes and decodability")
@@ -67,6 +70,7 @@ def _download(args: argparse.Namespace) -> int:
         policy=RetryPolicy(timeout=args.timeout, attempts=args.retries + 1),
         extras_rule=ExtrasRule(exclude_ambiguous=args.exclude_ambiguous),
         progress=not args.no_progress,
+        max_image_bytes=args.max_image_size,
     )
     print(report.summary())
     for failure in report.failed[:20]:

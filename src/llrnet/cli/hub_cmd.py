@@ -9,6 +9,8 @@ from typing import Any
 SOURCE_HELP = ("module folder, .tar.gz archive, handle (deepmind/llr-pretrain-adv/latents/1, "
                "fetched from $LLRNET_HUB_URL or https://tfhub.dev into the module cache), "
                "tfhub.dev or Kaggle Models URL")
+MAX_DOWNLOAD_HELP = ("cap on a module download, e.g. 8G (default: $LLRNET_HUB_MAX_DOWNLOAD, "
+                     "else 4G; a larger Content-Length is refused before reading)")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     inspect.add_argument("--sha256", default=None, help="expected sha256 of the archive")
     inspect.add_argument("--offline", action="store_true",
                          help="handles and URLs: use the module cache only, never download")
+    inspect.add_argument("--max-download", default=None, metavar="SIZE", help=MAX_DOWNLOAD_HELP)
     inspect.set_defaults(func=_inspect)
 
     imp = subparsers.add_parser(
@@ -45,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                      help="skip the CRC32C checks of the checkpoint")
     imp.add_argument("--offline", action="store_true",
                      help="handles and URLs: use the module cache only, never download")
+    imp.add_argument("--max-download", default=None, metavar="SIZE", help=MAX_DOWNLOAD_HELP)
     imp.set_defaults(func=_import)
 
     pre = subparsers.add_parser(
@@ -55,14 +59,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     pre.add_argument("--offline", action="store_true", help="use the caches only")
     pre.add_argument("--verify", action="store_true",
                      help="compare the conversion with TensorFlow when available")
+    pre.add_argument("--max-download", default=None, metavar="SIZE", help=MAX_DOWNLOAD_HELP)
     pre.set_defaults(func=_pretrained)
+
+
+def _check_max_download(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--max-download`` before any work, even for a local module."""
+    from llrnet.core.http import parse_size  # deferred: imports requests, per command
+
+    if args.max_download is not None:
+        parse_size(args.max_download, "--max-download")
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from llrnet.hub import inspect_hub  # deferred: heavy, per command
 
+    _check_max_download(args)
     report = inspect_hub(args.path, verify=not args.no_verify, expected_sha256=args.sha256,
-                         offline=args.offline)
+                         offline=args.offline, max_download=args.max_download)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
         return 0
@@ -94,10 +108,12 @@ def _inspect(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from llrnet.hub import import_hub  # deferred: heavy, per command
 
+    _check_max_download(args)
     record = import_hub(args.path, architecture=args.arch, out=args.out, linear=args.linear,
                         verify=args.verify, verify_crc=not args.no_verify_crc,
                         expected_sha256=args.sha256, tf_python=args.tf_python,
-                        image_size=args.image_size, offline=args.offline)
+                        image_size=args.image_size, offline=args.offline,
+                        max_download=args.max_download)
     print(f"wrote {args.out} ({record['architecture']}, sha256 {record['sha256'][:16]}...)")
     for check in record["checks"]:
         print(f"  ok  {check}" if not check.startswith("tensorflow: skipped")
@@ -117,6 +133,8 @@ def _pretrained(args: argparse.Namespace) -> int:
             converted = "converted" if state["converted"] else "not converted"
             print(f"{name:<24} {state['description']}\n{'':<24} {modules}; weights {converted}")
         return 0
-    path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify)
+    _check_max_download(args)
+    path = fetch_pretrained(args.name, offline=args.offline, verify=args.verify,
+                            max_download=args.max_download)
     print(f"{args.name}: {path}")
     return 0

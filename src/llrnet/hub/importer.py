@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llrnet.core.errors import LlrnetError, RunError
+from llrnet.core.http import redact_url
 from llrnet.core.paths import output_file
 from llrnet.hub.conversion.convert import Conversion, convert
 from llrnet.hub.conversion.verify import Verification, verify_conversion
@@ -16,6 +17,7 @@ from llrnet.hub.formats.module import HubModule, open_module
 from llrnet.hub.formats.savedmodel import select_meta_graph
 from llrnet.hub.recognition.analyze import analyze
 from llrnet.hub.remote.cache import fetch_module
+from llrnet.hub.remote.download import download_limits
 from llrnet.hub.remote.sources import resolve_source
 from llrnet.models import save_weights
 
@@ -23,13 +25,15 @@ logger = logging.getLogger(__name__)
 
 
 def inspect_hub(path: str | os.PathLike[str], *, verify: bool = True,
-                expected_sha256: str | None = None, offline: bool = False) -> dict[str, Any]:
+                expected_sha256: str | None = None, offline: bool = False,
+                max_download: int | str | None = None) -> dict[str, Any]:
     """Signatures, variables, op histogram and architecture facts of a module
     (a folder, archive, handle or URL: :func:`open_source`).
 
     The facts are ``{"error": ...}`` when the graph is not a recognized network.
     """
-    module = open_source(path, verify=verify, expected_sha256=expected_sha256, offline=offline)
+    module = open_source(path, verify=verify, expected_sha256=expected_sha256, offline=offline,
+                         max_download=max_download)
     reader = module.reader
     variables = [reader.info(name) for name in reader.names()]
     meta = select_meta_graph(module.graphs, ())
@@ -39,7 +43,7 @@ def inspect_hub(path: str | os.PathLike[str], *, verify: bool = True,
         facts = {"error": str(error)}
     return {
         "path": str(module.path),
-        "source": module.source,
+        "source": redact_url(module.source),
         "sha256": module.sha256,
         "sha256_checked": module.sha256_checked,
         "meta_graphs": [{"tags": list(g.tags), "nodes": len(g.graph.node),
@@ -62,16 +66,20 @@ def _group(derived: dict[str, str]) -> dict[str, list[str]]:
 
 
 def _source_record(module: HubModule) -> dict[str, Any]:
-    return {"path": module.source, "sha256": module.sha256,
+    # a URL's credentials never reach the weights file (the request used them)
+    return {"path": redact_url(module.source), "sha256": module.sha256,
             "sha256_checked": module.sha256_checked, "sha256_of": module.sha256_of}
 
 
 def open_source(source: str | os.PathLike[str], *, verify: bool = True,
                 expected_sha256: str | None = None, offline: bool = False,
-                progress: bool = True) -> HubModule:
+                progress: bool = True, max_download: int | str | None = None) -> HubModule:
     """A module from a folder, an archive, a handle or a URL (fetched into the cache).
 
-    A fetched module's ``source`` is its URL and its ``sha256`` the downloaded
+    ``max_download``: cap on a download in bytes (or ``"4G"``), else
+    ``$LLRNET_HUB_MAX_DOWNLOAD``, else 4 GiB (``remote.download.download_limits``).
+    A fetched module's ``source`` is its URL without credentials and its
+    ``sha256`` the downloaded
     archive's (recorded in the cache's descriptor; the module files' hash when
     the cache was filled by tensorflow_hub, which keeps no archive hash).
     """
@@ -79,7 +87,7 @@ def open_source(source: str | os.PathLike[str], *, verify: bool = True,
     if isinstance(resolved, Path):
         return open_module(resolved, verify=verify, expected_sha256=expected_sha256)
     cached = fetch_module(resolved, offline=offline, expected_sha256=expected_sha256,
-                          progress=progress)
+                          progress=progress, limits=download_limits(max_download))
     module = open_module(cached.folder, verify=verify)
     if cached.sha256 is None:
         return replace(module, source=resolved.url)
@@ -92,7 +100,7 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
                verify: bool = False, verify_crc: bool = True,
                expected_sha256: str | None = None, linear_sha256: str | None = None,
                tf_python: str | None = None, image_size: int = 224,
-               offline: bool = False) -> dict[str, Any]:
+               offline: bool = False, max_download: int | str | None = None) -> dict[str, Any]:
     """Convert a TF1 Hub module (plus its linear head) into an llrnet weights file.
 
     Args:
@@ -106,6 +114,7 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
         verify: also compare with TensorFlow (skipped, and recorded so, without it).
         verify_crc: check checkpoint CRC32C (default on).
         offline: use only the module cache for handles and URLs.
+        max_download: cap on each module download (:func:`open_source`).
 
     Returns:
         The metadata record written (``source``, ``checks``, ``import`` facts).
@@ -116,10 +125,10 @@ def import_hub(path: str | os.PathLike[str], *, architecture: str | None = None,
     """
     output_file(out, what="weights file (--out)")  # before the conversion's work
     module = open_source(path, verify=verify_crc, expected_sha256=expected_sha256,
-                         offline=offline)
+                         offline=offline, max_download=max_download)
     head = None if linear is None else open_source(linear, verify=verify_crc,
                                                    expected_sha256=linear_sha256,
-                                                   offline=offline)
+                                                   offline=offline, max_download=max_download)
     conversion: Conversion = convert(module, architecture=architecture, linear=head)
     verification = (_verify(conversion, module, head, tf_python, image_size) if verify
                     else None)

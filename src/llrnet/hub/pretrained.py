@@ -37,10 +37,12 @@ def cache_state(name: str) -> dict[str, Any]:
             "weights": str(weights_path(name)), "converted": weights_path(name).is_file()}
 
 
-def fetch_pretrained(name: str, *, offline: bool | None = None, verify: bool = False) -> Path:
+def fetch_pretrained(name: str, *, offline: bool | None = None, verify: bool = False,
+                     max_download: int | str | None = None) -> Path:
     """Fetch and convert ``name`` if its weights are not cached yet; returns their path.
 
-    ``offline`` None: ``$LLRNET_OFFLINE`` is "1".
+    ``offline`` None: ``$LLRNET_OFFLINE`` is "1". ``max_download``: cap on each
+    module download (else ``$LLRNET_HUB_MAX_DOWNLOAD``, else 4 GiB).
 
     Raises:
         InputError: offline with an empty cache (what is missing is named), or a
@@ -62,7 +64,7 @@ def fetch_pretrained(name: str, *, offline: bool | None = None, verify: bool = F
     logger.info("converting %s from %s", name, entry.handle)
     try:
         import_hub(entry.handle, linear=entry.linear, architecture=entry.architecture or name,
-                   out=path, verify=verify, offline=offline)
+                   out=path, verify=verify, offline=offline, max_download=max_download)
     except RunError as error:
         raise RunError(f"{what}, and fetching failed: {error}") from None
     return path

@@ -4,6 +4,7 @@ More: docs/data.md, "llrnet.data.bird_or_bicycle.download"."""
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
 import threading
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from llrnet.core.errors import RunError, UsageError
 from llrnet.core.fileio import atomic_write_bytes, atomic_write_json
-from llrnet.core.http import FetchError, RetryPolicy, fetch
+from llrnet.core.http import FetchError, RetryPolicy, TransferLimits, fetch, redact_url
 from llrnet.core.paths import output_folder
 from llrnet.data.bird_or_bicycle.extras import ExtrasRule, select_extras_from_url
 from llrnet.data.bird_or_bicycle.idlists import fetch_id_lists, parse_id_list, split_ids
@@ -31,6 +32,15 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("~/datasets/bird_or_bicycle").expanduser()
 
 REPORT_NAME = "download_report.json"
+
+#: Default cap on one image (or id list) download, in bytes.
+MAX_IMAGE_BYTES = 64 << 20
+ENV_MAX_IMAGE_BYTES = "LLRNET_BOB_MAX_IMAGE_SIZE"
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class _DiskFullError(Exception):
+    """A worker could not write an image: the disk (or quota) is full."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ def download(
     policy: RetryPolicy | None = None,
     extras_rule: ExtrasRule | None = None,
     progress: bool = True,
+    max_image_bytes: int | str | None = None,
 ) -> DownloadReport:
     """Download (or complete) the bird-or-bicycle splits under ``root``.
 
@@ -149,6 +160,9 @@ def download(
         extras_rule: extras selection; ``ExtrasRule(exclude_ambiguous=True)`` drops
             images showing both classes.
         progress: show progress bars.
+        max_image_bytes: cap on one image or id list download in bytes (or
+            ``"64M"``); else ``$LLRNET_BOB_MAX_IMAGE_SIZE``, else 64 MiB. The
+            minimum rate comes from ``$LLRNET_MIN_RATE`` / ``$LLRNET_RATE_WINDOW``.
 
     Returns:
         The report (also written to ``<root>/0.0.4/download_report.json``).
@@ -157,23 +171,43 @@ def download(
     Raises:
         RunError: the id lists cannot be fetched or fail their sha256 check
             (then nothing is written), or the box CSV cannot be read.
+        OSError: ``OSError(ENOSPC, "no space left on device", <root>/0.0.4)``
+            at the first full-disk write: the run stops there, every image on
+            disk is complete, and a rerun goes on where it stopped.
     """
     split_names = parse_splits(splits)
     if workers < 1:
         raise UsageError(f"workers must be >= 1, got {workers}")
+    limits = TransferLimits.from_env(max_image_bytes, env=ENV_MAX_IMAGE_BYTES,
+                                     default=MAX_IMAGE_BYTES, flag="--max-image-size")
     run = _Download(splits=split_names, sources=sources or Sources(),
                     policy=policy or RetryPolicy(), extras_rule=extras_rule or ExtrasRule(),
                     base=output_folder(root, what="dataset root (--root)") / VERSION,
-                    sessions=_Sessions(), workers=workers, progress=progress)
+                    sessions=_Sessions(), workers=workers, progress=progress, limits=limits)
     report = _new_report(root, run)
-    id_lists = _fetch_id_lists(run)  # checked before anything is written
-    wanted = _wanted_ids(run, id_lists, report)
-    jobs = [ImageJob(s, c, i, run.base / s / c / f"{i}.jpg")
-            for s in run.splits for c in CLASSES for i in wanted[s][c]]
-    _remove_stale_temporaries(run.base, run.splits)
-    _run_jobs(jobs, report, run)
-    _finish_report(run, report, jobs)
+    try:
+        id_lists = _fetch_id_lists(run)  # checked before anything is written
+        wanted = _wanted_ids(run, id_lists, report)
+        jobs = [ImageJob(s, c, i, run.base / s / c / f"{i}.jpg")
+                for s in run.splits for c in CLASSES for i in wanted[s][c]]
+        _remove_stale_temporaries(run.base, run.splits)
+        _run_jobs(jobs, report, run)
+        _finish_report(run, report, jobs)
+    except (OSError, _DiskFullError) as error:
+        if isinstance(error, OSError) and error.errno not in _DISK_FULL:
+            raise
+        _stale_report(run.base)
+        raise OSError(errno.ENOSPC, "no space left on device", str(run.base)) from None
     return report
+
+
+def _stale_report(base: Path) -> None:
+    """Remove a report of an earlier run, which would describe a dataset this run
+    changed (writing a new one needs the space that is missing)."""
+    try:
+        (base / REPORT_NAME).unlink(missing_ok=True)
+    except OSError:
+        log.debug("could not remove %s", base / REPORT_NAME)
 
 
 @dataclass(frozen=True)
@@ -188,14 +222,15 @@ class _Download:
     sessions: _Sessions
     workers: int
     progress: bool
+    limits: TransferLimits
 
 
 def _new_report(root: str | Path, run: _Download) -> DownloadReport:
     """The run's report, started now, naming the id lists' and the images' sources."""
     report = DownloadReport(root=str(Path(root).expanduser()), splits=run.splits,
                             started=_now())
-    report.sources = {"id_lists": str(run.sources.id_list_base),
-                      "images": str(run.sources.image_base)}
+    report.sources = {"id_lists": redact_url(str(run.sources.id_list_base)),
+                      "images": redact_url(str(run.sources.image_base))}
     return report
 
 
@@ -206,7 +241,7 @@ def _fetch_id_lists(run: _Download) -> dict[str, list[str]]:
         RunError: a list cannot be fetched or fails its sha256 check (nothing is written).
     """
     raw_lists = fetch_id_lists(run.sources, policy=run.policy, session=run.sessions.get(),
-                               cache=run.base / "metadata")
+                               cache=run.base / "metadata", limits=run.limits)
     id_lists = {name: parse_id_list(data, name) for name, data in raw_lists.items()}
     for name, data in raw_lists.items():
         atomic_write_bytes(run.base / "metadata" / f"{name}_image_ids.csv", data)
@@ -220,7 +255,7 @@ def _wanted_ids(run: _Download, id_lists: dict[str, list[str]], report: Download
     wanted: dict[str, dict[str, list[str]]] = {}
     for split in run.splits:
         if split == "extras":
-            report.sources["boxes"] = str(run.sources.boxes_url)
+            report.sources["boxes"] = redact_url(str(run.sources.boxes_url))
             report.extras_rule = run.extras_rule.as_dict()
             wanted[split] = _extras_ids(run.base, run.sources, id_lists, run.extras_rule,
                                         run.policy, run.sessions.get(), run.progress)
@@ -256,7 +291,7 @@ def _extras_ids(
 ) -> dict[str, list[str]]:
     """The extras selection, from the cache if it was made with the same rule and CSV."""
     cache = base / "metadata" / "extras_ids.json"
-    key = {"rule": rule.as_dict(), "boxes_url": sources.boxes_url}
+    key = {"rule": rule.as_dict(), "boxes_url": redact_url(str(sources.boxes_url))}
     if cache.exists():
         try:
             stored = json.loads(cache.read_text())
@@ -267,7 +302,7 @@ def _extras_ids(
             log.warning("ignoring unreadable extras cache %s", cache)
     exclude = {c: split_ids(id_lists[c], "test") + split_ids(id_lists[c], "train")
                for c in CLASSES}
-    log.info("selecting extras from %s (streamed)", sources.boxes_url)
+    log.info("selecting extras from %s (streamed)", redact_url(str(sources.boxes_url)))
     try:
         ids = select_extras_from_url(str(sources.boxes_url), exclude, rule,
                                      policy=policy, session=session, progress=progress)
@@ -287,18 +322,27 @@ def _remove_stale_temporaries(base: Path, splits: Iterable[str]) -> None:
 def _run_jobs(jobs: list[ImageJob], report: DownloadReport, run: _Download) -> None:
     """Fetch the missing images (``run.workers`` threads), counting each outcome in ``report``."""
     sources, policy, sessions = run.sources, run.policy, run.sessions
+    full = threading.Event()  # set at the first full-disk write: the rest do nothing
 
     def one(job: ImageJob) -> tuple[ImageJob, str, str]:
+        if full.is_set():
+            raise _DiskFullError
         if check_stored_image(job.path) is None:
             return job, "skipped", ""
         url = sources.image_url(job.image_id)
         try:
-            data = fetch(url, policy=policy, session=sessions.get(), process=process_image_bytes)
+            data = fetch(url, policy=policy, session=sessions.get(), process=process_image_bytes,
+                         limits=run.limits)
         except FetchError as error:
             return job, "failed", error.reason
+        if full.is_set():
+            raise _DiskFullError
         try:
             atomic_write_bytes(job.path, data)
         except OSError as error:
+            if error.errno in _DISK_FULL:
+                full.set()
+                raise _DiskFullError from None
             return job, "failed", f"could not write {job.path}: {error}"
         return job, "downloaded", ""
 
@@ -319,7 +363,7 @@ def _run_jobs(jobs: list[ImageJob], report: DownloadReport, run: _Download) -> N
                                 reason)
                     report.failed.append({
                         "split": job.split, "class": job.class_name, "id": job.image_id,
-                        "url": sources.image_url(job.image_id), "reason": reason,
+                        "url": redact_url(sources.image_url(job.image_id)), "reason": reason,
                     })
     finally:
         # On Ctrl-C or an unexpected error, do not wait for the queued downloads.

@@ -13,7 +13,17 @@ import requests
 from tqdm import tqdm
 
 from llrnet.core.errors import InputError
-from llrnet.core.http import FetchError, RetryPolicy
+from llrnet.core.http import (
+    FetchError,
+    PermanentError,
+    RetryableError,
+    RetryPolicy,
+    TransferLimits,
+    check_status,
+    get,
+    iter_body,
+    redact_url,
+)
 from llrnet.data.bird_or_bicycle.sources import LABEL_IDS, SPLIT_SIZES
 
 log = logging.getLogger(__name__)
@@ -102,30 +112,48 @@ def select_extras(
     return selected
 
 
+#: Default cap on the box CSV download (14.6 M rows, about 1.2 GB), in bytes.
+MAX_BOXES_BYTES = 4 << 30
+ENV_MAX_BOXES_BYTES = "LLRNET_BOB_MAX_BOXES_SIZE"
+
+
 def stream_csv_lines(
     url: str, *, policy: RetryPolicy, session: requests.Session, progress: bool = True
 ) -> Iterator[str]:
     """Yield the text lines of a (large) CSV at ``url`` without storing it.
 
+    The transfer is bounded like every download (:class:`TransferLimits`: the
+    cap is ``$LLRNET_BOB_MAX_BOXES_SIZE``, default 4 GiB, and the minimum rate).
     A progress bar shows bytes received. A broken transfer raises
     :class:`FetchError`; the caller restarts the whole stream.
     """
+    limits = TransferLimits.from_env(None, env=ENV_MAX_BOXES_BYTES, default=MAX_BOXES_BYTES)
     try:
-        response = session.get(url, timeout=policy.timeout, stream=True)
-    except requests.RequestException as error:
-        raise FetchError(url, f"{type(error).__name__}: {error}") from None
+        response, _ = get(session, url, policy, headers={"Accept-Encoding": "identity"})
+    except (RetryableError, PermanentError) as error:
+        raise FetchError(url, str(error)) from None
     with response:
-        if response.status_code >= 400:
-            raise FetchError(url, f"HTTP {response.status_code}")
-        total = int(response.headers.get("Content-Length", 0)) or None
+        try:
+            check_status(response)
+        except (RetryableError, PermanentError) as error:
+            raise FetchError(url, str(error)) from None
+        total = int(response.headers.get("Content-Length", 0) or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc="box annotations",
                   disable=not progress) as bar:
+            rest = b""
             try:
-                for raw in response.iter_lines(chunk_size=1 << 20):
-                    bar.update(len(raw) + 1)
-                    yield raw.decode("utf-8")
-            except requests.RequestException as error:
-                raise FetchError(url, f"{type(error).__name__}: {error}") from None
+                for block in iter_body(response, limits, policy=policy, decode=True):
+                    bar.update(len(block))
+                    lines = (rest + block).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        yield line.rstrip(b"\r").decode("utf-8")
+            except RetryableError as error:
+                raise FetchError(url, str(error)) from None
+            except PermanentError as error:
+                raise FetchError(url, str(error), permanent=True) from None
+            if rest:
+                yield rest.rstrip(b"\r").decode("utf-8")
 
 
 def select_extras_from_url(
@@ -152,9 +180,11 @@ def select_extras_from_url(
                 rule,
             )
         except FetchError as error:
+            if error.permanent:
+                raise
             last = error
             log.warning("reading %s failed (%s); attempt %d of %d",
-                        url, error.reason, attempt, policy.attempts)
+                        redact_url(url), error.reason, attempt, policy.attempts)
             if attempt < policy.attempts:
                 time.sleep(policy.wait(attempt))
     assert last is not None  # the loop ran at least once

@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 
 from llrnet.core.errors import RunError, UsageError
-from llrnet.core.http import FetchError, RetryPolicy, fetch
+from llrnet.core.http import FetchError, RetryPolicy, TransferLimits, fetch, redact_url
 from llrnet.data.bird_or_bicycle.sources import SPLIT_SIZES, Sources
 
 _ID = re.compile(r"^[0-9a-f]{16}$")
@@ -21,6 +21,7 @@ def fetch_id_lists(
     policy: RetryPolicy,
     session: requests.Session | None = None,
     cache: Path | None = None,
+    limits: TransferLimits | None = None,
 ) -> dict[str, bytes]:
     """Download both id lists and check them against the pinned sha256 digests.
 
@@ -42,13 +43,13 @@ def fetch_id_lists(
                 continue
         url = sources.id_list_url(name)
         try:
-            data = fetch(url, policy=policy, session=session, process=bytes)
+            data = fetch(url, policy=policy, session=session, process=bytes, limits=limits)
         except FetchError as error:
             raise RunError(f"could not fetch the {name} id list: {error}") from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected:
             raise RunError(
-                f"sha256 mismatch for {url}: got {digest}, expected {expected}; "
+                f"sha256 mismatch for {redact_url(url)}: got {digest}, expected {expected}; "
                 "nothing was written (is the id-list URL pointing at version 0.0.4?)"
             )
         raw[name] = data

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llrnet.core.errors import InputError
 from llrnet.hub.formats.archive import (
+    cache_folder,
     check_sha256,
     extract_archive,
     is_archive,
@@ -78,9 +79,14 @@ def open_module(path: str | os.PathLike[str], *, verify: bool = True,
     if is_archive(source):
         expected = expected_sha256 or known_sha256(source)
         digest = check_sha256(source, expected)
-        target = Path(cache_dir or extraction_cache()) / digest[:16]
+        cache = Path(cache_dir) if cache_dir else extraction_cache()
+        variable = ("the caller" if cache_dir else "$LLRNET_HUB_CACHE"
+                    if os.environ.get("LLRNET_HUB_CACHE") else "$LLRNET_CACHE"
+                    if os.environ.get("LLRNET_CACHE") else "the default")
+        target = cache_folder(cache, f"the extraction cache {cache} (chosen by {variable})"
+                              ) / digest[:16]
         if not target.exists():
-            logger.info("extracting %s to %s", source, target)
+            logger.debug("extracting %s to %s", source, target)
             extract_archive(source, target)
         folder = module_root(target)
         checked = expected is not None

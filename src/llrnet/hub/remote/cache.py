@@ -3,6 +3,7 @@ More: docs/hub.md, "llrnet.hub.remote.cache"."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from llrnet.core.errors import InputError
 from llrnet.core.fileio import atomic_write_text, temporary_folder
-from llrnet.core.http import RetryPolicy
-from llrnet.hub.formats.archive import extract_archive, module_root
+from llrnet.core.http import RetryPolicy, TransferLimits, redact_url
+from llrnet.hub.formats.archive import DISK_FULL, cache_folder, extract_archive, module_root
 from llrnet.hub.remote.download import download
 from llrnet.hub.remote.sources import RemoteModule
 
@@ -29,6 +30,22 @@ def hub_cache_root() -> Path:
     """``$TFHUB_CACHE_DIR`` (shared with tensorflow_hub) or ``<llrnet cache>/hub``."""
     shared = os.environ.get("TFHUB_CACHE_DIR")
     return Path(shared) if shared else llrnet_cache() / "hub"
+
+
+def checked_cache_root(root: Path | None = None) -> Path:
+    """``root`` (default :func:`hub_cache_root`), checked to be a folder or creatable.
+
+    Raises:
+        InputError: it, or the nearest existing folder above it, is a file; the
+            message names the variable that chose it.
+    """
+    if root is None:
+        root = hub_cache_root()
+        variable = ("$TFHUB_CACHE_DIR" if os.environ.get("TFHUB_CACHE_DIR") else
+                    "$LLRNET_CACHE" if os.environ.get("LLRNET_CACHE") else "the default")
+    else:
+        variable = "the caller"
+    return cache_folder(root, f"the module cache {root} (chosen by {variable})")
 
 
 @dataclass(frozen=True)
@@ -71,18 +88,37 @@ def recorded_sha256(folder: Path) -> str | None:
 
 def fetch_module(remote: RemoteModule, *, offline: bool = False, root: Path | None = None,
                  expected_sha256: str | None = None, policy: RetryPolicy | None = None,
-                 progress: bool = True) -> CachedModule:
+                 progress: bool = True, limits: TransferLimits | None = None) -> CachedModule:
     """The cached module folder of ``remote``, downloading it first if needed.
 
     Args:
         offline: never download; a module missing from the cache is an error.
         expected_sha256: the archive's hash (else the pinned one, if any).
+        limits: the download's size cap and minimum rate (default
+            :func:`llrnet.hub.remote.download.download_limits`); the extraction's
+            caps come from :meth:`llrnet.hub.formats.archive.ExtractionLimits.from_env`.
 
     Raises:
         InputError: offline and not cached; a 4xx, HTML or non-tar answer; a
-            sha256 mismatch. The cache is unchanged.
+            sha256 mismatch; a cap passed; a redirect loop or to a non-http(s)
+            URL; the cache root is a file. The cache is unchanged.
         RunError: the download kept failing (network).
+        OSError: ``OSError(ENOSPC, "no space left on device", <cache root>)`` on a
+            full disk (the cache is unchanged).
     """
+    root = checked_cache_root(root)
+    try:
+        return _fetch(remote, offline, root, expected_sha256, policy, progress, limits)
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise OSError(errno.ENOSPC, "no space left on device", str(root)) from None
+        raise
+
+
+def _fetch(remote: RemoteModule, offline: bool, root: Path, expected_sha256: str | None,
+           policy: RetryPolicy | None, progress: bool, limits: TransferLimits | None
+           ) -> CachedModule:
+    """:func:`fetch_module` in a checked ``root``."""
     folder = cached_folder(remote, root)
     expected = (expected_sha256 or remote.pinned_sha256 or "").lower() or None
     if is_cached(remote, root):
@@ -93,32 +129,38 @@ def fetch_module(remote: RemoteModule, *, offline: bool = False, root: Path | No
         return CachedModule(module_root(folder), recorded,
                             expected is not None and recorded == expected, False)
     if offline:
-        raise InputError(f"{remote.url} is not in the cache ({folder}) and downloads are off "
-                         "(offline); run once with network access, or set TFHUB_CACHE_DIR to "
-                         "a cache that has it")
+        raise InputError(f"{redact_url(remote.url)} is not in the cache ({folder}) and "
+                         "downloads are off (offline); run once with network access, or set "
+                         "TFHUB_CACHE_DIR to a cache that has it")
     work = temporary_folder(folder)
     try:
         archive = work / "module.tar.gz"
-        digest = download(remote.fetch_url, archive, policy=policy, progress=progress)
+        digest = download(remote.fetch_url, archive, policy=policy, progress=progress,
+                          limits=limits)
+        shown = redact_url(remote.fetch_url)
         if expected is not None and digest != expected:
-            raise InputError(f"{remote.fetch_url}: archive sha256 {digest} does not match the "
+            raise InputError(f"{shown}: archive sha256 {digest} does not match the "
                              f"pinned {expected}; the download is corrupt or not the "
                              "published module (the cache is unchanged)")
         try:
             extract_archive(archive, work / "module")
         except InputError as error:
-            raise InputError(f"{remote.fetch_url}: {error}") from None
+            raise InputError(f"{shown}: {error}") from None
         module_root(work / "module")  # exactly one saved_model.pb, before it is published
         if is_cached(remote, root):  # another process finished first: keep its copy
             return CachedModule(module_root(folder), recorded_sha256(folder), False, False)
         if folder.exists():
             shutil.rmtree(folder)  # an empty folder counts as absent
         os.replace(work / "module", folder)
-        atomic_write_text(_descriptor(folder), (
-            f"Module: {remote.url}\n"
-            f"Download Time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-            f"Downloader Hostname: {socket.gethostname()} (PID:{os.getpid()})\n"
-            f"{SHA256_LINE}{digest}\n"))
+        try:
+            atomic_write_text(_descriptor(folder), (
+                f"Module: {redact_url(remote.url)}\n"
+                f"Download Time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                f"Downloader Hostname: {socket.gethostname()} (PID:{os.getpid()})\n"
+                f"{SHA256_LINE}{digest}\n"))
+        except OSError:  # (a full disk) no module without its descriptor
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return CachedModule(module_root(folder), digest, expected is not None, True)

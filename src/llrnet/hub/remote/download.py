@@ -9,21 +9,33 @@ import sys
 from pathlib import Path
 
 import requests
-import urllib3
 from tqdm import tqdm
 
 from llrnet.core.errors import InputError, RunError
 from llrnet.core.http import (
-    PERMANENT_STATUS,
-    RetryableError,
+    PermanentError,
     RetryPolicy,
-    request_failure,
+    TransferLimits,
+    check_status,
+    get,
+    read_body,
+    redact_url,
     retrying,
 )
 
-BLOCK = 1 << 16  # a read returns once this much arrived: small keeps progress live
 GZIP_MAGIC = b"\x1f\x8b"
 TAR_MAGIC_OFFSET = 257  # "ustar" in a plain tar header
+
+#: Default cap of a module archive download, in bytes.
+MAX_DOWNLOAD = 4 << 30
+ENV_MAX_DOWNLOAD = "LLRNET_HUB_MAX_DOWNLOAD"
+
+
+def download_limits(max_bytes: int | str | None = None) -> TransferLimits:
+    """The limits of a module download: ``max_bytes`` (``--max-download``), else
+    ``$LLRNET_HUB_MAX_DOWNLOAD``, else 4 GiB; the minimum rate from the environment."""
+    return TransferLimits.from_env(max_bytes, env=ENV_MAX_DOWNLOAD, default=MAX_DOWNLOAD,
+                                   flag="--max-download")
 
 
 def _check_start(first: bytes, content_type: str, url: str) -> None:
@@ -39,64 +51,65 @@ def _check_start(first: bytes, content_type: str, url: str) -> None:
 
 
 def _attempt(session: requests.Session, url: str, target: Path, policy: RetryPolicy,
-             progress: bool) -> str:
-    try:
-        response = session.get(url, stream=True, timeout=policy.timeout, allow_redirects=True)
-    except requests.RequestException as error:
-        raise RetryableError(request_failure(error, policy)) from error
+             limits: TransferLimits, progress: bool) -> str:
+    response, where = get(session, url, policy)
+    shown = redact_url(where)
     with response:
-        where = response.url if response.url != url else url
-        if response.status_code in PERMANENT_STATUS:
-            raise InputError(f"{where}: HTTP {response.status_code} (no module there)")
-        if response.status_code >= 400:
-            raise RetryableError(f"HTTP {response.status_code}")
-        total = int(response.headers.get("Content-Length") or 0) or None
+        try:
+            check_status(response)
+        except PermanentError as error:
+            raise InputError(f"{shown}: {error} (no module there)") from None
+        announced = response.headers.get("Content-Length", "").strip()
+        total = int(announced) if announced.isdigit() else None
         digest = hashlib.sha256()
-        received = 0
-        first = b""
-        checked = False
+        first = bytearray()
         content_type = response.headers.get("Content-Type", "")
         # disable=None: a bar on a terminal only (not in logs or tests)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="download", file=sys.stderr,
                    disable=None if progress else True, leave=False)
         try:
             with open(target, "wb") as handle:
-                # the bytes as sent: a Content-Encoding is not undone, so the
-                # sha256 is the archive's and Content-Length counts the same bytes
-                for block in response.raw.stream(BLOCK, decode_content=False):
-                    if not checked:
-                        first += block[: 512 - len(first)]
+
+                def sink(block: bytes) -> None:
+                    if len(first) < 512:
+                        first.extend(block[: 512 - len(first)])
                         if len(first) >= 512:
-                            _check_start(first, content_type, where)
-                            checked = True
+                            _check_start(bytes(first), content_type, shown)
                     handle.write(block)
                     digest.update(block)
-                    received += len(block)
                     bar.update(len(block))
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-            raise RetryableError(f"transfer broken after {received} bytes ({type(error).__name__})"
-                             ) from error
+
+                # the bytes as sent: a Content-Encoding is not undone, so the
+                # sha256 is the archive's and Content-Length counts the same bytes
+                received = read_body(response, limits, sink, policy=policy)
         finally:
             bar.close()
         if received == 0:
-            raise InputError(f"{where} served an empty body, not a module archive")
-        if not checked:
-            _check_start(first, content_type, where)
-        if total is not None and received != total:
-            raise RetryableError(f"truncated: {received} of {total} bytes")
+            raise InputError(f"{shown} served an empty body, not a module archive")
+        if len(first) < 512:
+            _check_start(bytes(first), content_type, shown)
         return digest.hexdigest()
 
 
 def download(url: str, target: Path, *, policy: RetryPolicy | None = None,
-             progress: bool = True, session: requests.Session | None = None) -> str:
-    """GET ``url`` (following redirects) into the file ``target``; returns its sha256.
+             progress: bool = True, session: requests.Session | None = None,
+             limits: TransferLimits | None = None) -> str:
+    """GET ``url`` (following http(s) redirects) into the file ``target``; returns its sha256.
+
+    ``limits``: the size cap and minimum rate (default :func:`download_limits`).
 
     Raises:
-        InputError: a 4xx answer, an HTML page or a body that is not a tar archive.
+        InputError: a 4xx answer, an HTML page, a body that is not a tar archive,
+            a redirect loop or to a non-http(s) URL, a TLS error, a body over the cap.
         RunError: still failing after ``policy.attempts`` tries (the last reason).
+        OSError: ``target`` cannot be written (a full disk).
     """
     policy = policy or RetryPolicy(timeout=60.0, attempts=4, backoff=2.0)
     session = session or requests.Session()
-    return retrying(url, policy, lambda: _attempt(session, url, target, policy, progress),
-                    give_up=lambda reason: RunError(f"could not download {url}: {reason}"),
+    limits = limits or download_limits()
+    shown = redact_url(url)
+    return retrying(url, policy,
+                    lambda: _attempt(session, url, target, policy, limits, progress),
+                    give_up=lambda reason: RunError(f"could not download {shown}: {reason}"),
+                    refuse=lambda reason: InputError(f"{shown}: {reason}"),
                     level=logging.WARNING)

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from llrnet.core.errors import InputError
+from llrnet.core.http import redact_url
 from llrnet.hub.formats.archive import ARCHIVE_SUFFIXES, known_sha256
 
 TFHUB = "https://tfhub.dev"
@@ -25,9 +26,12 @@ class RemoteModule:
     """A module to fetch.
 
     Attributes:
-        url: the module's identity without a query: the canonical tfhub.dev URL
-            of a handle, else the URL as given; its sha1 names the cache folder.
-        fetch_url: what is requested (base URL override and query applied).
+        url: the module's identity without a query or userinfo (so no secret):
+            the canonical tfhub.dev URL of a handle, else the URL as given; its
+            sha1 names the cache folder.
+        fetch_url: what is requested (base URL override and query applied); it
+            may hold credentials: show it only through
+            :func:`llrnet.core.http.redact_url`.
         handle: ``owner/model/[variation/]version`` when known (pinned hashes).
         pinned_sha256: the archive's published sha256, when llrnet knows it.
     """
@@ -55,7 +59,10 @@ def _with_query(url: str) -> str:
 
 
 def _without_query(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+    """``url`` without its query, fragment and userinfo (``user:password@``)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1], query="",
+                                     fragment=""))
 
 
 def _pinned(handle: str | None) -> str | None:
@@ -75,20 +82,21 @@ def from_url(url: str) -> RemoteModule:
     """A tfhub.dev, Kaggle Models or direct archive URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InputError(f"{url!r} is not an http(s) URL")
-    plain = _without_query(url)
+        raise InputError(f"{redact_url(url)!r} is not an http(s) URL")
+    plain = _without_query(url)  # the identity: no secret in it
+    keyed = urlunsplit(parts._replace(query="", fragment=""))  # userinfo kept for the request
     if parts.path.endswith(ARCHIVE_SUFFIXES):
         return RemoteModule(plain, url, None, known_sha256(parts.path))
-    if parts.netloc == "tfhub.dev" and HANDLE.match(parts.path.strip("/")):
+    if parts.hostname == "tfhub.dev" and HANDLE.match(parts.path.strip("/")):
         handle = parts.path.strip("/")
-        return RemoteModule(plain, _with_query(plain), handle, _pinned(handle))
-    kaggle = KAGGLE.match(parts.path) if parts.netloc.endswith("kaggle.com") else None
+        return RemoteModule(plain, _with_query(keyed), handle, _pinned(handle))
+    kaggle = KAGGLE.match(parts.path) if (parts.hostname or "").endswith("kaggle.com") else None
     if kaggle is not None:
         # tfhub.dev's handle of a Kaggle TF1 model (variation, version): unverified
         # for these modules, used only to look up a pinned hash
         handle = "/".join(kaggle.group("owner", "model", "variation", "version"))
-        return RemoteModule(plain, _with_query(plain), handle, _pinned(handle))
-    return RemoteModule(plain, _with_query(plain), None, None)
+        return RemoteModule(plain, _with_query(keyed), handle, _pinned(handle))
+    return RemoteModule(plain, _with_query(urlunsplit(parts._replace(fragment=""))), None, None)
 
 
 def resolve_source(source: str | os.PathLike[str]) -> Path | RemoteModule:
@@ -105,5 +113,5 @@ def resolve_source(source: str | os.PathLike[str]) -> Path | RemoteModule:
         return from_url(text)
     if HANDLE.match(text.strip("/")) and not text.startswith(("/", ".")):
         return from_handle(text)
-    raise InputError(f"no module at {text}: not an existing folder or archive, nor a handle "
-                     "(owner/model/version) or an http(s) URL")
+    raise InputError(f"no module at {redact_url(text)}: not an existing folder or archive, nor "
+                     "a handle (owner/model/version) or an http(s) URL")
