@@ -615,8 +615,8 @@ CASES = [
 # --- state that cannot mix runs, untrusted weights records, locks, special files (issue 30) ---
 
 _HELD: list[int] = []
-"""Lock files held by this process for the lock cases (released with the process; a
-later case's fresh output folder holds another file, so it does not see them)."""
+"""Lock files held by this process for the lock cases (each released by the next one, the
+last with the process; a later case's fresh output folder holds another file)."""
 
 
 def _hold(path: Path) -> None:
@@ -625,6 +625,8 @@ def _hold(path: Path) -> None:
     import fcntl
     import os
 
+    while _HELD:  # an earlier case's lock: released (its folder is gone or reused)
+        os.close(_HELD.pop())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -637,14 +639,15 @@ def _fifo_image(k: Kit) -> list[str]:
 
     path = k.out("pipe.jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(path)
+    if not path.is_fifo():  # the argv is also built without running it
+        os.mkfifo(path)
     return ["predict", str(path), "--weights", str(k.weights)]
 
 
 def _eval_state(k: Kit, manifest: str | None) -> list[str]:
     """``_eval()``'s argv, its output folder holding a chunk and ``manifest`` (None: none)."""
     state = k.out("eval") / "state"
-    (state / "clean").mkdir(parents=True)
+    (state / "clean").mkdir(parents=True, exist_ok=True)
     (state / "clean" / "chunk_00000.safetensors").write_bytes(b"a chunk of some run")
     if manifest is not None:
         (state / "manifest.json").write_text(manifest)
@@ -654,7 +657,7 @@ def _eval_state(k: Kit, manifest: str | None) -> list[str]:
 def _edited_run(k: Kit) -> list[str]:
     """A copy of the kit's started run whose config.yaml has another learning rate."""
     run = k.out("edited_run")
-    shutil.copytree(k.runs["base"], run)
+    shutil.copytree(k.runs["base"], run, dirs_exist_ok=True)
     config = run / "config.yaml"
     config.write_text(re.sub(r"(?m)^  lr: .*$", "  lr: 0.123", config.read_text()))
     return ["train", "--out", str(run), "--resume", "--no-progress"]
