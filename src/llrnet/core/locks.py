@@ -51,18 +51,56 @@ def folder_lock(folder: str | os.PathLike[str], *, what: str, name: str = LOCK_F
     holder writes :func:`holder_line` into the file. The kernel releases it when
     the process ends, however it ends, so a killed holder never leaves a stale
     lock. ``what`` names the folder in the error (e.g. ``"run folder"``).
-    Yields the lock file's path.
+    Yields the lock file's path. When the body wrote nothing beside the lock
+    file into a folder the lock created, the file and that folder are removed
+    on exit, so a run refused early leaves no trace.
 
     Raises:
         RunError: another process holds the lock; the message names the folder,
             the holder (pid, host, start time) and what to do.
     """
     root = Path(folder)
+    created = _missing_folders(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / name
     if fcntl is None:  # pragma: no cover
         yield path
         return
+    try:
+        with _locked(root, path, what, shared, wait):
+            yield path
+    finally:
+        _tidy(created, path)
+
+
+def _missing_folders(root: Path) -> list[Path]:
+    """``root`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    current = root.absolute()
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    return missing
+
+
+def _tidy(created: list[Path], path: Path) -> None:
+    """Remove the lock file and the folders the lock created when nothing else was
+    written into them (a run refused before it wrote anything leaves no folder)."""
+    if not created:
+        return
+    try:
+        if [entry.name for entry in created[0].iterdir()] != [path.name]:
+            return
+        path.unlink()
+        for folder in created:
+            folder.rmdir()
+    except OSError:  # another process wrote there meanwhile: leave it
+        return
+
+
+@contextmanager
+def _locked(root: Path, path: Path, what: str, shared: bool, wait: bool) -> Iterator[None]:
+    assert fcntl is not None
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         try:
@@ -76,7 +114,7 @@ def folder_lock(folder: str | os.PathLike[str], *, what: str, name: str = LOCK_F
         os.ftruncate(fd, 0)
         os.pwrite(fd, (holder_line() + "\n").encode(), 0)
         try:
-            yield path
+            yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
