@@ -678,6 +678,106 @@ CASES = [
          r"downloads are off", _imported),
 ]
 
+# --- state that cannot mix runs, untrusted weights records, locks, special files (issue 30) ---
+
+_HELD: list[int] = []
+"""Lock files held by this process for the lock cases (each released by the next one, the
+last with the process; a later case's fresh output folder holds another file)."""
+
+
+def _hold(path: Path) -> None:
+    """Hold an exclusive flock on ``path`` (a separate open file, so a lock taken by
+    ``main`` in this process conflicts with it as another process's would)."""
+    import fcntl
+    import os
+
+    while _HELD:  # an earlier case's lock: released (its folder is gone or reused)
+        os.close(_HELD.pop())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"pid {os.getpid()} on testhost since 2026-12-07T17:00:00Z\n".encode())
+    _HELD.append(fd)
+
+
+def _fifo_image(k: Kit) -> list[str]:
+    import os
+
+    path = k.out("pipe.jpg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_fifo():  # the argv is also built without running it
+        os.mkfifo(path)
+    return ["predict", str(path), "--weights", str(k.weights)]
+
+
+def _eval_state(k: Kit, manifest: str | None) -> list[str]:
+    """``_eval()``'s argv, its output folder holding a chunk and ``manifest`` (None: none)."""
+    state = k.out("eval") / "state"
+    (state / "clean").mkdir(parents=True, exist_ok=True)
+    (state / "clean" / "chunk_00000.safetensors").write_bytes(b"a chunk of some run")
+    if manifest is not None:
+        (state / "manifest.json").write_text(manifest)
+    return _eval()(k)
+
+
+def _edited_run(k: Kit) -> list[str]:
+    """A copy of the kit's started run whose config.yaml has another learning rate."""
+    run = k.out("edited_run")
+    shutil.copytree(k.runs["base"], run, dirs_exist_ok=True)
+    config = run / "config.yaml"
+    config.write_text(re.sub(r"(?m)^  lr: .*$", "  lr: 0.123", config.read_text()))
+    return ["train", "--out", str(run), "--resume", "--no-progress"]
+
+
+def _edited_weights(k: Kit, change: Callable[[dict[str, Any]], None]) -> list[str]:
+    """predict with a copy of the kit's weights whose record ``change`` edited."""
+    with safe_open(str(k.weights), framework="pt") as handle:
+        record = json.loads(handle.metadata()["llrnet"])
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    change(record)
+    path = k.out("edited.safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"llrnet": json.dumps(record)})
+    return ["predict", str(k.images["good.png"]), "--weights", str(path)]
+
+
+def _rehashed(**kwargs: Any) -> Callable[[dict[str, Any]], None]:
+    from llrnet.models.weights import architecture_sha256
+
+    def change(record: dict[str, Any]) -> None:
+        record["kwargs"] = {**record["kwargs"], **kwargs}
+        record["arch_sha256"] = architecture_sha256(record["architecture"], record["kwargs"])
+    return change
+
+
+CASES += [
+    Case("predict fifo", _fifo_image, 1, r"pipe\.jpg: is a FIFO, not a regular file; refused"),
+    Case("eval chunks without manifest", lambda k: _eval_state(k, None), 2,
+         r"holds evaluation results but no manifest\.json .*--restart .*new --out",
+         _eval_results),
+    Case("eval damaged manifest", lambda k: _eval_state(k, "{oops"), 2,
+         r"manifest\.json is damaged .*--restart", _eval_results),
+    Case("eval folder locked", lambda k: (_hold(k.out("eval") / "state" / "clean.lock"),
+                                          _eval()(k))[1], 1,
+         r"attack clean in .* is in use by pid \d+ on testhost since", _eval_results),
+    Case("train folder locked", lambda k: (_hold(k.out("train") / ".llrnet.lock"),
+                                           _train("--preset", "digits_standard")(k))[1], 1,
+         r"run folder .* is in use by pid \d+ on testhost since 2026-12-07T17:00:00Z",
+         lambda k: [k.out("train") / "config.yaml"]),
+    Case("train resume edited config", _edited_run, 2,
+         r"different configuration \(optim\.lr: .* -> 0\.123\) than the one .*step-\d+\.pt"),
+    Case("weights edited bn_eps", lambda k: _edited_weights(  # same shapes, other numbers
+        k, lambda r: r["kwargs"].update(bn_eps=0.001)), 2,
+         r"architecture record .* does not match its arch_sha256"),
+    Case("weights future format", lambda k: _edited_weights(
+        k, lambda r: r.update(format_version=99)), 2, r"weights format 99, newer than"),
+    Case("weights huge depth", lambda k: _edited_weights(k, _rehashed(units=[10**6, 1, 1, 1])),
+         2,
+         r"more tensors than the file's \d+"),
+    Case("weights huge width", lambda k: _edited_weights(k, _rehashed(stem_width=1000000)), 2,
+         r"wrong shape: .*1000000"),
+]
+
 
 def _run(argv: list[str]) -> int:
     try:

@@ -14,6 +14,8 @@ from torchvision.transforms import functional as TF
 
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
+from llrnet.core.fileio import NotRegularFileError, open_regular_file
+from llrnet.core.modes import kept_as_given
 from llrnet.models.heads import SigmoidBirdHead, head_of
 from llrnet.models.precision import fast_copy, resolve_precision
 
@@ -52,17 +54,21 @@ def load_image(path: str | os.PathLike[str], size: int = IMAGE_SIZE) -> torch.Te
     range and are refused. Animated files are scored on their first frame.
 
     Raises:
-        InputError: the file is missing, a folder, not an image, truncated, a
+        InputError: the file is missing, a folder, not a regular file (a FIFO,
+            a device: refused without reading), not an image, truncated, a
             decompression bomb (more pixels than Pillow's limit), or of a mode
             without a defined range.
     """
     if Path(path).is_dir():
         raise InputError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(path) as opened:
+        with open_regular_file(path) as handle, Image.open(handle) as opened:
             tensor = _decode(opened, path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except NotRegularFileError as error:
+        raise InputError(f"{path}: {error.strerror}; refused (an image must be a file)") \
+            from None
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: refused as a decompression bomb ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -116,9 +122,6 @@ def predict_images(
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
-    model = model.to(device).eval()
-    if resolve_precision(precision, device) == "bf16":
-        model = fast_copy(model, "bf16").eval()
     failures: dict[str, str] = {}
     readable: list[tuple[str, torch.Tensor]] = []
     for path in paths:
@@ -127,13 +130,17 @@ def predict_images(
         except InputError as error:
             failures[str(path)] = str(error)
     predictions: list[Prediction] = []
-    with torch.inference_mode():
-        for start in range(0, len(readable), batch_size):
-            chunk = readable[start : start + batch_size]
-            batch = torch.stack([image for _, image in chunk]).to(device)
-            logits = head.bird_logit(model(batch)).float().cpu().numpy()
-            for (path, _), logit in zip(chunk, logits):
-                predictions.append(_prediction(path, float(logit)))
+    with kept_as_given(model):  # the caller's model comes back as given (mode, device)
+        scorer = model.to(device).eval()
+        if resolve_precision(precision, device) == "bf16":
+            scorer = fast_copy(scorer, "bf16").eval()
+        with torch.inference_mode():
+            for start in range(0, len(readable), batch_size):
+                chunk = readable[start : start + batch_size]
+                batch = torch.stack([image for _, image in chunk]).to(device)
+                logits = head.bird_logit(scorer(batch)).float().cpu().numpy()
+                for (path, _), logit in zip(chunk, logits):
+                    predictions.append(_prediction(path, float(logit)))
     return predictions, failures
 
 

@@ -15,6 +15,7 @@ from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits
 from llrnet.core.errors import InputError, UsageError, first_line
 from llrnet.core.memory import BatchLimit, is_out_of_memory
+from llrnet.core.modes import kept_as_given
 
 if TYPE_CHECKING:
     from llrnet.attacks.balls import Ball
@@ -205,18 +206,15 @@ class Attack:
         if y.numel():
             counting.num_classes = max(counting.num_classes or 0, int(y.max()) + 1)
         before = counting.evaluations
-        was_training = model.training
         start = time.perf_counter()
-        model.eval()
-        try:
+        with kept_as_given(model):  # every submodule's mode, as the caller gave it
+            model.eval()
             if x.shape[0] == 0:
                 x_adv = x.clone()
             else:
                 # Keyed by the attack's name: the stages of a Chain draw independent streams.
                 rng = ImageRng(seed_tensor, self.name)
                 x_adv = self._run(counting, x.detach(), y, rng, pool)
-        finally:
-            model.train(was_training)
         x_adv = self._enforce(x.detach(), x_adv.detach()).to(x.dtype)
         self.last_stats = {
             "model_evaluations": float(counting.evaluations - before),

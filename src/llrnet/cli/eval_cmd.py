@@ -72,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        "weights), torchvision:NAME=FILE, timm:NAME[=FILE] or llrnet:FILE")
     parser.add_argument("--data", help="dataset folder (default depends on the suite)")
     parser.add_argument("--out", required=True, help="output folder (also the resume state)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start over: move OUT/state to OUT/discarded/state first (for a "
+                        "damaged state or a missing manifest)")
     parser.add_argument("--seed", type=seed, default=0, help="the run's seed, in [0, 2**63 - 1]")
     parser.add_argument("--max-images", type=int, default=None,
                         help="evaluate the first N images only")
@@ -188,7 +191,7 @@ def _eval(args: argparse.Namespace) -> int:
                        precision=args.precision, check_budget=args.check_budget,
                        check_budget_images=args.check_budget_images,
                        white_box_bounds=args.white_box_bounds,
-                       bound_attack=args.bound_attack)
+                       bound_attack=args.bound_attack, restart=args.restart)
     if distributed.rank() == 0:
         print(format_table(results))
         print(f"results: {Path(args.out) / 'results.json'}")

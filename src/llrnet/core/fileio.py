@@ -12,12 +12,13 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from llrnet.core.paths import output_file
 
@@ -227,3 +228,47 @@ def _last_change(path: Path) -> float:
                 except FileNotFoundError:
                     continue
     return newest
+
+
+class NotRegularFileError(OSError):
+    """A path names a FIFO, socket, device or folder where a regular file is needed."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "something else"
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file (symlinks followed).
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open
+    descriptor, so a FIFO (or a device) is refused at once instead of blocking
+    the reader forever, with no window between the check and the open.
+
+    Raises:
+        FileNotFoundError: no such file.
+        NotRegularFileError: a FIFO, socket, device or folder; the message names
+            which.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise NotRegularFileError(errno.EISDIR, "is a folder, not a regular file",
+                                  os.fspath(path)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(errno.EINVAL, f"is {_kind(mode)}, not a regular file",
+                                      os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

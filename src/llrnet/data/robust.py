@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llrnet.core.errors import InputError
+from llrnet.core.fileio import open_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,11 @@ def load_rgb(path: str | Path) -> Image.Image:
     """Decode the image at ``path`` completely and return it as RGB.
 
     Raises:
-        OSError: the file is missing, truncated or not an image.
+        OSError: the file is missing, not a regular file (a FIFO or a device is
+            refused without reading, :func:`llrnet.core.fileio.open_regular_file`),
+            truncated or not an image.
     """
-    with Image.open(path) as image:
+    with open_regular_file(path) as handle, Image.open(handle) as image:
         image.load()
         return image.convert("RGB")
 

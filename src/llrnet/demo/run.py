@@ -3,10 +3,17 @@ More: docs/training.md, "llrnet.demo.run"."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -135,10 +142,59 @@ def _run_task(task: _Task, out: Path, quick: bool, progress: bool, seed: int) ->
         _evaluate_one(task.name, weights, out, quick, progress, seed, EVAL_GROUPS[task.group])
 
 
-def _start_worker(threads: int) -> None:
-    """Initializer of a demo worker process: torch's threads (not inherited), malloc."""
+def _die_with_parent(parent: int | None) -> None:
+    """Make this worker die (SIGKILL) when process ``parent`` does, however it ends:
+    ``PR_SET_PDEATHSIG`` on Linux (elsewhere nothing). A parent already gone by now
+    ends the worker at once."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no libc symbol: the parent's handler still stops us
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _start_worker(threads: int, parent: int | None = None) -> None:
+    """Initializer of a demo worker process: it dies with ``parent``; torch's threads
+    (not inherited), malloc."""
+    _die_with_parent(parent)
     keep_freed_memory()
     torch.set_num_threads(threads)
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    """SIGTERM handler of the demo's parent process: unwind (SystemExit 128 + signum), so
+    that :func:`_workers_stop_with` terminates the workers before the parent exits."""
+    logger.warning("terminated by signal %d: stopping the worker processes; rerun the demo "
+                   "to resume", signum)
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _workers_stop_with(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """Run the body with SIGTERM turned into SystemExit (in the main thread); when the
+    body ends by SystemExit or KeyboardInterrupt, terminate the pool's worker processes
+    (their resource tracker then exits too) instead of waiting for their tasks."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _next_task(ready: list[_Task]) -> _Task:
@@ -163,7 +219,8 @@ def _run_tasks(order: list[str], out: Path, quick: bool, progress: bool, jobs: i
         return
     logger.info("training and evaluating %s in %d worker processes", ", ".join(order), jobs)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                             initializer=_start_worker, initargs=(threads,)) as pool:
+                             initializer=_start_worker, initargs=(threads, os.getpid())
+                             ) as pool, _workers_stop_with(pool):
         running: dict[Future[None], _Task] = {}
         while ready or running:
             while ready and len(running) < jobs:

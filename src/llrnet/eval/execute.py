@@ -67,19 +67,27 @@ class Job:
         return bool(getattr(self.attack, "needs_pool", False))
 
 
-def open_state(plan: EvalPlan, out: Path) -> RunState:
-    """The state folder of ``out``: checked against the plan's manifest (resume) or new.
+def open_state(plan: EvalPlan, out: Path, *, restart: bool = False) -> RunState:
+    """The state folder of ``out``: checked against the plan's manifest (resume) or new;
+    ``restart`` first moves an earlier state to ``out/discarded/state``.
 
     Raises:
-        UsageError: ``out`` holds an evaluation with other arguments or another precision.
+        UsageError: ``out`` holds an evaluation with other arguments or another
+            precision, or chunks without a readable manifest.
     """
     state = RunState(out)
-    check_resume_precision(state, plan.precision, out)
-    check_resume_auto_batch(state, plan, out)
-    resumed = state.check_manifest(plan.manifest)
-    distributed.barrier()
-    if distributed.rank() == 0 and not resumed:
-        state.write_manifest(plan.manifest)
+    first = distributed.rank() == 0
+    with state.manifest_lock(enabled=first):
+        if restart and first and (moved := state.discard()) is not None:
+            logger.info("restarting the evaluation in %s; the previous state is in %s",
+                        out, moved)
+        distributed.barrier()
+        check_resume_precision(state, plan.precision, out)
+        check_resume_auto_batch(state, plan, out)
+        resumed = state.check_manifest(plan.manifest)
+        distributed.barrier()
+        if first and not resumed:
+            state.write_manifest(plan.manifest)
     if resumed:
         logger.info("resuming the evaluation in %s", out)
     return state
@@ -224,8 +232,8 @@ def run_job(plan: EvalPlan, job: Job, state: RunState, pool: Pool | None,
     members = {c: list(job.indices[c * size:(c + 1) * size]) for c in mine}
     results: Chunks = {}
     for chunk in mine:
-        saved = state.load_chunk(job.name, chunk)
-        if saved is not None and saved.indices.tolist() == members[chunk]:
+        saved = state.load_chunk(job.name, chunk, members[chunk])
+        if saved is not None:
             results[chunk] = saved
     todo = [chunk for chunk in mine if chunk not in results]
     total = sum(len(members[c]) for c in mine)

@@ -25,6 +25,7 @@ from llrnet.core.checks import check_count
 from llrnet.core.contracts import check_images, check_logits, check_materialized
 from llrnet.core.errors import InputError, UsageError, first_line
 from llrnet.core.memory import BatchLimit, batch_for_memory, is_out_of_memory, map_batches
+from llrnet.core.modes import kept_as_given
 from llrnet.core.seeding import check_seed
 from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
@@ -371,7 +372,14 @@ def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, s
 def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset: Any,
             options: EvalOptions) -> Iterator[EvalPlan]:
     """Resolve and check everything, then yield the plan with the model in eval mode
-    (its mode is restored on exit, also on error)."""
+    (the caller's model comes back as given on exit, also on error:
+    :func:`llrnet.core.modes.kept_as_given`)."""
+    with kept_as_given(model_or_model_fn):
+        yield from _planned(model_or_model_fn, suite, dataset, options)
+
+
+def _planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset: Any,
+             options: EvalOptions) -> Iterator[EvalPlan]:
     seed = check_seed(options.seed)
     check_options(options)
     device = start_device(options.device)
@@ -384,9 +392,8 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
     model, is_model_fn = prepare_model(model_or_model_fn, device)
     precision = run_precision(options.precision, device, is_model_fn)
     check_gradients(selected, is_model_fn)
-    was_training = model.training
-    model.eval()
-    try:
+    with kept_as_given(model):  # the view (a wrapper) too
+        model.eval()
         if options.batch_size == AUTO:
             size = auto_chunk_size(model, is_model_fn, source, device, size)
         first_logits, found = validate_first_batch(model, source, size, device)
@@ -402,5 +409,3 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
                        copies=copies, device=device, seed=seed, batch_size=size,
                        precision=precision, manifest=manifest, options=options,
                        warnings=tuple(found), bounds=bounds, bound_notes=notes)
-    finally:
-        model.train(was_training)

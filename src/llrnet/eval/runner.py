@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from llrnet import __version__
 from llrnet.attacks.base import searches_in_bf16
 from llrnet.core import distributed
+from llrnet.core.locks import folder_lock
 from llrnet.core.paths import output_folder
 from llrnet.eval import checks
 from llrnet.eval.execute import EXAMPLE_COUNT, Chunks, EntryResults, Recheck, execute, open_state
@@ -38,6 +40,7 @@ def evaluate(
     options: EvalOptions | None = None,
     *,
     out_dir: str | Path,
+    restart: bool = False,
     **overrides: Any,
 ) -> Records:
     """Evaluate a classifier under a suite of attacks and write a report to ``out_dir``.
@@ -54,7 +57,11 @@ def evaluate(
         dataset: a ``Dataset`` of ``(image [C, H, W] in [0, 1], label)`` or a
             tuple ``(images [N, C, H, W], labels [N])``.
         options: an :class:`EvalOptions` (default: all its defaults).
-        out_dir: folder for the report and the resumable state.
+        out_dir: folder for the report and the resumable state. Each attack
+            run holds a lock there (``state/NAME.lock``) until the run ends.
+        restart: move an earlier state of ``out_dir`` to
+            ``out_dir/discarded/state`` and start over (needed when the state
+            is damaged or its manifest is missing).
         **overrides: :class:`EvalOptions` fields by name, replacing ``options``':
             ``seed`` (image i under attack a uses a seed derived from ``(seed, a,
             i)``), ``device`` (under torchrun CUDA gets ``LOCAL_RANK``),
@@ -94,16 +101,24 @@ def evaluate(
         InputError: the model's output on the first batch is not [N, K] finite
             float logits (model_fn: float32 (N, 2)), or the data is malformed.
         UsageError: unknown suite, attack or option names, a white-box attack on
-            a model_fn, or ``out_dir`` holding a run with different arguments.
+            a model_fn, or ``out_dir`` holding a run with different arguments
+            (or chunks without a readable manifest).
+        RunError: another process is running one of the attacks in ``out_dir``.
     """
     settings = (options or EvalOptions()).merged(overrides)
     out = output_folder(out_dir, what="evaluation output (out_dir)")
-    with planned(model_or_model_fn, suite, dataset, settings) as plan:
-        state = open_state(plan, out)
-        results = execute(plan, state)
-    records, warnings = summarize(plan, results)
-    if distributed.rank() == 0:
-        write_report(plan, out, records, warnings, results)
+    first = distributed.rank() == 0
+    with ExitStack() as locks:
+        with planned(model_or_model_fn, suite, dataset, settings) as plan:
+            if first:  # shared by runs (of disjoint attacks), exclusive for a restart
+                locks.enter_context(folder_lock(out, what="evaluation output folder",
+                                                shared=not restart))
+            state = open_state(plan, out, restart=restart)
+            with state.locked(plan.suite.names, enabled=first):
+                results = execute(plan, state)
+        records, warnings = summarize(plan, results)
+        if first:
+            write_report(plan, out, records, warnings, results)
     distributed.barrier()
     return records
 

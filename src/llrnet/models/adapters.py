@@ -13,6 +13,7 @@ from torch import nn
 from llrnet.core.contracts import check_materialized
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
+from llrnet.core.modes import kept_as_given
 from llrnet.models.classifier import BirdOrBicycleClassifier
 from llrnet.models.heads import challenge_view
 
@@ -104,19 +105,22 @@ def as_model_fn(
     (:func:`~llrnet.models.heads.challenge_view`): the two-class logits of a
     sigmoid bird head such as :class:`BirdOrBicycleClassifier`, or the output of
     a module already returning [N, 2] challenge logits. The model is run in eval
-    mode without gradients, ``batch_size`` images at a time.
+    mode without gradients, ``batch_size`` images at a time; between calls it is
+    left in the mode the caller gave it (:func:`llrnet.core.modes.kept_as_given`).
+    ``device`` (default: the model's) moves the model there once, here.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     check_materialized(model)
     target = resolve_device(device) if device is not None else next(model.parameters()).device
-    model = model.to(target).eval()
+    model = model.to(target)
     forward = challenge_view(model)
 
     def model_fn(images: np.ndarray) -> np.ndarray:
         validate_challenge_images(images)
         outputs = []
-        with torch.inference_mode():
+        with kept_as_given(model), torch.inference_mode():
+            model.eval()
             for start in range(0, len(images), batch_size):
                 chunk = torch.from_numpy(images[start : start + batch_size]).to(target)
                 logits = forward(chunk.permute(0, 3, 1, 2).contiguous())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from llrnet.core import distributed
 from llrnet.core.checks import check_count
 from llrnet.core.errors import InputError, RunError, UsageError, first_line
+from llrnet.core.locks import folder_lock
 from llrnet.core.paths import output_folder
 from llrnet.core.seeding import derive, generator
 from llrnet.models import save_weights
@@ -39,7 +41,7 @@ from llrnet.train.config import TrainConfig, config_to_dict
 from llrnet.train.data import ShardedBatches, batches, build_datasets, held_out, in_memory
 from llrnet.train.logging import MetricsLogger, RunningMeans
 from llrnet.train.presets import dump_config
-from llrnet.train.run_dir import RunDir
+from llrnet.train.run_dir import RunDir, check_checkpoint_config, check_threads
 from llrnet.train.validation import robust_accuracy
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     if config.tensorboard and not _is_utf8(out_dir):
         raise UsageError(f"{out_dir}: TensorBoard cannot write below a name that is not UTF-8; "
                          "rename the folder or --set tensorboard=false")
-    run, device, resume = _open_run(config, out_dir, resume=resume, restart=restart)
+    with ExitStack() as locks:  # the run folder's lock, released when the run ends
+        return _train(config, out_dir, locks, resume=resume, until_step=until_step,
+                      progress=progress, task=task, restart=restart)
+
+
+def _train(config: TrainConfig, out_dir: str | Path, locks: ExitStack, *, resume: bool,
+           until_step: int | None, progress: bool, task: Any, restart: bool) -> TrainResult:
+    """:func:`train`, with the run folder's lock entered on ``locks``."""
+    run, device, resume = _open_run(config, out_dir, locks, resume=resume, restart=restart)
     seed_everything(config.seed)  # identical initialization on every rank
     trainee = build_trainee(config, device, task)
     train_set, held = _load_data(config, trainee, device)
@@ -203,12 +213,19 @@ def _start_processes(config: TrainConfig) -> torch.device:
     return device
 
 
-def _open_run(config: TrainConfig, out_dir: str | Path, *, resume: bool, restart: bool
-              ) -> tuple[RunDir, torch.device, bool]:
-    """The run folder (prepared; a ``restart`` moves the previous attempt aside), this
-    process's device, and whether the run resumes (never after a restart)."""
+def _open_run(config: TrainConfig, out_dir: str | Path, locks: ExitStack, *, resume: bool,
+              restart: bool) -> tuple[RunDir, torch.device, bool]:
+    """The run folder (locked by rank 0 on ``locks``; prepared; a ``restart`` moves the
+    previous attempt aside), this process's device, and whether the run resumes
+    (never after a restart).
+
+    Raises:
+        RunError: another process holds the run folder (named in the message).
+    """
     run = RunDir(output_folder(out_dir, what="run folder (--out)"))
     device = _start_processes(config)
+    if distributed.rank() == 0:
+        locks.enter_context(folder_lock(run.path, what="run folder"))
     run.prepare(config, resume=resume, restart=restart)
     if restart:
         if distributed.rank() == 0 and (moved := run.discard()) is not None:
@@ -228,6 +245,11 @@ def _load_data(config: TrainConfig, trainee: Trainee, device: torch.device
     return train_set, held
 
 
+def _parameter_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s first parameter lives (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: bool
                     ) -> tuple[int, Path | None]:
     """``(first step, its checkpoint)``: restored from the newest intact checkpoint
@@ -242,6 +264,9 @@ def _resume_or_seed(trainee: Trainee, run: RunDir, config: TrainConfig, resume: 
         torch.manual_seed(derive(config.seed, "train", "task", rank))
         return 0, None
     state = found[1]
+    where = str(checkpoint_path(run.checkpoints, found[0]))
+    check_checkpoint_config(state.get("config"), config, where)
+    check_threads(state.get("threads"), _parameter_device(trainee.model).type, where)
     try:
         trainee.load_state_dict(state)
         rngs = state["rng"]
@@ -424,6 +449,7 @@ def write_checkpoint(trainee: Trainee, run: RunDir, config: TrainConfig, step: i
             "rng": rngs,
             "data": {"next_step": step, "batch_size": config.batch_size, "seed": config.seed},
             "config": dump_config(config),
+            "threads": torch.get_num_threads(),  # CPU results depend on it (check_threads)
         }
         save_checkpoint(run.checkpoints, step, state, keep=config.keep_checkpoints)
     distributed.barrier()

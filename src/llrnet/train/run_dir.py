@@ -9,6 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
 from llrnet.core.errors import UsageError
 from llrnet.core.fileio import atomic_write_json, atomic_write_text
 from llrnet.train.checkpoint import has_checkpoints
@@ -22,6 +25,8 @@ __all__ = [
     "RESULT_FILE",
     "RESUMABLE_CHANGES",
     "RunDir",
+    "check_checkpoint_config",
+    "check_threads",
     "load_run_config",
 ]
 
@@ -133,16 +138,43 @@ class RunDir:
         return dict(result.get("metrics", {}))
 
 
-def check_resumable(saved: Mapping[str, Any], config: TrainConfig) -> None:
+def check_resumable(saved: Mapping[str, Any], config: TrainConfig, *,
+                    against: str = "the run's config.yaml") -> None:
     """Raise UsageError if ``config`` differs from the ``saved`` values beyond
-    :data:`RESUMABLE_CHANGES` (naming the first changed keys)."""
+    :data:`RESUMABLE_CHANGES` (naming the first changed keys); ``against`` names
+    where ``saved`` comes from."""
     old, new = flatten(saved), flatten(config_to_dict(config))
     changed = sorted(k for k in set(old) | set(new)
                      if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
-        raise UsageError(f"cannot resume with a different configuration ({details}); "
-                         "resume with the run's own config.yaml or start a new --out folder")
+        raise UsageError(f"cannot resume with a different configuration ({details}) than "
+                         f"{against}; resume with the configuration the run was trained "
+                         "with, or start a new --out folder")
+
+
+def check_checkpoint_config(text: Any, config: TrainConfig, checkpoint: str) -> None:
+    """Raise UsageError if ``config`` differs (beyond :data:`RESUMABLE_CHANGES`) from the
+    configuration a checkpoint was written under (its ``config`` entry, YAML text),
+    naming the changed keys: an edited ``config.yaml`` cannot change a run silently.
+    A checkpoint without that entry (none of llrnet's) is not checked."""
+    if not isinstance(text, str):
+        return
+    saved = yaml.safe_load(text)
+    if isinstance(saved, Mapping):
+        check_resumable(saved, config, against=f"the one {checkpoint} was trained with")
+
+
+def check_threads(saved: Any, device_type: str, checkpoint: str) -> None:
+    """Raise UsageError if a CPU run resumes with another torch thread count than its
+    checkpoint was written with (``saved``; None: not recorded, not checked): on
+    CPU, the sums of convolutions depend on it, so the weights would diverge."""
+    current = torch.get_num_threads()
+    if device_type != "cpu" or not isinstance(saved, int) or saved == current:
+        return
+    raise UsageError(f"{checkpoint} was written by a run with {saved} CPU threads and this "
+                     f"process has {current}; CPU results depend on the thread count, so "
+                     f"resume with --threads {saved} (torch.set_num_threads({saved}))")
 
 
 def load_run_config(out_dir: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
