@@ -14,6 +14,7 @@ from torchvision.transforms import functional as TF
 
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
+from llrnet.models.compiled import compile_model, uncompile
 from llrnet.models.heads import SigmoidBirdHead, head_of
 from llrnet.models.precision import fast_copy, resolve_precision
 
@@ -96,13 +97,17 @@ def predict_images(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    compile: bool = False,
 ) -> tuple[list[Prediction], dict[str, str]]:
     """Score every readable image in ``paths``.
 
     ``precision`` ``"bf16"`` scores with a bf16 channels_last copy of the model
     (:func:`llrnet.models.fast_copy`); ``"auto"`` does so where the device has
     bf16 matrix units (:func:`llrnet.models.precision.resolve_precision`). bf16 logits
-    differ from fp32 ones by bf16 rounding (docs/benchmarks.md).
+    differ from fp32 ones by bf16 rounding (docs/benchmarks.md). ``compile``
+    runs the scoring model through ``torch.compile``
+    (:func:`llrnet.models.compiled.compile_model`: compiled on the first batch,
+    eager with one warning where compiling cannot run); ``model`` is left eager.
 
     Returns the predictions (in input order, readable files only) and a mapping
     from each unreadable path to the reason.
@@ -119,6 +124,16 @@ def predict_images(
     model = model.to(device).eval()
     if resolve_precision(precision, device) == "bf16":
         model = fast_copy(model, "bf16").eval()
+    try:
+        return _score(model, head, paths, batch_size, device, compile)
+    finally:
+        uncompile(model)
+
+
+def _score(model: torch.nn.Module, head: SigmoidBirdHead, paths: list[str | os.PathLike[str]],
+           batch_size: int, device: torch.device, compile: bool
+           ) -> tuple[list[Prediction], dict[str, str]]:
+    """:func:`predict_images` once the model is ready."""
     failures: dict[str, str] = {}
     readable: list[tuple[str, torch.Tensor]] = []
     for path in paths:
@@ -131,6 +146,8 @@ def predict_images(
         for start in range(0, len(readable), batch_size):
             chunk = readable[start : start + batch_size]
             batch = torch.stack([image for _, image in chunk]).to(device)
+            if compile and start == 0:
+                compile_model(model, batch, what="the model")
             logits = head.bird_logit(model(batch)).float().cpu().numpy()
             for (path, _), logit in zip(chunk, logits):
                 predictions.append(_prediction(path, float(logit)))
