@@ -126,6 +126,15 @@ def test_where_compiling_fails_the_evaluation_warns_once_and_runs_eager(
     assert not is_compiled(model)
 
 
+def test_a_model_the_caller_compiled_stays_compiled(tmp_path: Path,
+                                                    dynamo_only: list[Any]) -> None:
+    model = _model()
+    assert compiled.compile_model(model)
+    evaluate(model, get_suite("digits", **DIGITS), suite_dataset("digits"), out_dir=tmp_path,
+             max_images=2, progress=False, attacks=["clean"])
+    assert is_compiled(model)
+
+
 def test_compile_must_be_a_bool(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="compile must be True or False, got 'yes'"):
         _run(tmp_path, compile="yes")

@@ -14,7 +14,7 @@ from torchvision.transforms import functional as TF
 
 from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
-from llrnet.models.compiled import compile_model, uncompile
+from llrnet.models.compiled import compile_model, is_compiled, uncompile
 from llrnet.models.heads import SigmoidBirdHead, head_of
 from llrnet.models.precision import fast_copy, resolve_precision
 
@@ -124,10 +124,12 @@ def predict_images(
     model = model.to(device).eval()
     if resolve_precision(precision, device) == "bf16":
         model = fast_copy(model, "bf16").eval()
+    was_compiled = is_compiled(model)
     try:
         return _score(model, head, paths, batch_size, device, compile)
     finally:
-        uncompile(model)
+        if not was_compiled:
+            uncompile(model)  # the caller's module is as it was
 
 
 def _score(model: torch.nn.Module, head: SigmoidBirdHead, paths: list[str | os.PathLike[str]],

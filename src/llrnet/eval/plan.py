@@ -29,7 +29,7 @@ from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
 from llrnet.eval.model_fn import ModelFnModule
 from llrnet.eval.suites import Suite, fingerprint_attack, get_suite
-from llrnet.models.compiled import compile_model, uncompile
+from llrnet.models.compiled import compile_model, is_compiled, uncompile
 from llrnet.models.heads import challenge_view
 from llrnet.models.precision import Precision, SearchCopies, check_precision, resolve_precision
 from llrnet.models.weights import tensors_sha256
@@ -361,7 +361,7 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
     model, is_model_fn = prepare_model(model_or_model_fn, device)
     precision = run_precision(options.precision, device, is_model_fn)
     check_gradients(selected, is_model_fn)
-    was_training = model.training
+    was_training, was_compiled = model.training, is_compiled(model)
     model.eval()
     try:
         first_logits, found = validate_first_batch(model, source, size, device)
@@ -382,5 +382,6 @@ def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset:
                        warnings=tuple(found), bounds=bounds, bound_notes=notes,
                        compiled=compiled)
     finally:
-        uncompile(model)  # the caller's module is eager again
+        if not was_compiled:
+            uncompile(model)  # the caller's module is as it was
         model.train(was_training)
