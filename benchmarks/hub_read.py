@@ -5,8 +5,7 @@
 1. Writes a synthetic checkpoint with ResNet-152 v2's variables (~230 MB of
    float32, llrnet's pure-Python bundle writer, byte-compatible with TF's).
 2. Measures, in the same run: plain file read (MB/s), ``read_checkpoint`` with
-   CRC32C by ``google-crc32c``, with the pure-Python CRC32C, and without
-   verification.
+   CRC32C by ``google-crc32c``, and without verification.
 3. With ``--module DIR`` (a full-size module written by
    ``.venv-tf/bin/python scripts/make_hub_fixtures.py --resnet152 DIR``), times
    the whole ``import_hub`` (open, CRC, graph, mapping, completeness, save) and
@@ -37,7 +36,6 @@ import torch
 from common import best_times, machine_description
 
 from llrnet.hub import import_hub, read_checkpoint
-from llrnet.hub.formats import crc32c as crc_module
 from llrnet.hub.formats.bundle_writer import write_checkpoint
 from llrnet.models import create_model, load_weights
 
@@ -154,8 +152,6 @@ def main() -> None:
                         help="a full-size ResNet-152 module (see the module doc)")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"replace the '{SECTION}' section of docs/benchmarks.md")
-    parser.add_argument("--skip-python-crc", action="store_true",
-                        help="skip the slow pure-Python CRC32C measurement")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows: list[str] = []
@@ -176,20 +172,10 @@ def main() -> None:
                 float(array.reshape(-1)[-1])
                 np.asarray(array).sum()
 
-        cases = [("read_checkpoint, no CRC (verify=False)", False, None),
-                 ("read_checkpoint + CRC32C, google-crc32c", True, "fast")]
-        if not args.skip_python_crc:
-            cases.append(("read_checkpoint + CRC32C, pure Python", True, "python"))
-        for label, verify, impl in cases:
-            saved = crc_module._FAST
-            if impl == "python":
-                crc_module._FAST = None
-            elif impl == "fast" and saved is None:
-                continue
-            try:
-                seconds = timed(partial(read, verify), repeat=1 if impl == "python" else 3)
-            finally:
-                crc_module._FAST = saved
+        cases = [("read_checkpoint, no CRC (verify=False)", False),
+                 ("read_checkpoint + CRC32C, google-crc32c", True)]
+        for label, verify in cases:
+            seconds = timed(partial(read, verify), repeat=3)
             rows.append(f"| {label} | {seconds:.2f} s | {size_mb / seconds:.0f} MB/s | "
                         f"{t_plain / seconds:.2f} |")
         import_rows: list[str] = []

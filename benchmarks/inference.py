@@ -17,10 +17,17 @@ The two models are timed interleaved (reference, ours, reference, ours, ...) on
 the same inputs so machine noise hits both alike; the ratio is the result. Each
 fast path is timed alternately with our fp32 eager path the same way.
 
+With ``--compile-only`` it measures only what ``--compile`` changes: ``llr_pretrain_adv``
+compiled (``llrnet.models.compiled.compile_model``) against eager, in fp32 and as the
+bf16 channels_last copy, at each batch size, each compiled module timed alternately with
+its eager self (the ``compile`` section of docs/benchmarks.md).
+
 Usage::
 
     .venv/bin/python benchmarks/inference.py [--batch-sizes 1,8,32] [--repeats 3]
         [--no-compile] [--write]
+    .venv/bin/python benchmarks/inference.py --compile-only [--batch-sizes 1,8,32]
+        [--repeats 2] [--write]
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import torchvision
 from common import isa, machine_description, real_looking, write_section
 
 from llrnet.models import create_model, fast_copy, head_of
+from llrnet.models.compiled import compile_model
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -79,6 +87,57 @@ def _flips(model: torch.nn.Module, forward: Forward, x: torch.Tensor) -> tuple[f
     return at_zero, at_median
 
 
+def compile_comparison(batch_sizes: list[int], repeats: int) -> str:
+    """The ``compile`` section: compiled against eager ``llr_pretrain_adv``, fp32 and bf16
+    channels_last, at each batch size (ratios of the medians of interleaved timings)."""
+    torch.manual_seed(0)
+    fp32 = create_model("llr_pretrain_adv").eval()
+    eager = {"fp32": fp32, "bf16 channels_last": fast_copy(fp32, "bf16").eval()}
+    rows, first_calls = [], []
+    compiled: dict[str, torch.nn.Module] = {}
+    for name in eager:
+        copy = create_model("llr_pretrain_adv").eval()
+        copy.load_state_dict(fp32.state_dict())
+        compiled[name] = copy if name == "fp32" else fast_copy(copy, "bf16").eval()
+        if not compile_model(compiled[name], what=name):
+            raise SystemExit(f"torch.compile cannot run here ({name})")
+    for batch in batch_sizes:
+        x = torch.rand(batch, 3, 224, 224)
+        for name, module in eager.items():
+            first_calls.append(f"{name}, batch {batch}: {_time(compiled[name], x):.1f} s")
+            _time(module, x)  # warm-up
+            eager_times, compiled_times = [], []
+            for _ in range(repeats):
+                eager_times.append(_time(module, x))
+                compiled_times.append(_time(compiled[name], x))
+            with torch.inference_mode():
+                diff = (compiled[name](x).float() - module(x).float()).abs().max().item()
+            slow, fast = statistics.median(eager_times), statistics.median(compiled_times)
+            rows.append(f"| {batch} | {name} | {batch / slow:.2f} | {batch / fast:.2f} | "
+                        f"{slow / fast:.3f}x | {diff:.2e} |")
+            print(rows[-1], flush=True)
+    sizes = ",".join(str(b) for b in batch_sizes)
+    command = (f"`.venv/bin/python benchmarks/inference.py --compile-only --batch-sizes {sizes} "
+               f"--repeats {repeats} --write`")
+    return "\n".join([
+        "## torch.compile (`llr_pretrain_adv`, `--compile`)",
+        "",
+        f"Machine: {machine_description()}; {isa()}. Command: {command}.",
+        f"Images/s, median of {repeats} interleaved repeats (eager, compiled, eager, ...) "
+        "on the same 224x224 inputs; the compiled module is the same model through "
+        "`llrnet.models.compiled.compile_model` (torch.compile, default mode); the max abs "
+        "logit difference is compiled against eager in the same precision.",
+        "",
+        "| batch | precision | eager (img/s) | compiled (img/s) | compiled / eager | "
+        "max abs logit diff |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "First call at each new batch size (compiling, or recompiling for a dynamic batch "
+        "dimension; not in the timings above): " + "; ".join(first_calls) + ".",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", default="1,8,32")
@@ -87,7 +146,15 @@ def main() -> None:
     parser.add_argument("--flip-images", type=int, default=32,
                         help="random and real-looking images for the flip counts")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="only compiled vs eager, fp32 and bf16 channels_last")
     args = parser.parse_args()
+    if args.compile_only:
+        text = compile_comparison([int(b) for b in args.batch_sizes.split(",")], args.repeats)
+        print(text)
+        if args.write:
+            write_section("compile", text)
+        return
     torch.manual_seed(0)
     ours = create_model("llr_pretrain_adv").eval()
     reference = torchvision.models.resnet152().eval()

@@ -16,6 +16,7 @@ from llrnet.core.devices import resolve_device
 from llrnet.core.errors import InputError
 from llrnet.core.fileio import NotRegularFileError, open_regular_file
 from llrnet.core.modes import kept_as_given
+from llrnet.models.compiled import compile_model, is_compiled, uncompile
 from llrnet.models.heads import SigmoidBirdHead, head_of
 from llrnet.models.precision import fast_copy, resolve_precision
 
@@ -102,13 +103,18 @@ def predict_images(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    compile: bool = False,
 ) -> tuple[list[Prediction], dict[str, str]]:
     """Score every readable image in ``paths``.
 
     ``precision`` ``"bf16"`` scores with a bf16 channels_last copy of the model
     (:func:`llrnet.models.fast_copy`); ``"auto"`` does so where the device has
     bf16 matrix units (:func:`llrnet.models.precision.resolve_precision`). bf16 logits
-    differ from fp32 ones by bf16 rounding (docs/benchmarks.md).
+    differ from fp32 ones by bf16 rounding (docs/benchmarks.md). ``compile``
+    runs the scoring model through ``torch.compile``
+    (:func:`llrnet.models.compiled.compile_model`: compiled on the first batch,
+    eager with one warning where compiling cannot run). The caller's model comes
+    back as given: mode, device, and eager unless the caller compiled it.
 
     Returns the predictions (in input order, readable files only) and a mapping
     from each unreadable path to the reason.
@@ -122,6 +128,22 @@ def predict_images(
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
+    with kept_as_given(model):  # the caller's model comes back as given (mode, device)
+        scorer = model.to(device).eval()
+        if resolve_precision(precision, device) == "bf16":
+            scorer = fast_copy(scorer, "bf16").eval()
+        was_compiled = is_compiled(scorer)
+        try:
+            return _score(scorer, head, paths, batch_size, device, compile)
+        finally:
+            if not was_compiled:
+                uncompile(scorer)  # the caller's module is as it was
+
+
+def _score(model: torch.nn.Module, head: SigmoidBirdHead, paths: list[str | os.PathLike[str]],
+           batch_size: int, device: torch.device, compile: bool
+           ) -> tuple[list[Prediction], dict[str, str]]:
+    """:func:`predict_images` once the model is ready."""
     failures: dict[str, str] = {}
     readable: list[tuple[str, torch.Tensor]] = []
     for path in paths:
@@ -130,17 +152,15 @@ def predict_images(
         except InputError as error:
             failures[str(path)] = str(error)
     predictions: list[Prediction] = []
-    with kept_as_given(model):  # the caller's model comes back as given (mode, device)
-        scorer = model.to(device).eval()
-        if resolve_precision(precision, device) == "bf16":
-            scorer = fast_copy(scorer, "bf16").eval()
-        with torch.inference_mode():
-            for start in range(0, len(readable), batch_size):
-                chunk = readable[start : start + batch_size]
-                batch = torch.stack([image for _, image in chunk]).to(device)
-                logits = head.bird_logit(scorer(batch)).float().cpu().numpy()
-                for (path, _), logit in zip(chunk, logits):
-                    predictions.append(_prediction(path, float(logit)))
+    with torch.inference_mode():
+        for start in range(0, len(readable), batch_size):
+            chunk = readable[start : start + batch_size]
+            batch = torch.stack([image for _, image in chunk]).to(device)
+            if compile and start == 0:
+                compile_model(model, batch, what="the model")
+            logits = head.bird_logit(model(batch)).float().cpu().numpy()
+            for (path, _), logit in zip(chunk, logits):
+                predictions.append(_prediction(path, float(logit)))
     return predictions, failures
 
 

@@ -111,6 +111,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--bound-attack", choices=("pgd", "apgd-ce"), default="pgd",
                         help="the white-box bounds' attack: PGD-100 (default) or, in L-inf "
                         "balls, the authors' APGD-CE (pip install 'llrnet[autoattack]')")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model and its search copies through torch.compile "
+                        "(warmed up before the first attack; not part of the resume check; "
+                        "eager with a warning where it cannot run)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_eval)
 
@@ -191,7 +195,8 @@ def _eval(args: argparse.Namespace) -> int:
                        precision=args.precision, check_budget=args.check_budget,
                        check_budget_images=args.check_budget_images,
                        white_box_bounds=args.white_box_bounds,
-                       bound_attack=args.bound_attack, restart=args.restart)
+                       bound_attack=args.bound_attack, restart=args.restart,
+                       compile=args.compile)
     if distributed.rank() == 0:
         print(format_table(results))
         print(f"results: {Path(args.out) / 'results.json'}")

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                          "several times faster on AMX-BF16 or AVX512-BF16 CPUs and recent "
                          "GPUs, logits within bf16 rounding) or auto (bf16 where the "
                          "hardware computes bf16 natively)")
+    predict.add_argument("--compile", action="store_true",
+                         help="run the model through torch.compile (compiles on the first "
+                         "batch; eager with a warning where it cannot run)")
     predict.set_defaults(func=_predict)
 
 
@@ -70,7 +73,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_weights(args.weights, device=args.device)
     predictions, failures = predict_images(
         model, args.images, batch_size=args.batch_size, device=args.device,
-        precision=args.precision,
+        precision=args.precision, compile=args.compile,
     )
     for prediction in predictions:
         if args.json:

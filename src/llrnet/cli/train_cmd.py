@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--threads", type=at_least(1), default=None,
                        help="CPU threads for torch (default: torch's choice)")
+    train.add_argument("--compile", action="store_true",
+                       help="run the model through torch.compile (the same as --set "
+                       "compile=true; eager with a warning where it cannot run)")
     train.add_argument("--list-presets", action="store_true", help="list presets and exit")
     train.add_argument("--print-config", action="store_true",
                        help="print the resolved configuration as YAML and exit")
@@ -86,6 +89,8 @@ def _train(args: argparse.Namespace) -> int:
         for name in list_presets():
             print(name)
         return 0
+    if args.compile:
+        args.overrides.append("compile=true")
     if args.preset is None and (args.resume or args.restart) and args.out:
         config = load_run_config(args.out, args.overrides)
     elif args.preset is None and not args.print_config:

@@ -31,6 +31,7 @@ from llrnet.eval import checks
 from llrnet.eval.images import ImageSource
 from llrnet.eval.model_fn import ModelFnModule
 from llrnet.eval.suites import Suite, fingerprint_attack, get_suite
+from llrnet.models.compiled import compile_model, is_compiled, uncompile
 from llrnet.models.heads import challenge_view
 from llrnet.models.precision import Precision, SearchCopies, check_precision, resolve_precision
 from llrnet.models.weights import tensors_sha256
@@ -58,7 +59,9 @@ class EvalOptions:
     black-box attack's white-box bound (None: the suite's default), with
     ``bound_attack`` ``"pgd"`` (L-inf and L2 PGD-100) or ``"apgd-ce"`` (the
     authors' APGD-CE in L-inf balls, needs ``pyautoattack``; its result depends
-    on the other images of a chunk, as AutoAttack's does).
+    on the other images of a chunk, as AutoAttack's does). ``compile`` runs the
+    model and its search copies through ``torch.compile`` (execution only: not
+    in the resume fingerprint; where it cannot run, one warning and eager).
     """
 
     seed: int = 0
@@ -76,6 +79,7 @@ class EvalOptions:
     check_budget_images: int = 32
     white_box_bounds: bool | None = None
     bound_attack: str = "pgd"
+    compile: bool = False
 
     def merged(self, overrides: Mapping[str, Any]) -> EvalOptions:
         """These options with ``overrides`` (field name -> value) replacing fields.
@@ -102,7 +106,7 @@ class EvalPlan:
     (:class:`~llrnet.eval.state.RunState`); ``warnings`` the sanity checks of the
     first batch. ``bounds`` maps an entry's name to its white-box bound attack (when
     bounds are on and the model has gradients), ``bound_notes`` to why its bound
-    was skipped.
+    was skipped. ``compiled``: the model and copies run through ``torch.compile``.
     """
 
     suite: Suite
@@ -119,6 +123,7 @@ class EvalPlan:
     warnings: tuple[str, ...]
     bounds: Mapping[str, Any] = field(default_factory=dict)
     bound_notes: Mapping[str, str] = field(default_factory=dict)
+    compiled: bool = False
 
 
 def resolve_suite(suite: str | Suite | Sequence[Any]) -> Suite:
@@ -284,13 +289,16 @@ BOUND_ATTACKS = ("pgd", "apgd-ce")
 
 
 def check_options(options: EvalOptions) -> None:
-    """Raise :class:`UsageError` for a bad budget check or white-box bounds option."""
+    """Raise :class:`UsageError` for a bad budget check, white-box bounds or compile
+    option."""
     if options.check_budget is not None:
         check_count(options.check_budget, "check_budget")
     check_count(options.check_budget_images, "check_budget_images")
     if options.white_box_bounds not in (None, True, False):
         raise UsageError("white_box_bounds must be None (the suite's default), True or False, "
                          f"got {options.white_box_bounds!r}")
+    if not isinstance(options.compile, bool):
+        raise UsageError(f"compile must be True or False, got {options.compile!r}")
     if options.bound_attack not in BOUND_ATTACKS:
         raise UsageError(f"bound_attack must be one of {', '.join(BOUND_ATTACKS)}, "
                          f"got {options.bound_attack!r}")
@@ -368,6 +376,25 @@ def resume_manifest(full: Suite, *, seed: int, size: int, source: ImageSource, s
     return manifest
 
 
+def compile_run(model: nn.Module, copies: SearchCopies, is_model_fn: bool,
+                example: torch.Tensor, gradients: bool) -> bool:
+    """``torch.compile`` the judging ``model`` and its search copies in place, each warmed
+    up on ``example`` (the first batch, on the device; with its input gradient where an
+    attack takes one: ``gradients``), so no compile time lands in a chunk's timing.
+    True if all are compiled; False (eager) for a numpy model_fn or where compiling
+    cannot run (one warning)."""
+    if is_model_fn:
+        logger.info("compile: a numpy model_fn runs as it is")
+        return False
+    done = compile_model(model, example, gradients=gradients and copies.bf16 is None,
+                         what="the model")
+    for copy, what in ((copies.bf16, "the bf16 search copy"),
+                       (copies.fp32, "the fp32 channels_last search copy")):
+        if copy is not None:
+            done = compile_model(copy, example, gradients=gradients, what=what) and done
+    return done
+
+
 @contextmanager
 def planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset: Any,
             options: EvalOptions) -> Iterator[EvalPlan]:
@@ -392,20 +419,29 @@ def _planned(model_or_model_fn: Any, suite: str | Suite | Sequence[Any], dataset
     model, is_model_fn = prepare_model(model_or_model_fn, device)
     precision = run_precision(options.precision, device, is_model_fn)
     check_gradients(selected, is_model_fn)
+    was_compiled = is_compiled(model)
     with kept_as_given(model):  # the view (a wrapper) too
-        model.eval()
-        if options.batch_size == AUTO:
-            size = auto_chunk_size(model, is_model_fn, source, device, size)
-        first_logits, found = validate_first_batch(model, source, size, device)
-        bounds, notes = plan_bounds(selected, options, model, is_model_fn, source, device)
-        searches = [e.attack for e in selected.entries] + list(bounds.values())
-        copies = SearchCopies.build(model, precision, fp32_copy=any(
-            not searches_in_bf16(attack) for attack in searches))
-        manifest = resume_manifest(
-            full, seed=seed, size=size, source=source, shuffled=shuffled,
-            model=model_fingerprint(model, is_model_fn, first_logits), options=options,
-            precision=precision, bounds=bounds_on(selected, options))
-        yield EvalPlan(suite=selected, source=source, model=model, is_model_fn=is_model_fn,
-                       copies=copies, device=device, seed=seed, batch_size=size,
-                       precision=precision, manifest=manifest, options=options,
-                       warnings=tuple(found), bounds=bounds, bound_notes=notes)
+        try:
+            model.eval()
+            if options.batch_size == AUTO:
+                size = auto_chunk_size(model, is_model_fn, source, device, size)
+            first_logits, found = validate_first_batch(model, source, size, device)
+            bounds, notes = plan_bounds(selected, options, model, is_model_fn, source, device)
+            searches = [e.attack for e in selected.entries] + list(bounds.values())
+            copies = SearchCopies.build(model, precision, fp32_copy=any(
+                not searches_in_bf16(attack) for attack in searches))
+            manifest = resume_manifest(
+                full, seed=seed, size=size, source=source, shuffled=shuffled,
+                model=model_fingerprint(model, is_model_fn, first_logits), options=options,
+                precision=precision, bounds=bounds_on(selected, options))
+            compiled = options.compile and compile_run(
+                model, copies, is_model_fn, source.get(source.order[:size])[0].to(device),
+                gradients=bool(bounds) or any(e.needs_gradients for e in selected.entries))
+            yield EvalPlan(suite=selected, source=source, model=model, is_model_fn=is_model_fn,
+                           copies=copies, device=device, seed=seed, batch_size=size,
+                           precision=precision, manifest=manifest, options=options,
+                           warnings=tuple(found), bounds=bounds, bound_notes=notes,
+                           compiled=compiled)
+        finally:
+            if not was_compiled:
+                uncompile(model)  # the caller's module is as it was

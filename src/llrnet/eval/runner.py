@@ -83,8 +83,10 @@ def evaluate(
             the fp32 model; a run resumes only under the precision it started
             with), ``check_budget`` (K: re-run each budgeted attack at K times its
             budget on at most ``check_budget_images`` images it left correct, with
-            the same per-image seeds) and ``white_box_bounds`` (run each
-            black-box attack's white-box bound; None: the suite's default).
+            the same per-image seeds), ``white_box_bounds`` (run each
+            black-box attack's white-box bound; None: the suite's default) and
+            ``compile`` (run the model and its search copies through
+            ``torch.compile``; execution only, so not part of the resume check).
             docs/evaluation.md has the details.
 
     Returns:
@@ -217,6 +219,7 @@ def write_report(plan: EvalPlan, out: Path, records: Records, warnings: list[str
         "seed": plan.seed,
         "images": source.count,
         "precision": plan.precision,
+        "compile": plan.compiled,
         "attacks": records,
         "order": plan.suite.names,
         "warnings": warnings,
@@ -232,6 +235,8 @@ def write_report(plan: EvalPlan, out: Path, records: Records, warnings: list[str
         "max_images": plan.options.max_images,
         "precision_requested": plan.options.precision,
         "precision": plan.precision,
+        "compile_requested": plan.options.compile,
+        "compile": plan.compiled,
         "model_class": "model_fn" if plan.is_model_fn else type(plan.model).__name__,
         "llrnet_version": __version__,
         "torch_version": torch.__version__,

@@ -20,6 +20,7 @@ from llrnet.core.errors import RunError, WeightsError
 from llrnet.core.fileio import utf8_name
 from llrnet.models import read_metadata
 from llrnet.models import registry as model_registry
+from llrnet.models.compiled import compile_model
 from llrnet.models.weights import load_state_strict, tensors_sha256
 from llrnet.train.config import ModelConfig, TaskConfig, TrainConfig
 from llrnet.train.ema import ModelEMA
@@ -128,6 +129,10 @@ def build_trainee(config: TrainConfig, device: torch.device, task: Any = None) -
     optimizer = build_optimizer(model, config.optim)
     scheduler = build_scheduler(optimizer, config.optim, config.steps)
     ema = ModelEMA(model, config.ema_decay) if config.ema_decay is not None else None
+    if config.compile:  # after the EMA's copy: the EMA module stays eager
+        compile_model(model, what="the trained model")
+        logger.info("torch.compile: the model compiles in its first steps (the first "
+                    "log line's images_per_second includes it)")
     wrapped: nn.Module = model
     if distributed.world_size() > 1:
         with warnings.catch_warnings():

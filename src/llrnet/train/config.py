@@ -134,6 +134,9 @@ class TrainConfig:
             kept intact) or ``skip`` the batch.
         max_skipped: with ``skip``, stop after this many skipped batches in a row.
         description: free text saved with the run (where the preset comes from).
+        compile: run the model through ``torch.compile``
+            (:func:`llrnet.models.compiled.compile_model`; eager with one warning
+            where it cannot run). Execution only: a run may resume with or without it.
     """
 
     seed: int = 0
@@ -149,6 +152,7 @@ class TrainConfig:
     on_nonfinite: OnNonfinite = "stop"
     max_skipped: int = 20
     description: str = ""
+    compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)

@@ -39,7 +39,7 @@ DISCARDED = "discarded"
 #: Settings that may change when resuming (they do not change the weights).
 RESUMABLE_CHANGES = frozenset({
     "log_every", "tensorboard", "checkpoint_every", "keep_checkpoints", "eval.every",
-    "data.num_workers", "device", "description",
+    "data.num_workers", "device", "description", "compile",
 })
 
 
