@@ -49,7 +49,9 @@ def without_times(path: Path) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes_equal_one(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    here = Path(__file__).parent  # this file's folder and this checkout's src (not another)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")])}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--standalone", __file__, str(tmp_path / "two")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)

@@ -109,9 +109,9 @@ def evaluate(
     """
     settings = (options or EvalOptions()).merged(overrides)
     out = output_folder(out_dir, what="evaluation output (out_dir)")
-    first = distributed.rank() == 0
     with ExitStack() as locks:
         with planned(model_or_model_fn, suite, dataset, settings) as plan:
+            first = distributed.rank() == 0  # the process group starts in planned()
             if first:  # shared by runs (of disjoint attacks), exclusive for a restart
                 locks.enter_context(folder_lock(out, what="evaluation output folder",
                                                 shared=not restart))
