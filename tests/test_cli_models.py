@@ -15,17 +15,8 @@ from PIL import Image
 
 from llrnet.cli import main
 from llrnet.inference import load_image
-from llrnet.models import create_model, list_models, save_weights
-
-
-def _oracle_weights(path: Path, bird_logit: float) -> Path:
-    """A tiny classifier whose bird logit is ``bird_logit`` for every image."""
-    model = create_model("llr_pretrain_adv_tiny")
-    with torch.no_grad():
-        model.linear.weight.zero_()
-        model.linear.bias.copy_(torch.tensor([0.0, bird_logit]))
-    save_weights(model, path, {"source": "oracle"})
-    return path
+from llrnet.models import list_models
+from model_helpers import constant_bird_weights
 
 
 def _image(path: Path, size: tuple[int, int] = (300, 260), colour: int = 120) -> Path:
@@ -46,7 +37,7 @@ def test_load_image_resizes_shorter_side_and_center_crops(tmp_path: Path) -> Non
 
 
 def test_predict_prints_known_answer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    weights = _oracle_weights(tmp_path / "w.safetensors", 2.0)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", 2.0)
     images = [_image(tmp_path / "a.png"), _image(tmp_path / "b.jpg", colour=10)]
     assert main(["predict", *map(str, images), "--weights", str(weights), "--json",
                  "--batch-size", "1"]) == 0
@@ -61,7 +52,7 @@ def test_predict_prints_known_answer(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_predict_text_output_and_bicycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
-    weights = _oracle_weights(tmp_path / "w.safetensors", -1.5)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", -1.5)
     assert main(["predict", str(_image(tmp_path / "a.png")), "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
     assert "bicycle" in out and "confidence=1.5000" in out
@@ -70,7 +61,7 @@ def test_predict_text_output_and_bicycle(tmp_path: Path, capsys: pytest.CaptureF
 def test_predict_reports_unreadable_files_and_scores_the_rest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    weights = _oracle_weights(tmp_path / "w.safetensors", 1.0)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", 1.0)
     good = _image(tmp_path / "good.png")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
@@ -90,7 +81,7 @@ def test_predict_reports_unreadable_files_and_scores_the_rest(
 
 
 def test_info_prints_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    weights = _oracle_weights(tmp_path / "w.safetensors", 1.0)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", 1.0)
     assert main(["info", str(weights), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["architecture"] == "llr_pretrain_adv_tiny" and record["source"] == "oracle"
@@ -122,7 +113,7 @@ def test_bad_weights_give_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_bad_batch_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
-    weights = _oracle_weights(tmp_path / "w.safetensors", 1.0)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", 1.0)
     assert main(["predict", str(_image(tmp_path / "a.png")), "--weights", str(weights),
                  "--batch-size", "0"]) == 2
     assert "batch size must be >= 1" in capsys.readouterr().err
@@ -131,7 +122,7 @@ def test_bad_batch_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
 def test_predict_in_bf16_scores_with_the_bf16_copy(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # The bias 1.3 is not a bf16 number: fp32 reports it, the bf16 copy its rounding.
-    weights = _oracle_weights(tmp_path / "w.safetensors", 1.3)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", 1.3)
     image = str(_image(tmp_path / "a.png"))
     logits = {}
     for precision in ("fp32", "bf16"):

@@ -40,6 +40,7 @@ from llrnet.core.contracts import check_images
 from llrnet.core.errors import InputError, LlrnetError, UsageError
 from llrnet.models import as_model_fn, create_model, save_weights
 from llrnet.models.weights import tensors_sha256
+from model_helpers import constant_bird_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,12 +75,7 @@ class Kit:
 
     @staticmethod
     def _oracle_weights(path: Path) -> Path:
-        model = create_model("llr_pretrain_adv_tiny")
-        with torch.no_grad():
-            model.linear.weight.zero_()
-            model.linear.bias.copy_(torch.tensor([0.0, 2.0]))
-        save_weights(model, path, {"source": "oracle"})
-        return path
+        return constant_bird_weights(path, 2.0)
 
     @staticmethod
     def _images(folder: Path) -> dict[str, Path]:

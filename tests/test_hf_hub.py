@@ -30,18 +30,14 @@ from llrnet.cli import main
 from llrnet.core.errors import UsageError, WeightsError
 from llrnet.models import create_model, load_weights, read_metadata, save_weights
 from llrnet.models.hf_hub import load_hf_weights, parse_hf_name
+from model_helpers import constant_bird_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _weights(path: Path, bird_logit: float = 1.5) -> Path:
     """A tiny bird-or-bicycle classifier whose bird logit is ``bird_logit`` on every image."""
-    model = create_model("llr_pretrain_adv_tiny")
-    with torch.no_grad():
-        model.linear.weight.zero_()
-        model.linear.bias.copy_(torch.tensor([0.0, bird_logit]))
-    save_weights(model, path, {"source": "oracle"})
-    return path
+    return constant_bird_weights(path, bird_logit)
 
 
 def _config(architecture: str = "llr_pretrain_adv_tiny") -> bytes:
