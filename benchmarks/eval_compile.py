@@ -11,7 +11,8 @@ attacks are ``clean`` and the challenge's ``spatial_grid`` cut to ``--granularit
 (forward-only: only forwards are compiled). Images/s come from each attack's
 ``wall_time`` in results.json (chunks only, no planning or compiling); the tables are
 compared with their ``wall_time`` fields removed. ``--dry-run``: the tiny model at
-32 px, batch sizes 1,2, and torch.compile's ``eager`` backend (traced, not compiled).
+32 px, batch sizes 1,2, one chunk, and torch.compile's ``eager`` backend (traced, not
+compiled).
 
 Usage::
 
@@ -120,7 +121,7 @@ def run(model: nn.Module, attacks: Suite, x: torch.Tensor, y: torch.Tensor, *, b
         images: int, precision: str, compiled: bool) -> dict[str, Any]:
     """One ``evaluate`` (fresh output folder): its attack records, the results.json
     ``attacks`` table without timings, the logged compile seconds, the dynamo graphs
-    compiled during it, and its whole wall time (s)."""
+    compiled during it, its whole wall time and its attacks' chunk time (s)."""
     before = _graphs()
     with tempfile.TemporaryDirectory() as out, compile_log() as log:
         start = time.perf_counter()
@@ -129,8 +130,9 @@ def run(model: nn.Module, attacks: Suite, x: torch.Tensor, y: torch.Tensor, *, b
                            precision=precision, white_box_bounds=False, compile=compiled)
         total = time.perf_counter() - start
         table = _table(json.loads((Path(out) / "results.json").read_text())["attacks"])
+    chunks = sum(record["wall_time"] for record in records.values())
     return {"records": records, "table": table, "compile_s": sum(log.seconds),
-            "graphs": _graphs() - before, "total_s": total}
+            "graphs": _graphs() - before, "total_s": total, "chunks_s": chunks}
 
 
 def _speed(record: dict[str, Any]) -> float:
@@ -158,6 +160,8 @@ def configuration(model: nn.Module, attacks: Suite, x: torch.Tensor, y: torch.Te
     row: dict[str, Any] = {"batch": batch, "precision": precision, "images": images,
                            "first_compile_s": first["compile_s"],
                            "first_run_s": first["total_s"], "first_graphs": first["graphs"],
+                           "first_chunk_s": first["chunks_s"],
+                           "timed_chunk_s": timed["chunks_s"] / chunks,
                            "timed_graphs": timed["graphs"], "timed_compile_s": timed["compile_s"],
                            "tables": _differing(eager["table"], timed["table"])}
     for name in attacks.names:
@@ -173,13 +177,15 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], command: str,
     head = "| batch | precision | images |" + "".join(
         f" {n} eager (img/s) | {n} compiled (img/s) | {n} compiled / eager |" for n in names)
     lines = [head + " first compiled run: compile_run warm-up (s, log) | its whole evaluate "
-             "(s) | graphs compiled (first / timed run) | results.json tables |",
-             "|" + "---|" * (3 + 3 * len(names) + 4)]
+             "(s) | its chunk / a timed chunk (s) | graphs compiled (first / timed run) | "
+             "results.json tables |",
+             "|" + "---|" * (3 + 3 * len(names) + 5)]
     for row in rows:
         cells = "".join(f" {row[n]['eager']:.2f} | {row[n]['compiled']:.2f} | "
                         f"{row[n]['ratio']:.3f}x |" for n in names)
         lines.append(f"| {row['batch']} | {row['precision']} | {row['images']} |{cells} "
                      f"{row['first_compile_s']:.1f} | {row['first_run_s']:.1f} | "
+                     f"{row['first_chunk_s']:.1f} / {row['timed_chunk_s']:.1f} | "
                      f"{row['first_graphs']} / {row['timed_graphs']} | {row['tables']} |")
     title = "## Evaluation with `--compile` (`llr_pretrain_adv`, `evaluate(compile=True)`)"
     if dry_run:
@@ -197,8 +203,9 @@ def markdown(rows: Sequence[dict[str, Any]], names: Sequence[str], command: str,
         "planning or compiling), one eager and one compiled run per row, in one process. "
         "Before the timed compiled run, an untimed compiled run on the first `batch` "
         "images compiles (its `compile_run` warm-up seconds from the log; the recompiles "
-        "for the grid's batch shapes inside its chunks); graphs compiled during the timed "
-        "run should be 0. Tables compared with `wall_time` removed.",
+        "for the grid's batch shapes inside its chunks, the difference between its chunk "
+        "and a timed chunk); graphs compiled during the timed run should be 0. Tables "
+        "compared with `wall_time` removed.",
         "",
         *lines,
     ])
@@ -217,28 +224,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="values per axis of the challenge grid (angle, dx, dy)")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--dry-run", action="store_true",
-                        help="tiny model at 32 px, batch sizes 1,2, backend eager")
+                        help="tiny model at 32 px, batch sizes 1,2, one chunk, backend eager")
     parser.add_argument("--out", type=Path, help="also write the section and rows here")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
     batches = [1, 2] if args.dry_run else _ints(args.batch_sizes)
+    chunks = 1 if args.dry_run else args.chunks
     backend = "eager" if args.dry_run else args.backend
     granularity = tuple(_ints(args.granularity))
-    if len(granularity) != 3 or args.chunks < 1 or not batches:
+    if len(granularity) != 3 or chunks < 1 or not batches:
         parser.error("--granularity takes 3 values, --chunks >= 1, --batch-sizes >= 1 value")
     attacks = suite((granularity[0], granularity[1], granularity[2]))
-    model, x, y = setup(args.dry_run, max(batches) * args.chunks)
+    model, x, y = setup(args.dry_run, max(batches) * chunks)
     rows = []
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), \
             mock.patch.object(torch, "compile", partial(torch.compile, backend=backend)):
         for precision in args.precisions.split(","):
             for batch in batches:
-                rows.append(configuration(model, attacks, x, y, batch, args.chunks,
-                                          precision))
+                rows.append(configuration(model, attacks, x, y, batch, chunks, precision))
                 print(json.dumps(rows[-1]), flush=True)
     command = ".venv/bin/python benchmarks/eval_compile.py " + (
         "--dry-run" if args.dry_run else
-        f"--batch-sizes {','.join(map(str, batches))} --chunks {args.chunks} "
+        f"--batch-sizes {','.join(map(str, batches))} --chunks {chunks} "
         f"--precisions {args.precisions} --granularity {args.granularity}"
         + ("" if backend == "inductor" else f" --backend {backend}") + " --write")
     transforms = granularity[0] * granularity[1] * granularity[2]
