@@ -1,25 +1,9 @@
 """Evaluation speed with ``compile=True`` against eager: ``llrnet.eval.evaluate`` on
-``llr_pretrain_adv`` (random weights), one run.
-
-For each precision (``fp32``; ``bf16``, where the spatial grid searches with the bf16
-channels_last copy and the fp32 model judges) and batch size, three evaluations of the
-same ``batch x --chunks`` images run in this order: eager; compiled on the first
-``batch`` images (untimed: ``compile_run``'s warm-up, whose seconds come from the log,
-and the recompiles for the grid's batch shapes); compiled (timed). Images are the
-bundled digits upscaled to 224 px RGB, labels the model's own clean decisions. The
-attacks are ``clean`` and the challenge's ``spatial_grid`` cut to ``--granularity``
-(forward-only: only forwards are compiled). Images/s come from each attack's
-``wall_time`` in results.json (chunks only, no planning or compiling); the tables are
-compared with their ``wall_time`` fields removed. ``--dry-run``: the tiny model at
-32 px, batch sizes 1,2, one chunk, and torch.compile's ``eager`` backend (traced, not
-compiled).
-
-Usage::
-
-    .venv/bin/python benchmarks/eval_compile.py [--batch-sizes 1,8,32] [--chunks 2]
-        [--precisions fp32,bf16] [--granularity 3,1,1] [--write]
-    .venv/bin/python benchmarks/eval_compile.py --dry-run
-"""
+``llr_pretrain_adv`` (random weights, upscaled digits, its own decisions as labels) under
+``clean`` and a cut challenge ``spatial_grid``, fp32 and bf16, per batch size; the
+method is :func:`configuration`'s. Usage: ``.venv/bin/python benchmarks/eval_compile.py
+[--batch-sizes 1,8,32] [--chunks 2] [--precisions fp32,bf16] [--granularity 3,1,1]
+[--write]``, or ``--dry-run`` (tiny model, 32 px, batch 1,2, backend ``eager``)."""
 
 from __future__ import annotations
 
@@ -148,8 +132,13 @@ def _differing(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def configuration(model: nn.Module, attacks: Suite, x: torch.Tensor, y: torch.Tensor,
                   batch: int, chunks: int, precision: str) -> dict[str, Any]:
-    """Eager, compiled warm-up (``batch`` images) and compiled runs of one configuration,
-    as a summary row."""
+    """One configuration's summary row: three evaluations, in this order, eager on
+    ``batch x chunks`` images; compiled on the first ``batch`` of them (untimed: the
+    ``compile_run`` warm-up, whose seconds come from the log, and the recompiles for
+    the grid's batch shapes); compiled on all of them (timed). Images/s come from each
+    attack's results.json ``wall_time`` (chunks only, no planning or compiling); the
+    eager and timed compiled tables are compared without their ``wall_time`` fields.
+    bf16: the grid searches with the bf16 channels_last copy, the fp32 model judges."""
     images = batch * chunks
     eager = run(model, attacks, x, y, batch=batch, images=images, precision=precision,
                 compiled=False)
@@ -216,7 +205,8 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="evaluate() compiled against eager on llr_pretrain_adv")
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--chunks", type=int, default=2, help="chunks per timed run")
     parser.add_argument("--precisions", default="fp32,bf16")
