@@ -148,3 +148,37 @@ def test_gpu_check_dry_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     section = (tmp_path / "gpu_check.md").read_text()
     assert section.startswith("## GPU check") and "dry run on the CPU" in section
 
+
+
+def test_eval_compile_dry_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """benchmarks/eval_compile.py with the tiny model at 32 px and the ``eager`` backend:
+    every configuration ran eager and compiled, nothing recompiled in the timed run, the
+    tables are identical, and clean accuracy is 100% (labels are the model's decisions)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    names = ("common", "eval_compile")
+    before = {name: sys.modules.pop(name, None) for name in names}
+    compiler = torch.compile
+    try:
+        eval_compile = importlib.import_module("eval_compile")
+        assert eval_compile.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    finally:
+        for name, module in before.items():
+            sys.modules.pop(name, None)
+            if module is not None:
+                sys.modules[name] = module
+    assert torch.compile is compiler  # the backend patch is undone
+    rows = json.loads((tmp_path / "eval_compile.json").read_text())["rows"]
+    assert [(r["batch"], r["precision"], r["images"]) for r in rows] == [
+        (1, "fp32", 1), (2, "fp32", 2), (1, "bf16", 1), (2, "bf16", 2)]
+    for row in rows:
+        assert row["tables"] == "identical", row
+        assert row["timed_graphs"] == 0
+        assert row["first_compile_s"] > 0  # compile_run's warm-up was logged
+        assert row["clean"]["accuracy"] == 1.0
+        for attack in ("clean", "spatial_grid"):
+            speeds = row[attack]
+            assert speeds["eager"] > 0 and speeds["compiled"] > 0
+            assert speeds["ratio"] == pytest.approx(speeds["compiled"] / speeds["eager"])
+    section = (tmp_path / "eval_compile.md").read_text()
+    assert section.startswith("## Evaluation with `--compile`") and "dry run" in section
+    assert section.count("\n| ") == 1 + len(rows)  # header and one line per row
