@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ from llrnet.demo.report import (
     leaderboard,
     report_text,
 )
-from llrnet.eval import evaluate
+from llrnet.eval import EvaluationWarning, evaluate
 from llrnet.models import load_weights
 from llrnet.train import RunDir, load_config, train
 from llrnet.train.build import build_task
@@ -159,8 +160,10 @@ def _die_with_parent(parent: int | None) -> None:
 
 def _start_worker(threads: int, parent: int | None = None) -> None:
     """Initializer of a demo worker process: it dies with ``parent``; torch's threads
-    (not inherited), malloc."""
+    (not inherited), malloc. Its evaluation warnings are not shown: the parent's final
+    pass over each model's saved chunks reports every one of them, in one line each."""
     _die_with_parent(parent)
+    warnings.simplefilter("ignore", EvaluationWarning)
     keep_freed_memory()
     torch.set_num_threads(threads)
 
