@@ -227,12 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     attacks = suite((granularity[0], granularity[1], granularity[2]))
     model, x, y = setup(args.dry_run, max(batches) * chunks)
     rows = []
+    # A clean dynamo state: an earlier compile in this process (a test run, say) would
+    # otherwise have marked batch dimensions dynamic, and symbolic shapes cost minutes.
+    torch._dynamo.reset()
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), \
             mock.patch.object(torch, "compile", partial(torch.compile, backend=backend)):
         for precision in args.precisions.split(","):
             for batch in batches:
                 rows.append(configuration(model, attacks, x, y, batch, chunks, precision))
                 print(json.dumps(rows[-1]), flush=True)
+    torch._dynamo.reset()
     command = ".venv/bin/python benchmarks/eval_compile.py " + (
         "--dry-run" if args.dry_run else
         f"--batch-sizes {','.join(map(str, batches))} --chunks {chunks} "

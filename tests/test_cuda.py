@@ -28,6 +28,7 @@ from llrnet.attacks import PGD, SPSA, Attack, Identity
 from llrnet.core import distributed
 from llrnet.core.errors import UsageError
 from llrnet.models.precision import strict_fp32
+from process_helpers import sigkill_at
 
 F = TypeVar("F", bound=Callable[..., Any])
 HAS_CUDA = torch.cuda.is_available()
@@ -223,8 +224,6 @@ def test_evaluate_on_cuda_resumes_across_a_kill(tmp_path: Path) -> None:
     """A kill -9 mid-attack on CUDA, then a rerun: the uninterrupted run's decisions and
     logits. (Bit equality holds where cuDNN picks the same kernels in both processes;
     the decisions must match whatever it picks.)"""
-    import signal
-    import time
 
     from llrnet.cli import main
     from llrnet.models import create_model, save_weights
@@ -243,13 +242,7 @@ def test_evaluate_on_cuda_resumes_across_a_kill(tmp_path: Path) -> None:
                               *args(tmp_path / "killed")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert main(args(tmp_path / "straight")) == 0
-    deadline = time.monotonic() + 240
-    while not marker.exists() and child.poll() is None:
-        assert time.monotonic() < deadline, "the attack never reached chunk 2"
-        time.sleep(0.01)
-    child.send_signal(signal.SIGKILL)
-    _, err = child.communicate()
-    assert child.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    sigkill_at(child, marker, seconds=240, what="the attack never reached chunk 2")
     assert main(args(tmp_path / "killed")) == 0
     resumed = untimed(tmp_path / "killed/results.json")
     straight = untimed(tmp_path / "straight/results.json")

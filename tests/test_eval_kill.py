@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 
 from llrnet.cli import main
 from llrnet.models import create_model, save_weights
+from process_helpers import sigkill_at
 
 # The real CLI, stopped for good while writing pgd's chunk 2 (chunks 0 and 1 are saved).
 STOP_MID_ATTACK = """
@@ -61,13 +60,7 @@ def test_sigkill_mid_attack_then_rerun_matches(tmp_path: Path) -> None:
                              env={**os.environ, "OMP_NUM_THREADS": "1"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert main(args(tmp_path / "straight")) == 0
-    deadline = time.monotonic() + 240
-    while not marker.exists() and child.poll() is None:
-        assert time.monotonic() < deadline, "the attack never reached chunk 2"
-        time.sleep(0.01)
-    child.send_signal(signal.SIGKILL)
-    _, err = child.communicate()
-    assert child.returncode == -signal.SIGKILL, err.decode()
+    sigkill_at(child, marker, seconds=240, what="the attack never reached chunk 2")
     state = tmp_path / "killed" / "state" / "pgd"
     assert sorted(p.name for p in state.glob("chunk_*")) == ["chunk_00000.safetensors",
                                                             "chunk_00001.safetensors"]

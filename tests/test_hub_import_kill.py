@@ -4,16 +4,15 @@ and the next run succeeds and removes the dead writer's temporary."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from hub_helpers import FIXTURES
 from llrnet.cli import main
+from process_helpers import sigkill_at
 
 # Runs the real CLI, but stops for good inside the atomic write of the weights:
 # after the bytes are in the temporary file, before the rename.
@@ -41,13 +40,7 @@ def test_sigkill_while_writing_leaves_no_file(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", STOP_WHILE_WRITING, str(marker), *args],
                              env={**os.environ, "OMP_NUM_THREADS": "1"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and child.poll() is None:
-        assert time.monotonic() < deadline, "the write never started"
-        time.sleep(0.01)
-    child.send_signal(signal.SIGKILL)
-    _, err = child.communicate()
-    assert child.returncode == -signal.SIGKILL, err.decode()
+    sigkill_at(child, marker, seconds=120, what="the write never started")
     temporary = Path(marker.read_text())
     assert temporary.is_file() and temporary.parent == tmp_path
     assert not out.exists()
