@@ -17,7 +17,8 @@ from llrnet.data.bird_or_bicycle import BirdOrBicycle
 from llrnet.data.robust import find_unreadable
 from llrnet.inference import load_image, predict_images
 from llrnet.models import load_weights
-from test_cli_models import _image, _oracle_weights
+from model_helpers import constant_bird_weights
+from test_cli_models import _image
 from test_data_bird_or_bicycle import make_split
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
@@ -70,7 +71,7 @@ def test_load_image_refuses_a_fifo_named_jpg(tmp_path: Path) -> None:
 
 def test_predict_scores_the_files_and_refuses_the_fifo(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    weights = _oracle_weights(tmp_path / "w.safetensors", 2.0)
+    weights = constant_bird_weights(tmp_path / "w.safetensors", 2.0)
     good = _image(tmp_path / "a.png")
     pipe = fifo(tmp_path / "x.jpg")
     predictions, failures = returns(
