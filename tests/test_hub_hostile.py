@@ -31,7 +31,7 @@ import requests
 
 from hub_helpers import FIXTURES
 from llrnet.cli import main
-from llrnet.core.errors import InputError, RunError
+from llrnet.core.errors import InputError, RunError, UsageError
 from llrnet.core.http import (
     FetchError,
     RetryPolicy,
@@ -529,3 +529,19 @@ def test_a_full_disk_at_the_descriptor_leaves_no_module(server: Server,
     with pytest.raises(OSError, match=r"no space left on device") as raised:
         fetch_module(from_url(f"{server.url}/good.tar.gz"), policy=FAST, progress=False)
     assert raised.value.filename == str(hub_cache_root()) and _cache() == []
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("LLRNET_MIN_RATE", "fast", r"\$LLRNET_MIN_RATE must be a number, got 'fast'"),
+    ("LLRNET_MIN_RATE", "-1", r"\$LLRNET_MIN_RATE must be >= 0, got '-1'"),
+    ("LLRNET_HUB_MAX_MEMBERS", "0", r"\$LLRNET_HUB_MAX_MEMBERS must be > 0, got '0'"),
+    ("LLRNET_HUB_MAX_RATIO", "1e", r"\$LLRNET_HUB_MAX_RATIO must be a number, got '1e'"),
+])
+def test_a_bad_limit_variable_is_named(variable: str, value: str, message: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(UsageError, match=message):
+        if variable.startswith("LLRNET_HUB"):
+            ExtractionLimits.from_env()
+        else:
+            TransferLimits.from_env(None, env="LLRNET_UNSET_FOR_TEST", default=1 << 20)

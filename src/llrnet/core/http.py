@@ -21,6 +21,7 @@ from llrnet.core.errors import UsageError, first_line
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 #: Client errors that will not go away by asking again (every 4xx but 408 and 429).
 PERMANENT_STATUS = frozenset(range(400, 500)) - {408, 429}
@@ -157,16 +158,23 @@ def format_size(size: float) -> str:
     return f"{int(size)} bytes"
 
 
-def _env_float(name: str, default: float) -> float:
+def env_number(name: str, kind: Callable[[str], N], default: N, *,
+               zero_ok: bool = False) -> N:
+    """``kind($name)`` when the variable is set, else ``default``; the value must be
+    > 0 (>= 0 with ``zero_ok``).
+
+    Raises:
+        UsageError: the variable is not a number of that kind, or out of range.
+    """
     text = os.environ.get(name)
     if not text:
         return default
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
         raise UsageError(f"${name} must be a number, got {text!r}") from None
-    if value < 0:
-        raise UsageError(f"${name} must be >= 0, got {text!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise UsageError(f"${name} must be {'>=' if zero_ok else '>'} 0, got {text!r}")
     return value
 
 
@@ -203,8 +211,9 @@ class TransferLimits:
         the rate from ``$LLRNET_MIN_RATE`` (bytes/s) and ``$LLRNET_RATE_WINDOW`` (s)."""
         text = max_bytes if max_bytes is not None else os.environ.get(env) or default
         override = " or ".join(filter(None, [flag, f"${env}"]))
-        return cls(parse_size(text, flag or f"${env}"), _env_float(ENV_MIN_RATE, DEFAULT_MIN_RATE),
-                   _env_float(ENV_RATE_WINDOW, DEFAULT_RATE_WINDOW) or DEFAULT_RATE_WINDOW,
+        min_rate = env_number(ENV_MIN_RATE, float, DEFAULT_MIN_RATE, zero_ok=True)
+        window = env_number(ENV_RATE_WINDOW, float, DEFAULT_RATE_WINDOW, zero_ok=True)
+        return cls(parse_size(text, flag or f"${env}"), min_rate, window or DEFAULT_RATE_WINDOW,
                    override)
 
     def over_cap(self, what: str) -> str:

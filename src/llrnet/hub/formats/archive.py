@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llrnet.core.errors import InputError, UsageError
+from llrnet.core.errors import InputError
 from llrnet.core.fileio import publish_mode, temporary_folder
-from llrnet.core.http import format_size, parse_size
+from llrnet.core.http import env_number, format_size, parse_size
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 """``errno`` values of a full disk (or quota)."""
@@ -125,26 +125,12 @@ class ExtractionLimits:
         ``32G``), ``$LLRNET_HUB_MAX_MEMBERS`` and ``$LLRNET_HUB_MAX_RATIO``."""
         total = os.environ.get(ENV_MAX_EXTRACT)
         return cls(parse_size(total, f"${ENV_MAX_EXTRACT}") if total else MAX_EXTRACT,
-                   _env_number(ENV_MAX_MEMBERS, int, MAX_MEMBERS),
-                   _env_number(ENV_MAX_RATIO, float, MAX_RATIO))
+                   env_number(ENV_MAX_MEMBERS, int, MAX_MEMBERS),
+                   env_number(ENV_MAX_RATIO, float, MAX_RATIO))
 
     def allowed(self, archive_bytes: int) -> int:
         """Uncompressed bytes allowed for an archive of ``archive_bytes``."""
         return min(self.max_total, max(self.ratio_floor, int(self.max_ratio * archive_bytes)))
-
-
-def _env_number(name: str, kind: Callable[[str], Any], default: Any) -> Any:
-    """``kind($name)`` when set (> 0), else ``default``."""
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        raise UsageError(f"${name} must be a number, got {text!r}") from None
-    if value <= 0:
-        raise UsageError(f"${name} must be > 0, got {text!r}")
-    return value
 
 
 class _Capped(io.RawIOBase):
