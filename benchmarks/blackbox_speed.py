@@ -5,8 +5,9 @@ On the same model in one run: model evaluations (queries) per second of llrnet's
 torchattacks' ``SPSA`` at equal probes per step, and for each the share of wall time
 spent outside the model's forward (a wrapper times every forward). Runs are
 interleaved (every attack once per round); each ratio is the median of the per-round
-ratios. A second llrnet Boundary row queries the model as given (``fast_decisions =
-False``), not in its decision form. The peers
+ratios. A second llrnet Boundary row runs the decision form through ``torch.compile``
+(``compile_decisions = True``; compiled in the warm-up round, outside the timing),
+a third queries the model as given (``fast_decisions = False``). The peers
 come from a throwaway environment (``bash benchmarks/peer_env.sh VENV``), never from
 llrnet's dependencies; without them only llrnet's rows run. Run with ``PYTHONPATH``
 pointing at the checkout's ``src``:
@@ -34,24 +35,27 @@ from llrnet.models import create_model
 PLAIN = "llrnet Boundary, model as given"
 """The row of Boundary with ``fast_decisions = False``: the walk queries the model as given,
 not in its decision form."""
+COMPILED = "llrnet Boundary, compiled"
+"""The row of Boundary with ``compile_decisions = True``."""
 
 
-class TimedModel(nn.Module):
-    """Wraps a model: counts forwarded images and sums the wall time of its forwards."""
+class ForwardTimer:
+    """Counts the images ``model`` forwards and sums the wall time of its forwards, with
+    hooks on the model itself (a compiled forward runs between them)."""
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
         self.images = 0
         self.seconds = 0.0
+        self._start = 0.0
+        model.register_forward_pre_hook(self._before)
+        model.register_forward_hook(self._after)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The wrapped model's logits [N, K] of ``x`` [N, C, H, W], timed."""
-        start = time.perf_counter()
-        out = self.model(x)
-        self.seconds += time.perf_counter() - start
-        self.images += int(x.shape[0])
-        return out
+    def _before(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        self._start = time.perf_counter()
+
+    def _after(self, module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.images += int(args[0].shape[0])
 
 
 @dataclass
@@ -130,47 +134,46 @@ def setup(name: str, images: int) -> tuple[nn.Module, Tensor, Tensor, Tensor, Te
 
 
 def runners(model: nn.Module, x: Tensor, y: Tensor, pool: tuple[Tensor, Tensor],
-            args: argparse.Namespace, peers: bool) -> dict[str, tuple[TimedModel, Callable]]:
-    """Each attack as (its timed model, a call that runs it once)."""
-    calls: dict[str, tuple[TimedModel, Callable]] = {}
-    timed = TimedModel(model).eval()
+            args: argparse.Namespace, peers: bool) -> tuple[ForwardTimer, dict[str, Callable]]:
+    """The model's forward timer, and each attack as a call that runs it once."""
+    timer = ForwardTimer(model.eval())
+    calls: dict[str, Callable] = {}
     boundary = Boundary(threshold=1e-3, iterations=args.boundary_iterations)  # full walk
-    calls["llrnet Boundary"] = (timed, lambda: boundary(timed, x, y, seeds=0, pool=pool))
+    calls["llrnet Boundary"] = lambda: boundary(model, x, y, seeds=0, pool=pool)
+    compiled = Boundary(threshold=1e-3, iterations=args.boundary_iterations)
+    compiled.compile_decisions = True
+    calls[COMPILED] = lambda: compiled(model, x, y, seeds=0, pool=pool)
     # The same walk on the model as given, in calls of 64.
-    timed_plain = TimedModel(model).eval()
     plain = Boundary(threshold=1e-3, iterations=args.boundary_iterations)
     plain.fast_decisions = False
-    calls[PLAIN] = (timed_plain, lambda: plain(timed_plain, x, y, seeds=0, pool=pool))
-    timed_spsa = TimedModel(model).eval()
+    calls[PLAIN] = lambda: plain(model, x, y, seeds=0, pool=pool)
     spsa = SPSA(eps=0.3, steps=args.spsa_steps, samples=64, early_stop_loss_threshold=None)
-    calls["llrnet SPSA"] = (timed_spsa, lambda: spsa(timed_spsa, x, y, seeds=0))
+    calls["llrnet SPSA"] = lambda: spsa(model, x, y, seeds=0)
     if not peers:
-        return calls
+        return timer, calls
     import foolbox
     import torchattacks
 
     # foolbox gets llrnet's starting points: the first pool image of the other class.
     others = [int(torch.nonzero(pool[1] != y[i])[0, 0]) for i in range(len(y))]
     starts = pool[0][others]
-    timed_fb = TimedModel(model).eval()
-    fmodel = foolbox.PyTorchModel(timed_fb, bounds=(0, 1))
+    fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
     fb_attack = foolbox.attacks.BoundaryAttack(steps=args.foolbox_steps)
     criterion = foolbox.criteria.Misclassification(y)
     calls["foolbox 3 BoundaryAttack"] = (
-        timed_fb, lambda: fb_attack.run(fmodel, x, criterion, starting_points=starts))
-    timed_ta = TimedModel(model).eval()
+        lambda: fb_attack.run(fmodel, x, criterion, starting_points=starts))
     # 32 samples, two forwards each (x + delta v, x - delta v): llrnet's 64 probes.
-    ta_attack = torchattacks.SPSA(timed_ta, eps=0.3, delta=0.01, lr=0.01,
+    ta_attack = torchattacks.SPSA(model, eps=0.3, delta=0.01, lr=0.01,
                                   nb_iter=args.spsa_steps, nb_sample=32)
-    calls["torchattacks SPSA"] = (timed_ta, lambda: ta_attack(x, y))
-    return calls
+    calls["torchattacks SPSA"] = lambda: ta_attack(x, y)
+    return timer, calls
 
 
-def measure(calls: dict[str, tuple[TimedModel, Callable]], repeats: int) -> dict[str, Run]:
+def measure(timed: ForwardTimer, calls: dict[str, Callable], repeats: int) -> dict[str, Run]:
     """Interleaved rounds (every attack once per round) after one warm-up round."""
     runs = {name: Run() for name in calls}
     for round_ in range(repeats + 1):
-        for name, (timed, call) in calls.items():
+        for name, call in calls.items():
             timed.images, timed.seconds = 0, 0.0
             start, cpu = time.perf_counter(), time.thread_time()
             call()
@@ -210,8 +213,9 @@ def main() -> None:
     gains: list[str] = []
     for name in args.models.split(","):
         model, x, y, pool_x, pool_y, label = setup(name, args.images)
-        runs = measure(runners(model, x, y, (pool_x, pool_y), args, peers), args.repeats)
+        runs = measure(*runners(model, x, y, (pool_x, pool_y), args, peers), args.repeats)
         for ours, peer in (("llrnet Boundary", "foolbox 3 BoundaryAttack"),
+                           (COMPILED, "foolbox 3 BoundaryAttack"),
                            (PLAIN, "foolbox 3 BoundaryAttack"),
                            ("llrnet SPSA", "torchattacks SPSA")):
             mine = runs[ours]
@@ -226,9 +230,10 @@ def main() -> None:
                         f"**{mine.cpu_ratio(other):.2f}x** |")
             print(row)
             rows.append(row)
-        fast, plain = runs["llrnet Boundary"], runs[PLAIN]
+        fast, plain, built = runs["llrnet Boundary"], runs[PLAIN], runs[COMPILED]
         gain = (f"{label}: {fast.ratio(plain):.2f}x (wall), {fast.cpu_ratio(plain):.2f}x "
-                "(CPU time)")
+                f"(CPU time); compiled / decision form {built.ratio(fast):.2f}x (wall), "
+                f"{built.cpu_ratio(fast):.2f}x (CPU time)")
         print(f"llrnet Boundary, decision form / model as given: {gain}")
         gains.append(gain)
     command = ("PYTHONPATH=src VENV/bin/python benchmarks/blackbox_speed.py "

@@ -7,6 +7,7 @@ import torch
 
 from attack_helpers import data, linear_model
 from llrnet.attacks.boundary import Boundary
+from llrnet.models.compiled import compile_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,3 +179,44 @@ def test_boundary_walks_on_the_decision_form_and_counts_every_query() -> None:
     # the batch (a conv may round differently for another batch size: compared to 1e-3).
     alone = attack(model, x[1:2], y[1:2], seeds=seeds[1:2], pool=pool)
     assert float((alone - out[1:2]).abs().max()) < 1e-3
+
+
+def test_compiled_decisions_walk_as_the_decision_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.compile traced by dynamo, run by its eager backend (no C++ compiler): what is
+    # checked is the padding into buckets and the restoring, not inductor's kernels.
+    real = torch.compile
+    shapes: list[int] = []
+
+    def compile_(fn: object, **kwargs: object) -> object:
+        inner = real(fn, backend="eager", **kwargs)  # type: ignore[call-overload]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            shapes.append(x.shape[0])
+            return inner(x)
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    model = _Convolutional()
+    x, y = data(model, 5, 20)
+    pool = data(model, 16, 21)
+    seeds = torch.tensor([5, 6, 7, 8, 9])
+    fast = Boundary(threshold=0.5, iterations=30)
+    expected = fast(model, x, y, seeds=seeds, pool=pool)
+    assert not shapes
+    attack = Boundary(threshold=0.5, iterations=30)
+    attack.compile_decisions = True
+    out = attack(model, x, y, seeds=seeds, pool=pool)
+    # Every walk query went through the compiled form, in batches of whole buckets of 16
+    # (5 images x 5 candidates: 25 -> 32); the attack counted the real queries only.
+    assert shapes and all(n % 16 == 0 for n in shapes) and 32 in shapes
+    assert attack.last_stats["model_evaluations"] == fast.last_stats["model_evaluations"]
+    assert float((out - expected).abs().max()) < 1e-3
+    assert "forward" not in model.__dict__ and isinstance(model.norm, torch.nn.BatchNorm2d)
+    # A model compiled by `--compile` walks compiled too, and keeps its compiled forward.
+    assert compile_model(model)
+    given = model.__dict__["forward"]
+    shapes.clear()
+    again = Boundary(threshold=0.5, iterations=30)(model, x, y, seeds=seeds, pool=pool)
+    assert shapes.count(32) >= 2 and all(n % 16 == 0 for n in shapes[1:])
+    assert float((again - expected).abs().max()) < 1e-3
+    assert model.__dict__["forward"] is given

@@ -152,3 +152,36 @@ def test_inductor_resnet_logits_within_1e_4() -> None:
             fast = model(x)
     assert is_compiled(model)
     assert float((fast - eager).abs().max()) < 1e-4
+
+
+def test_compiled_in_buckets_pads_hides_the_padding_and_restores(dynamo_only: None) -> None:
+    model = _tiny()
+    assert compile_model(model)  # a --compile forward: restored after the block
+    before = model.__dict__["forward"]
+    seen: list[int] = []
+    model.register_forward_hook(lambda m, args, out: seen.append(out.shape[0]))
+    with torch.no_grad():
+        xs = [torch.rand(n, 1, 28, 28) for n in (1, 5, 16, 17, 40)]
+        eager = [model(x) for x in xs]
+        seen.clear()
+        with compiled.compiled_in_buckets(model, 48, bucket=16) as done:
+            assert done and not is_compiled(model)  # the bucketed forward, not compile_model's
+            outs = [model(x) for x in xs]
+        assert seen == [1, 5, 16, 17, 40]  # hooks see the images given, not the padding
+        for out, ref in zip(outs, eager):
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert model.__dict__["forward"] is before
+    uncompile(model)
+    with compiled.compiled_in_buckets(model, 48):
+        pass
+    assert "forward" not in model.__dict__
+
+
+def test_compiled_in_buckets_where_compiling_fails_is_eager(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "compile", _failing_compile("no compiler"))
+    model = _tiny()
+    with (pytest.warns(RuntimeWarning, match="no compiler"),
+          compiled.compiled_in_buckets(model, 64) as done, torch.no_grad()):
+        assert not done and "forward" not in model.__dict__
+        assert model(torch.rand(3, 1, 28, 28)).shape == (3, 3)

@@ -22,6 +22,7 @@ from llrnet.attacks.parts import (
 )
 from llrnet.core.checks import check_count, check_positive
 from llrnet.core.errors import InputError
+from llrnet.models.compiled import compiled_in_buckets, is_compiled
 from llrnet.models.precision import decision_form, decision_form_applies
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,12 @@ class Boundary(Attack):
     #: :func:`~llrnet.models.precision.decision_form` (folded batch norms, channels_last,
     #: restored after the walk) in calls of :data:`CPU_DECISION_CHUNK`; False: as it is.
     fast_decisions = True
+    #: With ``fast_decisions``, the walk's decision form also runs through a static-shape
+    #: ``torch.compile`` (:func:`~llrnet.models.compiled.compiled_in_buckets`; calls padded
+    #: to a multiple of 16 images): 1.3-2x the queries per second once compiled, after
+    #: seconds of compiling per model and batch size. Also on where the model given is
+    #: compiled (``llrnet eval --compile``).
+    compile_decisions = False
 
     def __init__(
         self,
@@ -183,7 +190,12 @@ class Boundary(Attack):
             todo = torch.nonzero(correct).flatten().tolist()
             if not todo:
                 return result
-            with decision_form(inner) if fast else contextlib.nullcontext(False) as changed:
+            with contextlib.ExitStack() as stack:
+                changed = fast and stack.enter_context(decision_form(inner))
+                if changed and (self.compile_decisions or is_compiled(inner)):
+                    stack.enter_context(compiled_in_buckets(
+                        inner, min(self.max_batch, CPU_DECISION_CHUNK),
+                        what="Boundary's decision form"))
                 self._search(model, x, y, rng, pool, todo, result, bool(changed))
         return result
 

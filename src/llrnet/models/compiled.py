@@ -3,10 +3,11 @@ compiling cannot run. More: docs/models.md, "llrnet.models.compiled"."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -64,7 +65,8 @@ def give_up(module: nn.Module, what: str, error: BaseException) -> None:
 
 
 def compile_model(module: nn.Module, example: Tensor | None = None, *,
-                  gradients: bool = False, what: str = "the model") -> bool:
+                  gradients: bool = False, what: str = "the model",
+                  dynamic: bool | None = None) -> bool:
     """Compile ``module``'s forward in place with ``torch.compile``; True if it is compiled.
 
     The module keeps its class, parameters, ``state_dict`` keys and hooks (its
@@ -77,6 +79,8 @@ def compile_model(module: nn.Module, example: Tensor | None = None, *,
     train/eval mode still recompiles once, where it first occurs). A failure of
     ``torch.compile`` or of the compiled code (no C++ compiler, an unsupported
     platform) leaves the module eager with one ``RuntimeWarning`` per process.
+    ``dynamic``: ``torch.compile``'s (None: static, then dynamic where a second
+    shape occurs; False: one graph per shape).
     """
     if is_compiled(module):
         return True
@@ -85,7 +89,7 @@ def compile_model(module: nn.Module, example: Tensor | None = None, *,
         return False
     eager = module.forward
     try:
-        compiled = torch.compile(eager)
+        compiled = torch.compile(eager, dynamic=dynamic)
     except Exception as error:
         give_up(module, what, error)
         return False
@@ -114,3 +118,53 @@ def warm_up(module: nn.Module, example: Tensor, *, gradients: bool, what: str) -
     if is_compiled(module):
         logger.info("torch.compile: %s compiled in %.1f s (its first calls, on a batch of "
                     "%d; not in any timing)", what, time.perf_counter() - start, len(example))
+
+
+class _PaddedForward:
+    """A static-shape compiled forward fed batches padded to a multiple of ``bucket`` rows
+    (copies of the first row), so at most ``max_rows / bucket`` shapes compile; the
+    padding rows' outputs are dropped."""
+
+    def __init__(self, forward: Callable[[Tensor], Tensor], bucket: int) -> None:
+        self.forward = forward
+        self.bucket = bucket
+
+    def __call__(self, x: Tensor) -> Tensor:
+        n = int(x.shape[0])
+        rows = -(-n // self.bucket) * self.bucket
+        if rows == n:
+            return self.forward(x)
+        layout = (torch.channels_last if x.dim() == 4
+                  and x.is_contiguous(memory_format=torch.channels_last)
+                  else torch.contiguous_format)
+        padded = torch.empty((rows, *x.shape[1:]), dtype=x.dtype, device=x.device,
+                             memory_format=layout)
+        padded[:n] = x
+        padded[n:] = x[:1]
+        return self.forward(padded)[:n]
+
+
+@contextlib.contextmanager
+def compiled_in_buckets(module: nn.Module, max_rows: int, *, bucket: int = 16,
+                        what: str = "the model") -> Iterator[bool]:
+    """Within the block, ``module`` forwards through a static-shape ``torch.compile`` of its
+    forward, each batch (at most ``max_rows`` rows, in one layout) padded to a multiple
+    of ``bucket`` rows: at most ``max_rows / bucket`` graphs compile, each on its first
+    call. For attacks that query a model in eval mode many times at varying batch
+    sizes (Boundary's walk); rows must be independent (batch norms in eval mode).
+    Hooks and wrappers around ``module`` see the unpadded batch. On exit the module's
+    own forward is back (a :func:`compile_model` forward included). Yields whether it
+    compiled (False where ``torch.compile`` cannot run: then eager, one warning).
+    """
+    before = module.__dict__.pop("forward", None)
+    try:
+        limit = max(int(torch._dynamo.config.recompile_limit), -(-max_rows // bucket) + 2)
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            done = compile_model(module, what=what, dynamic=False)
+            if done:
+                module.__dict__["forward"] = _PaddedForward(module.__dict__["forward"], bucket)
+            yield done
+    finally:
+        module.__dict__.pop("forward", None)
+        if before is not None:
+            module.__dict__["forward"] = before
