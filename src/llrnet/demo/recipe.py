@@ -60,7 +60,8 @@ EVAL_GROUPS: tuple[tuple[str, ...], ...] = (
     ("spatial_grid",),
     ("clean", "common_corruptions", "pgd_linf"),
 )
-#: How many test images the figure of the spatial grid's worst transforms shows.
+
+
 def demo_suite(eps: float = PGD_EPS, *, quick: bool) -> Any:
     """The evaluation kit's ``digits`` suite (:data:`SUITE_OPTIONS`) plus white-box L-inf
     PGD at ``eps``, with the white-box bounds of its black-box attacks.
