@@ -185,3 +185,27 @@ def test_compiled_in_buckets_where_compiling_fails_is_eager(
           compiled.compiled_in_buckets(model, 64) as done, torch.no_grad()):
         assert not done and "forward" not in model.__dict__
         assert model(torch.rand(3, 1, 28, 28)).shape == (3, 3)
+
+
+def test_compiled_in_buckets_whose_compiled_call_fails_goes_eager_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def broken(fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+        def run(x: torch.Tensor) -> Any:
+            calls.append(x.shape[0])
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = _tiny()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        eager = model(x)
+        with (pytest.warns(RuntimeWarning, match="CppCompileError"),
+              compiled.compiled_in_buckets(model, 64)):
+            outs = [model(x) for _ in range(3)]
+    assert calls == [16]  # the compiled code was tried once (padded), then never again
+    for out in outs:
+        torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    assert "forward" not in model.__dict__

@@ -123,13 +123,16 @@ def warm_up(module: nn.Module, example: Tensor, *, gradients: bool, what: str) -
 class _PaddedForward:
     """A static-shape compiled forward fed batches padded to a multiple of ``bucket`` rows
     (copies of the first row), so at most ``max_rows / bucket`` shapes compile; the
-    padding rows' outputs are dropped."""
+    padding rows' outputs are dropped. Eager and unpadded once compiling has failed in
+    this process (:func:`give_up`)."""
 
-    def __init__(self, forward: Callable[[Tensor], Tensor], bucket: int) -> None:
+    def __init__(self, forward: CompiledForward, bucket: int) -> None:
         self.forward = forward
         self.bucket = bucket
 
     def __call__(self, x: Tensor) -> Tensor:
+        if _UNAVAILABLE:
+            return self.forward.eager(x)
         n = int(x.shape[0])
         rows = -(-n // self.bucket) * self.bucket
         if rows == n:
@@ -162,7 +165,9 @@ def compiled_in_buckets(module: nn.Module, max_rows: int, *, bucket: int = 16,
         with torch._dynamo.config.patch(recompile_limit=limit):
             done = compile_model(module, what=what, dynamic=False)
             if done:
-                module.__dict__["forward"] = _PaddedForward(module.__dict__["forward"], bucket)
+                compiled = module.__dict__["forward"]
+                assert isinstance(compiled, CompiledForward)
+                module.__dict__["forward"] = _PaddedForward(compiled, bucket)
             yield done
     finally:
         module.__dict__.pop("forward", None)
