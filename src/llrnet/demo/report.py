@@ -14,6 +14,8 @@ from llrnet.demo.recipe import (
     PGD_EPS,
     PGD_STEPS,
     QUICK_IMAGES,
+    QUICK_SUITE_OPTIONS,
+    SUITE_OPTIONS,
 )
 
 REPORT = "report.md"
@@ -118,12 +120,16 @@ def _cost_line(out: Path, name: str) -> str:
 def report_text(out: Path, table: str, results: dict[str, dict[str, dict[str, Any]]],
             quick: bool, threads: int, jobs: int, seed: int) -> str:
     suite_names = {str(r.get("kind")) for records in results.values() for r in records.values()}
+    budgets = QUICK_SUITE_OPTIONS if quick else SUITE_OPTIONS
     lines = [
         "# llrnet demo: standard, PGD, LLR and the two-stage LLR -> adversarial recipe",
         "",
         "Four models of the same architecture (WRN-10-1 softplus) trained on the bundled "
-        "digits, then attacked with the evaluation kit's `digits` suite plus white-box L-inf "
-        f"PGD at eps {PGD_EPS} ({PGD_STEPS} steps), every attack on all "
+        "digits, then attacked with the evaluation kit's `digits` suite (SPSA "
+        f"{budgets['spsa_steps']} steps of {budgets['spsa_samples']} probes, Boundary "
+        f"{budgets['boundary_iterations']} iterations of {budgets['boundary_directions']} "
+        f"candidates) plus white-box L-inf PGD at eps {PGD_EPS} ({PGD_STEPS} steps), every "
+        "attack on all "
         f"{QUICK_IMAGES if quick else FULL_IMAGES} test images (6 vs 7). Cells: accuracy "
         "(%) at 80% coverage (the 80% most confident images; a model abstains through "
         "small logits) / at 100% coverage. Beside each black-box column, its white-box "
