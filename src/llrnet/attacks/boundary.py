@@ -108,9 +108,9 @@ class Boundary(Attack):
     fast_decisions = True
     #: With ``fast_decisions``, the walk's decision form also runs through a static-shape
     #: ``torch.compile`` (:func:`~llrnet.models.compiled.compiled_in_buckets`; calls padded
-    #: to a multiple of 16 images): 1.3-2x the queries per second once compiled, after
-    #: seconds of compiling per model and batch size. Also on where the model given is
-    #: compiled (``llrnet eval --compile``).
+    #: to a multiple of 16 images): 1.1-1.25x the walk's queries per second once compiled
+    #: (docs/benchmarks.md, "Black-box attack speed"), after seconds of compiling per model.
+    #: Also on when the model given is compiled (``llrnet eval --compile``).
     compile_decisions = False
 
     def __init__(
