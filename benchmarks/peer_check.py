@@ -255,12 +255,19 @@ def foolbox_min_l2(model: nn.Module, x: Tensor, y: Tensor, attack: str, steps: i
         peer: Any = foolbox.attacks.BoundaryAttack(steps=steps)
     else:
         peer = foolbox.attacks.HopSkipJumpAttack(steps=steps)
-    _, adversarial, success = peer(fmodel, x, y, epsilons=None,
-                                   starting_points=starting_points(model, x, y))
-    adversarial = adversarial.detach()
-    distance = (adversarial - x).flatten(1).norm(dim=1)
-    return adversarial, torch.where(success.bool(), distance, torch.full_like(distance,
-                                                                             float("inf")))
+    starts = starting_points(model, x, y)
+    # Only the images the model gets right: for the others the start is the image itself,
+    # from which foolbox's walks divide by a zero distance (NaN candidates).
+    todo = logits_of(model, x).argmax(1) == y
+    adversarial, distance = x.clone(), torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    if bool(todo.any()):
+        _, found, success = peer(fmodel, x[todo], y[todo], epsilons=None,
+                                 starting_points=starts[todo])
+        found = found.detach()
+        adversarial[todo] = found
+        dist = (found - x[todo]).flatten(1).norm(dim=1)
+        distance[todo] = torch.where(success.bool(), dist, torch.full_like(dist, float("inf")))
+    return adversarial, distance
 
 
 @dataclass
@@ -366,7 +373,13 @@ def check_model(setup: Setup, name: str, args: argparse.Namespace) -> list[Row]:
             rows.append(row)
             if absent(row, "foolbox"):
                 continue
-            adv, dist = run_peer(row, model, foolbox_min_l2, start, y_few, attack, steps, seed)
+            try:
+                adv, dist = run_peer(row, model, foolbox_min_l2, start, y_few, attack, steps,
+                                     seed)
+            except Exception as error:  # a peer's own failure is a cell, not the end of the run
+                row.note = f"failed: {type(error).__name__}: {str(error).splitlines()[0]}"
+                print(f"  {name} {row.peer}: {row.note}", flush=True)
+                continue
             # Scored at the column's radius as llrnet's Boundary returns its result: a
             # point farther than the radius is projected onto that sphere (its class not
             # re-checked); where the peer found nothing, the starting image.
