@@ -28,7 +28,6 @@ from llrnet.attacks import PGD, SPSA, Attack, Identity
 from llrnet.core import distributed
 from llrnet.core.errors import UsageError
 from llrnet.models.precision import strict_fp32
-from process_helpers import sigkill_at
 
 F = TypeVar("F", bound=Callable[..., Any])
 HAS_CUDA = torch.cuda.is_available()
@@ -226,23 +225,9 @@ def test_evaluate_on_cuda_resumes_across_a_kill(tmp_path: Path) -> None:
     the decisions must match whatever it picks.)"""
 
     from llrnet.cli import main
-    from llrnet.models import create_model, save_weights
-    from test_eval_kill import STOP_MID_ATTACK
+    from test_eval_kill import eval_killed_mid_attack
 
-    torch.manual_seed(0)
-    weights = tmp_path / "digits.safetensors"
-    save_weights(create_model("digits_wrn", depth=10, width=1), weights)
-    marker = tmp_path / "writing"
-
-    def args(out: Path) -> list[str]:
-        return ["eval", "--suite", "linf", "--weights", str(weights), "--out", str(out),
-                "--max-images", "8", "--batch-size", "2", "--no-progress", "--device", "cuda"]
-
-    child = subprocess.Popen([sys.executable, "-c", STOP_MID_ATTACK, str(marker),
-                              *args(tmp_path / "killed")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert main(args(tmp_path / "straight")) == 0
-    sigkill_at(child, marker, seconds=240, what="the attack never reached chunk 2")
+    args = eval_killed_mid_attack(tmp_path, "--device", "cuda")
     assert main(args(tmp_path / "killed")) == 0
     resumed = untimed(tmp_path / "killed/results.json")
     straight = untimed(tmp_path / "straight/results.json")

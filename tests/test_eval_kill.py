@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,13 @@ def untimed(path: Path) -> dict[str, Any]:
     return results
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
-def test_sigkill_mid_attack_then_rerun_matches(tmp_path: Path) -> None:
+def eval_killed_mid_attack(tmp_path: Path, *extra: str,
+                           env: dict[str, str] | None = None) -> Callable[[Path], list[str]]:
+    """A WRN-10-1 weights file evaluated with ``llrnet eval --suite linf`` (8 images in
+    chunks of 2, ``extra`` appended) into ``tmp_path/straight``, and in a child process
+    (``env``) into ``tmp_path/killed``, SIGKILLed while writing pgd's chunk 2 (its
+    temporary's path is in ``tmp_path/writing``). Returns the CLI arguments for an
+    output folder, to rerun the killed one."""
     torch.manual_seed(0)
     weights = tmp_path / "digits.safetensors"
     save_weights(create_model("digits_wrn", depth=10, width=1), weights)
@@ -53,14 +58,21 @@ def test_sigkill_mid_attack_then_rerun_matches(tmp_path: Path) -> None:
 
     def args(out: Path) -> list[str]:
         return ["eval", "--suite", "linf", "--weights", str(weights), "--out", str(out),
-                "--max-images", "8", "--batch-size", "2", "--no-progress"]
+                "--max-images", "8", "--batch-size", "2", "--no-progress", *extra]
 
     child = subprocess.Popen([sys.executable, "-c", STOP_MID_ATTACK, str(marker),
                               *args(tmp_path / "killed")],
-                             env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert main(args(tmp_path / "straight")) == 0
     sigkill_at(child, marker, seconds=240, what="the attack never reached chunk 2")
+    return args
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_sigkill_mid_attack_then_rerun_matches(tmp_path: Path) -> None:
+    args = eval_killed_mid_attack(tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    marker = tmp_path / "writing"
     state = tmp_path / "killed" / "state" / "pgd"
     assert sorted(p.name for p in state.glob("chunk_*")) == ["chunk_00000.safetensors",
                                                             "chunk_00001.safetensors"]
